@@ -1,0 +1,63 @@
+/* safetensors checkpoints: validated, mmap'd reading; atomic writing.
+ * Format: 8-byte little-endian header length N, N bytes of JSON header
+ * {"name": {"dtype": "F32"|"F16"|"BF16", "shape": [...], "data_offsets": [b, e]},
+ *  "__metadata__": {...}}, then the data section. Everything is validated at
+ * open time; a malformed file is an error naming the file and the tensor. */
+#ifndef RLFLOW_SAFETENSORS_H
+#define RLFLOW_SAFETENSORS_H
+#include <stddef.h>
+#include <stdint.h>
+
+enum st_dtype { ST_F32, ST_F16, ST_BF16 };
+
+#define ST_MAX_DIMS 8
+
+struct st_tensor {
+    char *name;
+    enum st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    int64_t numel;
+    const void *data;        /* inside the mapping; valid while the file is open */
+    size_t nbytes;
+};
+
+/* One checkpoint: a single file or the shards of model.safetensors.index.json. */
+struct st_file;
+
+/* Open a single .safetensors file. NULL with rl_err set on any problem. */
+struct st_file *st_open(const char *path);
+/* Open a model directory's weights: model.safetensors, or the shards listed in
+ * model.safetensors.index.json. */
+struct st_file *st_open_dir(const char *dir);
+void st_close(struct st_file *f);
+
+size_t st_count(const struct st_file *f);
+const struct st_tensor *st_at(const struct st_file *f, size_t i);
+const struct st_tensor *st_find(const struct st_file *f, const char *name);   /* NULL if absent */
+
+/* Copy a tensor into fp32, checking its shape (ndim dims given); -1 with an
+ * error naming the tensor and both shapes on mismatch or absence. */
+int st_read_f32(const struct st_file *f, const char *name, float *out, int ndim, const int64_t *shape);
+
+const char *st_dtype_name(enum st_dtype t);
+size_t st_dtype_size(enum st_dtype t);
+
+/* Writing: tensors are given as fp32 and stored in `dtype` (rounded to nearest
+ * even for bf16/f16). The file is written to a temporary name beside `path`,
+ * fsync'd and renamed into place. */
+struct st_out_tensor {
+    const char *name;
+    enum st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const float *data;
+};
+int st_write(const char *path, const struct st_out_tensor *t, size_t n);
+
+/* fp16/bf16 conversions shared by readers, writers and the backends. */
+float st_bf16_to_f32(uint16_t h);
+float st_f16_to_f32(uint16_t h);
+uint16_t st_f32_to_bf16(float f);
+uint16_t st_f32_to_f16(float f);
+#endif
