@@ -10,6 +10,15 @@
 const char *rl_prog = "rlflow";
 static _Thread_local char errbuf[1024];
 
+/* Append to errbuf, truncating: long messages lose their tail, never memory. */
+static void err_append(const char *a, const char *b)
+{
+    size_t n = strlen(errbuf);
+    for (const char *s = a; *s && n + 1 < sizeof errbuf; s++) errbuf[n++] = *s;
+    for (const char *s = b; *s && n + 1 < sizeof errbuf; s++) errbuf[n++] = *s;
+    errbuf[n] = 0;
+}
+
 void rl_set_prog(const char *argv0)
 {
     const char *slash = strrchr(argv0, '/');
@@ -30,10 +39,9 @@ int rl_errno(const char *fmt, ...)
     int e = errno;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof errbuf)
-        snprintf(errbuf + n, sizeof errbuf - n, ": %s", strerror(e));
+    err_append(": ", strerror(e));
     return -1;
 }
 
@@ -43,10 +51,9 @@ int rl_err_prefix(const char *fmt, ...)
     memcpy(old, errbuf, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof errbuf)
-        snprintf(errbuf + n, sizeof errbuf - n, ": %s", old);
+    err_append(": ", old);
     return -1;
 }
 

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int harness_failed;
+static int harness_failed __attribute__((unused));
 
-static void harness_report(int ok, const char *name, const char *fmt, ...)
+__attribute__((unused)) static void harness_report(int ok, const char *name, const char *fmt, ...)
 {
     printf("%s %s", ok ? "ok" : "not ok", name);
     if (!ok && fmt) {
@@ -28,13 +28,13 @@ static void harness_report(int ok, const char *name, const char *fmt, ...)
         harness_failed++;
 }
 
-static void harness_skip(const char *name, const char *why)
+__attribute__((unused)) static void harness_skip(const char *name, const char *why)
 {
     printf("ok %s # SKIP %s\n", name, why);
     fflush(stdout);
 }
 
-static int harness_exit(void) { return harness_failed ? 1 : 0; }
+__attribute__((unused)) static int harness_exit(void) { return harness_failed ? 1 : 0; }
 
 #define CHECK(name, cond) harness_report(!!(cond), (name), "%s (%s:%d)", #cond, __FILE__, __LINE__)
 #define CHECKF(name, cond, ...) harness_report(!!(cond), (name), __VA_ARGS__)
