@@ -564,12 +564,29 @@ static int put_map_key(const struct mpv *k, struct rl_buf *out)
 {
     if (k->type == MPV_STR)
         return put_json_string(k->v.str.s, k->v.str.n, out);
-    struct rl_buf tmp = {0};             /* non-string key: its JSON text as a string */
+    /* A scalar key becomes its JSON text as a string. Containers are refused:
+     * quoting nested JSON inside keys doubles its size at every level. */
+    if (k->type == MPV_ARRAY || k->type == MPV_MAP || k->type == MPV_BIN || k->type == MPV_EXT)
+        return rl_err("a map key is %s; only strings and scalars can be JSON keys", mpv_type_name(k->type));
+    struct rl_buf tmp = {0};
     int rc = mpv_to_json(k, &tmp);
     if (!rc)
         rc = put_json_string(tmp.data, tmp.len, out);
     rl_buf_free(&tmp);
     return rc;
+}
+
+/* Integers are most of a token-id stream: format them without printf. */
+static void put_u64(struct rl_buf *out, uint64_t u, bool neg)
+{
+    char tmp[24], *e = tmp + sizeof tmp, *p = e;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (neg)
+        *--p = '-';
+    rl_buf_put(out, p, (size_t)(e - p));
 }
 
 int mpv_to_json(const struct mpv *v, struct rl_buf *out)
@@ -578,8 +595,8 @@ int mpv_to_json(const struct mpv *v, struct rl_buf *out)
     switch (v->type) {
     case MPV_NIL: rl_buf_put(out, "null", 4); return 0;
     case MPV_BOOL: v->v.b ? rl_buf_put(out, "true", 4) : rl_buf_put(out, "false", 5); return 0;
-    case MPV_UINT: rl_buf_printf(out, "%llu", (unsigned long long)v->v.u); return 0;
-    case MPV_INT: rl_buf_printf(out, "%lld", (long long)v->v.i); return 0;
+    case MPV_UINT: put_u64(out, v->v.u, false); return 0;
+    case MPV_INT: put_u64(out, v->v.i < 0 ? -(uint64_t)v->v.i : (uint64_t)v->v.i, v->v.i < 0); return 0;
     case MPV_F64: put_double(v->v.f64, out); return 0;
     case MPV_F32:
         if (isnan(v->v.f32) || isinf(v->v.f32))

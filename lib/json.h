@@ -9,7 +9,8 @@
  *   msgpack bin          <-> {"$base64": "..."}
  *   NaN, +Inf, -Inf      <-> {"$float": "nan" | "inf" | "-inf"}
  *   ext type T, data D   <-> {"$ext": [T, "base64 of D"]}
- *   non-string map keys   -> their JSON text as a string (one way only)
+ *   scalar map keys       -> their JSON text as a string (one way only);
+ *                            array, map, bin and ext keys are an error
  * Floats are printed in the shortest form that reads back to the same value
  * (float32 values: the same float32), always with a '.' or exponent so that
  * they come back as floats, not integers. */

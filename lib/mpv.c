@@ -186,7 +186,8 @@ void mpv_decode(const uint8_t *p, struct mpv *v)
         }
         break;
     }
-    v->size = mpv_skip(p) - p;
+    /* only containers need a walk to find their end */
+    v->size = h.children ? (size_t)(mpv_skip(p) - p) : h.hlen + h.payload;
 }
 
 struct mpv_iter mpv_iter_array(const struct mpv *a)
