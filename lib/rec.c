@@ -695,3 +695,7 @@ int rec_writer_close(struct rec_writer *w)
     free(w);
     return rc;
 }
+
+static void flush_writer(void *w) { (void)rec_flush(w); }
+
+void rec_flush_on_wait(struct rec_reader *r, struct rec_writer *w) { rec_reader_on_wait(r, flush_writer, w); }

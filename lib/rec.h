@@ -89,4 +89,8 @@ int rec_end(struct rec_writer *w);                             /* -1 on write er
 int rec_write_raw(struct rec_writer *w, const uint8_t *p, size_t n);  /* a whole record as is */
 int rec_flush(struct rec_writer *w);
 int rec_writer_close(struct rec_writer *w);                    /* flushes, ends frame, frees */
+/* The usual filter wiring: flush w whenever r is about to wait for input, so
+ * records reach downstream as soon as upstream pauses (a later rec_end or
+ * rec_writer_close reports a failed write). */
+void rec_flush_on_wait(struct rec_reader *r, struct rec_writer *w);
 #endif
