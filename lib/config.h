@@ -35,7 +35,20 @@ struct model_config {
     int bos_token_id, pad_token_id;           /* -1 when absent */
     int eos_token_ids[CFG_MAX_IDS], n_eos;    /* int or list in the file */
     char torch_dtype[16];         /* "bfloat16", "float16", "float32" (default float32) */
+    /* Added with the parser (not in the first draft of this header): */
+    int sliding_window;           /* attention window, 0 = none (Mistral's sliding_window;
+                                     Qwen2's only when use_sliding_window is true) */
+    float initializer_range;      /* std of random init (default 0.02) */
 };
+
+/* Defaults for architecture `a`, then explicit sizes: a starting point for
+ * building a config in code (tests, benchmarks). Strings and ids are set; the
+ * caller fills the sizes and calls config_check(). */
+void config_defaults(struct model_config *c, enum cfg_arch a, enum cfg_head h);
+/* Complete and validate: head_dim 0 becomes hidden/heads, num_key_value_heads 0
+ * becomes heads; sizes, divisibility and ids < vocab are checked. -1 with an
+ * error naming `what` and the field. config_parse calls it. */
+int config_check(struct model_config *c, const char *what);
 
 /* Parse `path` (a config.json). -1 with an error naming the file and field. */
 int config_load(const char *path, struct model_config *c);

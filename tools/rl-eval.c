@@ -255,6 +255,17 @@ static void fmt_value(char *buf, size_t n, const struct metric *m)
     else snprintf(buf, n, "%.4f", m->value);
 }
 
+/* A group's label in the table: strings without their JSON quotes. */
+static const char *label(const char *key, char *buf, size_t n)
+{
+    size_t len = strlen(key);
+    if (len >= 2 && key[0] == '"' && key[len - 1] == '"' && !memchr(key, '\\', len)) {
+        snprintf(buf, n, "%.*s", (int)(len - 2), key + 1);
+        return buf;
+    }
+    return key;
+}
+
 /* Metrics down, groups across: a handful of groups and many metrics read best so. */
 static void print_table(struct eval_state *s)
 {
@@ -263,11 +274,13 @@ static void print_table(struct eval_state *s)
     for (size_t i = 0; i < ng; i++)
         nm = group_metrics(&s->groups[i], m[i]);
     int w = 8;
+    char lb[256];
     for (size_t i = 0; i < ng; i++)
-        if ((int)strlen(s->groups[i].key) + 2 > w) w = (int)strlen(s->groups[i].key) + 2;
+        if ((int)strlen(label(s->groups[i].key, lb, sizeof lb)) + 2 > w)
+            w = (int)strlen(label(s->groups[i].key, lb, sizeof lb)) + 2;
     printf("%-18s", s->o->by ? s->o->by : "");
     for (size_t i = 0; i < ng; i++)
-        printf(" %*s", w, s->groups[i].key);
+        printf(" %*s", w, label(s->groups[i].key, lb, sizeof lb));
     printf("\n");
     for (size_t j = 0; j < nm; j++) {
         bool any = false;

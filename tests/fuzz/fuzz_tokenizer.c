@@ -1,3 +1,4 @@
+/* fuzz-lib: lib/err.c lib/fsutil.c lib/tok_load.c lib/tokenizer.c */
 /* Fuzz the tokenizer on arbitrary bytes. The first byte picks the target:
  *   even: the rest is a tokenizer.json (the loader must fail cleanly or load,
  *         and a loaded tokenizer must encode a sample text);
