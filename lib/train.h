@@ -1,0 +1,62 @@
+/* One training loop for rl-dpo, rl-sft and rl-rm: they differ only in their
+ * loss, which plugs in as a `train_task`. The loop owns the data order
+ * (a seeded permutation per epoch), micro-batching and gradient accumulation,
+ * clipping, the AdamW step and LR schedule, one metrics record per optimizer
+ * step, atomic checkpoints, and exact resume. docs/training.md has the details. */
+#ifndef RLFLOW_TRAIN_H
+#define RLFLOW_TRAIN_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "optim.h"
+#include "rec.h"
+
+struct train_cfg {
+    const char *model_dir, *out_dir, *device;
+    double lr, weight_decay, max_grad_norm, warmup_ratio;
+    enum lr_kind schedule;
+    int batch;                   /* examples per optimizer step */
+    int micro_batch;             /* examples per forward/backward */
+    int epochs;
+    long save_every;             /* steps between checkpoints (0: only at the end) */
+    long max_steps;              /* stop this run after so many steps, saving (0: no limit) */
+    bool resume, keep_state, force, quiet;
+    uint64_t seed;
+};
+
+/* Named sums that a task adds per example and the loop averages per step. */
+#define TRAIN_MAX_METRICS 12
+struct train_metrics {
+    int n;
+    const char *name[TRAIN_MAX_METRICS];
+    double sum[TRAIN_MAX_METRICS];
+    uint64_t tokens;             /* tokens processed (forward) */
+};
+void train_metric_add(struct train_metrics *m, const char *name, double v);
+
+struct train_task {
+    const char *name;            /* "dpo", "sft", "rm" */
+    size_t n_examples;
+    uint64_t data_hash;          /* fingerprint of the examples: resume refuses other data */
+    /* Forward, loss and backward for examples idx[0..n): gradients accumulate
+     * into m->g; `scale` is 1 / (examples in this optimizer step), so that the
+     * step's gradient is that of the mean loss. Adds each example's loss
+     * (name "loss") and other metrics to acc. -1 with rl_err on failure. */
+    int (*micro)(struct train_task *t, struct model *m, const size_t *idx, int n, double scale,
+                 struct train_metrics *acc);
+    void *ctx;
+};
+
+/* Train and write cfg->out_dir; metrics records go to `metrics` (may be NULL).
+ * 0, or -1 with rl_err (the last good checkpoint stays in place). */
+int train_run(const struct train_cfg *cfg, struct train_task *task, struct rec_writer *metrics);
+
+/* Copy the tokenizer and generation files of src_dir that exist into dst_dir. */
+int train_copy_tokenizer(const char *src_dir, const char *dst_dir);
+
+/* The permutation of n examples used in `epoch` (Fisher-Yates on an RNG
+ * seeded by hash(seed, "epoch", epoch)). */
+void train_permutation(uint64_t seed, long epoch, size_t n, size_t *perm);
+#endif
