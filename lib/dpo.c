@@ -209,7 +209,8 @@ static int dpo_micro(struct train_task *task, struct model *m, const size_t *idx
 void dpo_task_init(struct dpo_task *t, const struct dpo_data *data, const struct dpo_params *p)
 {
     *t = (struct dpo_task){.params = *p, .data = data};
-    t->task = (struct train_task){"dpo", data->n, dpo_data_hash(data), dpo_micro, t};
+    t->task = (struct train_task){.name = "dpo", .n_examples = data->n, .data_hash = dpo_data_hash(data),
+                                  .micro = dpo_micro, .ctx = t};
 }
 
 void dpo_task_free(struct dpo_task *t)

@@ -182,13 +182,13 @@ static int load_state(struct run *r, const char *dir)
 /* ---------------- the loop ---------------- */
 
 static void emit_metrics(struct rec_writer *w, const struct run *r, const struct train_metrics *acc, int n_ex,
-                         double gnorm, double lr, double secs)
+                         double norm, double gnorm, double lr, double secs)
 {
     rec_begin(w, NULL);
     rec_put_i64(w, "step", r->step + 1);
     rec_put_f64(w, "epoch", (double)(r->step + 1) / (double)r->steps_per_epoch);
     for (int i = 0; i < acc->n; i++)
-        rec_put_f64(w, acc->name[i], acc->sum[i] / n_ex);
+        rec_put_f64(w, acc->name[i], acc->sum[i] / norm);
     rec_put_f64(w, "grad_norm", gnorm);
     rec_put_f64(w, "lr", lr);
     rec_put_i64(w, "examples", n_ex);
@@ -210,20 +210,38 @@ static void optimizer_step(struct run *r, double lr)
     }
 }
 
+/* How many of the step's next examples go into one forward. */
+static int micro_size(const struct run *r, const size_t *idx, int left)
+{
+    const struct train_task *t = r->task;
+    if (!t->tokens)
+        return left < r->cfg->micro_batch ? left : r->cfg->micro_batch;
+    size_t budget = t->micro_tokens, used = 0;
+    int k = 0;
+    while (k < left && (k == 0 || used + t->tokens(r->task, idx[k]) <= budget))
+        used += t->tokens(r->task, idx[k++]);
+    return k;
+}
+
 static int one_step(struct run *r, const size_t *idx, int n, struct rec_writer *metrics)
 {
-    double t0 = cli_now();
+    double t0 = cli_now(), norm = 0;
     struct train_metrics acc = {0};
+    for (int i = 0; i < n; i++)
+        norm += r->task->weight ? r->task->weight(r->task, idx[i]) : 1;
+    if (!(norm > 0))
+        norm = 1;
     model_zero_grad(r->m);
-    for (int i = 0; i < n; i += r->cfg->micro_batch) {
-        int k = n - i < r->cfg->micro_batch ? n - i : r->cfg->micro_batch;
-        if (r->task->micro(r->task, r->m, idx + i, k, 1.0 / n, &acc))
+    for (int i = 0; i < n;) {
+        int k = micro_size(r, idx + i, n - i);
+        if (r->task->micro(r->task, r->m, idx + i, k, 1.0 / norm, &acc))
             return rl_err_prefix("step %ld", r->step + 1);
+        i += k;
     }
     const struct backend *bk = r->m->bk;
     double gnorm = r->cfg->max_grad_norm > 0 ? clip_grad_norm(bk, r->m->g_mem, r->m->n_params, r->cfg->max_grad_norm)
                                              : grad_norm(bk, r->m->g_mem, r->m->n_params);
-    double loss = acc.n ? acc.sum[0] / n : 0;
+    double loss = acc.n ? acc.sum[0] / norm : 0;
     if (!isfinite(loss) || !isfinite(gnorm))
         return rl_err("step %ld: the %s is not finite (loss %g, gradient norm %g); stopping, the last "
                       "checkpoint in %s is kept", r->step + 1, isfinite(loss) ? "gradient" : "loss", loss, gnorm,
@@ -231,7 +249,7 @@ static int one_step(struct run *r, const size_t *idx, int n, struct rec_writer *
     double lr = lr_at(&r->sched, r->step);
     optimizer_step(r, lr);
     if (metrics)
-        emit_metrics(metrics, r, &acc, n, gnorm, lr, cli_now() - t0);
+        emit_metrics(metrics, r, &acc, n, norm, gnorm, lr, cli_now() - t0);
     return 0;
 }
 

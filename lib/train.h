@@ -46,6 +46,15 @@ struct train_task {
      * (name "loss") and other metrics to acc. -1 with rl_err on failure. */
     int (*micro)(struct train_task *t, struct model *m, const size_t *idx, int n, double scale,
                  struct train_metrics *acc);
+    /* An example's weight in the step's mean (NULL: 1 each). SFT weighs by
+     * response tokens, so its loss is the mean over the step's tokens. The
+     * step's `scale` is 1 / the sum of weights, and metrics are reported
+     * divided by it. */
+    double (*weight)(struct train_task *t, size_t idx);
+    /* Micro-batches by tokens instead of examples (NULL: --micro-batch
+     * examples each): the number of tokens example idx puts in a forward. */
+    size_t (*tokens)(struct train_task *t, size_t idx);
+    size_t micro_tokens;         /* with tokens(): the budget of one micro-batch */
     void *ctx;
 };
 

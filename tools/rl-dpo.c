@@ -15,115 +15,52 @@
 #include "rec.h"
 #include "tokrule.h"
 #include "train.h"
+#include "train_cli.h"
 
-static const char usage[] =
+static const char usage_head[] =
     "Usage: rl-dpo -m POLICY_DIR -o OUT_DIR [OPTION]... [FILE]...\n"
     "Train POLICY_DIR with direct preference optimization on pair records (prompt_ids,\n"
     "chosen_ids, rejected_ids, ref_chosen_logp, ref_rejected_logp) and write OUT_DIR.\n"
-    "One metrics record per optimizer step goes to stdout.\n"
+    "One metrics record per optimizer step goes to stdout. Defaults: --lr 5e-7, --batch 128.\n"
     "\n"
-    "  -m, --model DIR            the policy to train (Hugging Face layout)\n"
-    "  -o, --output DIR           where the trained policy goes (atomically)\n"
     "      --ref DIR              compute missing reference log-probs with this model\n"
     "      --loss L               sigmoid (DPO, default), ipo, hinge\n"
     "      --beta B               default 0.1\n"
     "      --label-smoothing E    conservative DPO (sigmoid loss), default 0\n"
-    "      --nll-coef A           add A * NLL of the chosen response (RPO), default 0\n"
-    "      --lr LR                peak learning rate, default 5e-7\n"
-    "      --schedule S           constant, linear or cosine (default)\n"
-    "      --warmup-ratio R       fraction of steps with linear warmup, default 0.03\n"
-    "      --weight-decay W       AdamW decoupled weight decay on matrices, default 0\n"
-    "      --max-grad-norm N      clip the global gradient norm (0: off), default 1.0\n"
-    "      --batch N              pairs per optimizer step, default 128\n"
-    "      --micro-batch N        pairs per forward/backward (accumulation), default 4\n"
-    "      --epochs N             default 1\n"
-    "      --max-length N         tokens of prompt + response, default 2048\n"
-    "      --max-prompt-length N  the prompt keeps its end, default 1024\n"
-    "      --save-every N         checkpoint every N steps (0: at the end only)\n"
-    "      --max-steps N          stop after N steps of this run, with a checkpoint\n"
-    "      --resume               continue the run checkpointed in OUT_DIR\n"
-    "      --keep-state           keep the trainer state in the final OUT_DIR\n"
-    "      --force                replace an existing OUT_DIR\n"
-    "      --seed S               data order, default 0\n"
-    "      --device D             cpu (default)\n"
-    "      --template NAME        chat template for records with messages\n"
-    "  -L, --level N              zstd level of the metrics stream (0: raw msgpack)\n"
-    "  -q, --quiet                no progress on stderr\n"
-    "  -h, --help                 show this help\n";
+    "      --nll-coef A           add A * NLL of the chosen response (RPO), default 0\n";
 
 struct dpo_opts {
-    struct train_cfg train;
+    struct train_cli cli;
     struct dpo_params dpo;
-    const char *ref_dir, *template_name;
-    int max_length, max_prompt_length, level;
+    const char *ref_dir;
 };
 
 static struct dpo_opts parse_args(int argc, char **argv)
 {
-    enum { O_REF = 256, O_LOSS, O_BETA, O_LS, O_NLL, O_LR, O_SCHED, O_WARM, O_WD, O_CLIP, O_BATCH, O_MICRO,
-           O_EPOCHS, O_MAXLEN, O_MAXPROMPT, O_SAVE, O_MAXSTEPS, O_RESUME, O_KEEP, O_FORCE, O_SEED, O_DEVICE, O_TEMPLATE };
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+    enum { O_REF = TRAIN_CLI_TOOL_CODES, O_LOSS, O_BETA, O_LS, O_NLL };
+    static const struct option mine[] = {
         {"ref", required_argument, 0, O_REF}, {"loss", required_argument, 0, O_LOSS},
         {"beta", required_argument, 0, O_BETA}, {"label-smoothing", required_argument, 0, O_LS},
-        {"nll-coef", required_argument, 0, O_NLL}, {"lr", required_argument, 0, O_LR},
-        {"schedule", required_argument, 0, O_SCHED}, {"warmup-ratio", required_argument, 0, O_WARM},
-        {"weight-decay", required_argument, 0, O_WD}, {"max-grad-norm", required_argument, 0, O_CLIP},
-        {"batch", required_argument, 0, O_BATCH}, {"micro-batch", required_argument, 0, O_MICRO},
-        {"epochs", required_argument, 0, O_EPOCHS}, {"max-length", required_argument, 0, O_MAXLEN},
-        {"max-prompt-length", required_argument, 0, O_MAXPROMPT}, {"save-every", required_argument, 0, O_SAVE},
-        {"max-steps", required_argument, 0, O_MAXSTEPS}, {"resume", no_argument, 0, O_RESUME},
-        {"keep-state", no_argument, 0, O_KEEP}, {"force", no_argument, 0, O_FORCE},
-        {"seed", required_argument, 0, O_SEED}, {"device", required_argument, 0, O_DEVICE},
-        {"template", required_argument, 0, O_TEMPLATE}, {"level", required_argument, 0, 'L'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"nll-coef", required_argument, 0, O_NLL}, {0, 0, 0, 0},
     };
-    struct dpo_opts o = {
-        .train = {.lr = 5e-7, .schedule = LR_COSINE, .warmup_ratio = 0.03, .max_grad_norm = 1.0, .batch = 128,
-                  .micro_batch = 4, .epochs = 1, .device = "cpu"},
-        .dpo = {.loss = DPO_SIGMOID, .beta = 0.1},
-        .max_length = 2048, .max_prompt_length = 1024, .level = 3,
-    };
+    struct dpo_opts o = {.dpo = {.loss = DPO_SIGMOID, .beta = 0.1}};
+    train_cli_defaults(&o.cli, 5e-7, 128);
+    const struct option *longopts = train_cli_options(mine);
     int c;
-    while ((c = getopt_long(argc, argv, "m:o:L:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, TRAIN_CLI_SHORTOPTS, longopts, NULL)) != -1) {
+        if (train_cli_handle(&o.cli, c, optarg))
+            continue;
         switch (c) {
-        case 'm': o.train.model_dir = optarg; break;
-        case 'o': o.train.out_dir = optarg; break;
         case O_REF: o.ref_dir = optarg; break;
         case O_LOSS: if (dpo_loss_parse(optarg, &o.dpo.loss)) rl_usage_error("--loss: %s", rl_errmsg()); break;
         case O_BETA: o.dpo.beta = cli_double("--beta", optarg, 1e-9, 1e9); break;
         case O_LS: o.dpo.label_smoothing = cli_double("--label-smoothing", optarg, 0, 0.5); break;
         case O_NLL: o.dpo.nll_coef = cli_double("--nll-coef", optarg, 0, 1e9); break;
-        case O_LR: o.train.lr = cli_double("--lr", optarg, 0, 10); break;
-        case O_SCHED:
-            if (lr_kind_parse(optarg, &o.train.schedule)) rl_usage_error("--schedule: %s", rl_errmsg());
-            break;
-        case O_WARM: o.train.warmup_ratio = cli_double("--warmup-ratio", optarg, 0, 1); break;
-        case O_WD: o.train.weight_decay = cli_double("--weight-decay", optarg, 0, 10); break;
-        case O_CLIP: o.train.max_grad_norm = cli_double("--max-grad-norm", optarg, 0, 1e9); break;
-        case O_BATCH: o.train.batch = (int)cli_int("--batch", optarg, 1, 1 << 20); break;
-        case O_MICRO: o.train.micro_batch = (int)cli_int("--micro-batch", optarg, 1, 1 << 20); break;
-        case O_EPOCHS: o.train.epochs = (int)cli_int("--epochs", optarg, 1, 1 << 20); break;
-        case O_MAXLEN: o.max_length = (int)cli_int("--max-length", optarg, 2, 1 << 24); break;
-        case O_MAXPROMPT: o.max_prompt_length = (int)cli_int("--max-prompt-length", optarg, 1, 1 << 24); break;
-        case O_SAVE: o.train.save_every = cli_int("--save-every", optarg, 0, INT64_MAX); break;
-        case O_MAXSTEPS: o.train.max_steps = cli_int("--max-steps", optarg, 1, INT64_MAX); break;
-        case O_RESUME: o.train.resume = true; break;
-        case O_KEEP: o.train.keep_state = true; break;
-        case O_FORCE: o.train.force = true; break;
-        case O_SEED: o.train.seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
-        case O_DEVICE: o.train.device = optarg; break;
-        case O_TEMPLATE: o.template_name = optarg; break;
-        case 'L': o.level = (int)cli_int("--level", optarg, -7, 19); break;
-        case 'q': o.train.quiet = true; break;
-        case 'h': fputs(usage, stdout); exit(0);
+        case 'h': fputs(usage_head, stdout); fputs(train_cli_usage, stdout); exit(0);
         default: rl_usage_error("unknown option");
         }
     }
-    if (!o.train.model_dir || !o.train.out_dir)
-        rl_usage_error("both -m POLICY_DIR and -o OUT_DIR are required");
-    if (o.max_prompt_length >= o.max_length)
-        rl_usage_error("--max-prompt-length (%d) must be below --max-length (%d)", o.max_prompt_length, o.max_length);
+    train_cli_check(&o.cli);
     return o;
 }
 
@@ -148,7 +85,7 @@ static int add_pair(struct dpo_data *d, struct tok_ctx *tc, const struct rec *r,
     if (!a || !b)
         rc = rr = NAN;                       /* computed by fill_refs() */
     dpo_data_add(d, ids[0].v, (int)ids[0].n, ids[1].v, (int)ids[1].n, ids[2].v, (int)ids[2].n, rc, rr,
-                 o->max_length, o->max_prompt_length);
+                 o->cli.max_length, o->cli.max_prompt_length);
     return 0;
 }
 
@@ -156,10 +93,10 @@ static int load_pairs(struct dpo_data *d, const struct dpo_opts *o, int argc, ch
 {
     struct model_config cfg;
     char path[FS_PATH_MAX];
-    if (fs_join(path, sizeof path, o->train.model_dir, "config.json") || config_load(path, &cfg))
+    if (fs_join(path, sizeof path, o->cli.train.model_dir, "config.json") || config_load(path, &cfg))
         return -1;
     struct tok_ctx tc;
-    if (tok_ctx_open(&tc, o->train.model_dir, &cfg, o->template_name))
+    if (tok_ctx_open(&tc, o->cli.train.model_dir, &cfg, o->cli.template_name))
         return -1;
     struct tok_ids ids[3] = {{0}};
     char *stdin_only[] = {"-"};
@@ -194,7 +131,7 @@ static int fill_refs(struct dpo_data *d, const struct dpo_opts *o)
         missing += isnan(d->pair[i].ref_chosen);
     if (!missing)
         return 0;
-    struct model *ref = model_open(o->ref_dir, o->train.device);
+    struct model *ref = model_open(o->ref_dir, o->cli.train.device);
     if (!ref)
         return rl_err_prefix("--ref");
     enum { CHUNK = 8 };
@@ -241,12 +178,12 @@ int main(int argc, char **argv)
         rl_die_err();
     if (data.truncated)
         rl_warn("%zu of %zu pairs were shortened to --max-length %d / --max-prompt-length %d; their reference "
-                "log-probs must come from rl-logp with the same limits", data.truncated, data.n, o.max_length,
-                o.max_prompt_length);
+                "log-probs must come from rl-logp with the same limits", data.truncated, data.n, o.cli.max_length,
+                o.cli.max_prompt_length);
     struct dpo_task task;
     dpo_task_init(&task, &data, &o.dpo);
-    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, o.level, "stdout");
-    int rc = train_run(&o.train, &task.task, w);
+    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, o.cli.level, "stdout");
+    int rc = train_run(&o.cli.train, &task.task, w);
     char *err = rc ? rl_strdup(rl_errmsg()) : NULL;
     if (rec_writer_close(w) && !err)
         err = rl_strdup(rl_errmsg());

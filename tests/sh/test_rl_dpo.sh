@@ -64,7 +64,7 @@ printf '{"id":"a","prompt_ids":[1],"chosen_ids":[999],"rejected_ids":[2],"ref_ch
 check_fails "ids outside the vocabulary" 1 'field "chosen_ids"\[0\] = 999 is outside the model.s vocabulary \(256\)' rl-dpo -m pol -o x $common oov.jsonl
 printf '{"id":"a","tok":"0123456789abcdef","prompt_ids":[1],"chosen_ids":[5],"rejected_ids":[2],"ref_chosen_logp":-1,"ref_rejected_logp":-1}\n' > tok.jsonl
 check "ids from an unknown tokenizer are used when the model has none to compare" rl-dpo -m pol -o y $common tok.jsonl
-check_fails "missing -o" 2 "both -m POLICY_DIR and -o OUT_DIR" rl-dpo -m pol
+check_fails "missing -o" 2 "both -m MODEL_DIR and -o OUT_DIR" rl-dpo -m pol
 check_fails "bad loss" 2 "unknown loss" rl-dpo -m pol -o x --loss kto
 for loss in ipo hinge; do
     rl-dpo -m pol -o "l-$loss" $common --loss $loss pairs.ref.zst > "ml-$loss.zst"
