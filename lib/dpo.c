@@ -71,15 +71,11 @@ static size_t push_ids(struct dpo_data *d, const int32_t *v, int n)
 void dpo_data_add(struct dpo_data *d, const int32_t *prompt, int plen, const int32_t *chosen, int clen,
                   const int32_t *rejected, int rlen, double ref_c, double ref_r, int max_len, int max_prompt)
 {
-    int longest = clen > rlen ? clen : rlen;
-    bool cut = false;
-    if (max_len > 0 && plen + longest > max_len && max_prompt > 0 && plen > max_prompt) {
-        prompt += plen - max_prompt;                  /* the prompt keeps its end */
-        plen = max_prompt;
-        cut = true;
-    }
-    if (max_len > 0 && plen + clen > max_len) clen = max_len - plen > 0 ? max_len - plen : 0, cut = true;
-    if (max_len > 0 && plen + rlen > max_len) rlen = max_len - plen > 0 ? max_len - plen : 0, cut = true;
+    int skip, len[2] = {clen, rlen};
+    bool cut = train_fit(&plen, &skip, len, 2, max_len, max_prompt);
+    prompt += skip;
+    clen = len[0];
+    rlen = len[1];
     d->truncated += cut;
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 256;

@@ -40,6 +40,28 @@ void train_permutation(uint64_t seed, long epoch, size_t n, size_t *perm)
     }
 }
 
+bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prompt)
+{
+    int longest = 0;
+    bool cut = false;
+    *skip = 0;
+    for (int i = 0; i < n; i++)
+        longest = rlen[i] > longest ? rlen[i] : longest;
+    if (max_len <= 0)
+        return false;
+    if (*plen + longest > max_len && max_prompt > 0 && *plen > max_prompt) {
+        *skip = *plen - max_prompt;
+        *plen = max_prompt;
+        cut = true;
+    }
+    for (int i = 0; i < n; i++)
+        if (*plen + rlen[i] > max_len) {
+            rlen[i] = max_len - *plen > 0 ? max_len - *plen : 0;
+            cut = true;
+        }
+    return cut;
+}
+
 int train_copy_tokenizer(const char *src, const char *dst)
 {
     static const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

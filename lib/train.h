@@ -62,6 +62,11 @@ struct train_task {
  * 0, or -1 with rl_err (the last good checkpoint stays in place). */
 int train_run(const struct train_cfg *cfg, struct train_task *task, struct rec_writer *metrics);
 
+/* Fit prompt + response(s) into max_len tokens as TRL does: when too long,
+ * the prompt keeps its last max_prompt tokens (*skip = tokens dropped from its
+ * start), then each response keeps its start. rlen[0..n). True if shortened. */
+bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prompt);
+
 /* Copy the tokenizer and generation files of src_dir that exist into dst_dir. */
 int train_copy_tokenizer(const char *src_dir, const char *dst_dir);
 

@@ -1,0 +1,126 @@
+#include "sft.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+static size_t push_ids(struct sft_data *d, const int32_t *v, int n)
+{
+    if (d->n_ids + (size_t)n > d->cap_ids) {
+        while (d->n_ids + (size_t)n > d->cap_ids)
+            d->cap_ids = d->cap_ids ? 2 * d->cap_ids : 4096;
+        d->ids = rl_realloc(d->ids, d->cap_ids * sizeof *d->ids);
+    }
+    memcpy(d->ids + d->n_ids, v, (size_t)n * sizeof *v);
+    d->n_ids += (size_t)n;
+    return d->n_ids - (size_t)n;
+}
+
+void sft_data_add(struct sft_data *d, const int32_t *prompt, int plen, const int32_t *resp, int rlen,
+                  int max_len, int max_prompt)
+{
+    int skip;
+    d->truncated += train_fit(&plen, &skip, &rlen, 1, max_len, max_prompt);
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 256;
+        d->ex = rl_realloc(d->ex, d->cap * sizeof *d->ex);
+    }
+    struct sft_example *e = &d->ex[d->n++];
+    e->plen = plen;
+    e->rlen = rlen;
+    e->prompt = push_ids(d, prompt + skip, plen);
+    e->response = push_ids(d, resp, rlen);
+}
+
+void sft_data_free(struct sft_data *d)
+{
+    free(d->ex);
+    free(d->ids);
+    *d = (struct sft_data){0};
+}
+
+static uint64_t data_hash(const struct sft_data *d)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < d->n_ids; i++)
+        h = (h ^ (uint32_t)d->ids[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < d->n; i++)
+        h = (h ^ ((uint64_t)d->ex[i].plen << 32 | (uint32_t)d->ex[i].rlen)) * 0x100000001b3ull;
+    return h;
+}
+
+static double sft_weight(struct train_task *task, size_t i)
+{
+    return ((struct sft_task *)task)->data->ex[i].rlen;
+}
+
+static size_t sft_tokens(struct train_task *task, size_t i)
+{
+    const struct sft_example *e = &((struct sft_task *)task)->data->ex[i];
+    return (size_t)(e->plen + e->rlen);
+}
+
+static void grow(struct sft_task *t, size_t ntok, size_t nseq)
+{
+    if (ntok > t->cap_tok) {
+        t->cap_tok = ntok;
+        t->tokens = rl_realloc(t->tokens, ntok * sizeof *t->tokens);
+        t->targets = rl_realloc(t->targets, ntok * sizeof *t->targets);
+        t->dlogp = rl_realloc(t->dlogp, ntok * sizeof *t->dlogp);
+    }
+    if (nseq > t->cap_seq) {
+        t->cap_seq = nseq;
+        t->len = rl_realloc(t->len, nseq * sizeof *t->len);
+    }
+}
+
+/* loss = -sum(logp of response tokens) / (response tokens in the step) */
+static int sft_micro(struct train_task *task, struct model *m, const size_t *idx, int n, double scale,
+                     struct train_metrics *acc)
+{
+    struct sft_task *t = (struct sft_task *)task;
+    const struct sft_data *d = t->data;
+    size_t ntok = 0, at = 0;
+    for (int i = 0; i < n; i++)
+        ntok += sft_tokens(task, idx[i]);
+    grow(t, ntok, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        const struct sft_example *e = &d->ex[idx[i]];
+        int len = e->plen + e->rlen;
+        for (int k = 0; k < len; k++) {
+            t->tokens[at + k] = k < e->plen ? d->ids[e->prompt + k] : d->ids[e->response + k - e->plen];
+            bool target = k + 1 >= e->plen && k + 1 < len;
+            t->targets[at + k] = target ? d->ids[e->response + k + 1 - e->plen] : -1;
+            t->dlogp[at + k] = target ? (float)-scale : 0;
+        }
+        t->len[i] = len;
+        at += (size_t)len;
+    }
+    struct model_batch b = {n, t->len, t->tokens, t->targets};
+    if (model_forward(m, &b, MODEL_TRAIN))
+        return -1;
+    double nll = 0;
+    for (size_t k = 0; k < ntok; k++)
+        nll -= t->targets[k] >= 0 ? m->logp[k] : 0;
+    train_metric_add(acc, "loss", nll);
+    acc->tokens += ntok;
+    return model_backward(m, t->dlogp, NULL, NULL);
+}
+
+void sft_task_init(struct sft_task *t, const struct sft_data *data, size_t pack_tokens)
+{
+    *t = (struct sft_task){.data = data};
+    t->task = (struct train_task){.name = "sft", .n_examples = data->n, .data_hash = data_hash(data),
+                                  .micro = sft_micro, .weight = sft_weight,
+                                  .tokens = pack_tokens ? sft_tokens : NULL, .micro_tokens = pack_tokens,
+                                  .ctx = t};
+}
+
+void sft_task_free(struct sft_task *t)
+{
+    free(t->tokens);
+    free(t->targets);
+    free(t->dlogp);
+    free(t->len);
+}
