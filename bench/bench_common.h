@@ -1,0 +1,41 @@
+/* Shared by the benchmarks: wall time, peak memory, and the sgemm rate of
+ * these cores measured in the same run (the ceiling every ratio is against). */
+#ifndef RLFLOW_BENCH_COMMON_H
+#define RLFLOW_BENCH_COMMON_H
+#include <cblas.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static inline double bench_peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+/* Best of `reps` M x N x K sgemm calls (B transposed: a linear layer's shape)
+ * through OpenBLAS with its current thread count. */
+static inline double bench_sgemm_gflops(int M, int N, int K, int reps)
+{
+    float *a = malloc((size_t)M * K * 4), *b = malloc((size_t)N * K * 4), *c = malloc((size_t)M * N * 4);
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < (size_t)N * K; i++) b[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = bench_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, a, K, b, K, 0, c, N);
+        double t = bench_now() - t0;
+        if (t < best) best = t;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * M * N * K / best / 1e9;
+}
+#endif
