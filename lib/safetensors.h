@@ -42,11 +42,13 @@ void st_close(struct st_file *f);
 
 /* Tensors are in name order (strcmp) across all shards. */
 size_t st_count(const struct st_file *f);
+/* The path given to st_open / st_open_dir (or st_open_mem's `what`). */
+const char *st_path(const struct st_file *f);
 const struct st_tensor *st_at(const struct st_file *f, size_t i);
 const struct st_tensor *st_find(const struct st_file *f, const char *name);   /* NULL if absent */
 
 /* Copy a tensor into fp32, checking its shape (ndim dims given); -1 with an
- * error naming the tensor and both shapes on mismatch or absence. */
+ * error naming the file, the tensor and both shapes on mismatch or absence. */
 int st_read_f32(const struct st_file *f, const char *name, float *out, int ndim, const int64_t *shape);
 /* Convert a tensor's data (any dtype, possibly unaligned) to fp32: t->numel floats. */
 void st_tensor_to_f32(const struct st_tensor *t, float *out);
@@ -55,8 +57,10 @@ const char *st_dtype_name(enum st_dtype t);
 size_t st_dtype_size(enum st_dtype t);
 
 /* Writing: tensors are given as fp32 and stored in `dtype` (rounded to nearest
- * even for bf16/f16). The file is written to a temporary name beside `path`,
- * fsync'd and renamed into place. */
+ * even for bf16/f16). Header and data are ordered by dtype width (widest
+ * first), then name, so each tensor starts aligned to its dtype; with a single
+ * dtype that is name order. The file is written to a temporary name beside
+ * `path`, fsync'd and renamed into place. */
 struct st_out_tensor {
     const char *name;
     enum st_dtype dtype;

@@ -1,3 +1,4 @@
+/* fuzz-lib: lib/config.c lib/err.c lib/fsutil.c lib/weights_layout.c */
 /* libFuzzer target: config.json parsing and the tensor layout derived from it. */
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* fuzz-lib: lib/safetensors.c lib/err.c lib/fsutil.c */
 /* libFuzzer target: the safetensors parser on arbitrary bytes. Every tensor it
  * accepts must be readable in full (the validation promises data inside the
  * buffer), and st_find must find every listed name. */
