@@ -138,3 +138,54 @@ int tok_ctx_response(struct tok_ctx *c, const struct rec *r, const char *ids, co
         tok_ids_push(out, c->eos);
     return 0;
 }
+
+static bool array_elem(const struct rec *r, const char *field, size_t j, struct mpv *out, int *err)
+{
+    struct mpv a;
+    *err = 0;
+    int k = rec_get_array(r, field, &a);
+    if (k <= 0) {
+        *err = k;
+        return false;
+    }
+    struct mpv_iter it = mpv_iter_array(&a);
+    for (size_t i = 0; mpv_next(&it, out); i++)
+        if (i == j)
+            return true;
+    return false;
+}
+
+int tok_ctx_response_at(struct tok_ctx *c, const struct rec *r, const char *ids, const char *text_field, size_t j,
+                        struct tok_ids *out)
+{
+    int usable = tok_ctx_ids_usable(c, r), err;
+    if (usable < 0)
+        return -1;
+    struct mpv v;
+    char what[128];
+    if (usable && array_elem(r, ids, j, &v, &err)) {
+        snprintf(what, sizeof what, "%s[%zu]", ids, j);
+        int32_t *p = NULL;
+        size_t n = 0, cap = 0;
+        if (rec_as_i32s(r, what, &v, &p, &n, &cap) < 0)
+            return free(p), -1;
+        size_t from = out->n;
+        for (size_t i = 0; i < n; i++)
+            tok_ids_push(out, p[i]);
+        free(p);
+        return check_range(c, r, what, out, from);
+    }
+    if (usable && err < 0)
+        return -1;
+    if (!array_elem(r, text_field, j, &v, &err))
+        return err < 0 ? -1 : rec_err(r, "no usable \"%s\"[%zu] and no \"%s\"[%zu] text to tokenize", ids, j, text_field, j);
+    snprintf(what, sizeof what, "%s[%zu]", text_field, j);
+    struct rec_str text;
+    if (rec_as_str(r, what, &v, &text) < 0 || need_tokenizer(c, r, ids))
+        return -1;
+    if (tok_encode(c->tok, text.s, text.n, 0, out))
+        return rec_err(r, "field \"%s\": %s", what, rl_errmsg());
+    if (c->eos >= 0)
+        tok_ids_push(out, c->eos);
+    return 0;
+}

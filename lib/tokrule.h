@@ -36,4 +36,7 @@ int tok_ctx_prompt(struct tok_ctx *c, const struct rec *r, struct tok_ids *out);
  * text (specials off) followed by the end-of-sequence id. */
 int tok_ctx_response(struct tok_ctx *c, const struct rec *r, const char *ids_field, const char *text_field,
                      struct tok_ids *out);
+/* The same for element j of array fields (response_ids[j], responses[j]). */
+int tok_ctx_response_at(struct tok_ctx *c, const struct rec *r, const char *ids_field, const char *text_field,
+                        size_t j, struct tok_ids *out);
 #endif

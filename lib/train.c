@@ -285,7 +285,8 @@ static int prepare(struct run *r)
         return rl_err("%s holds a finished model (no trainer_state/): nothing to resume", c->out_dir);
     if (!c->resume && !c->force && fs_exists(c->out_dir))
         return rl_err("%s exists: use --resume to continue its training or --force to replace it", c->out_dir);
-    r->m = model_open(resuming ? c->out_dir : c->model_dir, c->device);
+    r->m = resuming || !r->task->open ? model_open(resuming ? c->out_dir : c->model_dir, c->device)
+                                      : r->task->open(r->task, c->model_dir, c->device);
     if (!r->m)
         return -1;
     struct adamw_cfg ac = ADAMW_DEFAULTS;
@@ -309,6 +310,8 @@ int train_run(const struct train_cfg *c, struct train_task *task, struct rec_wri
     struct progress pr;
     progress_init(&pr, c->quiet, (uint64_t)(r.total - r.step));
     pr.unit = "steps";
+    if (!rc && r.step == 0 && task->evaluate)
+        rc = task->evaluate(task, r.m, 0, metrics);
     while (!rc && r.step < r.total && !(c->max_steps && this_run >= c->max_steps)) {
         if (r.step / r.steps_per_epoch != epoch) {
             epoch = r.step / r.steps_per_epoch;
@@ -327,6 +330,8 @@ int train_run(const struct train_cfg *c, struct train_task *task, struct rec_wri
             rc = save_checkpoint(&r, true);
     }
     progress_done(&pr);
+    if (!rc && r.step == r.total && this_run > 0 && task->evaluate)
+        rc = task->evaluate(task, r.m, r.step, metrics);
     if (!rc && r.step == r.total)
         rc = save_checkpoint(&r, c->keep_state);
     free(perm);

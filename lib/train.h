@@ -55,6 +55,12 @@ struct train_task {
      * examples each): the number of tokens example idx puts in a forward. */
     size_t (*tokens)(struct train_task *t, size_t idx);
     size_t micro_tokens;         /* with tokens(): the budget of one micro-batch */
+    /* Open the starting model of a fresh run (NULL: model_open). The reward
+     * model task turns a causal LM into a sequence classifier here. */
+    struct model *(*open)(struct train_task *t, const char *dir, const char *device);
+    /* Held-out evaluation (NULL: none), run before the first step of a fresh
+     * run and after the last one; it writes its own record to `w`. */
+    int (*evaluate)(struct train_task *t, struct model *m, long step, struct rec_writer *w);
     void *ctx;
 };
 

@@ -23,18 +23,19 @@ import tempfile
 sys.path.insert(0, os.path.join(ROOT, "tests", "ref"))
 import llama_ref  # noqa: E402
 
-with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "expected.safetensors")
-    golden_dir = os.path.join(ROOT, "tests", "data", "golden", "train")
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "ref", "train_ref.py"), "grads", golden_dir, out],
-                       capture_output=True, text=True)
-    if p.returncode:
-        print("not ok train_ref.py grads runs: " + p.stderr.strip()[-300:])
-        rc = 1
-    else:
+for cmd, sub in (("grads", "train"), ("grads-rm", "train_rm")):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "expected.safetensors")
+        golden_dir = os.path.join(ROOT, "tests", "data", "golden", sub)
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "ref", "train_ref.py"), cmd, golden_dir, out],
+                           capture_output=True, text=True)
+        name = "%s golden (%s) equals a fresh torch run" % (sub, cmd)
+        if p.returncode:
+            print("not ok %s: %s" % (name, p.stderr.strip()[-300:]))
+            rc = 1
+            continue
         a, b = llama_ref.st_read(out), llama_ref.st_read(os.path.join(golden_dir, "expected.safetensors"))
         bad = [k for k in b if k not in a or (a[k] - b[k]).abs().max().item() > 1e-6 * max(1.0, b[k].abs().max().item())]
-        print("ok trainer gradient golden equals a fresh torch run" if not bad and len(a) == len(b)
-              else "not ok trainer gradient golden equals a fresh torch run: %s" % bad[:5])
+        print("ok " + name if not bad and len(a) == len(b) else "not ok %s: %s" % (name, bad[:5]))
         rc |= bool(bad)
 sys.exit(1 if rc else 0)

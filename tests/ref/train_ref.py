@@ -7,6 +7,9 @@ formulas; transformers is not used); the loss formulas are TRL's.
 
   train_ref.py make DIR           a random GQA model with tied embeddings, and DIR/data.json
   train_ref.py grads DIR OUT      OUT.safetensors: for each case C, "C.loss" and "C.grad.<param>"
+  train_ref.py make-rm DIR        a random GQA reward model (score head) and DIR/data.json
+  train_ref.py grads-rm DIR OUT   "rm.loss", "rm.grad.<param>" of the mean Bradley-Terry loss
+                                  -log sigmoid(r_c - r_r - margin), and "rm.scores" of every sequence
 """
 import json
 import os
@@ -82,9 +85,39 @@ def grads(d, out_path):
     L.st_write(out_path, {k: v.detach() for k, v in out.items()})
 
 
+def make_rm(d):
+    os.makedirs(d, exist_ok=True)
+    L.make(d, "score_head")
+    os.remove(os.path.join(d, "inputs.json"))
+    r = random.Random(12)
+    V = json.load(open(os.path.join(d, "config.json")))["vocab_size"]
+    ids = lambda lo, hi: [r.randrange(V) for _ in range(r.randint(lo, hi))]
+    pairs = [{"prompt": ids(1, 6), "chosen": ids(1, 7), "rejected": ids(1, 7),
+              "margin": r.choice([0.0, 0.5, -0.25])} for _ in range(6)]
+    json.dump({"pairs": pairs}, open(os.path.join(d, "data.json"), "w"))
+
+
+def grads_rm(d, out_path):
+    c = json.load(open(os.path.join(d, "config.json")))
+    data = json.load(open(os.path.join(d, "data.json")))
+    W = L.st_read(os.path.join(d, "model.safetensors"))
+    for t in W.values():
+        t.requires_grad_(True)
+    score = lambda seq: (L.forward(c, W, seq)[-1] @ W["score.weight"].t())[0]
+    scores, losses = [], []
+    for p in data["pairs"]:
+        rc, rr = score(p["prompt"] + p["chosen"]), score(p["prompt"] + p["rejected"])
+        scores += [rc, rr]
+        losses.append(-F.logsigmoid(rc - rr - p["margin"]))
+    loss = torch.stack(losses).mean()
+    loss.backward()
+    out = {"rm.loss": loss.detach().reshape(1), "rm.scores": torch.stack(scores).detach()}
+    for n, t in W.items():
+        out["rm.grad." + n] = t.grad
+    L.st_write(out_path, {k: v.detach() for k, v in out.items()})
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    if sys.argv[1] == "make":
-        make(sys.argv[2])
-    else:
-        grads(sys.argv[2], sys.argv[3])
+    cmd = {"make": make, "grads": grads, "make-rm": make_rm, "grads-rm": grads_rm}[sys.argv[1]]
+    cmd(*sys.argv[2:])

@@ -11,6 +11,7 @@
 #include "dpo.h"
 #include "err.h"
 #include "safetensors.h"
+#include "rm.h"
 #include "sft.h"
 
 static char dir[4096];
@@ -88,6 +89,74 @@ static void run_case(struct model *m, struct train_task *task, struct st_file *e
     CHECKF(label, worst <= 1e-4, "worst relative error %.3g in %s", worst, worst_name);
 }
 
+/* The Bradley-Terry task on a reward model, and rm_score on the same sequences. */
+static void test_rm(const char *root)
+{
+    char d[4200], path[4300];
+    snprintf(d, sizeof d, "%s/tests/data/golden/train_rm", root);
+    snprintf(path, sizeof path, "%s/data.json", d);
+    json_error_t je;
+    json_t *data = json_load_file(path, 0, &je);
+    snprintf(path, sizeof path, "%s/expected.safetensors", d);
+    struct st_file *exp = st_open(path);
+    struct model *m = rm_open(d, "cpu", 0);
+    if (!data || !exp || !m) {
+        harness_report(0, "reward model golden loads", "%s", data ? rl_errmsg() : je.text);
+        return;
+    }
+    struct rm_data pairs = {0};
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(data, "pairs"), i, p) {
+        int np, nc, nr;
+        int32_t *a = ids_of(json_object_get(p, "prompt"), &np), *b = ids_of(json_object_get(p, "chosen"), &nc),
+                *c = ids_of(json_object_get(p, "rejected"), &nr);
+        rm_data_add(&pairs, a, np, b, nc, c, nr, json_number_value(json_object_get(p, "margin")), 0);
+        free(a); free(b); free(c);
+    }
+    struct rm_task t;
+    rm_task_init(&t, &pairs, NULL, 0);
+    run_case(m, &t.task, exp, "rm", 6);
+    run_case(m, &t.task, exp, "rm", 4);
+    /* every sequence scored alone and all in one batch equal torch's scores */
+    const struct st_tensor *want = st_find(exp, "rm.scores");
+    float ws[64];
+    int64_t shape[1] = {want ? want->numel : 0};
+    double alone[64], batch[64], worst = 0, diff_batch = 0;
+    int len[64], *tok = malloc(pairs.n_ids * sizeof *tok);
+    for (size_t k = 0; k < pairs.n_ids; k++) tok[k] = pairs.ids[k];
+    size_t off = 0;
+    for (size_t k = 0; k < 2 * pairs.n; k++) {
+        const struct rm_pair *q = &pairs.pair[k / 2];
+        len[k] = k % 2 ? q->rlen : q->clen;
+        rm_score(m, 1, &len[k], tok + (k % 2 ? q->rejected : q->chosen), &alone[k]);
+        (void)off;
+    }
+    int *packed = malloc(pairs.n_ids * sizeof *packed);
+    size_t at = 0;
+    for (size_t k = 0; k < 2 * pairs.n; k++) {
+        const struct rm_pair *q = &pairs.pair[k / 2];
+        memcpy(packed + at, tok + (k % 2 ? q->rejected : q->chosen), (size_t)len[k] * sizeof *packed);
+        at += (size_t)len[k];
+    }
+    rm_score(m, (int)(2 * pairs.n), len, packed, batch);
+    st_read_f32(exp, "rm.scores", ws, 1, shape);
+    for (size_t k = 0; k < 2 * pairs.n; k++) {
+        double e = fabs(alone[k] - ws[k]) / fmax(1, fabs(ws[k]));
+        if (e > worst) worst = e;
+        if (alone[k] != batch[k]) diff_batch++;
+    }
+    CHECKF("rewards of unequal-length sequences equal torch within 1e-5", want && worst < 1e-5, "worst %.3g", worst);
+    CHECKF("a sequence's reward is the same alone and in a batch (bitwise)", diff_batch == 0, "%.0f differ", diff_batch);
+    free(tok);
+    free(packed);
+    rm_task_free(&t);
+    rm_data_free(&pairs);
+    model_close(m);
+    st_close(exp);
+    json_decref(data);
+}
+
 int main(void)
 {
     const char *root = getenv("RL_ROOT");
@@ -143,5 +212,6 @@ int main(void)
     model_close(m);
     st_close(exp);
     json_decref(data);
+    test_rm(root ? root : ".");
     return harness_exit();
 }
