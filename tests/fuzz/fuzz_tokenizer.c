@@ -40,7 +40,8 @@ static void init(void)
 {
     plain = build("[{\"id\":300,\"content\":\"<s>\",\"special\":true,\"normalized\":false},"
                   "{\"id\":301,\"content\":\"<|end|>\",\"special\":true,\"normalized\":false},"
-                  "{\"id\":302,\"content\":\"é\",\"special\":false,\"normalized\":true}]");
+                  /* not only byte-level characters (the space): decode writes it as is */
+                  "{\"id\":302,\"content\":\"é é\",\"special\":false,\"normalized\":true}]");
     flagged = build("[{\"id\":300,\"content\":\"<s>\",\"special\":true,\"lstrip\":true,\"rstrip\":true},"
                     "{\"id\":301,\"content\":\"ab\",\"special\":false,\"single_word\":true,\"normalized\":false},"
                     "{\"id\":302,\"content\":\" x\",\"special\":true,\"lstrip\":true,\"normalized\":true}]");
@@ -76,8 +77,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                UTF8PROC_STABLE | UTF8PROC_COMPOSE) : 0;
         /* NFC is applied to the text between added tokens, so compare only without specials matched */
         if (wn >= 0 && !(data[0] & 2) && ((size_t)wn != b.len || memcmp(want, b.data, b.len))) {
-            /* "é" (a normalized added token) may be formed across an added-token boundary only
-             * when a special is matched: never here; any difference is a bug */
             abort();
         }
         free(want);
