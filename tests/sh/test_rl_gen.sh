@@ -1,0 +1,95 @@
+#!/bin/bash
+# rl-gen: the determinism contract, stop ids and strings, lengths, text
+# prompts through a real tokenizer, and clear errors.
+. "$(dirname "$0")/lib.sh"
+cd "$TMP"
+rl-init --config "$RL_ROOT/tests/data/configs/tiny-llama.json" -o m --seed 2 --std 0.1 2>/dev/null
+for i in $(seq 1 12); do printf '{"id":"q%d","prompt_ids":[%d,%d,%d]}\n' $i $((i + 3)) $((i * 7 % 250 + 3)) $((i * 13 % 250 + 3)); done > p.jsonl
+gen() { rl-gen -q -m m -n 4 --max-new-tokens 16 --max-prompt-tokens 32 --seed 7 "$@"; }
+gen -b 1 p.jsonl | rl-cat > b1
+gen -b 64 p.jsonl | rl-cat > b64
+check "identical output for --batch 1 and --batch 64" cmp b1 b64
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 gen -b 5 p.jsonl | rl-cat > t1
+check "identical output for 1 and 2 threads" cmp b1 t1
+{ head -n 5 p.jsonl | gen -b 3; tail -n 7 p.jsonl | gen -b 6; } | rl-cat > split
+check "identical output when the input is split in two and concatenated" cmp b1 split
+gen --unordered -b 7 p.jsonl | rl-cat | jq -c . | sort > un
+sort b1 > b1s
+check "--unordered writes the same records (in some order)" cmp b1s un
+sed -n 3p p.jsonl | gen -b 2 | rl-cat > third
+check "sample j of a record depends on (seed, id, j) only" bash -c "sed -n 3p b1 | cmp - third"
+check "another seed gives other samples" bash -c "! rl-gen -q -m m -n 4 --max-new-tokens 16 --max-prompt-tokens 32 --seed 8 p.jsonl | rl-cat | cmp -s - b1"
+check "fields: prompt_ids, response_ids, finish, logps, seed" jq -se 'map(has("prompt_ids") and (.response_ids | length) == 4 and (.finish | length) == 4
+    and (.logps | length) == 4 and .seed == 7) | all' b1
+check "--max-new-tokens ends responses with finish \"length\"" jq -se 'map(.response_ids[] | length <= 16) | all' b1
+check "records keep input order" test "$(jq -r .id b1 | tr '\n' ' ')" = "q1 q2 q3 q4 q5 q6 q7 q8 q9 q10 q11 q12 "
+
+# stop ids: greedy; the model's eos_token_id (2) stops some; --stop-id stops another at its 3rd token
+rl-gen -q -m m -n 1 -t 0 --max-new-tokens 12 --max-prompt-tokens 32 p.jsonl | rl-cat > g
+check "the model's eos_token_id ends a response (finish \"stop\", the id kept last)" \
+    jq -se 'map(select(.finish[0] == "stop" and .response_ids[0][-1] == 2)) | length > 0' g
+jq -c 'select((.response_ids[0] | length) >= 4)' g | head -n 1 > long1
+if [ -s long1 ]; then
+    third=$(jq '.response_ids[0][2]' long1)
+    first3=$(jq -c --argjson t "$third" '.response_ids[0] as $r | $r[:($r | indices($t)[0]) + 1]' long1)   # up to its first occurrence
+    id=$(jq -r .id long1)
+    grep "\"$id\"" p.jsonl | rl-gen -q -m m -n 1 -t 0 --max-new-tokens 12 --max-prompt-tokens 32 --stop-id "$third" | rl-cat > gs
+    check "--stop-id ends the response at that token, kept in response_ids" \
+        test "$(jq -c '[.response_ids[0], .finish[0]]' gs)" = "[$first3,\"stop\"]"
+else
+    fail "--stop-id ends the response at that token, kept in response_ids" "no greedy response of 4 tokens"
+fi
+check "a response cut by --max-new-tokens has finish \"length\"" \
+    jq -se 'map(select((.response_ids[0] | length) == 12) | .finish[0] == "length") | all' g
+
+# prompts over the limit keep their end, or fail with --strict
+printf '{"id":"long","prompt_ids":[1,2,3,4,5,6,7,8,9,10]}\n' > long.jsonl
+check "a long prompt keeps its last --max-prompt-tokens tokens" bash -c \
+    "rl-gen -q -m m -n 1 --max-new-tokens 2 --max-prompt-tokens 4 long.jsonl | rl-cat | jq -e '.prompt_ids == [7,8,9,10]'"
+check_fails "--strict makes it an error naming the record" 1 'record 1 \(line 1\): the prompt has 10 tokens, over --max-prompt-tokens 4' \
+    rl-gen -m m -n 1 --max-new-tokens 2 --max-prompt-tokens 4 --strict long.jsonl
+
+# errors: earlier records are written first
+printf '%s\n' '{"id":"ok","prompt_ids":[5]}' '{"prompt_ids":[6]}' > noid.jsonl
+check_fails "a record without id" 1 'record 2 \(line 2\): no "id"' rl-gen -m m -n 2 --max-new-tokens 3 --max-prompt-tokens 8 noid.jsonl
+check "the record before it was generated and written" test "$(rl-gen -m m -n 2 --max-new-tokens 3 --max-prompt-tokens 8 noid.jsonl 2>/dev/null | rl-cat -c)" = 1
+printf '{"id":"e","prompt_ids":[]}\n' > empty.jsonl
+check_fails "an empty prompt" 1 'the prompt is empty' rl-gen -m m --max-new-tokens 3 --max-prompt-tokens 8 empty.jsonl
+printf '{"id":"x"}\n' > none.jsonl
+check_fails "no prompt fields" 1 'no usable "prompt_ids", and no "messages" or "prompt"' rl-gen -m m --max-new-tokens 3 --max-prompt-tokens 8 none.jsonl
+check_fails "text without a tokenizer" 1 'has no tokenizer.json' rl-gen -m m --max-new-tokens 3 --max-prompt-tokens 8 <(echo '{"id":"t","prompt":"hi"}')
+check_fails "a model that does not exist" 1 'nope' rl-gen -m nope
+check_fails "context overflow is a usage error" 2 "exceed the model's context" rl-gen -m m --max-new-tokens 600
+check_fails "--stop without a tokenizer" 2 'needs a tokenizer' rl-gen -m m --stop x --max-new-tokens 3 --max-prompt-tokens 8
+
+# a real tokenizer: messages through the chat template, text responses, stop strings
+tokdir="$RL_FIXTURES/tokenizers/qwen3"
+if [ -f "$tokdir/tokenizer.json" ]; then
+    cat > qcfg.json <<'J'
+{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 16, "intermediate_size": 32,
+ "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 151936,
+ "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "eos_token_id": 151645}
+J
+    rl-init --config qcfg.json -o q --tokenizer "$tokdir" --std 0.5 2>/dev/null
+    printf '%s\n' '{"id":"c","messages":[{"role":"user","content":"Say hi <|im_end|>"}]}' > chat.jsonl
+    rl-gen -q -m q -n 1 -t 0 --max-new-tokens 20 --max-prompt-tokens 64 chat.jsonl | rl-cat > qg
+    check "messages go through the chat template (ends with the assistant header)" \
+        bash -c "jq -r '.prompt_ids | map(tostring) | join(\" \")' qg | rl-tok -t '$tokdir' --decode | grep -q '<|im_start|>assistant'"
+    check "content cannot inject a special token (one <|im_end|>: the template's)" \
+        bash -c "jq -e '.prompt_ids | map(select(. == 151645)) | length == 1' qg"
+    check "responses hold the decoded text and tok the fingerprint" \
+        bash -c "jq -e --arg fp \"\$(rl-tok -t '$tokdir' --fingerprint)\" '(.responses[0] | length) > 0 and .tok == \$fp' qg"
+    full=$(jq -r '.responses[0]' qg)
+    stop=${full:3:3}
+    if [ ${#stop} = 3 ]; then
+        rl-gen -q -m q -n 1 -t 0 --max-new-tokens 20 --max-prompt-tokens 64 --stop "$stop" chat.jsonl | rl-cat > qs
+        cut=$(jq -r '.responses[0]' qs)
+        check "a stop string ends the response and is cut from it" \
+            test "$(jq -r '.finish[0]' qs)" = stop -a "${full#"$cut$stop"}" != "$full"
+    else
+        fail "a stop string ends the response and is cut from it" "the greedy response is too short to pick a stop string"
+    fi
+else
+    skip "real tokenizer: chat template, text, stop strings" "no fixtures at $RL_FIXTURES"
+fi
+finish
