@@ -1,5 +1,6 @@
 #include "pairs.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,12 +108,38 @@ static size_t choose_random(const struct pair_opts *o, const struct pair_input *
     return 0;
 }
 
+/* Simulated annotators: any two different responses, labelled by a noisy
+ * Bradley-Terry comparison of their rewards. */
+static size_t choose_annotated(const struct pair_opts *o, const struct pair_input *in, struct pair *out,
+                               struct rng *rng)
+{
+    size_t count = 0;
+    for (size_t a = 0; a < in->n; a++)
+        for (size_t b = a + 1; b < in->n; b++)
+            count += !same_text(in, a, b);
+    if (!count)
+        return 0;
+    size_t k = (size_t)(rng_uniform_double(rng) * (double)count);
+    for (size_t a = 0; a < in->n; a++)
+        for (size_t b = a + 1; b < in->n; b++)
+            if (!same_text(in, a, b) && k-- == 0) {
+                double z = (score(o, in, a) - score(o, in, b)) / o->annotate;
+                double p = 1 / (1 + exp(-z));
+                bool a_wins = rng_uniform_double(rng) < p;
+                out[0] = a_wins ? (struct pair){a, b} : (struct pair){b, a};
+                return 1;
+            }
+    return 0;
+}
+
 size_t pairs_choose(const struct pair_opts *o, const struct pair_input *in, struct pair *out)
 {
     if (in->n < 2)
         return 0;
     struct rng rng;
     rng_seed(&rng, rng_hash(o->seed, in->id, in->id_len, 0));
+    if (o->annotate > 0)
+        return choose_annotated(o, in, out, &rng);
     switch (o->mode) {
     case PAIR_MAX_MIN:
     case PAIR_MAX_MAX:

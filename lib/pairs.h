@@ -17,6 +17,10 @@ struct pair_opts {
     double len_penalty;
     double min_margin;          /* chosen score - rejected score must be >= this (and > 0) */
     uint64_t seed;
+    /* > 0: simulated annotators. A uniformly chosen pair of different
+     * responses is labelled by a Bradley-Terry draw: the first is chosen with
+     * probability sigmoid((r_a - r_b) / annotate). Ties are labelled 50/50. */
+    double annotate;
 };
 
 struct pair { size_t chosen, rejected; };

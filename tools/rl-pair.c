@@ -21,6 +21,8 @@ static const char usage[] =
     "      --len-penalty L   rank by reward - L * (response length in tokens)\n"
     "      --min-margin M    drop pairs whose score gap is below M (default 0)\n"
     "      --seed S          seed of the random modes (default 0)\n"
+    "      --annotate T      simulated annotators: a random pair of different responses,\n"
+    "                        the first chosen with probability sigmoid((r1 - r2) / T)\n"
     "  -L, --level N         zstd level of the output (0 = raw msgpack; default 3)\n"
     "      --force           write the stream even to a terminal\n"
     "  -q, --quiet           no summary on stderr\n"
@@ -51,6 +53,7 @@ static struct pair_tool_opts parse_args(int argc, char **argv)
     static const struct option longopts[] = {
         {"mode", required_argument, 0, 'M'}, {"len-penalty", required_argument, 0, 'P'},
         {"min-margin", required_argument, 0, 'G'}, {"seed", required_argument, 0, 'S'},
+        {"annotate", required_argument, 0, 'A'},
         {"level", required_argument, 0, 'L'}, {"force", no_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
@@ -66,6 +69,7 @@ static struct pair_tool_opts parse_args(int argc, char **argv)
         case 'P': o.pair.len_penalty = cli_double("--len-penalty", optarg, -1e9, 1e9); break;
         case 'G': o.pair.min_margin = cli_double("--min-margin", optarg, 0, 1e300); break;
         case 'S': o.pair.seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
+        case 'A': o.pair.annotate = cli_double("--annotate", optarg, 1e-9, 1e9); break;
         case 'L': o.level = (int)cli_int("--level", optarg, -7, 19); break;
         case 'F': o.force = true; break;
         case 'q': o.quiet = true; break;
@@ -73,6 +77,8 @@ static struct pair_tool_opts parse_args(int argc, char **argv)
         default: rl_usage_error("unknown option");
         }
     }
+    if (o.pair.annotate > 0 && (o.pair.min_margin > 0))
+        rl_usage_error("--annotate labels pairs by chance: --min-margin does not apply");
     return o;
 }
 
@@ -209,7 +215,8 @@ int main(int argc, char **argv)
     if (!o.quiet)
         fprintf(stderr, "%s: %llu records read, %llu pairs written (%s); dropped: %llu ties or identical "
                 "responses, %llu with fewer than two responses, %llu without rewards\n", rl_prog,
-                (unsigned long long)st.records, (unsigned long long)st.pairs, pair_mode_name(o.pair.mode),
+                (unsigned long long)st.records, (unsigned long long)st.pairs,
+                o.pair.annotate > 0 ? "annotated" : pair_mode_name(o.pair.mode),
                 (unsigned long long)st.ties, (unsigned long long)st.too_few, (unsigned long long)st.no_rewards);
     if (err)
         rl_die("%s", err);

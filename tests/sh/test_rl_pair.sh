@@ -2,6 +2,7 @@
 # rl-pair: every mode on hand-made scored records, ties, n = 1, determinism,
 # length penalty, margins, the summary, and bad records.
 . "$(dirname "$0")/lib.sh"
+cd "$TMP"
 
 cat > "$TMP/s.jsonl" <<'J'
 {"id":"a","prompt":"p","responses":["x","y","z","x"],"rewards":[1,3,-1,0.5],"response_ids":[[1],[2,3],[4],[1]],"tok":"t1","finish":["stop","stop","length","stop"],"logps":[-1,-2,-3,-4],"iter":2}
@@ -49,6 +50,14 @@ check "max-random: each of b, c, d is picked about a third of the time ($counts)
 rl-pair -q -M random --seed 3 "$TMP/many.jsonl" | rl-cat -f chosen,rejected > "$TMP/rand"
 check "random: chosen always outranks rejected" bash -c "! grep -E '\"chosen\":\"(b\",\"rejected\":\"a|c\",\"rejected\":\"[ab]|d)' '$TMP/rand'"
 check "random: several different pairs appear" test "$(sort -u "$TMP/rand" | wc -l)" -ge 5
+
+# simulated annotators: P(a chosen) = sigmoid((r_a - r_b) / T)
+for i in $(seq 1 2000); do echo "{\"id\":\"r$i\",\"responses\":[\"a\",\"b\"],\"rewards\":[1,0]}"; done > ann.jsonl
+wins=$(rl-pair -q --annotate 1 ann.jsonl | rl-cat -f chosen | grep -c '"a"')
+check "--annotate 1: the better response wins sigmoid(1) = 73% of 2000 labels ($wins; 5 sigma)" \
+    awk -v w="$wins" 'BEGIN { e = 2000 / (1 + exp(-1)); exit !((w - e)^2 < 25 * 2000 * 0.731 * 0.269) }'
+check "--annotate labels a pair even when rewards tie" test "$(printf '{"id":"t","responses":["a","b"],"rewards":[1,1]}\n' | rl-pair -q --annotate 1 | rl-cat -c)" = 1
+check "--annotate never pairs identical texts" test "$(printf '{"id":"t","responses":["a","a"],"rewards":[2,1]}\n' | rl-pair -q --annotate 1 | rl-cat -c)" = 0
 
 # bad records: exit 1, message names record and field, earlier pairs written
 printf '%s\n' '{"id":"ok","responses":["a","b"],"rewards":[1,0]}' '{"id":"bad","responses":["a","b"],"rewards":[1]}' > "$TMP/bad.jsonl"
