@@ -5,10 +5,10 @@ cd "$TMP"
 printf '# test\ngood\t1\nbad\t-2\nisn'"'"'t\t-0.5\ngood\t1.5\n' > lex.tsv
 printf '{"id":"a","responses":["Good, GOOD good.","bad-isn'"'"'t x y z",""]}\n' > r.jsonl
 check "sum of weights, case-insensitive, later lines replace earlier" \
-    test "$(rl-lexicon -l lex.tsv r.jsonl | rl-cat | jq -c .rewards)" = '[4.5,-2.5,0.0]'
+    test "$(rl-lexicon -l lex.tsv r.jsonl | rl-cat | jq -c .rewards)" = '[4.5,-2.5,0]'
 check "--length-penalty beyond --target-words" \
-    test "$(rl-lexicon -l lex.tsv --length-penalty 1 --target-words 3 r.jsonl | rl-cat | jq -c .rewards)" = '[4.5,-4.5,0.0]'
-check "--mean and --field" test "$(rl-lexicon -l lex.tsv --mean -f gold r.jsonl | rl-cat | jq -c .gold)" = '[1.5,-0.5,0.0]'
+    test "$(rl-lexicon -l lex.tsv --length-penalty 1 --target-words 3 r.jsonl | rl-cat | jq -c .rewards)" = '[4.5,-4.5,0]'
+check "--mean and --field" test "$(rl-lexicon -l lex.tsv --mean -f gold r.jsonl | rl-cat | jq -c .gold)" = '[1.5,-0.5,0]'
 vader="$RL_FIXTURES/lexicons/vader_lexicon.txt"
 if [ -f "$vader" ]; then
     printf '{"id":"v","responses":["what a wonderful, happy day","this is terrible and sad"]}\n' > v.jsonl
