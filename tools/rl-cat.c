@@ -20,6 +20,8 @@ static const char usage[] =
     "  -p, --pack           write a record stream (zstd-compressed msgpack) instead of JSON\n"
     "  -L, --level N        zstd level for -p (1..19, negative = faster; 0 = raw msgpack; default 3)\n"
     "  -n, --head N         stop after N records (over all inputs)\n"
+    "      --skip N         leave out the first N records (over all inputs)\n"
+    "  -s, --set KEY=VALUE  add or replace a field; VALUE is JSON, or else a string\n"
     "  -c, --count          print only the number of records\n"
     "  -f, --fields LIST    keep only these fields (comma-separated), in record order\n"
     "      --max-record SZ  largest record accepted (default 64M; K, M, G suffixes)\n"
@@ -32,6 +34,10 @@ struct cat_opts {
     bool pack, count, force;
     int level;
     long long head;              /* -1: all */
+    long long skip;
+    char **set_keys;             /* --set: keys and their packed values */
+    msgpack_sbuffer *set_vals;
+    size_t nset;
     char **fields;
     size_t nfields;
     size_t max_record;
@@ -41,7 +47,7 @@ struct cat_state {
     const struct cat_opts *o;
     struct rec_writer *w;        /* --pack */
     struct rl_buf out;           /* JSON output not yet written */
-    long long records;
+    long long records, seen;
 };
 
 static void split_fields(struct cat_opts *o, const char *list)
@@ -56,6 +62,26 @@ static void split_fields(struct cat_opts *o, const char *list)
         rl_usage_error("--fields: empty field list");
 }
 
+/* --set KEY=VALUE: VALUE as JSON when it parses, else as a string. */
+static void add_set(struct cat_opts *o, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg)
+        rl_usage_error("--set: '%s' is not KEY=VALUE", arg);
+    o->set_keys = rl_realloc(o->set_keys, (o->nset + 1) * sizeof *o->set_keys);
+    o->set_vals = rl_realloc(o->set_vals, (o->nset + 1) * sizeof *o->set_vals);
+    o->set_keys[o->nset] = strndup(arg, (size_t)(eq - arg));
+    msgpack_sbuffer *sb = &o->set_vals[o->nset++];
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    if (json_to_msgpack(eq + 1, strlen(eq + 1), &pk)) {
+        sb->size = 0;
+        msgpack_pack_str(&pk, strlen(eq + 1));
+        msgpack_pack_str_body(&pk, eq + 1, strlen(eq + 1));
+    }
+}
+
 static struct cat_opts parse_args(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -63,11 +89,12 @@ static struct cat_opts parse_args(int argc, char **argv)
         {"head", required_argument, 0, 'n'}, {"count", no_argument, 0, 'c'},
         {"fields", required_argument, 0, 'f'}, {"max-record", required_argument, 0, 'M'},
         {"force", no_argument, 0, 'F'},      {"help", no_argument, 0, 'h'},
+        {"skip", required_argument, 0, 'K'}, {"set", required_argument, 0, 's'},
         {0, 0, 0, 0},
     };
     struct cat_opts o = {.level = 3, .head = -1, .max_record = REC_DEFAULT_MAX_RECORD};
     int c;
-    while ((c = getopt_long(argc, argv, "pL:n:cf:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "pL:n:cf:s:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'p': o.pack = true; break;
         case 'L': o.level = (int)cli_int("--level", optarg, -7, 19); break;
@@ -76,6 +103,8 @@ static struct cat_opts parse_args(int argc, char **argv)
         case 'f': split_fields(&o, optarg); break;
         case 'M': o.max_record = cli_size("--max-record", optarg); break;
         case 'F': o.force = true; break;
+        case 'K': o.skip = cli_int("--skip", optarg, 0, INT64_MAX); break;
+        case 's': add_set(&o, optarg); break;
         case 'h': fputs(usage, stdout); exit(0);
         default: rl_usage_error("unknown option");
         }
@@ -111,6 +140,14 @@ static void flush_output(void *ctx)
     flush_json(s);
 }
 
+static bool is_set_key(const struct cat_opts *o, const struct mpv *k)
+{
+    for (size_t i = 0; i < o->nset; i++)
+        if (mpv_str_eq(k, o->set_keys[i]))
+            return true;
+    return false;
+}
+
 static int emit_json(struct cat_state *s, const struct rec *r)
 {
     struct mpv_iter it = mpv_iter_map(&r->map);
@@ -119,7 +156,7 @@ static int emit_json(struct cat_state *s, const struct rec *r)
     size_t mark = s->out.len;
     rl_buf_putc(&s->out, '{');
     while (mpv_next_pair(&it, &k, &v)) {
-        if (!field_wanted(s->o, &k))
+        if (!field_wanted(s->o, &k) || is_set_key(s->o, &k))
             continue;
         if (!first)
             rl_buf_putc(&s->out, ',');
@@ -132,25 +169,50 @@ static int emit_json(struct cat_state *s, const struct rec *r)
                            k.type == MPV_STR ? k.v.str.s : "", rl_errmsg());
         }
     }
+    for (size_t i = 0; i < s->o->nset; i++) {       /* --set fields come last */
+        struct mpv key = {.type = MPV_STR, .v.str = {s->o->set_keys[i], (uint32_t)strlen(s->o->set_keys[i]), 0}}, val;
+        mpv_decode((const uint8_t *)s->o->set_vals[i].data, &val);
+        if (!first)
+            rl_buf_putc(&s->out, ',');
+        first = false;
+        mpv_to_json(&key, &s->out);
+        rl_buf_putc(&s->out, ':');
+        mpv_to_json(&val, &s->out);
+    }
     rl_buf_put(&s->out, "}\n", 2);
     if (s->out.len >= (1u << 20))
         flush_json(s);
     return 0;
 }
 
+static void put_sets(struct cat_state *s)
+{
+    for (size_t i = 0; i < s->o->nset; i++) {
+        struct mpv val;
+        mpv_decode((const uint8_t *)s->o->set_vals[i].data, &val);
+        rec_put_raw(s->w, s->o->set_keys[i], &val);
+    }
+}
+
 static int emit_packed(struct cat_state *s, const struct rec *r)
 {
-    if (!s->o->nfields)
+    if (!s->o->nfields && !s->o->nset)
         return rec_write_raw(s->w, r->raw, r->size);
+    if (!s->o->nfields) {
+        rec_begin(s->w, r);                         /* pass-through, --set fields replaced */
+        put_sets(s);
+        return rec_end(s->w);
+    }
     struct mpv_iter it = mpv_iter_map(&r->map);
     struct mpv k, v;
     rec_begin(s->w, NULL);
     while (mpv_next_pair(&it, &k, &v))
-        if (field_wanted(s->o, &k) && k.type == MPV_STR) {
+        if (field_wanted(s->o, &k) && k.type == MPV_STR && !is_set_key(s->o, &k)) {
             char key[1024];
             snprintf(key, sizeof key, "%.*s", (int)k.v.str.n, k.v.str.s);
             rec_put_raw(s->w, key, &v);
         }
+    put_sets(s);
     return rec_end(s->w);
 }
 
@@ -168,6 +230,8 @@ static int cat_one(struct cat_state *s, const char *path)
         k = rec_next(r, &rec);
         if (k != 1)
             break;
+        if (s->seen++ < s->o->skip)
+            continue;
         s->records++;
         if (s->o->count)
             continue;
@@ -215,5 +279,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < o.nfields; i++)
         free(o.fields[i]);
     free(o.fields);
+    for (size_t i = 0; i < o.nset; i++) {
+        free(o.set_keys[i]);
+        msgpack_sbuffer_destroy(&o.set_vals[i]);
+    }
+    free(o.set_keys);
+    free(o.set_vals);
     return 0;
 }

@@ -22,6 +22,10 @@ check "-n 0" test "$(rl-cat -n 0 "$TMP/t.3" | wc -c)" = 0
 check "-n across inputs" test "$(rl-cat -n 14 "$TMP/t.3" "$TMP/t.3" | wc -l)" = 14
 check "-f keeps only listed fields, in record order" test "$(rl-cat -f t,id -n 7 "$TMP/t.3" | tail -1)" = '{"id":"bool-null","t":true}'
 check "-f with -p" test "$(rl-cat -p -f id "$TMP/t.3" | rl-cat -n 1)" = '{"id":"plain"}'
+check "--skip and -n take a slice" test "$(rl-cat --skip 2 -n 2 -f id "$TMP/t.3" | tr -d '\n')" = '{"id":"escapes"}{"id":"ints"}'
+check "--set adds and replaces fields (JSON or string)" test "$(rl-cat -n 1 --set iter=2 --set id=x --set stage=sft "$TMP/t.3")" = '{"prompt":"Hello, world.","iter":2,"id":"x","stage":"sft"}'
+check "--set on a packed stream" test "$(rl-cat -p -n 1 --set 'tags=["a",1]' "$TMP/t.3" | rl-cat -f id,tags)" = '{"id":"plain","tags":["a",1]}'
+check_fails "--set without =" 2 "is not KEY=VALUE" rl-cat --set iter
 check "inputs are concatenated in order" bash -c "rl-cat '$TMP/t.3' '$TMP/t.0' | cmp - <(cat '$D/tricky.jsonl' '$D/tricky.jsonl')"
 check "--help exits 0 and documents options" bash -c "rl-cat --help | grep -q -- --fields"
 check_fails "unknown option is a usage error" 2 "Try 'rl-cat --help'" rl-cat --bogus
