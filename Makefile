@@ -15,13 +15,24 @@ NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>
 PYTHON  ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10
 
-PKGS     := msgpack libzstd jansson libpcre2-8 libutf8proc openblas
+PKGS     := msgpack libzstd jansson libpcre2-8 libutf8proc
+# OpenBLAS built on OpenMP, not on its own pthreads: the backend's OpenMP
+# threads and OpenBLAS's would otherwise spin against each other (a 100x
+# slowdown measured on small models on 2 cores). Debian installs it beside
+# the pthread build; the rpath makes the binaries use it whatever the
+# libblas alternative says.
+comma := ,
+OMPBLAS_PC := $(firstword $(wildcard /usr/lib/*/openblas-openmp/pkgconfig/openblas.pc))
+BLAS_PC_PATH := $(if $(OMPBLAS_PC),PKG_CONFIG_PATH=$(dir $(OMPBLAS_PC)))
+BLAS_LIBDIR := $(shell $(BLAS_PC_PATH) pkg-config --variable=libdir openblas 2>/dev/null)
+BLAS_CFLAGS := $(shell $(BLAS_PC_PATH) pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS := $(shell $(BLAS_PC_PATH) pkg-config --libs openblas 2>/dev/null) $(if $(BLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(BLAS_LIBDIR))
 CSTD     := -std=c11 -D_GNU_SOURCE
 # snprintf truncation is always deliberate here (bounded messages, bounded numbers)
 WARN     := -Wall -Wextra -Werror -Wno-format-truncation
 OPT      ?= -O2 -march=native -fopenmp
-DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(BLAS_CFLAGS)
+DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(BLAS_LIBS) -lm -lpthread
 
 ifeq ($(SANITIZE),1)
 BUILD   := build/san
@@ -68,6 +79,7 @@ build/.deps-test: scripts/deps
 	@mkdir -p build && scripts/deps test && touch $@
 
 cuda-status:
+	@$(if $(OMPBLAS_PC),true,echo "rlflow: warning: OpenBLAS's OpenMP build is missing (libopenblas-openmp-dev): small models will be slow")
 	@if [ -n "$(NVCC)" ]; then echo "rlflow: CUDA backend: nvcc found ($(NVCC)); $(if $(CU_SRC),building kernels/,no kernels yet: CPU backend only)"; \
 	 else echo "rlflow: CUDA backend: not built (no nvcc); CPU backend only"; fi
 
