@@ -350,18 +350,19 @@ static int plot(struct eval_state *s, const char *png)
     struct metric m[MAX_METRICS];
     for (size_t i = 0; i < s->ngroups; i++) {
         size_t nm = group_metrics(&s->groups[i], m);
-        fprintf(f, "%zu \"%s\" %.17g %.17g %.17g\n", i, s->groups[i].key, metric(m, nm, "first_mean"),
+        char lb[256];
+        fprintf(f, "%zu \"%s\" %.17g %.17g %.17g\n", i, label(s->groups[i].key, lb, sizeof lb), metric(m, nm, "first_mean"),
                 metric(m, nm, "reward_mean"), metric(m, nm, "best_of_n_mean"));
     }
     fclose(f);
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"set terminal pngcairo size 800,500; set output '%s'; set grid; set key left top;"
-             " set xlabel '%s'; set ylabel 'reward'; set datafile missing 'nan';"
+             "gnuplot -e \"set terminal pngcairo noenhanced size 800,500; set output '%s'; set grid; set key left top;"
+             " set xlabel '%s'; set ylabel '%s'; set datafile missing 'nan'; set offsets 0.2, 0.2, 0, 0;"
              " plot '%s' using 1:3:xtic(2) with linespoints title 'first sample',"
              " '' using 1:4 with linespoints title 'mean of all samples',"
              " '' using 1:5 with linespoints title 'best of n'\"",
-             png, s->o->by ? s->o->by : "group", data);
+             png, s->o->by ? s->o->by : "group", s->o->reward_field, data);
     int rc = system(cmd);
     unlink(data);
     if (rc != 0)

@@ -119,7 +119,7 @@ def main():
             p = prompt_record(r, i, "sft")
             p["response"] = response(r).format(p["topic"])
             f.write(json.dumps(p) + "\n")
-    for tag, n in (("rm", 384), ("online", 384), ("heldout", 96)):
+    for tag, n in (("rm", 2000), ("online", 384), ("heldout", 96)):
         with open(os.path.join(HERE, "prompts-%s.jsonl" % tag), "w") as f:
             for i in range(n):
                 f.write(json.dumps(prompt_record(r, i, tag)) + "\n")
