@@ -65,6 +65,8 @@ CU_SRC    := $(wildcard kernels/*.cu)
 .PHONY: check-real fuzz-build all deps deps-build deps-test check fuzz bench demo clean cuda-status
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
+# keep the objects of tests and benchmarks between runs
+.SECONDARY:
 
 all: deps-build cuda-status $(TOOLS)
 
