@@ -21,7 +21,7 @@ for tool in "$RL_BIN"/rl-*; do
     if [ -z "$missing" ]; then ok "$name: man page documents every option of --help"
     else fail "$name: man page documents every option of --help" "missing:$missing"; fi
 done
-for page in man/*.[15]; do
+for page in man/*.[157]; do
     if command -v man > /dev/null; then
         warn=$(LC_ALL=C MANWIDTH=80 man --warnings -l "$page" 2>&1 > /dev/null | head -3)
         if [ -z "$warn" ]; then ok "$page renders cleanly"; else fail "$page renders cleanly" "$warn"; fi
