@@ -46,12 +46,18 @@ int chat_detect(const char *j)
 
 /* A ChatML template that writes a fixed system turn when none is given has it
  * as a literal: '<|im_start|>system\n<TEXT><|im_end|>' with no expression in
- * TEXT. (Qwen3 concatenates messages[0].content there instead: no default.) */
+ * TEXT. The newline is the escape \n inside the Jinja string (Qwen2.5) or a
+ * raw newline (SmolLM2). (Qwen3 concatenates messages[0].content there
+ * instead: no default.) */
 static char *find_default_system(const char *j)
 {
-    static const char head[] = "<|im_start|>system\\n";
+    static const char head[] = "<|im_start|>system";
     for (const char *p = strstr(j, head); p; p = strstr(p + 1, head)) {
-        const char *s = p + sizeof head - 1, *e = strstr(s, "<|im_end|>");
+        const char *s = p + sizeof head - 1;
+        if (s[0] == '\\' && s[1] == 'n') s += 2;
+        else if (s[0] == '\n') s += 1;
+        else continue;
+        const char *e = strstr(s, "<|im_end|>");
         if (!e || e == s || strcspn(s, "'\"{}+") < (size_t)(e - s)) continue;
         char *out = rl_malloc((size_t)(e - s) + 1);
         size_t o = 0;

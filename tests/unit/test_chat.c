@@ -141,18 +141,13 @@ static void test_qwen3(void)
 
 /* A Qwen2.5-style ChatML template with a literal default system prompt: it is
  * found in the template text and inserted when no system message is given. */
-static void test_default_system(void)
+static void check_default_system(const char *label, const char *cfg, const char *sys)
 {
     char dir[4200];
     struct tokenizer *t = load("qwen3", dir, sizeof dir);
     if (!t) return;
     char path[] = "/tmp/rlflow-chat-XXXXXX";
     int fd = mkstemp(path);
-    const char *cfg =
-        "{\"bos_token\": null, \"chat_template\": \"{%- if messages[0]['role'] == 'system' %}"
-        "{{- '<|im_start|>system\\\\n' + messages[0]['content'] + '<|im_end|>\\\\n' }}{%- else %}"
-        "{{- '<|im_start|>system\\\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\\\n' }}"
-        "{%- endif %}{%- for message in messages %}...{%- endfor %}\"}";
     if (fd < 0 || write(fd, cfg, strlen(cfg)) != (ssize_t)strlen(cfg)) { CHECK("tmpfile", 0); tok_free(t); return; }
     close(fd);
     /* chat_open wants a directory or a file named tokenizer_config.json: use the directory form */
@@ -161,20 +156,40 @@ static void test_default_system(void)
     snprintf(cfgp, sizeof cfgp, "%s/tokenizer_config.json", d);
     CHECK("rename", rename(path, cfgp) == 0);
     struct chat_template *c = chat_open(t, d, NULL);
-    CHECKF("qwen25_detect_chatml", c && chat_kind(c) == CHAT_CHATML, "%s", c ? chat_kind_name(chat_kind(c)) : rl_errmsg());
+    char name[64], want[512];
+    snprintf(name, sizeof name, "%s_detect_chatml", label);
+    CHECKF(name, c && chat_kind(c) == CHAT_CHATML, "%s", c ? chat_kind_name(chat_kind(c)) : rl_errmsg());
     if (c) {
         struct chat_msg u[] = {MSG("user", "Hi")};
-        check_render("qwen25_default_system", c, u, 1, true,
-                     "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-                     "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        snprintf(name, sizeof name, "%s_default_system", label);
+        snprintf(want, sizeof want, "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", sys);
+        check_render(name, c, u, 1, true, want);
         struct chat_msg su[] = {MSG("system", "S"), MSG("user", "Hi")};
-        check_render("qwen25_given_system", c, su, 2, false,
-                     "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        snprintf(name, sizeof name, "%s_given_system", label);
+        check_render(name, c, su, 2, false, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
     }
     chat_free(c);
     unlink(cfgp);
     rmdir(d);
     tok_free(t);
+}
+
+static void test_default_system(void)
+{
+    /* Qwen2.5: the newline is the escape \\n inside the Jinja string */
+    check_default_system("qwen25",
+        "{\"bos_token\": null, \"chat_template\": \"{%- if messages[0]['role'] == 'system' %}"
+        "{{- '<|im_start|>system\\\\n' + messages[0]['content'] + '<|im_end|>\\\\n' }}{%- else %}"
+        "{{- '<|im_start|>system\\\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\\\n' }}"
+        "{%- endif %}{%- for message in messages %}...{%- endfor %}\"}",
+        "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    /* SmolLM2: a raw newline inside the Jinja string (JSON \\n) */
+    check_default_system("smollm2",
+        "{\"chat_template\": \"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+        "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\"}",
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
 }
 
 /* Markers only (these families' tokenizers are not in the fixtures): the
