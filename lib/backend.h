@@ -1,0 +1,108 @@
+/* The compute backend: the small set of operations the model, the sampler and
+ * the trainer are written in (DESIGN.md "Compute library"). The CPU backend
+ * (backend_cpu.c) uses OpenBLAS sgemm for every matmul and OpenMP for the rest;
+ * a CUDA backend implements the same table with device pointers.
+ *
+ * Conventions: fp32, row-major; a [n, d] matrix has rows of d floats (a row
+ * stride is given where an op works on a column slice, e.g. one head of a
+ * packed [tokens, heads*head_dim] matrix). Ops never allocate; "+=" in a
+ * comment means the op accumulates into its output (gradients), otherwise it
+ * overwrites. Every buffer comes from bk->alloc. */
+#ifndef RLFLOW_BACKEND_H
+#define RLFLOW_BACKEND_H
+#include <stdbool.h>
+#include <stddef.h>
+
+/* One sequence's slice of an attention call. Queries are rows [row, row+n)
+ * of q/out; they sit at absolute positions pos..pos+n-1 and attend causally
+ * to key rows 0..pos+i of k/v: n_kv*head_dim floats every kv_stride (the
+ * packed batch activations in training, a KV-cache slot in generation). */
+struct bk_attn_seq {
+    int row, n, pos, kv_stride;
+    const float *k, *v;
+    float *dk, *dv;       /* backward: += (rows every kv_stride, like k/v) */
+    float *p;             /* scratch [n_heads][n][pos+n] for the probabilities */
+    float *dp;            /* backward scratch laid out like p */
+    float *lse;           /* [n_heads][n] log-sum-exp of each row of scores:
+                             written by the forward; the backward recomputes
+                             the probabilities from it (no n^2 per layer kept) */
+};
+
+struct backend {
+    const char *name;
+    void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
+    void (*free)(void *p);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*zero)(float *x, size_t n);
+    void (*copy)(float *dst, const float *src, size_t n);      /* device to device */
+
+    /* c = alpha * op(a) @ op(b) + beta * c; op(a) is [m,k], op(b) is [k,n];
+     * ta/tb: a/b are stored transposed. */
+    void (*matmul)(bool ta, bool tb, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb,
+                   float beta, float *c, int ldc);
+
+    /* c[m, n] = a[m, k] @ b[n, k]^T for a few rows, each element one dot
+     * product in a fixed order: a row's result never depends on m or on the
+     * other rows (sgemm's does), so batched decoding stays batch-invariant. */
+    void (*matmul_rows)(float *c, const float *a, const float *b, int m, int n, int k);
+
+    /* y = x * w / sqrt(mean(x^2) + eps) per row of d; rstd[n] saved */
+    void (*rmsnorm)(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps);
+    /* dx += d/dx, dw += d/dw, given dy, the input x and the saved rstd */
+    void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x,
+                        const float *w, const float *rstd, int n, int d);
+
+    /* Rotate-half RoPE in place on n rows of n_heads heads (row stride
+     * `stride`); row i is at position pos[i]; cos/sin tables [pos][head_dim/2].
+     * inverse: rotate by -angle (the backward of the forward rotation). */
+    void (*rope)(float *x, int stride, const int *pos, int n, int n_heads, int head_dim,
+                 const float *cos, const float *sin, bool inverse);
+
+    /* Causal grouped-query attention with softmax scale `scale`:
+     * out[row+i, h] = softmax_j(q_i . k_j * scale) v_j; s->lse saved when set. */
+    void (*attention)(float *out, int out_stride, const float *q, int q_stride,
+                      const struct bk_attn_seq *s, int n_seq,
+                      int n_heads, int n_kv, int head_dim, float scale);
+    /* dq = d/dq (overwritten; q's row stride), s->dk/dv += */
+    void (*attention_bwd)(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                          const struct bk_attn_seq *s, int n_seq,
+                          int n_heads, int n_kv, int head_dim, float scale);
+
+    /* SwiGLU on n rows of gu = [gate (f) | up (f)]: h [n, f] = silu(gate) * up;
+     * and its backward: dgu [n, 2f] = [d gate | d up] (overwritten) */
+    void (*swiglu)(float *h, const float *gu, int n, int f);
+    void (*swiglu_bwd)(float *dgu, const float *dh, const float *gu, int n, int f);
+
+    void (*add)(float *y, const float *x, size_t n);                    /* y += x */
+    void (*add_bias)(float *y, const float *b, int n, int d);           /* each row += b */
+    void (*bias_bwd)(float *db, const float *dy, int n, int d);         /* db += column sums */
+    void (*embed)(float *x, const float *table, const int *ids, int n, int d);
+    void (*embed_bwd)(float *dtable, const float *dx, const int *ids, int n, int d); /* += */
+
+    /* Per row of n logits rows [n, v]: lse[r] = logsumexp, and for
+     * targets[r] >= 0 logp[r] = logit[target] - lse (else 0). */
+    void (*logsoftmax)(float *lse, float *logp, const float *logits, const int *targets, int n, int v);
+    /* In place: logits row r -> g[r] * (onehot(target) - softmax) = d loss / d logits
+     * for d loss / d logp[r] = g[r] (rows with target < 0 get zeros). */
+    void (*logsoftmax_bwd)(float *logits, const float *lse, const int *targets, const float *g, int n, int v);
+    /* In place softmax of each row (for sampling). */
+    void (*softmax)(float *x, int n, int v);
+
+    double (*sumsq)(const float *x, size_t n);          /* sum of squares, in double */
+    void (*scale)(float *x, float a, size_t n);
+    /* One AdamW update of n parameters (torch.optim.AdamW semantics):
+     * w -= lr*wd*w; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+     * w -= (lr/bc1) * m / (sqrt(v)/bc2_sqrt + eps). */
+    void (*adamw)(float *w, const float *g, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float wd,
+                  double bc1, double bc2_sqrt);
+};
+
+extern const struct backend backend_cpu;
+
+/* The backend named `name` ("cpu"; "cuda" when built with nvcc). NULL with
+ * rl_err set when unknown or not built. */
+const struct backend *backend_get(const char *name);
+#endif

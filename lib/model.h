@@ -1,0 +1,153 @@
+/* The Llama-family transformer (Llama, Mistral, Qwen2, SmolLM; GQA, tied or
+ * untied embeddings, q/k/v biases, llama3 RoPE scaling) in fp32 on a backend:
+ * loading and saving Hugging Face checkpoints, a batched forward giving
+ * per-token log-probs (and, on request, logits or last hidden states), a
+ * KV-cache forward for generation, and the backward to every parameter.
+ * docs/model.md describes the memory layout and how the backward is built.
+ *
+ *   m = model_open(dir, "cpu");
+ *   model_forward(m, &batch, MODEL_TRAIN);      // m->logp[t], m->scores[s]
+ *   model_zero_grad(m); model_backward(m, dlogp, NULL, NULL);   // m->grad
+ *   ... optimizer on m->w_mem / m->g_mem (optim.h) ...
+ *   model_save(m, outdir); model_close(m); */
+#ifndef RLFLOW_MODEL_H
+#define RLFLOW_MODEL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "safetensors.h"
+
+/* Pointers into one flat parameter array (weights, gradients) by HF name:
+ * linear weights are [out, in] as Hugging Face stores them; absent biases are NULL. */
+struct layer_tensors {
+    float *ln1;                         /* input_layernorm [H] */
+    float *wq, *bq, *wk, *bk, *wv, *bv; /* self_attn.{q,k,v}_proj [heads*hd, H] */
+    float *wo, *bo;                     /* self_attn.o_proj [H, heads*hd] */
+    float *ln2;                         /* post_attention_layernorm [H] */
+    float *wg, *bg, *wu, *bu;           /* mlp.{gate,up}_proj [I, H] */
+    float *wd, *bd;                     /* mlp.down_proj [H, I] */
+};
+struct model_tensors {
+    float *embed;              /* model.embed_tokens [V, H] */
+    float *norm;               /* model.norm [H] */
+    float *lm_head;            /* lm_head [V, H]; == embed when tied; NULL for a score head */
+    float *score;              /* score [num_labels, H]; NULL for a causal LM */
+    struct layer_tensors *layer;
+};
+
+/* One named parameter tensor: where it sits in the flat arrays. */
+struct model_param {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    size_t offset, numel;      /* in floats */
+    int init, role, layer;     /* weights_layout.h: hf_init, hf_role, layer or -1 */
+};
+
+/* A batch of sequences, packed back to back (no padding). targets[t] is the
+ * token whose log-prob is wanted at position t (the next token, for a causal
+ * LM), -1 for none; targets may be NULL (no log-probs). */
+struct model_batch {
+    int n_seq;
+    const int *len;            /* [n_seq] */
+    const int *tokens;         /* [sum len] */
+    const int *targets;        /* [sum len] or NULL */
+};
+
+enum {
+    MODEL_TRAIN = 1,           /* keep every layer's activations for model_backward */
+    MODEL_LOGITS = 2,          /* fill m->logits [T, V] (small vocabularies / tests) */
+};
+
+struct model_acts;             /* model.c */
+
+struct model {
+    struct model_config cfg;
+    const struct backend *bk;
+    enum st_dtype save_dtype;  /* dtype model_save writes: the source's, unless changed */
+    /* true (the default): each sequence's results are bit-identical whatever
+     * else is in the batch, in model_forward and model_step alike (one sgemm
+     * call per sequence; decode steps through the row-invariant matmul_rows).
+     * false: one call for the whole batch, equal to ~1 ulp. */
+    bool batch_invariant;
+    /* LM-head chunk in rows (0: about 64 MB of logits; set small in tests) */
+    int head_rows;
+    int H, ffn, L, V, n_heads, n_kv, hd, q_dim, kv_dim, qkv_dim;   /* qkv_dim = q_dim + 2 kv_dim */
+
+    struct model_param *params;
+    int n_params_tensors;
+    size_t n_params;           /* floats in w_mem (and g_mem): weights, then biases */
+    float *w_mem, *g_mem;      /* one allocation each */
+    struct model_tensors w, g;
+
+    /* RoPE tables [rope_len][hd/2] */
+    float *rope_cos, *rope_sin;
+    int rope_len;
+
+    struct model_acts *acts;
+
+    /* results of the last forward (valid until the next one) */
+    int n_tok, n_seq;
+    float *logp;               /* [T] log-prob of targets[t] (0 where none) */
+    float *hidden;             /* [T, H] last hidden states (after the final norm) */
+    float *logits;             /* [T, V] with MODEL_LOGITS, else NULL */
+    float *scores;             /* [n_seq, num_labels] score head: at each sequence's last token */
+};
+
+/* Load config.json and the safetensors weights of a model directory (upcast
+ * to fp32). device: "cpu" (NULL means cpu). NULL with rl_err naming the file
+ * and the field or tensor on failure. */
+struct model *model_open(const char *dir, const char *device);
+/* A model with the given config and zeroed weights (norm weights 1). */
+struct model *model_new(const struct model_config *c, const char *device);
+void model_close(struct model *m);
+
+/* Write config.json and model.safetensors into dir (created if missing),
+ * each file atomically, weights in m->save_dtype. */
+int model_save(const struct model *m, const char *dir);
+
+const struct model_param *model_find_param(const struct model *m, const char *name);
+
+/* Forward over a batch; 0, or -1 with rl_err (bad token id, no LM head for
+ * targets, out of memory). Each sequence's results depend on it alone. */
+int model_forward(struct model *m, const struct model_batch *b, int flags);
+
+/* Backward of the last MODEL_TRAIN forward, accumulating into m->g:
+ * dlogp [T] = d loss / d logp (may be NULL), dscore [n_seq, num_labels] =
+ * d loss / d score (score head; may be NULL), dhidden [T, H] = d loss / d
+ * last hidden states (may be NULL). */
+int model_backward(struct model *m, const float *dlogp, const float *dscore, const float *dhidden);
+void model_zero_grad(struct model *m);
+
+/* Sequence log-probs, batched: out[i] = sum over t of log p(resp[i][t] |
+ * prompt[i], resp[i][<t]) (the prompt masked; 0 for an empty response).
+ * -1 with rl_err naming the sequence (empty prompt, token out of range). */
+int model_response_logps(struct model *m, int n, const int *const *prompt, const int *plen,
+                         const int *const *resp, const int *rlen, double *out);
+
+/* ---- KV cache for generation ----
+ * n_slots independent sequences of up to max_len tokens each. */
+struct kv_cache {
+    const struct backend *bk;
+    int n_slots, max_len, n_layers, kv_dim;
+    int *len;                  /* tokens cached per slot */
+    float *k, *v;              /* [slot][layer][max_len][kv_dim] */
+};
+struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len);
+void kv_cache_free(struct kv_cache *c);
+void kv_cache_clear(struct kv_cache *c, int slot);
+/* Fork: slot dst becomes a copy of slot src (e.g. one prompt's prefill shared by n samples). */
+void kv_cache_copy(struct kv_cache *c, int dst, int src);
+
+/* Feed ntok[i] new tokens (packed in tokens) to slot slots[i] for i < n
+ * (distinct slots): prefill when ntok is the prompt length, a decode step
+ * when 1. m->hidden holds the new tokens' last hidden states. Writes the
+ * logits of each slot's last new token to logits [n, V] (may be NULL; for a
+ * score head, the scores [n, num_labels]). -1 with rl_err when a slot would
+ * overflow or a token is out of range. */
+int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
+               const int *tokens, float *logits);
+#endif

@@ -1,0 +1,450 @@
+/* The forward pass, top to bottom: embed, n x (attention block, MLP block),
+ * final norm, then the LM head (log-probs, chunked over rows so that a large
+ * vocabulary never needs [tokens x vocab] logits at once) or the score head.
+ * The same code serves training (every layer's activations kept for the
+ * backward), scoring (one reused set) and generation (K/V in a kv_cache). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "model_impl.h"
+
+/* A sequence of at most this many new tokens (a decode step) goes through
+ * the row-invariant matmul_rows when the model is batch-invariant. */
+#define FEW_ROWS 4
+
+/* out[n, dout] = in[n, din] @ w^T (+ b): HF's nn.Linear with w [out, in].
+ * sgemm's rounding of a row depends on the other rows of the call (its
+ * kernels and thread split change with the row count), so when the model is
+ * batch-invariant each sequence gets its own call, and a decode step's few
+ * rows use matmul_rows: a sequence's results are then the same bits whatever
+ * else is in the batch. */
+static void linear(const struct model *m, float *out, const float *in, const float *w,
+                   const float *b, int n, int din, int dout)
+{
+    const struct model_acts *a = m->acts;
+    const struct backend *bk = m->bk;
+    if (!m->batch_invariant) {
+        if (n <= FEW_ROWS)              /* a decode step: faster than sgemm here */
+            bk->matmul_rows(out, in, w, n, dout, din);
+        else
+            bk->matmul(false, true, n, dout, din, 1.0f, in, din, w, din, 0.0f, out, dout);
+    } else {
+        for (int s = 0; s < a->n_seq;) {
+            /* a run of consecutive short sequences is one matmul_rows call */
+            int s1 = s, rows = 0;
+            while (s1 < a->n_seq && a->seq_len[s1] <= FEW_ROWS)
+                rows += a->seq_len[s1++];
+            size_t r = (size_t)a->seq_row[s];
+            if (s1 > s) {
+                bk->matmul_rows(out + r * dout, in + r * din, w, rows, dout, din);
+                s = s1;
+                continue;
+            }
+            bk->matmul(false, true, a->seq_len[s], dout, din, 1.0f, in + r * din, din, w, din, 0.0f,
+                       out + r * dout, dout);
+            s++;
+        }
+    }
+    if (b)
+        bk->add_bias(out, b, n, dout);
+}
+
+/* Point each sequence's attention at its keys and values: the batch's own
+ * rows (training, scoring) or its cache slot, after appending the new rows. */
+static void attn_sources(struct model *m, struct layer_acts *la, int l,
+                         struct kv_cache *c, const int *slots)
+{
+    struct model_acts *a = m->acts;
+    size_t poff = 0;
+    for (int s = 0; s < a->n_seq; s++) {
+        struct bk_attn_seq *q = &a->seqs[s];
+        q->row = a->seq_row[s];
+        q->n = a->seq_len[s];
+        q->pos = a->seq_pos[s];
+        q->p = a->p + poff;
+        q->lse = la->lse + (size_t)q->row * m->n_heads;
+        q->dk = q->dv = q->dp = NULL;
+        poff += (size_t)m->n_heads * q->n * (q->pos + q->n);
+        const float *k = la->qkv + (size_t)q->row * m->qkv_dim + m->q_dim, *v = k + m->kv_dim;
+        if (!c) {
+            q->k = k;
+            q->v = v;
+            q->kv_stride = m->qkv_dim;
+            continue;
+        }
+        size_t base = ((size_t)slots[s] * c->n_layers + l) * c->max_len * c->kv_dim;
+        for (int i = 0; i < q->n; i++) {
+            size_t dst = base + (size_t)(q->pos + i) * c->kv_dim, src = (size_t)i * m->qkv_dim;
+            m->bk->copy(c->k + dst, k + src, c->kv_dim);
+            m->bk->copy(c->v + dst, v + src, c->kv_dim);
+        }
+        q->k = c->k + base;
+        q->v = c->v + base;
+        q->kv_stride = c->kv_dim;
+    }
+}
+
+/* One decoder layer: x_out = x2 + mlp(norm(x2)), x2 = x + attn(norm(x)).
+ * x_out may alias la->x (inference reuses one buffer set). */
+static void layer_forward(struct model *m, int l, struct layer_acts *la, float *x_out,
+                          struct kv_cache *c, const int *slots)
+{
+    const struct backend *bk = m->bk;
+    const struct layer_tensors *w = &m->w.layer[l];
+    struct model_acts *a = m->acts;
+    int T = a->T, H = m->H;
+
+    bk->rmsnorm(la->xn1, la->rstd1, la->x, w->ln1, T, H, m->cfg.rms_norm_eps);
+    /* q, k, v in one matmul: their weights (and biases) are adjacent in w_mem */
+    linear(m, la->qkv, la->xn1, w->wq, w->bq, T, H, m->qkv_dim);
+    bk->rope(la->qkv, m->qkv_dim, a->pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, false);
+    bk->rope(la->qkv + m->q_dim, m->qkv_dim, a->pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
+    attn_sources(m, la, l, c, slots);
+    bk->attention(la->att, m->q_dim, la->qkv, m->qkv_dim, a->seqs, a->n_seq, m->n_heads, m->n_kv,
+                  m->hd, 1.0f / sqrtf((float)m->hd));
+    linear(m, la->x2, la->att, w->wo, w->bo, T, m->q_dim, H);
+    bk->add(la->x2, la->x, (size_t)T * H);
+
+    bk->rmsnorm(la->xn2, la->rstd2, la->x2, w->ln2, T, H, m->cfg.rms_norm_eps);
+    linear(m, la->gu, la->xn2, w->wg, w->bg, T, H, 2 * m->ffn);      /* gate | up, adjacent too */
+    bk->swiglu(la->h, la->gu, T, m->ffn);
+    linear(m, x_out, la->h, w->wd, w->bd, T, m->ffn, H);
+    bk->add(x_out, la->x2, (size_t)T * H);
+}
+
+/* Gather hidden rows a->rows[k0..k0+n) into a->hg and compute their logits in a->chunk. */
+void model_head_logits(struct model *m, int k0, int n)
+{
+    struct model_acts *a = m->acts;
+    for (int k = 0; k < n; k++)
+        m->bk->copy(a->hg + (size_t)k * m->H, a->hf + (size_t)a->rows[k0 + k] * m->H, m->H);
+    m->bk->matmul(false, true, n, m->V, m->H, 1.0f, a->hg, m->H, m->w.lm_head, m->H,
+                  0.0f, a->chunk, m->V);
+}
+
+/* The LM head's work list: rows with a target (or all rows, for logits),
+ * cut into chunks of at most Tc rows; with batch invariance a chunk never
+ * spans two sequences, so a sequence's chunks depend on it alone. */
+void model_head_plan(struct model *m, bool all_rows)
+{
+    struct model_acts *a = m->acts;
+    a->n_rows = a->n_chunks = 0;
+    for (int s = 0; s < a->n_seq; s++) {
+        int in_chunk = a->Tc;                       /* forces a new chunk */
+        if (!m->batch_invariant && s > 0 && a->n_chunks > 0)
+            in_chunk = a->chunk_len[a->n_chunks - 1];
+        for (int t = a->seq_row[s]; t < a->seq_row[s] + a->seq_len[s]; t++) {
+            if (!all_rows && a->targets[t] < 0)
+                continue;
+            if (in_chunk == a->Tc) {
+                a->chunk_start[a->n_chunks] = a->n_rows;
+                a->chunk_len[a->n_chunks++] = 0;
+                in_chunk = 0;
+            }
+            a->chunk_len[a->n_chunks - 1]++;
+            in_chunk++;
+            a->gtargets[a->n_rows] = a->targets[t];
+            a->rows[a->n_rows++] = t;
+        }
+    }
+}
+
+/* Log-probs of the targets (and the full logits when asked), chunk by chunk. */
+static void lm_head_forward(struct model *m, bool want_logits)
+{
+    struct model_acts *a = m->acts;
+    model_head_plan(m, want_logits);
+    m->bk->zero(a->logp, a->T);
+    for (int c = 0; c < a->n_chunks; c++) {
+        int k0 = a->chunk_start[c], n = a->chunk_len[c];
+        model_head_logits(m, k0, n);
+        if (want_logits)
+            for (int k = 0; k < n; k++)
+                m->bk->copy(a->logits + (size_t)a->rows[k0 + k] * m->V, a->chunk + (size_t)k * m->V, m->V);
+        m->bk->logsoftmax(a->lse + k0, a->glogp + k0, a->chunk, a->gtargets + k0, n, m->V);
+        for (int k = 0; k < n; k++)
+            a->logp[a->rows[k0 + k]] = a->glogp[k0 + k];
+    }
+}
+
+/* score[s] = hidden state of sequence s's last token @ score^T */
+static void score_head_forward(struct model *m, float *out)
+{
+    struct model_acts *a = m->acts;
+    int nl = m->cfg.num_labels;
+    for (int s = 0; s < a->n_seq; s++) {
+        int r = a->seq_row[s] + a->seq_len[s] - 1;
+        m->bk->matmul(false, true, 1, nl, m->H, 1.0f, a->hf + (size_t)r * m->H, m->H,
+                      m->w.score, m->H, 0.0f, out + (size_t)s * nl, nl);
+    }
+}
+
+/* Embed, run the layers, final norm. */
+static void trunk_forward(struct model *m, struct kv_cache *c, const int *slots)
+{
+    struct model_acts *a = m->acts;
+    bool train = a->train;
+    m->bk->embed(a->layer[0].x, m->w.embed, a->tokens, a->T, m->H);
+    for (int l = 0; l < m->L; l++) {
+        struct layer_acts *la = &a->layer[train ? l : 0];
+        float *x_out = l + 1 == m->L ? a->xf : a->layer[train ? l + 1 : 0].x;
+        layer_forward(m, l, la, x_out, c, slots);
+    }
+    m->bk->rmsnorm(a->hf, a->rstd_f, a->xf, m->w.norm, a->T, m->H, m->cfg.rms_norm_eps);
+}
+
+static int check_tokens(const struct model *m, const int *tok, int n, int seq, const char *what)
+{
+    for (int i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= m->V)
+            return rl_err("sequence %d: %s %d is %d, outside the vocabulary [0, %d)", seq, what, i, tok[i], m->V);
+    return 0;
+}
+
+int model_forward(struct model *m, const struct model_batch *b, int flags)
+{
+    bool train = flags & MODEL_TRAIN, want_logits = flags & MODEL_LOGITS;
+    if (b->n_seq <= 0)
+        return rl_err("empty batch");
+    if ((b->targets || want_logits) && m->cfg.head != HEAD_LM)
+        return rl_err("log-probs and logits need a causal LM head; this model has a score head");
+    size_t T = 0, p = 0;
+    int maxlen = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        if (b->len[s] <= 0)
+            return rl_err("sequence %d is empty", s);
+        if (check_tokens(m, b->tokens + T, b->len[s], s, "token") < 0)
+            return -1;
+        if (b->targets)
+            for (int i = 0; i < b->len[s]; i++)
+                if (b->targets[T + i] < -1 || b->targets[T + i] >= m->V)
+                    return rl_err("sequence %d: target %d is %d, outside the vocabulary [0, %d)", s, i,
+                                  b->targets[T + i], m->V);
+        T += b->len[s];
+        p += (size_t)m->n_heads * b->len[s] * b->len[s];
+        if (b->len[s] > maxlen)
+            maxlen = b->len[s];
+    }
+    if (T > (1u << 30))
+        return rl_err("batch of %zu tokens is too large", T);
+    if (model_acts_reserve(m, (int)T, b->n_seq, p, train, want_logits) < 0 ||
+        model_rope_reserve(m, maxlen) < 0)
+        return -1;
+    struct model_acts *a = m->acts;
+    a->T = (int)T;
+    a->n_seq = b->n_seq;
+    a->train = train;
+    a->has_targets = b->targets != NULL;
+    memcpy(a->tokens, b->tokens, T * sizeof(int));
+    for (size_t t = 0; t < T; t++)
+        a->targets[t] = b->targets ? b->targets[t] : -1;
+    for (int s = 0, row = 0; s < b->n_seq; row += b->len[s++]) {
+        a->seq_row[s] = row;
+        a->seq_len[s] = b->len[s];
+        a->seq_pos[s] = 0;
+        for (int i = 0; i < b->len[s]; i++)
+            a->pos[row + i] = i;
+    }
+
+    trunk_forward(m, NULL, NULL);
+    m->n_tok = a->T;
+    m->n_seq = a->n_seq;
+    m->hidden = a->hf;
+    m->logp = a->logp;
+    m->logits = want_logits ? a->logits : NULL;
+    m->scores = NULL;
+    if (m->cfg.head == HEAD_SCORE) {
+        score_head_forward(m, a->scores);
+        m->scores = a->scores;
+    } else if (b->targets || want_logits) {
+        lm_head_forward(m, want_logits);
+    } else {
+        m->bk->zero(a->logp, a->T);
+        a->n_rows = 0;
+    }
+    return 0;
+}
+
+/* ---- KV cache ---- */
+
+struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len)
+{
+    if (n_slots <= 0 || max_len <= 0)
+        return rl_err("KV cache of %d slots x %d tokens", n_slots, max_len), NULL;
+    struct kv_cache *c = rl_calloc(1, sizeof *c);
+    c->bk = m->bk;
+    c->n_slots = n_slots;
+    c->max_len = max_len;
+    c->n_layers = m->L;
+    c->kv_dim = m->kv_dim;
+    c->len = rl_calloc(n_slots, sizeof *c->len);
+    size_t n = (size_t)n_slots * m->L * max_len * m->kv_dim;
+    c->k = m->bk->alloc(n * sizeof(float));
+    c->v = m->bk->alloc(n * sizeof(float));
+    if (!c->k || !c->v) {
+        kv_cache_free(c);
+        return rl_err("out of memory for a KV cache of %d x %d tokens (%.1f GiB)", n_slots, max_len,
+                      2.0 * n * sizeof(float) / 1073741824.0), NULL;
+    }
+    return c;
+}
+
+void kv_cache_free(struct kv_cache *c)
+{
+    if (!c)
+        return;
+    c->bk->free(c->k);
+    c->bk->free(c->v);
+    free(c->len);
+    free(c);
+}
+
+void kv_cache_clear(struct kv_cache *c, int slot) { c->len[slot] = 0; }
+
+void kv_cache_copy(struct kv_cache *c, int dst, int src)
+{
+    if (dst == src)
+        return;
+    size_t layer = (size_t)c->max_len * c->kv_dim, n = (size_t)c->len[src] * c->kv_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t d = ((size_t)dst * c->n_layers + l) * layer, s = ((size_t)src * c->n_layers + l) * layer;
+        c->bk->copy(c->k + d, c->k + s, n);
+        c->bk->copy(c->v + d, c->v + s, n);
+    }
+    c->len[dst] = c->len[src];
+}
+
+int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
+               const int *tokens, float *logits)
+{
+    if (n <= 0)
+        return rl_err("model_step: no sequences");
+    if (c->n_layers != m->L || c->kv_dim != m->kv_dim)
+        return rl_err("model_step: the KV cache was made for another model");
+    size_t T = 0, p = 0;
+    int maxpos = 0;
+    for (int s = 0; s < n; s++) {
+        if (slots[s] < 0 || slots[s] >= c->n_slots)
+            return rl_err("model_step: slot %d out of range [0, %d)", slots[s], c->n_slots);
+        for (int r = 0; r < s; r++)
+            if (slots[r] == slots[s])
+                return rl_err("model_step: slot %d given twice", slots[s]);
+        if (ntok[s] <= 0)
+            return rl_err("model_step: sequence %d has no new tokens", s);
+        int end = c->len[slots[s]] + ntok[s];
+        if (end > c->max_len)
+            return rl_err("slot %d: %d tokens exceed the KV cache length %d", slots[s], end, c->max_len);
+        if (check_tokens(m, tokens + T, ntok[s], s, "token") < 0)
+            return -1;
+        T += ntok[s];
+        p += (size_t)m->n_heads * ntok[s] * end;
+        if (end > maxpos)
+            maxpos = end;
+    }
+    if (model_acts_reserve(m, (int)T, n, p, false, false) < 0 || model_rope_reserve(m, maxpos) < 0)
+        return -1;
+    struct model_acts *a = m->acts;
+    a->T = (int)T;
+    a->n_seq = n;
+    a->train = false;
+    a->has_targets = false;
+    memcpy(a->tokens, tokens, T * sizeof(int));
+    for (int s = 0, row = 0; s < n; row += ntok[s++]) {
+        a->seq_row[s] = row;
+        a->seq_len[s] = ntok[s];
+        a->seq_pos[s] = c->len[slots[s]];
+        for (int i = 0; i < ntok[s]; i++)
+            a->pos[row + i] = a->seq_pos[s] + i;
+    }
+
+    trunk_forward(m, c, slots);
+    for (int s = 0; s < n; s++)
+        c->len[slots[s]] += ntok[s];
+    m->n_tok = a->T;
+    m->n_seq = n;
+    m->hidden = a->hf;
+    m->logp = NULL;
+    m->logits = NULL;
+    if (!logits)
+        return 0;
+    if (m->cfg.head == HEAD_SCORE) {
+        score_head_forward(m, a->scores);
+        m->bk->download(logits, a->scores, (size_t)n * m->cfg.num_labels * sizeof(float));
+        return 0;
+    }
+    /* the logits of each sequence's last new token: one row per sequence
+     * (row-invariant matmul_rows when batch-invariant) */
+    a->n_rows = n;
+    for (int s = 0; s < n; s++)
+        a->rows[s] = a->seq_row[s] + a->seq_len[s] - 1;
+    bool use_rows = m->batch_invariant || n <= FEW_ROWS;
+    int step = use_rows && FEW_ROWS < a->Tc ? FEW_ROWS : a->Tc;
+    for (int k0 = 0; k0 < n; k0 += step) {
+        int nr = n - k0 < step ? n - k0 : step;
+        if (use_rows) {
+            for (int k = 0; k < nr; k++)
+                m->bk->copy(a->hg + (size_t)k * m->H, a->hf + (size_t)a->rows[k0 + k] * m->H, m->H);
+            m->bk->matmul_rows(a->chunk, a->hg, m->w.lm_head, nr, m->V, m->H);
+        } else {
+            model_head_logits(m, k0, nr);
+        }
+        m->bk->download(logits + (size_t)k0 * m->V, a->chunk, (size_t)nr * m->V * sizeof(float));
+    }
+    return 0;
+}
+
+/* ---- sequence log-probs (DESIGN.md: sum over response tokens of
+ * log_softmax(logits at t-1)[y_t], prompt masked, fp32) ---- */
+int model_response_logps(struct model *m, int n, const int *const *prompt, const int *plen,
+                         const int *const *resp, const int *rlen, double *out)
+{
+    size_t T = 0;
+    int ns = 0;
+    for (int i = 0; i < n; i++) {
+        if (rlen[i] > 0 && plen[i] <= 0)
+            return rl_err("sequence %d: a response needs a non-empty prompt to be conditioned on", i);
+        if (rlen[i] > 0) {
+            T += (size_t)plen[i] + rlen[i] - 1;     /* the last token is only a target */
+            ns++;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = 0;
+    if (ns == 0)
+        return 0;
+    int *len = rl_malloc(ns * sizeof *len), *tok = rl_malloc(T * sizeof *tok), *tgt = rl_malloc(T * sizeof *tgt);
+    size_t t = 0;
+    for (int i = 0, s = 0; i < n; i++) {
+        if (rlen[i] <= 0)
+            continue;
+        len[s++] = plen[i] + rlen[i] - 1;
+        for (int j = 0; j < plen[i]; j++, t++) {
+            tok[t] = prompt[i][j];
+            tgt[t] = j + 1 < plen[i] ? -1 : resp[i][0];
+        }
+        for (int j = 0; j + 1 < rlen[i]; j++, t++) {
+            tok[t] = resp[i][j];
+            tgt[t] = resp[i][j + 1];
+        }
+    }
+    struct model_batch b = {ns, len, tok, tgt};
+    int rc = model_forward(m, &b, 0);
+    if (rc == 0) {
+        t = 0;
+        for (int i = 0, s = 0; i < n; i++) {
+            if (rlen[i] <= 0)
+                continue;
+            double sum = 0;
+            for (int j = 0; j < len[s]; j++)
+                sum += m->logp[t + j];
+            out[i] = sum;
+            t += len[s++];
+        }
+    }
+    free(len);
+    free(tok);
+    free(tgt);
+    return rc;
+}

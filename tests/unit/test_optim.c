@@ -1,0 +1,115 @@
+/* AdamW, clipping, schedules and accumulation against hand-computed values
+ * (the ten-step comparison with torch.optim.AdamW is in test_model_parity). */
+#include <math.h>
+#include <unistd.h>
+
+#include "../harness.h"
+#include "err.h"
+#include "optim.h"
+
+static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1, fabs(b)); }
+
+static void test_schedules(void)
+{
+    struct lr_schedule s = {.kind = LR_LINEAR, .lr = 1.0, .warmup = 4, .total = 12};
+    CHECK("linear: 0 at step 0 (warmup)", lr_at(&s, 0) == 0);
+    CHECK("linear: step/warmup during warmup", close_to(lr_at(&s, 2), 0.5, 1e-12));
+    CHECK("linear: peak after warmup", close_to(lr_at(&s, 4), 1.0, 1e-12));
+    CHECK("linear: decays to (total-step)/(total-warmup)", close_to(lr_at(&s, 10), 2.0 / 8, 1e-12));
+    CHECK("linear: 0 at and after total", lr_at(&s, 12) == 0 && lr_at(&s, 20) == 0);
+    s.kind = LR_COSINE;
+    CHECK("cosine: half way = half the peak", close_to(lr_at(&s, 8), 0.5, 1e-12));
+    CHECK("cosine: quarter way", close_to(lr_at(&s, 6), 0.5 * (1 + cos(M_PI * 0.25)), 1e-12));
+    CHECK("cosine: 0 at total", fabs(lr_at(&s, 12)) < 1e-12);
+    s.kind = LR_CONSTANT;
+    CHECK("constant: warmup then flat", close_to(lr_at(&s, 1), 0.25, 1e-12) && lr_at(&s, 100) == 1.0);
+    s.warmup = 0;
+    CHECK("no warmup: full rate at step 0", lr_at(&s, 0) == 1.0);
+    enum lr_kind k;
+    CHECK("parse: cosine", lr_kind_parse("cosine", &k) == 0 && k == LR_COSINE);
+    CHECK("parse: unknown names the value", lr_kind_parse("exp", &k) < 0 && strstr(rl_errmsg(), "'exp'"));
+}
+
+static void test_clip(void)
+{
+    const struct backend *bk = &backend_cpu;
+    float g[4] = {3, 0, 4, 0};
+    double n = clip_grad_norm(bk, g, 4, 1.0);
+    CHECK("clip: returns the norm before clipping", close_to(n, 5, 1e-12));
+    CHECK("clip: scales by max/(norm+1e-6)", close_to(g[0], 3 / (5 + 1e-6), 1e-6) && close_to(g[2], 4 / (5 + 1e-6), 1e-6));
+    float h[2] = {0.3f, 0.4f};
+    clip_grad_norm(bk, h, 2, 1.0);
+    CHECK("clip: below the limit leaves gradients alone", h[0] == 0.3f && h[1] == 0.4f);
+    float bad[2] = {NAN, 1};
+    CHECK("clip: a non-finite norm is reported", !isfinite(clip_grad_norm(bk, bad, 2, 1.0)) && bad[1] == 1);
+}
+
+static void test_adamw(void)
+{
+    const struct backend *bk = &backend_cpu;
+    struct adamw_cfg c = {.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f};
+    struct adamw *o = adamw_new(bk, 2, &c);
+    float w[2] = {1.0f, -2.0f}, g[2] = {0.5f, -0.25f};
+    adamw_step(o, w, g, 0.01f);
+    /* step 1: m = 0.1 g, v = 0.001 g^2; mhat/sqrt(vhat) = sign(g) (up to eps) */
+    double w0 = 1.0 * (1 - 0.01 * 0.1) - 0.01 * 0.5 / (0.5 + 1e-8);
+    double w1 = -2.0 * (1 - 0.01 * 0.1) + 0.01 * 0.25 / (0.25 + 1e-8);
+    CHECKF("adamw: first step = decay then lr * sign(g)", close_to(w[0], w0, 1e-6) && close_to(w[1], w1, 1e-6),
+           "%.9g %.9g vs %.9g %.9g", w[0], w[1], w0, w1);
+    float g2[2] = {-0.5f, -0.25f};
+    adamw_step(o, w, g2, 0.01f);
+    double m0 = 0.9 * 0.05 + 0.1 * -0.5, v0 = 0.999 * 0.00025 + 0.001 * 0.25;
+    double bc1 = 1 - 0.81, bc2 = 1 - 0.999 * 0.999;
+    double e0 = w0 * (1 - 0.001) - 0.01 / bc1 * m0 / (sqrt(v0) / sqrt(bc2) + 1e-8);
+    CHECKF("adamw: second step with bias correction", close_to(w[0], e0, 1e-6), "%.9g vs %.9g", w[0], e0);
+    CHECK("adamw: step counter", o->step == 2);
+    adamw_free(o);
+}
+
+static void test_accum(void)
+{
+    const struct backend *bk = &backend_cpu;
+    struct grad_accum a = {.every = 4};
+    float g[1] = {8};
+    int steps = 0;
+    for (int i = 0; i < 8; i++)
+        steps += grad_accum_tick(&a, bk, g, 1);
+    CHECK("accumulation: a step every 4 micro-batches", steps == 2);
+    CHECK("accumulation: gradients averaged at each step", g[0] == 0.5f);
+    struct grad_accum one = {0};
+    CHECK("accumulation: every <= 1 steps each time", grad_accum_tick(&one, bk, g, 1) && g[0] == 0.5f);
+}
+
+static void test_state(void)
+{
+    const struct backend *bk = &backend_cpu;
+    struct adamw_cfg c = ADAMW_DEFAULTS;
+    struct adamw *a = adamw_new(bk, 3, &c), *b = adamw_new(bk, 3, &c), *small = adamw_new(bk, 2, &c);
+    float w[3] = {1, 2, 3}, g[3] = {0.1f, -0.2f, 0.3f}, w2[3] = {1, 2, 3};
+    adamw_step(a, w, g, 0.1f);
+    adamw_step(a, w, g, 0.1f);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/rlflow-adamw-%d.safetensors", (int)getpid());
+    int rc = adamw_save(a, path);
+    CHECKF("state: saves", rc == 0, "%s", rl_errmsg());
+    CHECKF("state: loads", adamw_load(b, path) == 0 && b->step == 2, "%s", rl_errmsg());
+    memcpy(w2, w, sizeof w);
+    adamw_step(a, w, g, 0.1f);
+    adamw_step(b, w2, g, 0.1f);
+    CHECK("state: a resumed optimizer continues identically", !memcmp(w, w2, sizeof w));
+    CHECK("state: a different parameter count is refused", adamw_load(small, path) < 0 && strstr(rl_errmsg(), "adamw"));
+    unlink(path);
+    adamw_free(a);
+    adamw_free(b);
+    adamw_free(small);
+}
+
+int main(void)
+{
+    test_state();
+    test_schedules();
+    test_clip();
+    test_adamw();
+    test_accum();
+    return harness_exit();
+}
