@@ -38,7 +38,16 @@ static void cpu_copyf(float *dst, const float *src, size_t n) { if (n) memcpy(ds
  * The split depends on n and the thread count only, never on m, so a row's
  * result does not depend on the other rows' count beyond what sgemm does. */
 void openblas_set_num_threads(int);
-__attribute__((constructor)) static void cpu_blas_single_thread(void) { openblas_set_num_threads(1); }
+int openblas_get_parallel(void);   /* 0 sequential, 1 pthreads, 2 OpenMP */
+/* Only OpenBLAS's pthread build has a pool of its own to silence. Its OpenMP
+ * build (the one the Makefile links) shares our OpenMP threads and runs
+ * single-threaded inside a parallel region by itself; there, setting its
+ * thread count would set OpenMP's for the whole process. */
+__attribute__((constructor)) static void cpu_blas_single_thread(void)
+{
+    if (openblas_get_parallel() == 1)
+        openblas_set_num_threads(1);
+}
 
 static void cpu_matmul(bool ta, bool tb, int m, int n, int k, float alpha,
                        const float *a, int lda, const float *b, int ldb,
