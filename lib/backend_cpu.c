@@ -4,6 +4,9 @@
  * how a row is split. No op allocates. */
 #include <cblas.h>
 #include <math.h>
+#ifdef __FMA__
+#include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,31 +81,126 @@ static void cpu_matmul(bool ta, bool tb, int m, int n, int k, float alpha,
     }
 }
 
-/* One dot product in an order fixed by k alone (32 interleaved partial
- * sums, then the tail, then the sums in order): never by the addresses or the
- * other rows, so equal inputs give equal bits. */
-static float dot_fixed(const float *a, const float *b, int k)
+/* matmul_rows: c[i][j] = dot(a row i, b row j), every dot product computed in
+ * one order fixed by k alone, never by m, the tile it falls in, or the thread:
+ * 8 lanes over the first k - k%8 terms (one fused multiply-add per lane and
+ * chunk, in k order), the lanes summed in a fixed tree, then the tail terms in
+ * order. So a row's results are the same bits whatever other rows share the
+ * call (batch-invariant decoding), while 3x4 register tiles reuse each load. */
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p)
 {
-    float acc[32] = {0};
-    int t = 0;
-    for (; t + 32 <= k; t += 32)
-        for (int u = 0; u < 32; u++)
-            acc[u] += a[t + u] * b[t + u];
-    float s = 0;
-    for (; t < k; t++)
-        s += a[t] * b[t];
-    for (int u = 0; u < 32; u++)
-        s += acc[u];
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline v8 madd8(v8 acc, v8 a, v8 b)
+{
+#ifdef __FMA__
+    return (v8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)acc);
+#else
+    return acc + a * b;
+#endif
+}
+
+static inline float finish_dot(v8 acc, const float *a, const float *b, int k8, int k)
+{
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (int t = k8; t < k; t++)
+        s = fmaf(a[t], b[t], s);
     return s;
+}
+
+/* A tile of MI rows of a by NJ rows of b (MI <= 3, NJ <= 4). */
+static inline void tile(float *c, int n, const float *a, const float *b, int k, int i0, int j0, int MI, int NJ)
+{
+    int k8 = k & ~7;
+    v8 acc[3][4] = {{{0}}};
+    const float *ar[3], *br[4];
+    for (int i = 0; i < MI; i++) ar[i] = a + (size_t)(i0 + i) * k;
+    for (int j = 0; j < NJ; j++) br[j] = b + (size_t)(j0 + j) * k;
+    if (MI == 3 && NJ == 4) {          /* the hot path: 12 accumulators in registers */
+        v8 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0}, c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0},
+           c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
+        for (int t = 0; t < k8; t += 8) {
+            v8 b0 = load8(br[0] + t), b1 = load8(br[1] + t), b2 = load8(br[2] + t), b3 = load8(br[3] + t);
+            v8 x = load8(ar[0] + t);
+            c00 = madd8(c00, x, b0); c01 = madd8(c01, x, b1); c02 = madd8(c02, x, b2); c03 = madd8(c03, x, b3);
+            x = load8(ar[1] + t);
+            c10 = madd8(c10, x, b0); c11 = madd8(c11, x, b1); c12 = madd8(c12, x, b2); c13 = madd8(c13, x, b3);
+            x = load8(ar[2] + t);
+            c20 = madd8(c20, x, b0); c21 = madd8(c21, x, b1); c22 = madd8(c22, x, b2); c23 = madd8(c23, x, b3);
+        }
+        acc[0][0] = c00; acc[0][1] = c01; acc[0][2] = c02; acc[0][3] = c03;
+        acc[1][0] = c10; acc[1][1] = c11; acc[1][2] = c12; acc[1][3] = c13;
+        acc[2][0] = c20; acc[2][1] = c21; acc[2][2] = c22; acc[2][3] = c23;
+    } else if (NJ == 4) {              /* 1 or 2 rows (a decode step of one or two sequences) */
+        v8 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0}, c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
+        for (int t = 0; t < k8; t += 8) {
+            v8 b0 = load8(br[0] + t), b1 = load8(br[1] + t), b2 = load8(br[2] + t), b3 = load8(br[3] + t);
+            v8 x = load8(ar[0] + t);
+            c00 = madd8(c00, x, b0); c01 = madd8(c01, x, b1); c02 = madd8(c02, x, b2); c03 = madd8(c03, x, b3);
+            if (MI == 2) {
+                x = load8(ar[1] + t);
+                c10 = madd8(c10, x, b0); c11 = madd8(c11, x, b1); c12 = madd8(c12, x, b2); c13 = madd8(c13, x, b3);
+            }
+        }
+        acc[0][0] = c00; acc[0][1] = c01; acc[0][2] = c02; acc[0][3] = c03;
+        acc[1][0] = c10; acc[1][1] = c11; acc[1][2] = c12; acc[1][3] = c13;
+    } else {                           /* the last, partial column block */
+        for (int t = 0; t < k8; t += 8)
+            for (int i = 0; i < MI; i++) {
+                v8 x = load8(ar[i] + t);
+                for (int j = 0; j < NJ; j++)
+                    acc[i][j] = madd8(acc[i][j], x, load8(br[j] + t));
+            }
+    }
+    for (int i = 0; i < MI; i++)
+        for (int j = 0; j < NJ; j++)
+            c[(size_t)(i0 + i) * n + j0 + j] = finish_dot(acc[i][j], ar[i], br[j], k8, k);
+}
+
+/* One row against 8 columns: 8 independent chains keep both FMA units busy
+ * where a 1x4 tile would wait on each FMA's latency. Same per-element order. */
+static inline void row_x8(float *c, const float *a, const float *b, int k, int j0)
+{
+    int k8 = k & ~7;
+    const float *br[8];
+    for (int j = 0; j < 8; j++) br[j] = b + (size_t)(j0 + j) * k;
+    v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0}, c7 = {0};
+    for (int t = 0; t < k8; t += 8) {
+        v8 x = load8(a + t);
+        c0 = madd8(c0, x, load8(br[0] + t)); c1 = madd8(c1, x, load8(br[1] + t));
+        c2 = madd8(c2, x, load8(br[2] + t)); c3 = madd8(c3, x, load8(br[3] + t));
+        c4 = madd8(c4, x, load8(br[4] + t)); c5 = madd8(c5, x, load8(br[5] + t));
+        c6 = madd8(c6, x, load8(br[6] + t)); c7 = madd8(c7, x, load8(br[7] + t));
+    }
+    v8 acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+    for (int j = 0; j < 8; j++)
+        c[j0 + j] = finish_dot(acc[j], a, br[j], k8, k);
 }
 
 static void cpu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
 {
-    /* each weight row is read once from memory and used for all m rows */
+    if (m == 1) {
+        int n8 = n & ~7;
 #pragma omp parallel for schedule(static) if (PAR((size_t)n * k))
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++)
-            c[(size_t)i * n + j] = dot_fixed(a + (size_t)i * k, b + (size_t)j * k, k);
+        for (int j0 = 0; j0 < n8; j0 += 8)
+            row_x8(c, a, b, k, j0);
+        for (int j0 = n8; j0 < n; j0 += 4)
+            tile(c, n, a, b, k, 0, j0, 1, n - j0 < 4 ? n - j0 : 4);
+        return;
+    }
+    /* threads split the columns (b rows); each b tile stays in cache for all m rows */
+    int nblk = (n + 3) / 4;
+#pragma omp parallel for schedule(static) if (PAR((size_t)n * k))
+    for (int jb = 0; jb < nblk; jb++) {
+        int j0 = jb * 4, nj = n - j0 < 4 ? n - j0 : 4;
+        for (int i0 = 0; i0 < m; i0 += 3)
+            tile(c, n, a, b, k, i0, j0, m - i0 < 3 ? m - i0 : 3, nj);
+    }
 }
 
 static void cpu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps)

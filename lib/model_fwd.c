@@ -380,7 +380,7 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
     for (int s = 0; s < n; s++)
         a->rows[s] = a->seq_row[s] + a->seq_len[s] - 1;
     bool use_rows = m->batch_invariant || n <= FEW_ROWS;
-    int step = use_rows && FEW_ROWS < a->Tc ? FEW_ROWS : a->Tc;
+    int step = a->Tc;          /* matmul_rows is row-invariant at any row count */
     for (int k0 = 0; k0 < n; k0 += step) {
         int nr = n - k0 < step ? n - k0 : step;
         if (use_rows) {
