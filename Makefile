@@ -29,7 +29,7 @@ BLAS_CFLAGS := $(shell $(BLAS_PC_PATH) pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS := $(shell $(BLAS_PC_PATH) pkg-config --libs openblas 2>/dev/null) $(if $(BLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(BLAS_LIBDIR))
 CSTD     := -std=c11 -D_GNU_SOURCE
 # snprintf truncation is always deliberate here (bounded messages, bounded numbers)
-WARN     := -Wall -Wextra -Werror -Wno-format-truncation
+WARN     := -Wall -Wextra -Werror -Wno-format-truncation -Wno-psabi
 OPT      ?= -O2 -march=native -fopenmp
 DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(BLAS_CFLAGS)
 DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(BLAS_LIBS) -lm -lpthread
@@ -38,7 +38,7 @@ ifeq ($(SANITIZE),1)
 BUILD   := build/san
 BIN     := build/san/bin
 SANFLAGS:= -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -g
-OPT     := -O1 -fopenmp
+OPT     := -O1 -march=native -fopenmp
 else
 BUILD   := build/opt
 BIN     := bin
