@@ -3,6 +3,8 @@
 #ifndef RLFLOW_BENCH_COMMON_H
 #define RLFLOW_BENCH_COMMON_H
 #include <cblas.h>
+#include <omp.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -37,5 +39,34 @@ static inline double bench_sgemm_gflops(int M, int N, int K, int reps)
     }
     free(a), free(b), free(c);
     return 2.0 * M * N * K / best / 1e9;
+}
+
+#include "config.h"
+#include "err.h"
+#include "model.h"
+#include "rng.h"
+
+/* A model of the shape in cfg_path (layers > 0: that many layers; score: a
+ * one-label score head instead of the LM head) with N(0, 0.02) weights drawn
+ * from r, on `threads` threads. Exits on error. */
+static inline struct model *bench_model(const char *cfg_path, int layers, bool score, int threads, struct rng *r)
+{
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    struct model_config cfg;
+    if (config_load(cfg_path, &cfg))
+        rl_die_err();
+    if (layers)
+        cfg.num_hidden_layers = layers;
+    if (score) {
+        cfg.head = HEAD_SCORE;
+        cfg.num_labels = 1;
+    }
+    struct model *m = model_new(&cfg, "cpu");
+    if (!m)
+        rl_die_err();
+    for (size_t i = 0; i < m->n_params; i++)
+        m->w_mem[i] = 0.02f * rng_normal(r);
+    return m;
 }
 #endif

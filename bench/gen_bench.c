@@ -51,20 +51,10 @@ int main(int argc, char **argv)
         default: printf("usage: gen_bench [-c CONFIG] [-p PROMPTS] [-l LEN] [-n SAMPLES] [-g NEW] [-b BATCH] [-t THREADS] [-L LAYERS]\n"); return c != 'h';
         }
     }
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-    struct model_config cfg;
-    if (config_load(cfg_path, &cfg))
-        rl_die_err();
-    if (layers)
-        cfg.num_hidden_layers = layers;
-    struct model *m = model_new(&cfg, "cpu");
-    if (!m)
-        rl_die_err();
     struct rng r;
     rng_seed(&r, 1);
-    for (size_t i = 0; i < m->n_params; i++)
-        m->w_mem[i] = 0.02f * rng_normal(&r);
+    struct model *m = bench_model(cfg_path, layers, false, threads, &r);
+    const struct model_config cfg = m->cfg;
     char path[] = "/tmp/gen_bench.XXXXXX";
     int fd = mkstemp(path);
     FILE *f = fdopen(fd, "w");

@@ -41,25 +41,11 @@ int main(int argc, char **argv)
             return c != 'h';
         }
     }
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-    struct model_config cfg;
-    if (config_load(cfg_path, &cfg))
-        rl_die_err();
-    if (layers)
-        cfg.num_hidden_layers = layers;
     bool rm = strcmp(mode, "dpo") != 0, score = !strcmp(mode, "score");
-    if (rm) {
-        cfg.head = HEAD_SCORE;
-        cfg.num_labels = 1;
-    }
-    struct model *m = model_new(&cfg, "cpu");
-    if (!m)
-        rl_die_err();
     struct rng r;
     rng_seed(&r, 1);
-    for (size_t i = 0; i < m->n_params; i++)
-        m->w_mem[i] = 0.02f * rng_normal(&r);
+    struct model *m = bench_model(cfg_path, layers, rm, threads, &r);
+    const struct model_config cfg = m->cfg;
     /* 128-token prompt, two 128-token responses: 256-token sequences */
     enum { P = 128, R = 128 };
     struct dpo_data data = {0};

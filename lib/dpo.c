@@ -56,18 +56,6 @@ int dpo_loss_parse(const char *s, enum dpo_loss *out)
     return 0;
 }
 
-static size_t push_ids(struct dpo_data *d, const int32_t *v, int n)
-{
-    if (d->n_ids + (size_t)n > d->cap_ids) {
-        while (d->n_ids + (size_t)n > d->cap_ids)
-            d->cap_ids = d->cap_ids ? 2 * d->cap_ids : 4096;
-        d->ids = rl_realloc(d->ids, d->cap_ids * sizeof *d->ids);
-    }
-    memcpy(d->ids + d->n_ids, v, (size_t)n * sizeof *v);
-    d->n_ids += (size_t)n;
-    return d->n_ids - (size_t)n;
-}
-
 void dpo_data_add(struct dpo_data *d, const int32_t *prompt, int plen, const int32_t *chosen, int clen,
                   const int32_t *rejected, int rlen, double ref_c, double ref_r, int max_len, int max_prompt)
 {
@@ -85,9 +73,9 @@ void dpo_data_add(struct dpo_data *d, const int32_t *prompt, int plen, const int
     p->plen = plen;
     p->clen = clen;
     p->rlen = rlen;
-    p->prompt = push_ids(d, prompt, plen);
-    p->chosen = push_ids(d, chosen, clen);
-    p->rejected = push_ids(d, rejected, rlen);
+    p->prompt = train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, prompt, plen);
+    p->chosen = train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, chosen, clen);
+    p->rejected = train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, rejected, rlen);
     p->ref_chosen = ref_c;
     p->ref_rejected = ref_r;
 }
@@ -101,17 +89,13 @@ void dpo_data_free(struct dpo_data *d)
 
 uint64_t dpo_data_hash(const struct dpo_data *d)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < d->n_ids; i++)
-        h = (h ^ (uint32_t)d->ids[i]) * 0x100000001b3ull;
+    uint64_t h = train_hash(TRAIN_HASH_INIT, d->ids, d->n_ids * sizeof *d->ids);
     for (size_t i = 0; i < d->n; i++) {
         const struct dpo_pair *p = &d->pair[i];
-        uint64_t lens = (uint64_t)p->plen << 42 ^ (uint64_t)p->clen << 21 ^ (uint64_t)p->rlen, rc, rr;
-        memcpy(&rc, &p->ref_chosen, 8);
-        memcpy(&rr, &p->ref_rejected, 8);
-        h = (h ^ lens) * 0x100000001b3ull;
-        h = (h ^ rc) * 0x100000001b3ull;
-        h = (h ^ rr) * 0x100000001b3ull;
+        int lens[3] = {p->plen, p->clen, p->rlen};
+        double refs[2] = {p->ref_chosen, p->ref_rejected};
+        h = train_hash(h, lens, sizeof lens);
+        h = train_hash(h, refs, sizeof refs);
     }
     return h;
 }

@@ -8,12 +8,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
 
 static atomic_uint temp_counter;
+
+int fs_map_file(const char *path, void **p, size_t *len)
+{
+    *p = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return rl_errno("%s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rl_errno("%s", path);
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return rl_err("%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    if (n > 0) {
+        void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            rl_errno("%s: mmap", path);
+            close(fd);
+            return -1;
+        }
+        *p = m;
+    }
+    close(fd);
+    *len = n;
+    return 0;
+}
 
 char *fs_read_file(const char *path, size_t *len)
 {

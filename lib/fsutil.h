@@ -20,6 +20,10 @@
  * Caller frees. */
 char *fs_read_file(const char *path, size_t *len);
 
+/* Map a regular file read-only: *p its bytes (NULL when it is empty), *len
+ * its size; munmap(*p, *len) when done. -1 with rl_err naming the file. */
+int fs_map_file(const char *path, void **p, size_t *len);
+
 /* Create "PATH.tmp-PID-N" exclusively (mode 0666 less umask); writes its name to tmp. */
 int fs_temp_open(const char *path, char *tmp, size_t tmpsz);
 /* fsync + close fd, rename tmp over path, fsync path's directory. Removes tmp on failure. */

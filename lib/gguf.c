@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "fsutil.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c reads little-endian files with memcpy: port it for big-endian hosts"
@@ -406,33 +407,10 @@ struct gguf *gguf_open_mem(const void *p, size_t n, const char *what)
 
 struct gguf *gguf_open(const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rl_errno("%s", path);
+    void *map;
+    size_t size;
+    if (fs_map_file(path, &map, &size))
         return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rl_errno("%s", path);
-        close(fd);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        rl_err("%s: not a regular file", path);
-        return NULL;
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            rl_errno("%s: mmap", path);
-            close(fd);
-            return NULL;
-        }
-    }
-    close(fd);
     struct gguf *g = gguf_open_mem(map ? map : "", size, path);
     if (!g) {
         if (map)

@@ -699,3 +699,33 @@ int rec_writer_close(struct rec_writer *w)
 static void flush_writer(void *w) { (void)rec_flush(w); }
 
 void rec_flush_on_wait(struct rec_reader *r, struct rec_writer *w) { rec_reader_on_wait(r, flush_writer, w); }
+
+int rec_each(int n, char **paths, struct rec_writer *w, int (*fn)(void *ctx, const struct rec *r), void *ctx)
+{
+    for (int i = 0; i < (n > 0 ? n : 1); i++) {
+        struct rec_reader *r = rec_reader_open(n > 0 ? paths[i] : "-");
+        if (!r)
+            return -1;
+        if (w)
+            rec_flush_on_wait(r, w);
+        struct rec rec;
+        int k, rc = 0;
+        while ((k = rec_next(r, &rec)) == 1 && !(rc = fn(ctx, &rec)))
+            ;
+        rec_reader_close(r);
+        if (k < 0 || rc)
+            return -1;
+    }
+    return 0;
+}
+
+int rec_writer_finish(struct rec_writer *w, int rc)
+{
+    if (!rc)
+        return rec_writer_close(w);
+    char *err = rl_strdup(rl_errmsg());
+    rec_writer_close(w);
+    rl_err("%s", err);
+    free(err);
+    return -1;
+}

@@ -93,4 +93,13 @@ int rec_writer_close(struct rec_writer *w);                    /* flushes, ends 
  * records reach downstream as soon as upstream pauses (a later rec_end or
  * rec_writer_close reports a failed write). */
 void rec_flush_on_wait(struct rec_reader *r, struct rec_writer *w);
+
+/* The record loop of every filter: fn(ctx, rec) for each record of the n
+ * inputs in order (stdin when n is 0). With w, w is flushed whenever a reader
+ * waits for input. 0, or -1 at the first bad input or failing fn (which sets
+ * rl_err). */
+int rec_each(int n, char **paths, struct rec_writer *w, int (*fn)(void *ctx, const struct rec *r), void *ctx);
+/* Close w at the end of a run that returned rc: 0, or -1 keeping the run's
+ * error message (or the close's, when only the close failed). */
+int rec_writer_finish(struct rec_writer *w, int rc);
 #endif

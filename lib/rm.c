@@ -85,15 +85,8 @@ static size_t push_seq(struct rm_data *d, const int32_t *prompt, int plen, const
     rm_fit_left(plen, rlen, max_len, &sp, &sr);
     d->truncated += sp + sr > 0;
     *len = plen - sp + rlen - sr;
-    if (d->n_ids + (size_t)*len > d->cap_ids) {
-        while (d->n_ids + (size_t)*len > d->cap_ids)
-            d->cap_ids = d->cap_ids ? 2 * d->cap_ids : 4096;
-        d->ids = rl_realloc(d->ids, d->cap_ids * sizeof *d->ids);
-    }
-    size_t at = d->n_ids;
-    memcpy(d->ids + at, prompt + sp, (size_t)(plen - sp) * sizeof *prompt);
-    memcpy(d->ids + at + plen - sp, resp + sr, (size_t)(rlen - sr) * sizeof *resp);
-    d->n_ids += (size_t)*len;
+    size_t at = train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, prompt + sp, plen - sp);
+    train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, resp + sr, rlen - sr);
     return at;
 }
 
@@ -119,14 +112,11 @@ void rm_data_free(struct rm_data *d)
 
 static uint64_t data_hash(const struct rm_data *d)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < d->n_ids; i++)
-        h = (h ^ (uint32_t)d->ids[i]) * 0x100000001b3ull;
+    uint64_t h = train_hash(TRAIN_HASH_INIT, d->ids, d->n_ids * sizeof *d->ids);
     for (size_t i = 0; i < d->n; i++) {
-        uint64_t m;
-        memcpy(&m, &d->pair[i].margin, 8);
-        h = (h ^ ((uint64_t)d->pair[i].clen << 32 | (uint32_t)d->pair[i].rlen)) * 0x100000001b3ull;
-        h = (h ^ m) * 0x100000001b3ull;
+        int lens[2] = {d->pair[i].clen, d->pair[i].rlen};
+        h = train_hash(h, lens, sizeof lens);
+        h = train_hash(h, &d->pair[i].margin, sizeof d->pair[i].margin);
     }
     return h;
 }
@@ -198,22 +188,28 @@ static int rm_evaluate(struct train_task *task, struct model *m, long step, stru
     const struct rm_data *d = t->eval;
     if (!d || !d->n)
         return 0;
-    double correct = 0, margin = 0, loss = 0, sum = 0, sum2 = 0, s[2];
-    for (size_t i = 0; i < d->n; i++) {
-        const struct rm_pair *p = &d->pair[i];
-        int len[2] = {p->clen, p->rlen};
-        int *tok = rl_malloc((size_t)(p->clen + p->rlen) * sizeof *tok);
-        for (int k = 0; k < p->clen; k++) tok[k] = d->ids[p->chosen + k];
-        for (int k = 0; k < p->rlen; k++) tok[p->clen + k] = d->ids[p->rejected + k];
-        int rc = rm_score(m, 2, len, tok, s);
-        free(tok);
-        if (rc)
+    /* the arena holds each pair's chosen then rejected sequence, pair after
+     * pair: a run of pairs is already a packed batch */
+    _Static_assert(sizeof(int32_t) == sizeof(int), "token ids are passed to the model as int");
+    enum { CHUNK = 8 };
+    double correct = 0, margin = 0, loss = 0, sum = 0, sum2 = 0, s[2 * CHUNK];
+    int len[2 * CHUNK];
+    for (size_t i0 = 0; i0 < d->n; i0 += CHUNK) {
+        size_t n = d->n - i0 < CHUNK ? d->n - i0 : CHUNK;
+        for (size_t k = 0; k < n; k++) {
+            len[2 * k] = d->pair[i0 + k].clen;
+            len[2 * k + 1] = d->pair[i0 + k].rlen;
+        }
+        if (rm_score(m, (int)(2 * n), len, (const int *)d->ids + d->pair[i0].chosen, s))
             return rl_err_prefix("evaluation");
-        correct += s[0] > s[1];
-        margin += s[0] - s[1];
-        loss += -log_sigmoid(s[0] - s[1] - p->margin);
-        sum += s[0] + s[1];
-        sum2 += s[0] * s[0] + s[1] * s[1];
+        for (size_t k = 0; k < n; k++) {
+            double rc = s[2 * k], rr = s[2 * k + 1];
+            correct += rc > rr;
+            margin += rc - rr;
+            loss += -log_sigmoid(rc - rr - d->pair[i0 + k].margin);
+            sum += rc + rr;
+            sum2 += rc * rc + rr * rr;
+        }
     }
     double n = (double)d->n, mean = sum / (2 * n);
     if (!w)

@@ -346,30 +346,10 @@ static int add_map(struct st_file *f, void *base, size_t len, bool mapped, const
 /* mmap path and parse it as shard `name` of f. */
 static int load_file(struct st_file *f, const char *path, const char *name)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return rl_errno("%s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rl_errno("%s", path);
-        close(fd);
+    void *base;
+    size_t len;
+    if (fs_map_file(path, &base, &len))
         return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return rl_err("%s: not a regular file", path);
-    }
-    size_t len = (size_t)st.st_size;
-    void *base = NULL;
-    if (len > 0) {
-        base = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (base == MAP_FAILED) {
-            rl_errno("%s: mmap", path);
-            close(fd);
-            return -1;
-        }
-    }
-    close(fd);
     int shard = add_map(f, base, len, len > 0, name);
     return parse_image(f, shard, path);
 }

@@ -5,18 +5,6 @@
 
 #include "err.h"
 
-static size_t push_ids(struct sft_data *d, const int32_t *v, int n)
-{
-    if (d->n_ids + (size_t)n > d->cap_ids) {
-        while (d->n_ids + (size_t)n > d->cap_ids)
-            d->cap_ids = d->cap_ids ? 2 * d->cap_ids : 4096;
-        d->ids = rl_realloc(d->ids, d->cap_ids * sizeof *d->ids);
-    }
-    memcpy(d->ids + d->n_ids, v, (size_t)n * sizeof *v);
-    d->n_ids += (size_t)n;
-    return d->n_ids - (size_t)n;
-}
-
 void sft_data_add(struct sft_data *d, const int32_t *prompt, int plen, const int32_t *resp, int rlen,
                   int max_len, int max_prompt)
 {
@@ -29,8 +17,8 @@ void sft_data_add(struct sft_data *d, const int32_t *prompt, int plen, const int
     struct sft_example *e = &d->ex[d->n++];
     e->plen = plen;
     e->rlen = rlen;
-    e->prompt = push_ids(d, prompt + skip, plen);
-    e->response = push_ids(d, resp, rlen);
+    e->prompt = train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, prompt + skip, plen);
+    e->response = train_ids_append(&d->ids, &d->n_ids, &d->cap_ids, resp, rlen);
 }
 
 void sft_data_free(struct sft_data *d)
@@ -42,11 +30,11 @@ void sft_data_free(struct sft_data *d)
 
 static uint64_t data_hash(const struct sft_data *d)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < d->n_ids; i++)
-        h = (h ^ (uint32_t)d->ids[i]) * 0x100000001b3ull;
-    for (size_t i = 0; i < d->n; i++)
-        h = (h ^ ((uint64_t)d->ex[i].plen << 32 | (uint32_t)d->ex[i].rlen)) * 0x100000001b3ull;
+    uint64_t h = train_hash(TRAIN_HASH_INIT, d->ids, d->n_ids * sizeof *d->ids);
+    for (size_t i = 0; i < d->n; i++) {
+        int lens[2] = {d->ex[i].plen, d->ex[i].rlen};
+        h = train_hash(h, lens, sizeof lens);
+    }
     return h;
 }
 

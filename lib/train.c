@@ -62,6 +62,27 @@ bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prom
     return cut;
 }
 
+size_t train_ids_append(int32_t **ids, size_t *len, size_t *cap, const int32_t *v, int n)
+{
+    if (*len + (size_t)n > *cap) {
+        while (*len + (size_t)n > *cap)
+            *cap = *cap ? 2 * *cap : 4096;
+        *ids = rl_realloc(*ids, *cap * sizeof **ids);
+    }
+    if (n > 0)
+        memcpy(*ids + *len, v, (size_t)n * sizeof *v);
+    *len += (size_t)n;
+    return *len - (size_t)n;
+}
+
+uint64_t train_hash(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
 int train_copy_tokenizer(const char *src, const char *dst)
 {
     static const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

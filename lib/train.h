@@ -73,6 +73,15 @@ int train_run(const struct train_cfg *cfg, struct train_task *task, struct rec_w
  * start), then each response keeps its start. rlen[0..n). True if shortened. */
 bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prompt);
 
+/* Training data keep their token ids in one growing arena: append n ids to
+ * (*ids, *len, *cap) and return the offset they start at. */
+size_t train_ids_append(int32_t **ids, size_t *len, size_t *cap, const int32_t *v, int n);
+
+/* FNV-1a over n bytes, continuing from h (TRAIN_HASH_INIT to start): the
+ * fingerprint of a run's data, which --resume checks. */
+#define TRAIN_HASH_INIT 0xcbf29ce484222325ull
+uint64_t train_hash(uint64_t h, const void *p, size_t n);
+
 /* Copy the tokenizer and generation files of src_dir that exist into dst_dir. */
 int train_copy_tokenizer(const char *src_dir, const char *dst_dir);
 

@@ -3,8 +3,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "config.h"
 #include "err.h"
+#include "fsutil.h"
 
 enum {
     O_LR = 256, O_SCHED, O_WARM, O_WD, O_CLIP, O_BATCH, O_MICRO, O_EPOCHS, O_MAXLEN, O_MAXPROMPT, O_SAVE,
@@ -113,4 +118,69 @@ void train_cli_check(const struct train_cli *c)
     if (c->max_prompt_length >= c->max_length)
         rl_usage_error("--max-prompt-length (%d) must be below --max-length (%d)", c->max_prompt_length,
                        c->max_length);
+}
+
+int train_input_open(struct train_input *in, const struct train_cli *c)
+{
+    *in = (struct train_input){0};
+    struct model_config cfg;
+    char path[FS_PATH_MAX];
+    if (fs_join(path, sizeof path, c->train.model_dir, "config.json") || config_load(path, &cfg))
+        return -1;
+    return tok_ctx_open(&in->tc, c->train.model_dir, &cfg, c->template_name);
+}
+
+void train_input_close(struct train_input *in)
+{
+    for (int i = 0; i < 3; i++)
+        free(in->ids[i].v);
+    tok_ctx_close(&in->tc);
+}
+
+struct input_call {
+    struct train_input *in;
+    int (*add)(void *ctx, struct train_input *in, const struct rec *r);
+    void *ctx;
+};
+
+static int input_call(void *ctx, const struct rec *r)
+{
+    struct input_call *c = ctx;
+    return c->add(c->ctx, c->in, r);
+}
+
+int train_input_read(struct train_input *in, int n, char **paths,
+                     int (*add)(void *ctx, struct train_input *in, const struct rec *r), void *ctx)
+{
+    struct input_call c = {in, add, ctx};
+    return rec_each(n, paths, NULL, input_call, &c);
+}
+
+int train_input_tokenize(struct train_input *in, const struct rec *r, int n_resp, const char *const *fields)
+{
+    for (int i = 0; i <= n_resp; i++)
+        in->ids[i].n = 0;
+    if (tok_ctx_prompt(&in->tc, r, &in->ids[0]))
+        return -1;
+    if (!in->ids[0].n)
+        return rec_err(r, "the prompt is empty: a response needs at least one token before it");
+    for (int i = 0; i < n_resp; i++) {
+        if (tok_ctx_response(&in->tc, r, fields[2 * i], fields[2 * i + 1], &in->ids[i + 1]))
+            return -1;
+        if (!in->ids[i + 1].n)
+            return rec_err(r, "\"%s\" is empty: no tokens to learn from", fields[2 * i + 1]);
+    }
+    return 0;
+}
+
+void train_cli_stdout_check(void)
+{
+    if (rl_refuse_tty(STDOUT_FILENO, false))
+        rl_die("refusing to write the metrics stream to a terminal (pipe it, e.g. | rl-cat)");
+}
+
+int train_cli_run(const struct train_cli *c, struct train_task *task)
+{
+    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, c->level, "stdout");
+    return rec_writer_finish(w, train_run(&c->train, task, w));
 }

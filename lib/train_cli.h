@@ -6,6 +6,8 @@
 #include <getopt.h>
 #include <stdbool.h>
 
+#include "rec.h"
+#include "tokrule.h"
 #include "train.h"
 
 struct train_cli {
@@ -29,4 +31,27 @@ bool train_cli_handle(struct train_cli *c, int opt, const char *arg);
 void train_cli_check(const struct train_cli *c);
 /* The usage lines of the shared options. */
 extern const char train_cli_usage[];
+
+/* The records a trainer learns from, tokenized under the tok rule with the
+ * model's own tokenizer (opened once, for every input file). */
+struct train_input {
+    struct tok_ctx tc;
+    struct tok_ids ids[3];       /* the last record's prompt and up to two responses */
+};
+int train_input_open(struct train_input *in, const struct train_cli *c);
+void train_input_close(struct train_input *in);
+/* Call add(ctx, in, rec) for every record of the files (stdin when n is 0);
+ * -1 at the first bad record or input. */
+int train_input_read(struct train_input *in, int n, char **paths,
+                     int (*add)(void *ctx, struct train_input *in, const struct rec *r), void *ctx);
+/* The record's prompt into ids[0] and its n_resp responses into ids[1..]:
+ * fields[2i] names the ids field, fields[2i+1] the text field of response i.
+ * An empty prompt or response is an error naming the record. */
+int train_input_tokenize(struct train_input *in, const struct rec *r, int n_resp, const char *const *fields);
+
+/* Refuse a terminal for the metrics stream (usage error). */
+void train_cli_stdout_check(void);
+/* Train, one metrics record per step on stdout. 0, or -1 with rl_err set
+ * (the stream is closed either way). */
+int train_cli_run(const struct train_cli *c, struct train_task *task);
 #endif

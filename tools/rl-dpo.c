@@ -4,16 +4,12 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
-#include "config.h"
 #include "dpo.h"
 #include "err.h"
-#include "fsutil.h"
 #include "rec.h"
-#include "tokrule.h"
 #include "train.h"
 #include "train_cli.h"
 
@@ -65,16 +61,15 @@ static struct dpo_opts parse_args(int argc, char **argv)
 }
 
 /* One pair record into the data set. */
-static int add_pair(struct dpo_data *d, struct tok_ctx *tc, const struct rec *r, const struct dpo_opts *o,
-                    struct tok_ids ids[3])
+struct sink { const struct dpo_opts *o; struct dpo_data *d; };
+
+static int add_pair(void *ctx, struct train_input *in, const struct rec *r)
 {
-    for (int i = 0; i < 3; i++)
-        ids[i].n = 0;
-    if (tok_ctx_prompt(tc, r, &ids[0]) || tok_ctx_response(tc, r, "chosen_ids", "chosen", &ids[1]) ||
-        tok_ctx_response(tc, r, "rejected_ids", "rejected", &ids[2]))
+    static const char *const fields[] = {"chosen_ids", "chosen", "rejected_ids", "rejected"};
+    const struct dpo_opts *o = ((struct sink *)ctx)->o;
+    struct dpo_data *d = ((struct sink *)ctx)->d;
+    if (train_input_tokenize(in, r, 2, fields))
         return -1;
-    if (!ids[0].n)
-        return rec_err(r, "the prompt is empty: a response needs at least one token before it");
     double rc, rr;
     int a = rec_get_f64(r, "ref_chosen_logp", &rc), b = rec_get_f64(r, "ref_rejected_logp", &rr);
     if (a < 0 || b < 0)
@@ -84,42 +79,10 @@ static int add_pair(struct dpo_data *d, struct tok_ctx *tc, const struct rec *r,
                        "first, or give --ref REF_DIR");
     if (!a || !b)
         rc = rr = NAN;                       /* computed by fill_refs() */
+    const struct tok_ids *ids = in->ids;
     dpo_data_add(d, ids[0].v, (int)ids[0].n, ids[1].v, (int)ids[1].n, ids[2].v, (int)ids[2].n, rc, rr,
                  o->cli.max_length, o->cli.max_prompt_length);
     return 0;
-}
-
-static int load_pairs(struct dpo_data *d, const struct dpo_opts *o, int argc, char **argv)
-{
-    struct model_config cfg;
-    char path[FS_PATH_MAX];
-    if (fs_join(path, sizeof path, o->cli.train.model_dir, "config.json") || config_load(path, &cfg))
-        return -1;
-    struct tok_ctx tc;
-    if (tok_ctx_open(&tc, o->cli.train.model_dir, &cfg, o->cli.template_name))
-        return -1;
-    struct tok_ids ids[3] = {{0}};
-    char *stdin_only[] = {"-"};
-    char **inputs = argc > 0 ? argv : stdin_only;
-    int rc = 0;
-    for (int i = 0; i < (argc > 0 ? argc : 1) && !rc; i++) {
-        struct rec_reader *r = rec_reader_open(inputs[i]);
-        if (!r) {
-            rc = -1;
-            break;
-        }
-        struct rec rec;
-        int k;
-        while ((k = rec_next(r, &rec)) == 1 && !(rc = add_pair(d, &tc, &rec, o, ids)))
-            ;
-        if (k < 0)
-            rc = -1;
-        rec_reader_close(r);
-    }
-    for (int i = 0; i < 3; i++)
-        free(ids[i].v);
-    tok_ctx_close(&tc);
-    return rc;
 }
 
 /* --ref: the reference log-probs a pair lacks, on the same (possibly
@@ -169,11 +132,13 @@ int main(int argc, char **argv)
 {
     rl_set_prog(argv[0]);
     struct dpo_opts o = parse_args(argc, argv);
-    if (rl_refuse_tty(STDOUT_FILENO, false))
-        rl_die("refusing to write the metrics stream to a terminal (pipe it, e.g. | rl-cat)");
+    train_cli_stdout_check();
     struct dpo_data data = {0};
-    if (load_pairs(&data, &o, argc - optind, argv + optind))
+    struct train_input in;
+    struct sink sink = {&o, &data};
+    if (train_input_open(&in, &o.cli) || train_input_read(&in, argc - optind, argv + optind, add_pair, &sink))
         rl_die_err();
+    train_input_close(&in);
     if (o.ref_dir && fill_refs(&data, &o))
         rl_die_err();
     if (data.truncated)
@@ -182,14 +147,10 @@ int main(int argc, char **argv)
                 o.cli.max_prompt_length);
     struct dpo_task task;
     dpo_task_init(&task, &data, &o.dpo);
-    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, o.cli.level, "stdout");
-    int rc = train_run(&o.cli.train, &task.task, w);
-    char *err = rc ? rl_strdup(rl_errmsg()) : NULL;
-    if (rec_writer_close(w) && !err)
-        err = rl_strdup(rl_errmsg());
+    int rc = train_cli_run(&o.cli, &task.task);
     dpo_task_free(&task);
     dpo_data_free(&data);
-    if (err)
-        rl_die("%s", err);
+    if (rc)
+        rl_die_err();
     return 0;
 }

@@ -178,8 +178,9 @@ static int add_generation(struct eval_state *s, struct eval_group *g, const stru
     return s->base ? add_baseline(s, g, r, n, tokens) : 0;
 }
 
-static int add_record(struct eval_state *s, const struct rec *r)
+static int add_record(void *ctx, const struct rec *r)
 {
+    struct eval_state *s = ctx;
     struct eval_group *g = group_of(s, r);
     if (!g)
         return -1;
@@ -370,28 +371,6 @@ static int plot(struct eval_state *s, const char *png)
     return 0;
 }
 
-static int read_all(struct eval_state *s, int argc, char **argv)
-{
-    char *stdin_only[] = {"-"};
-    char **inputs = argc > 0 ? argv : stdin_only;
-    for (int i = 0; i < (argc > 0 ? argc : 1); i++) {
-        struct rec_reader *r = rec_reader_open(inputs[i]);
-        if (!r)
-            return -1;
-        struct rec rec;
-        int k;
-        while ((k = rec_next(r, &rec)) == 1)
-            if (add_record(s, &rec)) {
-                k = -1;
-                break;
-            }
-        rec_reader_close(r);
-        if (k < 0)
-            return -1;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     rl_set_prog(argv[0]);
@@ -399,7 +378,7 @@ int main(int argc, char **argv)
     struct eval_state s = {.o = &o};
     if (o.baseline && !(s.base = eval_baseline_load(o.baseline, o.reward_field)))
         rl_die_err();
-    if (read_all(&s, argc - optind, argv + optind))
+    if (rec_each(argc - optind, argv + optind, NULL, add_record, &s))
         rl_die_err();
     if (s.unscored)
         rl_warn("%llu records had neither \"%s\" nor chosen_reward/rejected_reward", (unsigned long long)s.unscored, o.reward_field);

@@ -149,9 +149,7 @@ int main(int argc, char **argv)
         total.records += st.records, total.tokens += st.tokens, total.seconds += st.seconds;
         total.truncated_prompts += st.truncated_prompts;
     }
-    char *err = rc ? rl_strdup(rl_errmsg()) : NULL;
-    if (rec_writer_close(w) && !err)
-        err = rl_strdup(rl_errmsg());
+    rc = rec_writer_finish(w, rc);
     if (!o.gen.quiet && isatty(STDERR_FILENO))
         fprintf(stderr, "%s: %llu prompts, %llu tokens in %.1f s (%.1f tokens/s)\n", rl_prog,
                 (unsigned long long)total.records, (unsigned long long)total.tokens, total.seconds,
@@ -159,8 +157,8 @@ int main(int argc, char **argv)
     if (!o.gen.quiet && total.truncated_prompts)
         rl_warn("%llu prompts were longer than --max-prompt-tokens %d and kept their end",
                 (unsigned long long)total.truncated_prompts, o.gen.max_prompt);
-    if (err)
-        rl_die("%s", err);
+    if (rc)
+        rl_die_err();
     tok_ctx_close(&tc);
     model_close(m);
     free(o.stop_ids);

@@ -61,9 +61,24 @@ static struct lex_opts parse_args(int argc, char **argv)
     return o;
 }
 
-static int score_record(const struct lexicon *lex, const struct lex_opts *o, const struct rec *r,
-                        struct rec_writer *w, struct rec_str **texts, size_t *cap, double **rw, size_t *rcap)
+struct lex_run {                 /* a run's state, with scratch reused across records */
+    const struct lexicon *lex;
+    const struct lex_opts *o;
+    struct rec_writer *w;
+    struct rec_str *texts;
+    double *rw;
+    size_t cap, rcap;
+};
+
+static int score_record(void *ctx, const struct rec *r)
 {
+    struct lex_run *s = ctx;
+    const struct lexicon *lex = s->lex;
+    const struct lex_opts *o = s->o;
+    struct rec_writer *w = s->w;
+    struct rec_str **texts = &s->texts;
+    double **rw = &s->rw;
+    size_t *cap = &s->cap, *rcap = &s->rcap;
     size_t n;
     int k = rec_get_strs(r, "responses", texts, &n, cap);
     if (k <= 0)
@@ -92,35 +107,12 @@ int main(int argc, char **argv)
     struct lexicon *lex = lexicon_load(o.lexicon);
     if (!lex)
         rl_die_err();
-    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, o.level, "stdout");
-    struct rec_str *texts = NULL;
-    double *rw = NULL;
-    size_t cap = 0, rcap = 0;
-    char *stdin_only[] = {"-"};
-    char **inputs = optind < argc ? argv + optind : stdin_only;
-    int n = optind < argc ? argc - optind : 1, rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        struct rec_reader *r = rec_reader_open(inputs[i]);
-        if (!r) {
-            rc = -1;
-            break;
-        }
-        rec_flush_on_wait(r, w);
-        struct rec rec;
-        int k;
-        while ((k = rec_next(r, &rec)) == 1 && !(rc = score_record(lex, &o, &rec, w, &texts, &cap, &rw, &rcap)))
-            ;
-        if (k < 0)
-            rc = -1;
-        rec_reader_close(r);
-    }
-    char *err = rc ? rl_strdup(rl_errmsg()) : NULL;
-    if (rec_writer_close(w) && !err)
-        err = rl_strdup(rl_errmsg());
-    if (err)
-        rl_die("%s", err);
-    free(texts);
-    free(rw);
+    struct lex_run run = {lex, &o, rec_writer_open(STDOUT_FILENO, o.level, "stdout"), NULL, NULL, 0, 0};
+    int rc = rec_each(argc - optind, argv + optind, run.w, score_record, &run);
+    if (rec_writer_finish(run.w, rc))
+        rl_die_err();
+    free(run.texts);
+    free(run.rw);
     lexicon_free(lex);
     return 0;
 }

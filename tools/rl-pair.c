@@ -158,9 +158,21 @@ static int write_pair(struct rec_writer *w, const struct rec *r, const struct ca
     return rec_end(w);
 }
 
-static int pair_record(const struct rec *r, const struct pair_tool_opts *o, struct candidates *c,
-                       struct rec_writer *w, struct pair_stats *st)
+struct pair_run {
+    const struct pair_tool_opts *o;
+    struct candidates c;
+    struct rec_writer *w;
+    struct pair_stats st;
+};
+
+static int pair_record(void *ctx, const struct rec *r)
 {
+    struct pair_run *run = ctx;
+    const struct pair_tool_opts *o = run->o;
+    struct candidates *c = &run->c;
+    struct rec_writer *w = run->w;
+    struct pair_stats *st = &run->st;
+    st->records++;
     int k = load_candidates(r, o, c, st);
     if (k <= 0)
         return k;
@@ -184,42 +196,18 @@ int main(int argc, char **argv)
     struct pair_tool_opts o = parse_args(argc, argv);
     if (rl_refuse_tty(STDOUT_FILENO, o.force))
         rl_die_err();
-    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, o.level, "stdout");
-    struct candidates c = {0};
-    struct pair_stats st = {0};
-    char *stdin_only[] = {"-"};
-    char **inputs = optind < argc ? argv + optind : stdin_only;
-    int ninputs = optind < argc ? argc - optind : 1, failed = 0;
-    for (int i = 0; i < ninputs && !failed; i++) {
-        struct rec_reader *r = rec_reader_open(inputs[i]);
-        if (!r) {
-            failed = 1;
-            break;
-        }
-        rec_flush_on_wait(r, w);
-        struct rec rec;
-        int k;
-        while ((k = rec_next(r, &rec)) == 1) {
-            st.records++;
-            if (pair_record(&rec, &o, &c, w, &st)) {
-                k = -1;
-                break;
-            }
-        }
-        failed = k < 0;
-        rec_reader_close(r);
-    }
-    char *err = failed ? rl_strdup(rl_errmsg()) : NULL;
-    if (rec_writer_close(w) && !err)
-        err = rl_strdup(rl_errmsg());
+    struct pair_run run = {.o = &o, .w = rec_writer_open(STDOUT_FILENO, o.level, "stdout")};
+    int rc = rec_writer_finish(run.w, rec_each(argc - optind, argv + optind, run.w, pair_record, &run));
+    const struct pair_stats st = run.st;
     if (!o.quiet)
         fprintf(stderr, "%s: %llu records read, %llu pairs written (%s); dropped: %llu ties or identical "
                 "responses, %llu with fewer than two responses, %llu without rewards\n", rl_prog,
                 (unsigned long long)st.records, (unsigned long long)st.pairs,
                 o.pair.annotate > 0 ? "annotated" : pair_mode_name(o.pair.mode),
                 (unsigned long long)st.ties, (unsigned long long)st.too_few, (unsigned long long)st.no_rewards);
-    if (err)
-        rl_die("%s", err);
-    free(c.text); free(c.reward); free(c.length); free(c.ids); free(c.pairs);
+    if (rc)
+        rl_die_err();
+    struct candidates *c = &run.c;
+    free(c->text); free(c->reward); free(c->length); free(c->ids); free(c->pairs);
     return 0;
 }

@@ -172,35 +172,24 @@ static int flush_batch(struct scorer *s)
     return rec_flush(s->w);
 }
 
-static int score_input(struct scorer *s, const char *path)
+static int score_record(void *ctx, const struct rec *rec)
 {
-    struct rec_reader *r = rec_reader_open(path);
-    if (!r)
-        return -1;
-    struct rec rec;
-    int k, rc = 0;
-    while (!rc && (k = rec_next(r, &rec)) == 1) {
-        if (s->nrec == s->cap_rec) {
-            s->cap_rec = s->cap_rec ? 2 * s->cap_rec : 64;
-            s->recs = rl_realloc(s->recs, s->cap_rec * sizeof *s->recs);
-        }
-        struct pending *p = &s->recs[s->nrec];
-        if ((rc = add_record(s, &rec, p)))
-            break;
-        p->raw = rl_malloc(rec.size);         /* the record outlives the reader's buffer */
-        memcpy(p->raw, rec.raw, rec.size);
-        p->rec = rec;
-        p->rec.raw = p->raw;
-        mpv_decode(p->raw, &p->rec.map);
-        s->nrec++;
-        s->records++;
-        if (s->nseq >= (size_t)s->o->batch)
-            rc = flush_batch(s);
+    struct scorer *s = ctx;
+    if (s->nrec == s->cap_rec) {
+        s->cap_rec = s->cap_rec ? 2 * s->cap_rec : 64;
+        s->recs = rl_realloc(s->recs, s->cap_rec * sizeof *s->recs);
     }
-    rec_reader_close(r);
-    if (!rc && k < 0)
-        rc = -1;
-    return rc;
+    struct pending *p = &s->recs[s->nrec];
+    if (add_record(s, rec, p))
+        return -1;
+    p->raw = rl_malloc(rec->size);            /* the record outlives the reader's buffer */
+    memcpy(p->raw, rec->raw, rec->size);
+    p->rec = *rec;
+    p->rec.raw = p->raw;
+    mpv_decode(p->raw, &p->rec.map);
+    s->nrec++;
+    s->records++;
+    return s->nseq >= (size_t)s->o->batch ? flush_batch(s) : 0;
 }
 
 int main(int argc, char **argv)
@@ -217,11 +206,7 @@ int main(int argc, char **argv)
         o.max_length = s.m->cfg.max_position_embeddings;
     s.w = rec_writer_open(STDOUT_FILENO, o.level, "stdout");
     progress_init(&s.progress, o.quiet, 0);
-    char *stdin_only[] = {"-"};
-    char **inputs = optind < argc ? argv + optind : stdin_only;
-    int n = optind < argc ? argc - optind : 1, rc = 0;
-    for (int i = 0; i < n && !rc; i++)
-        rc = score_input(&s, inputs[i]);
+    int rc = rec_each(argc - optind, argv + optind, NULL, score_record, &s);
     char *err = rc ? rl_strdup(rl_errmsg()) : NULL;
     if (flush_batch(&s) && !err)                /* records read before an error still go out */
         err = rl_strdup(rl_errmsg());

@@ -6,12 +6,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "config.h"
 #include "err.h"
-#include "fsutil.h"
 #include "rec.h"
 #include "sft.h"
-#include "tokrule.h"
 #include "train.h"
 #include "train_cli.h"
 
@@ -50,75 +47,39 @@ static struct sft_opts parse_args(int argc, char **argv)
     return o;
 }
 
-static int add_example(struct sft_data *d, struct tok_ctx *tc, const struct rec *r, const struct sft_opts *o,
-                       struct tok_ids ids[2])
-{
-    ids[0].n = ids[1].n = 0;
-    if (tok_ctx_prompt(tc, r, &ids[0]) || tok_ctx_response(tc, r, "response_ids", "response", &ids[1]))
-        return -1;
-    if (!ids[0].n)
-        return rec_err(r, "the prompt is empty: a response needs at least one token before it");
-    if (!ids[1].n)
-        return rec_err(r, "the response is empty");
-    sft_data_add(d, ids[0].v, (int)ids[0].n, ids[1].v, (int)ids[1].n, o->cli.max_length, o->cli.max_prompt_length);
-    return 0;
-}
+struct sink { const struct sft_opts *o; struct sft_data *d; };
 
-static int load_examples(struct sft_data *d, const struct sft_opts *o, int argc, char **argv)
+static int add_example(void *ctx, struct train_input *in, const struct rec *r)
 {
-    struct model_config cfg;
-    char path[FS_PATH_MAX];
-    if (fs_join(path, sizeof path, o->cli.train.model_dir, "config.json") || config_load(path, &cfg))
+    static const char *const fields[] = {"response_ids", "response"};
+    const struct sft_opts *o = ((struct sink *)ctx)->o;
+    if (train_input_tokenize(in, r, 1, fields))
         return -1;
-    struct tok_ctx tc;
-    if (tok_ctx_open(&tc, o->cli.train.model_dir, &cfg, o->cli.template_name))
-        return -1;
-    struct tok_ids ids[2] = {{0}};
-    char *stdin_only[] = {"-"};
-    char **inputs = argc > 0 ? argv : stdin_only;
-    int rc = 0;
-    for (int i = 0; i < (argc > 0 ? argc : 1) && !rc; i++) {
-        struct rec_reader *r = rec_reader_open(inputs[i]);
-        if (!r) {
-            rc = -1;
-            break;
-        }
-        struct rec rec;
-        int k;
-        while ((k = rec_next(r, &rec)) == 1 && !(rc = add_example(d, &tc, &rec, o, ids)))
-            ;
-        if (k < 0)
-            rc = -1;
-        rec_reader_close(r);
-    }
-    free(ids[0].v);
-    free(ids[1].v);
-    tok_ctx_close(&tc);
-    return rc;
+    sft_data_add(((struct sink *)ctx)->d, in->ids[0].v, (int)in->ids[0].n, in->ids[1].v, (int)in->ids[1].n,
+                 o->cli.max_length, o->cli.max_prompt_length);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     rl_set_prog(argv[0]);
     struct sft_opts o = parse_args(argc, argv);
-    if (rl_refuse_tty(STDOUT_FILENO, false))
-        rl_die("refusing to write the metrics stream to a terminal (pipe it, e.g. | rl-cat)");
+    train_cli_stdout_check();
     struct sft_data data = {0};
-    if (load_examples(&data, &o, argc - optind, argv + optind))
+    struct train_input in;
+    struct sink sink = {&o, &data};
+    if (train_input_open(&in, &o.cli) || train_input_read(&in, argc - optind, argv + optind, add_example, &sink))
         rl_die_err();
+    train_input_close(&in);
     if (data.truncated)
         rl_warn("%zu of %zu examples were shortened to --max-length %d / --max-prompt-length %d", data.truncated,
                 data.n, o.cli.max_length, o.cli.max_prompt_length);
     struct sft_task task;
     sft_task_init(&task, &data, o.pack ? (size_t)o.cli.max_length : 0);
-    struct rec_writer *w = rec_writer_open(STDOUT_FILENO, o.cli.level, "stdout");
-    int rc = train_run(&o.cli.train, &task.task, w);
-    char *err = rc ? rl_strdup(rl_errmsg()) : NULL;
-    if (rec_writer_close(w) && !err)
-        err = rl_strdup(rl_errmsg());
+    int rc = train_cli_run(&o.cli, &task.task);
     sft_task_free(&task);
     sft_data_free(&data);
-    if (err)
-        rl_die("%s", err);
+    if (rc)
+        rl_die_err();
     return 0;
 }

@@ -1,4 +1,4 @@
-/* fuzz-lib: lib/err.c lib/gguf.c */
+/* fuzz-lib: lib/err.c lib/fsutil.c lib/gguf.c */
 /* libFuzzer target: the GGUF reader on arbitrary bytes. Whatever it accepts
  * must be safe to use in full: every tensor's data inside the buffer, every
  * key and tensor found by name, every string and integer array element

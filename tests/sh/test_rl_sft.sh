@@ -46,7 +46,7 @@ printf '{"id":"x","prompt_ids":[5],"response":"hi"}\n' > notok.jsonl
 check_fails "text without a tokenizer" 1 'record 1 \(line 1\): no usable "response_ids" and base has no tokenizer.json' \
     rl-sft -m base -o z $common notok.jsonl
 printf '{"id":"x","prompt_ids":[5],"response_ids":[]}\n' > empty.jsonl
-check_fails "an empty response" 1 'the response is empty' rl-sft -m base -o z $common empty.jsonl
+check_fails "an empty response" 1 '"response" is empty: no tokens to learn from' rl-sft -m base -o z $common empty.jsonl
 printf '{"id":"x","prompt_ids":[5],"response_ids":"abc"}\n' > wrong.jsonl
 check_fails "ids of the wrong type" 1 'field "response_ids" is a string, expected an array of integers' rl-sft -m base -o z $common wrong.jsonl
 check_fails "a missing model" 1 'nope/config.json' rl-sft -m nope -o z $common sft.jsonl
