@@ -45,6 +45,30 @@ BIN     := bin
 SANFLAGS:=
 endif
 
+# The CUDA backend (kernels/*.cu) is built whenever nvcc is found, for
+# sm_80 (A100) and sm_90 (H100/H200) plus PTX that newer GPUs compile at
+# load. CUDA=0 leaves it out; the sanitizer build leaves it out too (ASan
+# and the CUDA driver disagree about the address space, and the kernels
+# cannot be checked there anyway). The same binaries run on machines without
+# a GPU: "auto" then picks the CPU.
+CU_SRC    := $(wildcard kernels/*.cu)
+CUDA      ?= $(if $(and $(NVCC),$(CU_SRC)),1,0)
+ifeq ($(SANITIZE),1)
+CUDA      := 0
+endif
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVFLAGS   ?= -O3 -std=c++17 $(CUDA_ARCH) -Ilib --Werror all-warnings \
+             -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror,-Wno-unused-function,-Wno-format-truncation
+CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
+CUDA_SO   := $(BIN)/rlflow-cuda.so
+else
+CU_OBJ    :=
+CUDA_SO   :=
+endif
+
 CFLAGS  += $(CSTD) $(WARN) $(OPT) $(SANFLAGS) -Ilib $(DEPCFLAGS) -MMD -MP
 LDFLAGS += $(SANFLAGS) -fopenmp
 LDLIBS  += $(DEPLIBS)
@@ -60,7 +84,6 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/benchbin/%)
 FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-CU_SRC    := $(wildcard kernels/*.cu)
 
 .PHONY: demo-smollm2 check-real fuzz-build all deps deps-build deps-test check fuzz bench demo clean cuda-status
 .DEFAULT_GOAL := all
@@ -68,7 +91,7 @@ CU_SRC    := $(wildcard kernels/*.cu)
 # keep the objects of tests and benchmarks between runs
 .SECONDARY:
 
-all: deps-build cuda-status $(TOOLS)
+all: deps-build cuda-status $(TOOLS) $(CUDA_SO)
 
 # The dependency script is fast when nothing is missing; a stamp keyed on the
 # script's own contents avoids re-running dpkg queries on every make.
@@ -82,12 +105,22 @@ build/.deps-test: scripts/deps
 
 cuda-status:
 	@$(if $(OMPBLAS_PC),true,echo "rlflow: warning: OpenBLAS's OpenMP build is missing (libopenblas-openmp-dev): small models will be slow")
-	@if [ -n "$(NVCC)" ]; then echo "rlflow: CUDA backend: nvcc found ($(NVCC)); $(if $(CU_SRC),building kernels/,no kernels yet: CPU backend only)"; \
-	 else echo "rlflow: CUDA backend: not built (no nvcc); CPU backend only"; fi
+	@if [ "$(CUDA)" = 1 ]; then echo "rlflow: CUDA backend: built with $(NVCC) for sm_80 and sm_90 (+ PTX); without a GPU the tools run on the CPU"; \
+	 else echo "rlflow: CUDA backend: not built ($(if $(NVCC),CUDA=0 or SANITIZE=1,no nvcc)); CPU backend only"; fi
 
 $(BUILD)/%.o: %.c | build/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/kernels/%.o: kernels/%.cu lib/backend.h | build/.deps-build
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# The CUDA backend is its own shared object, opened by lib/backend.c when a
+# tool asks for the GPU: no tool links cuBLAS.
+$(CUDA_SO): $(CU_OBJ)
+	@mkdir -p $(dir $@)
+	$(NVCC) -shared $(CUDA_ARCH) $^ -o $@ -L$(CUDA_HOME)/lib64 -lcublas -Xlinker -rpath,$(CUDA_HOME)/lib64
 
 $(LIB_A): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

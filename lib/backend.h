@@ -1,13 +1,18 @@
 /* The compute backend: the small set of operations the model, the sampler and
  * the trainer are written in (DESIGN.md "Compute library"). The CPU backend
  * (backend_cpu.c) uses OpenBLAS sgemm for every matmul and OpenMP for the rest;
- * a CUDA backend implements the same table with device pointers.
+ * the CUDA backend (kernels/backend_cuda.cu) implements the same table with
+ * device pointers.
  *
  * Conventions: fp32, row-major; a [n, d] matrix has rows of d floats (a row
  * stride is given where an op works on a column slice, e.g. one head of a
  * packed [tokens, heads*head_dim] matrix). Ops never allocate; "+=" in a
  * comment means the op accumulates into its output (gradients), otherwise it
- * overwrites. Every buffer comes from bk->alloc. */
+ * overwrites. Every buffer an op reads or writes, the int arrays (ids,
+ * targets, positions, row indices) included, comes from bk->alloc and may not
+ * be touched by the host unless bk->host: data crosses with upload and
+ * download. Only the bk_attn_seq array itself is host memory (a description
+ * of the call, read by the backend's host code). */
 #ifndef RLFLOW_BACKEND_H
 #define RLFLOW_BACKEND_H
 #include <stdbool.h>
@@ -30,6 +35,8 @@ struct bk_attn_seq {
 
 struct backend {
     const char *name;
+    bool host;                             /* buffers are host memory (the CPU) */
+    const char *detail;                    /* e.g. the GPU and the GEMM mode; may be NULL */
     void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
     void (*free)(void *p);
     void (*upload)(void *dst, const void *host_src, size_t bytes);
@@ -75,6 +82,11 @@ struct backend {
     void (*swiglu)(float *h, const float *gu, int n, int f);
     void (*swiglu_bwd)(float *dgu, const float *dh, const float *gu, int n, int f);
 
+    /* dst row k = src row idx[k]; and dst row idx[k] += src row k (the idx
+     * of one call are distinct): the LM head's rows of the packed batch */
+    void (*gather_rows)(float *dst, const float *src, const int *idx, int n, int d);
+    void (*scatter_add_rows)(float *dst, const float *src, const int *idx, int n, int d);
+
     void (*add)(float *y, const float *x, size_t n);                    /* y += x */
     void (*add_bias)(float *y, const float *b, int n, int d);           /* each row += b */
     void (*bias_bwd)(float *db, const float *dy, int n, int d);         /* db += column sums */
@@ -101,8 +113,18 @@ struct backend {
 };
 
 extern const struct backend backend_cpu;
+/* The CPU backend behind pointers the host cannot dereference (test device
+ * "devsim"): any host access to backend memory the model makes crashes, so the
+ * CPU test suite proves the model moves data only through upload/download. */
+extern const struct backend backend_devsim;
 
-/* The backend named `name` ("cpu"; "cuda" when built with nvcc). NULL with
- * rl_err set when unknown or not built. */
+/* The backend named `name`: "cpu", "cuda" (built with nvcc and a GPU
+ * present), "devsim", or "auto" / NULL: $RL_DEVICE when set, else cuda when
+ * a GPU is usable, else cpu. NULL with rl_err set when unknown or unusable. */
 const struct backend *backend_get(const char *name);
+
+/* The CUDA backend, or NULL with rl_err saying why (not built, no device,
+ * driver error). It lives in rlflow-cuda.so (kernels/, built when nvcc is
+ * found), loaded on first use from $RL_CUDA_LIB or beside the program. */
+const struct backend *backend_cuda_get(void);
 #endif

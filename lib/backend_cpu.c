@@ -413,6 +413,23 @@ static void cpu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, 
     }
 }
 
+static void cpu_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    for (int k = 0; k < n; k++)
+        memcpy(dst + (size_t)k * d, src + (size_t)idx[k] * d, d * sizeof *dst);
+}
+
+static void cpu_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+#pragma omp parallel for schedule(static) if (PAR((size_t)n * d))
+    for (int k = 0; k < n; k++) {
+        float *y = dst + (size_t)idx[k] * d;
+        const float *x = src + (size_t)k * d;
+        for (int j = 0; j < d; j++)
+            y[j] += x[j];
+    }
+}
+
 static void cpu_add(float *y, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static) if (PAR(n))
@@ -554,6 +571,7 @@ static void cpu_adamw(float *w, const float *g, float *m, float *v, size_t n,
 
 const struct backend backend_cpu = {
     .name = "cpu",
+    .host = true,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,
@@ -569,6 +587,8 @@ const struct backend backend_cpu = {
     .attention_bwd = cpu_attention_bwd,
     .swiglu = cpu_swiglu,
     .swiglu_bwd = cpu_swiglu_bwd,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
     .add = cpu_add,
     .add_bias = cpu_add_bias,
     .bias_bwd = cpu_bias_bwd,
@@ -581,12 +601,3 @@ const struct backend backend_cpu = {
     .scale = cpu_scale,
     .adamw = cpu_adamw,
 };
-
-const struct backend *backend_get(const char *name)
-{
-    if (!name || !strcmp(name, "cpu"))
-        return &backend_cpu;
-    if (!strcmp(name, "cuda"))
-        return rl_err("device \"cuda\": this build has no CUDA backend (built without nvcc)"), NULL;
-    return rl_err("unknown device \"%s\" (expected cpu or cuda)", name), NULL;
-}

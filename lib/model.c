@@ -183,9 +183,14 @@ struct model *model_new(const struct model_config *cfg, const char *device)
     }
     /* norm weights start at 1 (the identity), like a freshly built HF model */
     for (int i = 0; i < m->n_params_tensors; i++)
-        if (m->params[i].init == HF_INIT_ONES)
-            for (size_t j = 0; j < m->params[i].numel; j++)
-                m->w_mem[m->params[i].offset + j] = 1.0f;
+        if (m->params[i].init == HF_INIT_ONES) {
+            size_t n = m->params[i].numel;
+            float *ones = rl_malloc(n * sizeof *ones);
+            for (size_t j = 0; j < n; j++)
+                ones[j] = 1.0f;
+            bk->upload(m->w_mem + m->params[i].offset, ones, n * sizeof *ones);
+            free(ones);
+        }
     return m;
 }
 
@@ -223,12 +228,21 @@ struct model *model_open(const char *dir, const char *device)
         model_close(m);
         return NULL;
     }
-    float *host = m->w_mem;             /* CPU: read straight into place */
+    /* the CPU reads straight into place; another backend gets each tensor
+     * through a host buffer as large as the largest tensor */
+    size_t most = 0;
+    for (int i = 0; i < m->n_params_tensors; i++)
+        most = m->params[i].numel > most ? m->params[i].numel : most;
+    float *stage = m->bk->host ? NULL : rl_malloc(most * sizeof *stage);
     int rc = 0;
     for (int i = 0; i < m->n_params_tensors && rc == 0; i++) {
         const struct model_param *p = &m->params[i];
-        rc = st_read_f32(f, p->name, host + p->offset, p->ndim, p->shape);
+        float *dst = stage ? stage : m->w_mem + p->offset;
+        rc = st_read_f32(f, p->name, dst, p->ndim, p->shape);
+        if (rc == 0 && stage)
+            m->bk->upload(m->w_mem + p->offset, stage, p->numel * sizeof *stage);
     }
+    free(stage);
     const struct st_tensor *e = st_find(f, "model.embed_tokens.weight");
     if (e)
         m->save_dtype = e->dtype;
@@ -247,6 +261,11 @@ int model_save(const struct model *m, const char *dir)
     if (mkdir(dir, 0777) < 0 && errno != EEXIST)
         return rl_errno("%s: cannot create directory", dir);
     struct st_out_tensor *t = rl_calloc(m->n_params_tensors, sizeof *t);
+    float *w = m->w_mem, *host = NULL;
+    if (!m->bk->host) {
+        w = host = rl_malloc(m->n_params * sizeof *host);
+        m->bk->download(host, m->w_mem, m->n_params * sizeof *host);
+    }
     for (int i = 0; i < m->n_params_tensors; i++) {
         const struct model_param *p = &m->params[i];
         t[i].name = p->name;
@@ -254,12 +273,13 @@ int model_save(const struct model *m, const char *dir)
         t[i].ndim = p->ndim;
         t[i].shape[0] = p->shape[0];
         t[i].shape[1] = p->shape[1];
-        t[i].data = m->w_mem + p->offset;
+        t[i].data = w + p->offset;
     }
     int rc = fs_join(path, sizeof path, dir, "model.safetensors");
     if (rc == 0)
         rc = st_write(path, t, m->n_params_tensors);
     free(t);
+    free(host);
     if (rc == 0)
         rc = fs_join(path, sizeof path, dir, "config.json");
     if (rc == 0)
@@ -305,23 +325,26 @@ int model_rope_reserve(struct model *m, int n)
     while (len < n)
         len *= 2;
     int half = m->hd / 2;
-    float *cs = m->bk->alloc((size_t)len * half * sizeof(float));
-    float *sn = m->bk->alloc((size_t)len * half * sizeof(float));
-    float *inv = rl_malloc(half * sizeof *inv);
+    size_t cells = (size_t)len * half;
+    float *cs = m->bk->alloc(cells * sizeof(float));
+    float *sn = m->bk->alloc(cells * sizeof(float));
     if (!cs || !sn) {
         m->bk->free(cs);
         m->bk->free(sn);
-        free(inv);
         return rl_err("out of memory for RoPE tables of %d positions", len);
     }
+    float *inv = rl_malloc(half * sizeof *inv), *hc = rl_malloc(2 * cells * sizeof *hc), *hs = hc + cells;
     rope_inv_freq(m, inv);
     for (int p = 0; p < len; p++)
         for (int i = 0; i < half; i++) {
             float a = (float)p * inv[i];
-            cs[(size_t)p * half + i] = (float)cos((double)a);
-            sn[(size_t)p * half + i] = (float)sin((double)a);
+            hc[(size_t)p * half + i] = (float)cos((double)a);
+            hs[(size_t)p * half + i] = (float)sin((double)a);
         }
+    m->bk->upload(cs, hc, cells * sizeof(float));
+    m->bk->upload(sn, hs, cells * sizeof(float));
     free(inv);
+    free(hc);
     m->bk->free(m->rope_cos);
     m->bk->free(m->rope_sin);
     m->rope_cos = cs;
@@ -370,7 +393,9 @@ static size_t layout_acts(struct model *m, struct model_acts *a, char *base)
     a->dhg = carve(base, &off, tc * H);
     a->logits = a->logits_cap ? carve(base, &off, T * m->V) : NULL;
     a->p = carve(base, &off, a->p_cap);
-    a->scores = carve(base, &off, (size_t)a->seq_cap * (m->cfg.num_labels > 0 ? m->cfg.num_labels : 1));
+    size_t labels = (size_t)(m->cfg.num_labels > 0 ? m->cfg.num_labels : 1);
+    a->scores = carve(base, &off, (size_t)a->seq_cap * labels);
+    a->dscore = carve(base, &off, (size_t)a->seq_cap * labels);
     if (a->train_cap) {
         a->dx = carve(base, &off, T * H);
         a->dxn = carve(base, &off, T * H);
@@ -390,6 +415,9 @@ void model_acts_free(struct model *m)
     if (!a)
         return;
     m->bk->free(a->mem);
+    if (!m->bk->host)
+        m->bk->free(a->dimem);
+    free(a->hmem);
     free(a->imem);
     free(a->layer);
     memset(a, 0, sizeof *a);
@@ -403,6 +431,35 @@ static int head_chunk(const struct model *m)
         return m->head_rows;
     int tc = (int)((16u << 20) / (unsigned)m->V);
     return tc < 8 ? 8 : tc > 4096 ? 4096 : tc;
+}
+
+/* The backend-memory copies of the int arrays and the host-memory copies of
+ * the results, for a backend whose memory the host cannot touch. */
+static int mirror_ints(struct model *m, struct model_acts *na)
+{
+    size_t T = (size_t)na->T_cap;
+    if (m->bk->host) {
+        na->d_tokens = na->tokens;
+        na->d_pos = na->pos;
+        na->d_rows = na->rows;
+        na->d_gtargets = na->gtargets;
+        return 0;
+    }
+    na->dimem = m->bk->alloc(4 * T * sizeof(int));
+    if (!na->dimem)
+        return rl_err("out of memory for the index arrays of %zu tokens", T);
+    na->d_tokens = na->dimem;
+    na->d_pos = na->d_tokens + T;
+    na->d_rows = na->d_pos + T;
+    na->d_gtargets = na->d_rows + T;
+    size_t nl = (size_t)(m->cfg.num_labels > 0 ? m->cfg.num_labels : 1);
+    size_t logits = na->logits_cap ? T * m->V : 0;
+    na->hmem = rl_malloc((2 * T + na->seq_cap * nl + logits) * sizeof(float));
+    na->h_logp = na->hmem;
+    na->h_g = na->h_logp + T;
+    na->h_scores = na->h_g + T;
+    na->h_logits = na->logits_cap ? na->h_scores + na->seq_cap * nl : NULL;
+    return 0;
 }
 
 int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, bool logits)
@@ -443,6 +500,12 @@ int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, 
     na.seq_row = na.chunk_len + na.T_cap;
     na.seq_len = na.seq_row + na.seq_cap;
     na.seq_pos = na.seq_len + na.seq_cap;
+    if (mirror_ints(m, &na) < 0) {
+        m->bk->free(na.mem);
+        free(na.imem);
+        free(na.layer);
+        return -1;
+    }
     model_acts_free(m);
     *a = na;
     return 0;

@@ -91,14 +91,14 @@ struct model {
 
     /* results of the last forward (valid until the next one) */
     int n_tok, n_seq;
-    float *logp;               /* [T] log-prob of targets[t] (0 where none) */
-    float *hidden;             /* [T, H] last hidden states (after the final norm) */
-    float *logits;             /* [T, V] with MODEL_LOGITS, else NULL */
-    float *scores;             /* [n_seq, num_labels] score head: at each sequence's last token */
+    float *logp;               /* [T] log-prob of targets[t] (0 where none); host memory */
+    float *hidden;             /* [T, H] last hidden states (after the final norm); backend memory */
+    float *logits;             /* [T, V] with MODEL_LOGITS, else NULL; host memory */
+    float *scores;             /* [n_seq, num_labels] score head: at each sequence's last token; host */
 };
 
 /* Load config.json and the safetensors weights of a model directory (upcast
- * to fp32). device: "cpu" (NULL means cpu). NULL with rl_err naming the file
+ * to fp32). device: a backend_get name ("auto" or NULL, "cpu", "cuda"). NULL with rl_err naming the file
  * and the field or tensor on failure. */
 struct model *model_open(const char *dir, const char *device);
 /* A model with the given config and zeroed weights (norm weights 1). */
@@ -115,7 +115,8 @@ const struct model_param *model_find_param(const struct model *m, const char *na
  * targets, out of memory). Each sequence's results depend on it alone. */
 int model_forward(struct model *m, const struct model_batch *b, int flags);
 
-/* Backward of the last MODEL_TRAIN forward, accumulating into m->g:
+/* Backward of the last MODEL_TRAIN forward, accumulating into m->g (the
+ * three inputs are host memory):
  * dlogp [T] = d loss / d logp (may be NULL), dscore [n_seq, num_labels] =
  * d loss / d score (score head; may be NULL), dhidden [T, H] = d loss / d
  * last hidden states (may be NULL). */

@@ -59,8 +59,8 @@ static void layer_backward(struct model *m, int l, float *dres)
     }
     bk->attention_bwd(a->dqkv, m->qkv_dim, a->datt, m->q_dim, la->qkv, a->seqs, a->n_seq, m->n_heads,
                       m->n_kv, m->hd, 1.0f / sqrtf((float)m->hd));
-    bk->rope(a->dqkv, m->qkv_dim, a->pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, true);
-    bk->rope(a->dqkv + m->q_dim, m->qkv_dim, a->pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, true);
+    bk->rope(a->dqkv, m->qkv_dim, a->d_pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, true);
+    bk->rope(a->dqkv + m->q_dim, m->qkv_dim, a->d_pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, true);
     linear_bwd(m, a->dxn, 0.0f, g->wq, g->bq, a->dqkv, la->xn1, w->wq, T, H, m->qkv_dim);
     bk->rmsnorm_bwd(dres, g->ln1, a->dxn, la->x, w->ln1, la->rstd1, T, H);
 }
@@ -71,24 +71,28 @@ static void lm_head_backward(struct model *m, const float *dlogp)
     const struct backend *bk = m->bk;
     struct model_acts *a = m->acts;
     int H = m->H, V = m->V;
-    float *gg = a->glogp;          /* the forward's per-row log-probs are in a->logp by now */
+    /* the rows' d/dlogp, in place of their log-probs (in a->logp by now) */
+    float *gg = a->glogp, *hg = bk->host ? gg : a->h_g;
     for (int k = 0; k < a->n_rows; k++)
-        gg[k] = dlogp[a->rows[k]];
+        hg[k] = dlogp[a->rows[k]];
+    if (!bk->host)
+        bk->upload(gg, hg, (size_t)a->n_rows * sizeof *hg);
     for (int c = 0; c < a->n_chunks; c++) {
         int k0 = a->chunk_start[c], n = a->chunk_len[c];
         model_head_logits(m, k0, n);
-        bk->logsoftmax_bwd(a->chunk, a->lse + k0, a->gtargets + k0, gg + k0, n, V);
+        bk->logsoftmax_bwd(a->chunk, a->lse + k0, a->d_gtargets + k0, gg + k0, n, V);
         bk->matmul(false, false, n, H, V, 1.0f, a->chunk, V, m->w.lm_head, H, 0.0f, a->dhg, H);
         bk->matmul(true, false, V, H, n, 1.0f, a->chunk, V, a->hg, H, 1.0f, m->g.lm_head, H);
-        for (int k = 0; k < n; k++)
-            bk->add(a->dhf + (size_t)a->rows[k0 + k] * H, a->dhg + (size_t)k * H, H);
+        bk->scatter_add_rows(a->dhf, a->dhg, a->d_rows + k0, n, H);
     }
 }
 
-static void score_head_backward(struct model *m, const float *dscore)
+static void score_head_backward(struct model *m, const float *host_dscore)
 {
     struct model_acts *a = m->acts;
     int nl = m->cfg.num_labels, H = m->H;
+    m->bk->upload(a->dscore, host_dscore, (size_t)a->n_seq * nl * sizeof(float));
+    const float *dscore = a->dscore;
     for (int s = 0; s < a->n_seq; s++) {
         size_t r = (size_t)(a->seq_row[s] + a->seq_len[s] - 1) * H;
         m->bk->matmul(false, false, 1, H, nl, 1.0f, dscore + (size_t)s * nl, nl, m->w.score, H,
@@ -111,7 +115,7 @@ int model_backward(struct model *m, const float *dlogp, const float *dscore, con
     int T = a->T, H = m->H;
 
     if (dhidden)
-        bk->copy(a->dhf, dhidden, (size_t)T * H);
+        bk->upload(a->dhf, dhidden, (size_t)T * H * sizeof(float));
     else
         bk->zero(a->dhf, (size_t)T * H);
     if (dlogp)
@@ -123,6 +127,6 @@ int model_backward(struct model *m, const float *dlogp, const float *dscore, con
     bk->rmsnorm_bwd(a->dx, m->g.norm, a->dhf, a->xf, m->w.norm, a->rstd_f, T, H);
     for (int l = m->L - 1; l >= 0; l--)
         layer_backward(m, l, a->dx);
-    bk->embed_bwd(m->g.embed, a->dx, a->tokens, T, H);
+    bk->embed_bwd(m->g.embed, a->dx, a->d_tokens, T, H);
     return 0;
 }

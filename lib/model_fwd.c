@@ -99,8 +99,8 @@ static void layer_forward(struct model *m, int l, struct layer_acts *la, float *
     bk->rmsnorm(la->xn1, la->rstd1, la->x, w->ln1, T, H, m->cfg.rms_norm_eps);
     /* q, k, v in one matmul: their weights (and biases) are adjacent in w_mem */
     linear(m, la->qkv, la->xn1, w->wq, w->bq, T, H, m->qkv_dim);
-    bk->rope(la->qkv, m->qkv_dim, a->pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, false);
-    bk->rope(la->qkv + m->q_dim, m->qkv_dim, a->pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
+    bk->rope(la->qkv, m->qkv_dim, a->d_pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, false);
+    bk->rope(la->qkv + m->q_dim, m->qkv_dim, a->d_pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
     attn_sources(m, la, l, c, slots);
     bk->attention(la->att, m->q_dim, la->qkv, m->qkv_dim, a->seqs, a->n_seq, m->n_heads, m->n_kv,
                   m->hd, 1.0f / sqrtf((float)m->hd));
@@ -118,16 +118,31 @@ static void layer_forward(struct model *m, int l, struct layer_acts *la, float *
 void model_head_logits(struct model *m, int k0, int n)
 {
     struct model_acts *a = m->acts;
-    for (int k = 0; k < n; k++)
-        m->bk->copy(a->hg + (size_t)k * m->H, a->hf + (size_t)a->rows[k0 + k] * m->H, m->H);
+    m->bk->gather_rows(a->hg, a->hf, a->d_rows + k0, n, m->H);
     m->bk->matmul(false, true, n, m->V, m->H, 1.0f, a->hg, m->H, m->w.lm_head, m->H,
                   0.0f, a->chunk, m->V);
 }
+
+void model_ints_upload(const struct model *m, int *dev, const int *host, int n)
+{
+    if (!m->bk->host && n > 0)
+        m->bk->upload(dev, host, (size_t)n * sizeof(int));
+}
+
+static void head_plan(struct model *m, bool all_rows);
 
 /* The LM head's work list: rows with a target (or all rows, for logits),
  * cut into chunks of at most Tc rows; with batch invariance a chunk never
  * spans two sequences, so a sequence's chunks depend on it alone. */
 void model_head_plan(struct model *m, bool all_rows)
+{
+    head_plan(m, all_rows);
+    struct model_acts *a = m->acts;
+    model_ints_upload(m, a->d_rows, a->rows, a->n_rows);
+    model_ints_upload(m, a->d_gtargets, a->gtargets, a->n_rows);
+}
+
+static void head_plan(struct model *m, bool all_rows)
 {
     struct model_acts *a = m->acts;
     a->n_rows = a->n_chunks = 0;
@@ -163,10 +178,9 @@ static void lm_head_forward(struct model *m, bool want_logits)
         if (want_logits)
             for (int k = 0; k < n; k++)
                 m->bk->copy(a->logits + (size_t)a->rows[k0 + k] * m->V, a->chunk + (size_t)k * m->V, m->V);
-        m->bk->logsoftmax(a->lse + k0, a->glogp + k0, a->chunk, a->gtargets + k0, n, m->V);
-        for (int k = 0; k < n; k++)
-            a->logp[a->rows[k0 + k]] = a->glogp[k0 + k];
+        m->bk->logsoftmax(a->lse + k0, a->glogp + k0, a->chunk, a->d_gtargets + k0, n, m->V);
     }
+    m->bk->scatter_add_rows(a->logp, a->glogp, a->d_rows, a->n_rows, 1);
 }
 
 /* score[s] = hidden state of sequence s's last token @ score^T */
@@ -186,7 +200,7 @@ static void trunk_forward(struct model *m, struct kv_cache *c, const int *slots)
 {
     struct model_acts *a = m->acts;
     bool train = a->train;
-    m->bk->embed(a->layer[0].x, m->w.embed, a->tokens, a->T, m->H);
+    m->bk->embed(a->layer[0].x, m->w.embed, a->d_tokens, a->T, m->H);
     for (int l = 0; l < m->L; l++) {
         struct layer_acts *la = &a->layer[train ? l : 0];
         float *x_out = l + 1 == m->L ? a->xf : a->layer[train ? l + 1 : 0].x;
@@ -201,6 +215,32 @@ static int check_tokens(const struct model *m, const int *tok, int n, int seq, c
         if (tok[i] < 0 || tok[i] >= m->V)
             return rl_err("sequence %d: %s %d is %d, outside the vocabulary [0, %d)", seq, what, i, tok[i], m->V);
     return 0;
+}
+
+/* Point m->logp, m->scores and m->logits at host memory: the backend's
+ * buffers themselves on the CPU, else copies. */
+static void results_to_host(struct model *m, bool want_logits)
+{
+    struct model_acts *a = m->acts;
+    const struct backend *bk = m->bk;
+    bool score = m->cfg.head == HEAD_SCORE;
+    if (bk->host) {
+        m->logp = a->logp;
+        m->scores = score ? a->scores : NULL;
+        m->logits = want_logits ? a->logits : NULL;
+        return;
+    }
+    bk->download(a->h_logp, a->logp, (size_t)a->T * sizeof(float));
+    m->logp = a->h_logp;
+    m->scores = m->logits = NULL;
+    if (score) {
+        bk->download(a->h_scores, a->scores, (size_t)a->n_seq * m->cfg.num_labels * sizeof(float));
+        m->scores = a->h_scores;
+    }
+    if (want_logits) {
+        bk->download(a->h_logits, a->logits, (size_t)a->T * m->V * sizeof(float));
+        m->logits = a->h_logits;
+    }
 }
 
 int model_forward(struct model *m, const struct model_batch *b, int flags)
@@ -248,22 +288,22 @@ int model_forward(struct model *m, const struct model_batch *b, int flags)
             a->pos[row + i] = i;
     }
 
+    model_ints_upload(m, a->d_tokens, a->tokens, a->T);
+    model_ints_upload(m, a->d_pos, a->pos, a->T);
+
     trunk_forward(m, NULL, NULL);
     m->n_tok = a->T;
     m->n_seq = a->n_seq;
     m->hidden = a->hf;
-    m->logp = a->logp;
-    m->logits = want_logits ? a->logits : NULL;
-    m->scores = NULL;
     if (m->cfg.head == HEAD_SCORE) {
         score_head_forward(m, a->scores);
-        m->scores = a->scores;
     } else if (b->targets || want_logits) {
         lm_head_forward(m, want_logits);
     } else {
         m->bk->zero(a->logp, a->T);
         a->n_rows = 0;
     }
+    results_to_host(m, want_logits);
     return 0;
 }
 
@@ -359,6 +399,9 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
             a->pos[row + i] = a->seq_pos[s] + i;
     }
 
+    model_ints_upload(m, a->d_tokens, a->tokens, a->T);
+    model_ints_upload(m, a->d_pos, a->pos, a->T);
+
     trunk_forward(m, c, slots);
     for (int s = 0; s < n; s++)
         c->len[slots[s]] += ntok[s];
@@ -379,13 +422,13 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
     a->n_rows = n;
     for (int s = 0; s < n; s++)
         a->rows[s] = a->seq_row[s] + a->seq_len[s] - 1;
+    model_ints_upload(m, a->d_rows, a->rows, n);
     bool use_rows = m->batch_invariant || n <= FEW_ROWS;
     int step = a->Tc;          /* matmul_rows is row-invariant at any row count */
     for (int k0 = 0; k0 < n; k0 += step) {
         int nr = n - k0 < step ? n - k0 : step;
         if (use_rows) {
-            for (int k = 0; k < nr; k++)
-                m->bk->copy(a->hg + (size_t)k * m->H, a->hf + (size_t)a->rows[k0 + k] * m->H, m->H);
+            m->bk->gather_rows(a->hg, a->hf, a->d_rows + k0, nr, m->H);
             m->bk->matmul_rows(a->chunk, a->hg, m->w.lm_head, nr, m->V, m->H);
         } else {
             model_head_logits(m, k0, nr);

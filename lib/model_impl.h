@@ -31,6 +31,7 @@ struct model_acts {
     float *chunk, *hg, *dhg;    /* [Tc, V], [Tc, H] x2: the LM head works Tc rows at a time */
     float *logits;              /* [T, V] only with MODEL_LOGITS */
     float *scores;              /* [seq_cap, num_labels] */
+    float *dscore;              /* [seq_cap, num_labels] d loss / d score, uploaded by the backward */
     float *p;                   /* attention probabilities of one layer (scratch): sum over
                                    sequences of heads * n * (pos + n) */
     /* backward scratch (train only) */
@@ -44,6 +45,17 @@ struct model_acts {
     int *chunk_start, *chunk_len;         /* [T] the LM head's chunks of rows */
     int *seq_row, *seq_len, *seq_pos;     /* [seq_cap] */
     struct bk_attn_seq *seqs;             /* [seq_cap] */
+
+    /* The int arrays the ops read, in backend memory: a copy of tokens,
+     * pos, rows and gtargets uploaded after each plan (the host arrays
+     * themselves when bk->host). */
+    void *dimem;
+    int *d_tokens, *d_pos, *d_rows, *d_gtargets;
+    /* Host memory for results and the backward's inputs when the backend's
+     * is not (else NULL and the backend buffers are used directly). */
+    float *hmem;
+    float *h_logp, *h_scores, *h_g;       /* [T], [seq_cap, num_labels], [T] */
+    float *h_logits;                      /* [T, V] with logits_cap */
 
     /* the last forward */
     int T, n_seq, n_rows;       /* n_rows: rows with targets (the LM head's work) */
@@ -60,6 +72,9 @@ void model_acts_free(struct model *m);
 /* LM head rows a->rows[k0..k0+n): gather their hidden states into a->hg and
  * compute their logits into a->chunk [n, V]. */
 void model_head_logits(struct model *m, int k0, int n);
-/* Fill a->rows / gtargets / chunk_* for the LM head (all rows or targets only). */
+/* Fill a->rows / gtargets / chunk_* for the LM head (all rows or targets
+ * only), and their backend copies. */
 void model_head_plan(struct model *m, bool all_rows);
+/* Copy n ints to the backend copy dev of host array host (nothing on the CPU). */
+void model_ints_upload(const struct model *m, int *dev, const int *host, int n);
 #endif

@@ -49,7 +49,7 @@ const char train_cli_usage[] =
     "      --keep-state           keep the trainer state in the final OUT_DIR\n"
     "      --force                replace an existing OUT_DIR\n"
     "      --seed S               data order, default 0\n"
-    "      --device D             cpu (default)\n"
+    "      --device D             auto (default: $RL_DEVICE, else cuda on a GPU, else cpu), cpu, cuda\n"
     "      --template NAME        chat template for records with messages\n"
     "  -L, --level N              zstd level of the metrics stream (0: raw msgpack)\n"
     "  -q, --quiet                no progress on stderr\n"
@@ -59,7 +59,7 @@ void train_cli_defaults(struct train_cli *c, double lr, int batch)
 {
     *c = (struct train_cli){
         .train = {.lr = lr, .schedule = LR_COSINE, .warmup_ratio = 0.03, .max_grad_norm = 1.0, .batch = batch,
-                  .micro_batch = 4, .epochs = 1, .device = "cpu"},
+                  .micro_batch = 4, .epochs = 1, .device = "auto"},
         .max_length = 2048, .max_prompt_length = 1024, .level = 3,
     };
 }

@@ -32,7 +32,7 @@ static const char usage[] =
     "  -b, --batch B               samples decoded together (KV-cache slots, default 16)\n"
     "      --unordered             write records as they complete, not in input order\n"
     "      --template NAME         chat template for messages (default: detected)\n"
-    "      --device D              cpu (default)\n"
+    "      --device D              auto (default: $RL_DEVICE, else cuda on a GPU, else cpu), cpu, cuda\n"
     "  -L, --level N               zstd level of the output (0: raw msgpack; default 3)\n"
     "      --force                 write the stream even to a terminal\n"
     "  -q, --quiet                 no progress or summary on stderr\n"
@@ -65,7 +65,7 @@ static struct gen_tool_opts parse_args(int argc, char **argv)
     };
     struct gen_tool_opts o = {
         .gen = {.n = 8, .sampler = {.temperature = 1, .top_p = 1}, .max_new = 2048, .max_prompt = 1024, .batch = 16},
-        .device = "cpu", .level = 3,
+        .device = "auto", .level = 3,
     };
     int c;
     while ((c = getopt_long(argc, argv, "m:n:t:b:L:qh", longopts, NULL)) != -1) {

@@ -20,7 +20,7 @@ static const char usage[] =
     "\n"
     "  -m, --model DIR       model directory (config.json, model.safetensors)\n"
     "  -b, --batch N         records per forward pass (default 8)\n"
-    "      --device DEV      cpu (default)\n"
+    "      --device DEV      auto (default: $RL_DEVICE, else cuda on a GPU, else cpu), cpu, cuda\n"
     "  -L, --level N         zstd level of the output (0 = raw msgpack; default 3)\n"
     "      --force           write the stream even to a terminal\n"
     "  -q, --quiet           no progress or summary on stderr\n"
@@ -40,7 +40,7 @@ static struct opts parse_args(int argc, char **argv)
         {"force", no_argument, 0, 'F'}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    struct opts o = {.device = "cpu", .batch = 8, .level = 3};
+    struct opts o = {.device = "auto", .batch = 8, .level = 3};
     int c;
     while ((c = getopt_long(argc, argv, "m:b:L:qh", longopts, NULL)) != -1) {
         switch (c) {

@@ -24,7 +24,7 @@ static const char usage[] =
     "      --max-length N     longer sequences lose tokens on the left (default: the\n"
     "                         model's max_position_embeddings)\n"
     "      --template NAME    chat template for records with messages\n"
-    "      --device D         cpu (default)\n"
+    "      --device D         auto (default: $RL_DEVICE, else cuda on a GPU, else cpu), cpu, cuda\n"
     "  -L, --level N          zstd level of the output (0: raw msgpack; default 3)\n"
     "      --force            write the stream even to a terminal\n"
     "  -q, --quiet            no progress or summary on stderr\n"
@@ -70,7 +70,7 @@ static struct score_opts parse_args(int argc, char **argv)
         {"force", no_argument, 0, O_FORCE}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    struct score_opts o = {.batch = 16, .level = 3, .device = "cpu"};
+    struct score_opts o = {.batch = 16, .level = 3, .device = "auto"};
     int c;
     while ((c = getopt_long(argc, argv, "m:b:L:qh", longopts, NULL)) != -1) {
         switch (c) {

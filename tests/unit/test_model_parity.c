@@ -15,6 +15,7 @@
 #include "model.h"
 #include "optim.h"
 #include "safetensors.h"
+#include "test_device.h"
 
 static const char *CASES[] = {"mha_untied", "gqa_tied", "qwen2_bias", "llama3_rope", "score_head"};
 
@@ -55,6 +56,7 @@ static void check_grads(const char *c, struct model *m, const struct st_file *re
     double worst = 0;
     const char *worst_name = "";
     int missing = 0;
+    float *grad = host_copy(m->bk, m->g_mem, m->n_params);
     for (int i = 0; i < m->n_params_tensors; i++) {
         const struct model_param *p = &m->params[i];
         snprintf(key, sizeof key, "grad.%s", p->name);
@@ -63,12 +65,13 @@ static void check_grads(const char *c, struct model *m, const struct st_file *re
             missing++;
             continue;
         }
-        double e = rel_norm(m->g_mem + p->offset, g, p->numel);
+        double e = rel_norm(grad + p->offset, g, p->numel);
         if (!(e <= worst)) {
             worst = e;
             worst_name = p->name;
         }
     }
+    free(grad);
     fprintf(stderr, "%s: worst gradient %s: %.3g\n", c, worst_name, worst);
     snprintf(name, sizeof name, "%s: every gradient tensor (%d) within 1e-4", c, m->n_params_tensors);
     CHECKF(name, missing == 0 && worst <= 1e-4, "%d missing; worst %s: %.3g", missing, worst_name, worst);
@@ -89,12 +92,16 @@ static void check_adamw(const char *c, struct model *m, const struct st_file *re
     struct adamw_cfg cfg = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     struct adamw *o = adamw_new(m->bk, m->n_params, &cfg);
     struct lr_schedule s = {.kind = LR_COSINE, .lr = 1e-2, .warmup = 3, .total = 10};
+    float *gk = rl_malloc(m->n_params * sizeof *gk);
     for (int k = 0; k < 10; k++) {
         for (size_t j = 0; j < m->n_params; j++)
-            m->g_mem[j] = g0[j] * (float)(1 - 0.3 * k);
+            gk[j] = g0[j] * (float)(1 - 0.3 * k);
+        m->bk->upload(m->g_mem, gk, m->n_params * sizeof *gk);
         clip_grad_norm(m->bk, m->g_mem, m->n_params, 0.05);
         adamw_step(o, m->w_mem, m->g_mem, (float)lr_at(&s, k));
     }
+    free(gk);
+    float *wh = host_copy(m->bk, m->w_mem, m->n_params);
     double worst = 0;
     int missing = 0;
     for (int i = 0; i < m->n_params_tensors; i++) {
@@ -105,10 +112,11 @@ static void check_adamw(const char *c, struct model *m, const struct st_file *re
             missing++;
             continue;
         }
-        double e = harness_max_rel_err(m->w_mem + p->offset, w, p->numel);
+        double e = harness_max_rel_err(wh + p->offset, w, p->numel);
         if (!(e <= worst))
             worst = e;
     }
+    free(wh);
     fprintf(stderr, "%s: AdamW weights after ten steps: %.3g\n", c, worst);
     snprintf(name, sizeof name, "%s: ten AdamW steps (clip, warmup+cosine) within 1e-5", c);
     CHECKF(name, missing == 0 && worst <= 1e-5, "%d missing; worst %.3g", missing, worst);
@@ -129,7 +137,7 @@ static void run_case(const char *golden, const char *refdir, const char *c)
         snprintf(path, sizeof path, "%s/%s.safetensors", refdir, c);
     else
         snprintf(path, sizeof path, "%s/ref.safetensors", dir);
-    struct model *m = model_open(dir, "cpu");
+    struct model *m = model_open(dir, test_device());
     struct st_file *ref = st_open(path);
     snprintf(name, sizeof name, "%s: model and reference load", c);
     CHECKF(name, m && ref, "%s", rl_errmsg());

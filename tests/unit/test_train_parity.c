@@ -13,6 +13,7 @@
 #include "safetensors.h"
 #include "rm.h"
 #include "sft.h"
+#include "test_device.h"
 
 static char dir[4096];
 
@@ -29,18 +30,21 @@ static int32_t *ids_of(json_t *a, int *n)
 static double compare_grads(struct model *m, struct st_file *exp, const char *cas, char *worst_name, size_t wn)
 {
     double worst = 0;
+    float *grad = host_copy(m->bk, m->g_mem, m->n_params);
     for (int i = 0; i < m->n_params_tensors; i++) {
         const struct model_param *p = &m->params[i];
         char name[256];
         snprintf(name, sizeof name, "%s.grad.%s", cas, p->name);
         const struct st_tensor *t = st_find(exp, name);
-        if (!t || (size_t)t->numel != p->numel)
+        if (!t || (size_t)t->numel != p->numel) {
+            free(grad);
             return INFINITY;
+        }
         float *want = malloc(p->numel * sizeof *want);
         st_read_f32(exp, name, want, t->ndim, t->shape);
         double d = 0, s = 0;
         for (size_t k = 0; k < p->numel; k++) {
-            double g = m->g_mem[p->offset + k];
+            double g = grad[p->offset + k];
             d += (g - want[k]) * (g - want[k]);
             s += (double)want[k] * want[k];
         }
@@ -51,6 +55,7 @@ static double compare_grads(struct model *m, struct st_file *exp, const char *ca
             snprintf(worst_name, wn, "%s", p->name);
         }
     }
+    free(grad);
     return worst;
 }
 
@@ -99,7 +104,7 @@ static void test_rm(const char *root)
     json_t *data = json_load_file(path, 0, &je);
     snprintf(path, sizeof path, "%s/expected.safetensors", d);
     struct st_file *exp = st_open(path);
-    struct model *m = rm_open(d, "cpu", 0);
+    struct model *m = rm_open(d, test_device(), 0);
     if (!data || !exp || !m) {
         harness_report(0, "reward model golden loads", "%s", data ? rl_errmsg() : je.text);
         return;
@@ -167,7 +172,7 @@ int main(void)
     json_t *data = json_load_file(path, 0, &je);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     struct st_file *exp = st_open(path);
-    struct model *m = model_open(dir, "cpu");
+    struct model *m = model_open(dir, test_device());
     if (!data || !exp || !m) {
         harness_report(0, "golden model and data load", "%s", data ? rl_errmsg() : je.text);
         return harness_exit();

@@ -1,0 +1,938 @@
+/* The CUDA backend: the table of lib/backend.h on one GPU. Matmuls go to
+ * cuBLAS; every other op is a kernel of this file. Buffers are device memory
+ * (cudaMalloc); the int arrays the ops read are device memory too, and the
+ * attention call's per-sequence description travels as a kernel parameter.
+ * Everything runs on the legacy default stream, so ops are ordered and a
+ * download (cudaMemcpy) waits for the work before it.
+ *
+ * Numerics: fp32 storage. The GEMMs run in the mode $RL_CUDA_MATH names:
+ * "bf16" (the default: bf16 tensor-core products, fp32 accumulation, fp32 in
+ * and out), "tf32", or "fp32" (exact fp32, for parity checks). Reductions
+ * that normalise (RMS, softmax sums, norms) accumulate in double, as on the
+ * CPU; every reduction has a fixed order, so results repeat bit for bit.
+ * matmul_rows is a kernel, not cuBLAS: each element is one dot product in an
+ * order fixed by k alone (32 lanes in k order, then a fixed shuffle tree), so
+ * batched decoding is batch-invariant here too. */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend.h"
+}
+
+/* Built into rlflow-cuda.so, which the library dlopens on demand (so a tool
+ * on the CPU never loads cuBLAS): it depends on nothing of the program's and
+ * reports failure in its own buffer. */
+static char why[256];
+__attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+#define THREADS 256
+#define MAX_HD 256            /* head_dim limit of the attention kernels */
+#define ATTN_WARPS 4
+#define ATTN_SEQS 32          /* sequences per attention launch (kernel parameter space) */
+#define ROWS_PER_PASS 16      /* matmul_rows: rows accumulated per pass over a weight row */
+
+static cublasHandle_t blas;
+static cublasComputeType_t gemm_compute;   /* for cublasGemmEx; unused in fp32 mode */
+static bool gemm_exact;                    /* RL_CUDA_MATH=fp32: cublasSgemm */
+static double *red_buf;                    /* sumsq partials [RED_BLOCKS + 1] */
+#define RED_BLOCKS 1024
+
+static void fatal(const char *what, const char *why)
+{
+    fprintf(stderr, "rlflow: CUDA %s: %s\n", what, why);
+    exit(1);
+}
+#define CU(call)                                                   \
+    do {                                                           \
+        cudaError_t e_ = (call);                                   \
+        if (e_ != cudaSuccess) fatal(#call, cudaGetErrorString(e_)); \
+    } while (0)
+#define LAUNCHED(name) CU(cudaGetLastError())
+#define BLAS(call)                                                          \
+    do {                                                                    \
+        cublasStatus_t s_ = (call);                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS) fatal(#call, cublasGetStatusString(s_)); \
+    } while (0)
+
+static unsigned blocks_for(size_t n)
+{
+    size_t b = (n + THREADS - 1) / THREADS;
+    return (unsigned)(b < 1 ? 1 : b > (1u << 20) ? (1u << 20) : b);
+}
+#define GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+/* ---------------- reductions (fixed order for a given block size) ---------------- */
+
+__device__ static double warp_sum_d(double v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static float warp_sum_f(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static float warp_max_f(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
+__device__ static double block_sum_d(double v)
+{
+    __shared__ double part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();                 /* part[] may still be read by a previous call */
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : 0.0;
+    return warp_sum_d(v);
+}
+__device__ static float block_max_f(float v)
+{
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max_f(v);
+    __syncthreads();
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : -INFINITY;
+    return warp_max_f(v);
+}
+
+/* ---------------- memory ---------------- */
+
+static void *cu_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        cudaGetLastError();          /* out of memory is the caller's error to report */
+        return NULL;
+    }
+    CU(cudaMemset(p, 0, bytes ? bytes : 256));
+    return p;
+}
+static void cu_free(void *p) { if (p) CU(cudaFree(p)); }
+static void cu_upload(void *dst, const void *src, size_t n) { if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice)); }
+static void cu_download(void *dst, const void *src, size_t n) { if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost)); }
+static void cu_zero(float *x, size_t n) { if (n) CU(cudaMemsetAsync(x, 0, n * sizeof *x, 0)); }
+static void cu_copy(float *dst, const float *src, size_t n)
+{
+    if (n) CU(cudaMemcpyAsync(dst, src, n * sizeof *dst, cudaMemcpyDeviceToDevice, 0));
+}
+
+/* ---------------- matmul ---------------- */
+
+/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS
+ * gets B first, and a row-major matrix read column-major is its transpose. */
+static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (gemm_exact)
+        BLAS(cublasSgemm(blas, opb, opa, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+    else
+        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c,
+                          CUDA_R_32F, ldc, gemm_compute, CUBLAS_GEMM_DEFAULT));
+}
+
+/* c[m, n] = a[m, k] b[n, k]^T: one warp per column j; lane l sums k = l,
+ * l+32, ... in order, then the xor tree. ROWS_PER_PASS rows share each
+ * load of b's row. */
+__global__ static void k_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
+{
+    int j = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (j >= n)
+        return;
+    const float *bj = b + (size_t)j * k;
+    for (int r0 = 0; r0 < m; r0 += ROWS_PER_PASS) {
+        int nr = m - r0 < ROWS_PER_PASS ? m - r0 : ROWS_PER_PASS;
+        float acc[ROWS_PER_PASS];
+#pragma unroll
+        for (int r = 0; r < ROWS_PER_PASS; r++)
+            acc[r] = 0.0f;
+        for (int kk = lane; kk < k; kk += 32) {
+            float bv = bj[kk];
+#pragma unroll
+            for (int r = 0; r < ROWS_PER_PASS; r++)
+                if (r < nr)
+                    acc[r] = fmaf(a[(size_t)(r0 + r) * k + kk], bv, acc[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS_PER_PASS; r++) {
+            float s = warp_sum_f(acc[r]);
+            if (r < nr && lane == 0)
+                c[(size_t)(r0 + r) * n + j] = s;
+        }
+    }
+}
+static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    unsigned warps = THREADS / 32;
+    k_matmul_rows<<<(n + warps - 1) / warps, THREADS>>>(c, a, b, m, n, k);
+    LAUNCHED("matmul_rows");
+}
+
+/* ---------------- RMSNorm ---------------- */
+
+__global__ static void k_rmsnorm(float *y, float *rstd, const float *x, const float *w, int d, float eps)
+{
+    const float *xi = x + (size_t)blockIdx.x * d;
+    float *yi = y + (size_t)blockIdx.x * d;
+    double ss = 0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        ss += (double)xi[j] * xi[j];
+    ss = block_sum_d(ss);
+    float r = (float)(1.0 / sqrt(ss / d + eps));
+    if (threadIdx.x == 0)
+        rstd[blockIdx.x] = r;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        yi[j] = w[j] * (xi[j] * r);
+}
+static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps)
+{
+    if (n <= 0)
+        return;
+    k_rmsnorm<<<n, THREADS>>>(y, rstd, x, w, d, eps);
+    LAUNCHED("rmsnorm");
+}
+
+/* dx += r w dy - x r^3/d sum(w dy x), per row */
+__global__ static void k_rmsnorm_bwd_rows(float *dx, const float *dy, const float *x, const float *w,
+                                         const float *rstd, int d)
+{
+    size_t o = (size_t)blockIdx.x * d;
+    double dot = 0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        dot += (double)w[j] * dy[o + j] * x[o + j];
+    dot = block_sum_d(dot);
+    float r = rstd[blockIdx.x];
+    float c = (float)(dot * r * r * r / d);
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        dx[o + j] += r * w[j] * dy[o + j] - x[o + j] * c;
+}
+
+/* out[j] += sum over rows i of a[i, j] (* b[i, j]) (* s[i]): 32 columns per
+ * block, 8 row lanes each summing every 8th row in order, then a fixed tree. */
+__global__ static void k_colsum(float *out, const float *a, const float *b, const float *s, int n, int d)
+{
+    __shared__ double part[8][33];
+    int j = blockIdx.x * 32 + threadIdx.x, ty = threadIdx.y;
+    double acc = 0;
+    if (j < d)
+        for (int i = ty; i < n; i += 8) {
+            double v = a[(size_t)i * d + j];
+            if (b)
+                v *= b[(size_t)i * d + j];
+            if (s)
+                v *= s[i];
+            acc += v;
+        }
+    part[ty][threadIdx.x] = acc;
+    __syncthreads();
+    if (ty == 0 && j < d) {
+        double t = 0;
+        for (int r = 0; r < 8; r++)
+            t += part[r][threadIdx.x];
+        out[j] += (float)t;
+    }
+}
+static void colsum(float *out, const float *a, const float *b, const float *s, int n, int d)
+{
+    if (n <= 0 || d <= 0)
+        return;
+    k_colsum<<<(d + 31) / 32, dim3(32, 8)>>>(out, a, b, s, n, d);
+    LAUNCHED("column sum");
+}
+
+static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                           const float *rstd, int n, int d)
+{
+    if (n <= 0)
+        return;
+    k_rmsnorm_bwd_rows<<<n, THREADS>>>(dx, dy, x, w, rstd, d);
+    LAUNCHED("rmsnorm_bwd");
+    colsum(dw, dy, x, rstd, n, d);
+}
+
+/* ---------------- RoPE ---------------- */
+
+__global__ static void k_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
+                              const float *sn, float sgn)
+{
+    int half = hd / 2;
+    size_t total = (size_t)n * nh * half;
+    GRID_STRIDE(t, total) {
+        int j = (int)(t % half);
+        size_t ih = t / half;
+        int h = (int)(ih % nh), i = (int)(ih / nh);
+        float *v = x + (size_t)i * stride + (size_t)h * hd;
+        size_t tab = (size_t)pos[i] * half + j;
+        float c = cs[tab], s = sgn * sn[tab], a = v[j], b = v[j + half];
+        v[j] = a * c - b * s;
+        v[j + half] = b * c + a * s;
+    }
+}
+static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
+                    const float *sn, bool inverse)
+{
+    size_t total = (size_t)n * nh * (hd / 2);
+    if (!total)
+        return;
+    k_rope<<<blocks_for(total), THREADS>>>(x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
+    LAUNCHED("rope");
+}
+
+/* ---------------- attention ----------------
+ * One block (ATTN_WARPS warps) per (query row, head) in the forward and the
+ * first backward kernel, one per (key row, kv head) in the second. Warps take
+ * keys (or queries) in turn; the lanes of a warp cover head_dim, so each row
+ * of K, V, Q or dO is read coalesced. Scores and probabilities go through the
+ * caller's scratch s->p / s->dp ([head][n][pos+n] per sequence), so the
+ * context length has no limit but memory. */
+struct seq_desc {
+    const float *k, *v;
+    float *p, *lse, *dk, *dv, *dp;
+    int row, n, pos, kv_stride;
+};
+struct attn_args {
+    int n_seq;
+    int first[ATTN_SEQS + 1];       /* prefix sums of the block rows per sequence */
+    struct seq_desc s[ATTN_SEQS];
+};
+
+__device__ static int find_seq(const attn_args &A, int b)
+{
+    int s = 0;
+    while (s + 1 < A.n_seq && A.first[s + 1] <= b)
+        s++;
+    return s;
+}
+
+/* The dot of a row held in shared memory with a global row, over one warp. */
+__device__ static float warp_dot(const float *sh, const float *g, int hd)
+{
+    float acc = 0;
+    for (int d = threadIdx.x & 31; d < hd; d += 32)
+        acc = fmaf(sh[d], g[d], acc);
+    return warp_sum_f(acc);
+}
+
+/* out[hd] = sum_j c[j] rows[j*stride][d] over j in [j0, j1): warps take j in
+ * turn, lanes take d; partial sums meet in shared memory in a fixed order. */
+__device__ static void weighted_rows(float *out_sh, const float *c, const float *rows, int stride, int j0,
+                                     int j1, int hd)
+{
+    __shared__ float part[ATTN_WARPS][MAX_HD];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    float acc[MAX_HD / 32];
+#pragma unroll
+    for (int t = 0; t < MAX_HD / 32; t++)
+        acc[t] = 0;
+    for (int j = j0 + w; j < j1; j += ATTN_WARPS) {
+        float cj = c[j];
+        const float *r = rows + (size_t)j * stride;
+#pragma unroll
+        for (int t = 0; t < MAX_HD / 32; t++)
+            if (lane + 32 * t < hd)
+                acc[t] = fmaf(cj, r[lane + 32 * t], acc[t]);
+    }
+#pragma unroll
+    for (int t = 0; t < MAX_HD / 32; t++)
+        if (lane + 32 * t < hd)
+            part[w][lane + 32 * t] = acc[t];
+    __syncthreads();
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float s = 0;
+        for (int ww = 0; ww < ATTN_WARPS; ww++)
+            s += part[ww][d];
+        out_sh[d] = s;
+    }
+    __syncthreads();
+}
+
+__global__ static void k_attention(float *out, int out_stride, const float *q, int q_stride, attn_args A,
+                                   int n_heads, int group, int hd, float scale)
+{
+    __shared__ float qs[MAX_HD], os[MAX_HD];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
+    const seq_desc &S = A.s[si];
+    int i = blockIdx.x - A.first[si], ctx = S.pos + S.n, len = S.pos + i + 1;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const float *qi = q + (size_t)(S.row + i) * q_stride + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        qs[d] = qi[d];
+    __syncthreads();
+    float *pr = S.p + ((size_t)h * S.n + i) * ctx;
+    const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
+    float mx = -INFINITY;
+    for (int j = w; j < len; j += ATTN_WARPS) {
+        float s = scale * warp_dot(qs, kg + (size_t)j * S.kv_stride, hd);
+        if (lane == 0)
+            pr[j] = s;
+        mx = fmaxf(mx, s);
+    }
+    mx = block_max_f(mx);            /* its barriers also publish pr[] to the block */
+    double sum = 0;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        float e = expf(pr[j] - mx);
+        pr[j] = e;
+        sum += e;
+    }
+    sum = block_sum_d(sum);
+    weighted_rows(os, pr, vg, S.kv_stride, 0, len, hd);
+    float inv = (float)(1.0 / sum);
+    float *oi = out + (size_t)(S.row + i) * out_stride + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        oi[d] = os[d] * inv;
+    if (S.lse && threadIdx.x == 0)
+        S.lse[(size_t)h * S.n + i] = mx + (float)log(sum);
+}
+
+/* Backward, per (query row, head): P and dP again, dS = P (dP - rowsum(P dP))
+ * scale into s->dp, dq = dS K (overwritten). P stays in s->p for the key pass. */
+__global__ static void k_attention_bwd_q(float *dq, int q_stride, const float *dout, int dout_stride,
+                                         const float *q, attn_args A, int n_heads, int group, int hd,
+                                         float scale)
+{
+    __shared__ float qs[MAX_HD], dos[MAX_HD], os[MAX_HD];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
+    const seq_desc &S = A.s[si];
+    int i = blockIdx.x - A.first[si], ctx = S.pos + S.n, len = S.pos + i + 1;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const float *qi = q + (size_t)(S.row + i) * q_stride + (size_t)h * hd;
+    const float *di = dout + (size_t)(S.row + i) * dout_stride + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        qs[d] = qi[d];
+        dos[d] = di[d];
+    }
+    __syncthreads();
+    size_t r = ((size_t)h * S.n + i) * ctx;
+    float *pr = S.p + r, *dpr = S.dp + r, lse = S.lse[(size_t)h * S.n + i];
+    const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
+    double rowdot = 0;
+    for (int j = w; j < len; j += ATTN_WARPS) {
+        float p = expf(scale * warp_dot(qs, kg + (size_t)j * S.kv_stride, hd) - lse);
+        float dp = warp_dot(dos, vg + (size_t)j * S.kv_stride, hd);
+        if (lane == 0) {
+            pr[j] = p;
+            dpr[j] = dp;
+            rowdot += (double)p * dp;
+        }
+    }
+    float D = (float)block_sum_d(rowdot);
+    for (int j = threadIdx.x; j < len; j += blockDim.x)
+        dpr[j] = pr[j] * (dpr[j] - D) * scale;
+    __syncthreads();
+    weighted_rows(os, dpr, kg, S.kv_stride, 0, len, hd);
+    float *dqi = dq + (size_t)(S.row + i) * q_stride + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        dqi[d] = os[d];
+}
+
+/* Backward, per (key row j, kv head g): over the group's heads h and the
+ * queries i that see j, dk_j += sum dS[h][i][j] q_i,h and dv_j += sum
+ * P[h][i][j] dO_i,h. One block owns its dk/dv row: no atomics. */
+__global__ static void k_attention_bwd_kv(const float *dout, int dout_stride, const float *q, int q_stride,
+                                          attn_args A, int n_heads, int group, int hd)
+{
+    __shared__ float part_k[ATTN_WARPS][MAX_HD], part_v[ATTN_WARPS][MAX_HD];
+    int si = find_seq(A, blockIdx.x), g = blockIdx.y;
+    const seq_desc &S = A.s[si];
+    int j = blockIdx.x - A.first[si], ctx = S.pos + S.n;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int i0 = j - S.pos > 0 ? j - S.pos : 0;         /* query i sees keys up to pos + i */
+    int n_i = S.n - i0, work = group * n_i;
+    float ak[MAX_HD / 32], av[MAX_HD / 32];
+#pragma unroll
+    for (int t = 0; t < MAX_HD / 32; t++)
+        ak[t] = av[t] = 0;
+    for (int u = w; u < work; u += ATTN_WARPS) {
+        int h = g * group + u / n_i, i = i0 + u % n_i;
+        size_t r = ((size_t)h * S.n + i) * ctx + j;
+        float p = S.p[r], dsv = S.dp[r];
+        const float *qi = q + (size_t)(S.row + i) * q_stride + (size_t)h * hd;
+        const float *di = dout + (size_t)(S.row + i) * dout_stride + (size_t)h * hd;
+#pragma unroll
+        for (int t = 0; t < MAX_HD / 32; t++)
+            if (lane + 32 * t < hd) {
+                ak[t] = fmaf(dsv, qi[lane + 32 * t], ak[t]);
+                av[t] = fmaf(p, di[lane + 32 * t], av[t]);
+            }
+    }
+#pragma unroll
+    for (int t = 0; t < MAX_HD / 32; t++)
+        if (lane + 32 * t < hd) {
+            part_k[w][lane + 32 * t] = ak[t];
+            part_v[w][lane + 32 * t] = av[t];
+        }
+    __syncthreads();
+    float *dk = S.dk + (size_t)j * S.kv_stride + (size_t)g * hd;
+    float *dv = S.dv + (size_t)j * S.kv_stride + (size_t)g * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float sk = 0, sv = 0;
+        for (int ww = 0; ww < ATTN_WARPS; ww++) {
+            sk += part_k[ww][d];
+            sv += part_v[ww][d];
+        }
+        dk[d] += sk;
+        dv[d] += sv;
+    }
+}
+
+/* Fill the launch description for sequences [s0, s0+cnt); rows(s) is the
+ * block count per sequence (its queries, or its keys). Returns the total. */
+static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int cnt, bool by_keys)
+{
+    A->n_seq = cnt;
+    A->first[0] = 0;
+    for (int i = 0; i < cnt; i++) {
+        const struct bk_attn_seq *x = &s[s0 + i];
+        seq_desc *d = &A->s[i];
+        d->k = x->k;
+        d->v = x->v;
+        d->p = x->p;
+        d->lse = x->lse;
+        d->dk = x->dk;
+        d->dv = x->dv;
+        d->dp = x->dp;
+        d->row = x->row;
+        d->n = x->n;
+        d->pos = x->pos;
+        d->kv_stride = x->kv_stride;
+        A->first[i + 1] = A->first[i] + (by_keys ? x->pos + x->n : x->n);
+    }
+    return A->first[cnt];
+}
+
+static void check_hd(int hd)
+{
+    if (hd > MAX_HD || hd <= 0)
+        fatal("attention", "head_dim above 256 is not supported by this backend");
+}
+
+static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+                         int n_seq, int n_heads, int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
+        attn_args A;
+        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
+        int rows = attn_describe(&A, s, s0, cnt, false);
+        if (rows)
+            k_attention<<<dim3(rows, n_heads), 32 * ATTN_WARPS>>>(out, out_stride, q, q_stride, A, n_heads,
+                                                                  n_heads / n_kv, hd, scale);
+        LAUNCHED("attention");
+    }
+}
+
+static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                             const struct bk_attn_seq *s, int n_seq, int n_heads, int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
+        attn_args A;
+        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
+        int rows = attn_describe(&A, s, s0, cnt, false);
+        if (rows)
+            k_attention_bwd_q<<<dim3(rows, n_heads), 32 * ATTN_WARPS>>>(dq, q_stride, dout, dout_stride, q, A,
+                                                                        n_heads, n_heads / n_kv, hd, scale);
+        LAUNCHED("attention_bwd (queries)");
+        int keys = attn_describe(&A, s, s0, cnt, true);
+        if (keys)
+            k_attention_bwd_kv<<<dim3(keys, n_kv), 32 * ATTN_WARPS>>>(dout, dout_stride, q, q_stride, A, n_heads,
+                                                                      n_heads / n_kv, hd);
+        LAUNCHED("attention_bwd (keys)");
+    }
+}
+
+/* ---------------- elementwise ---------------- */
+
+__global__ static void k_swiglu(float *h, const float *gu, int n, int f)
+{
+    GRID_STRIDE(t, (size_t)n * f) {
+        size_t i = t / f, j = t % f;
+        float g = gu[i * 2 * f + j], u = gu[i * 2 * f + f + j];
+        h[t] = g / (1.0f + expf(-g)) * u;
+    }
+}
+static void cu_swiglu(float *h, const float *gu, int n, int f)
+{
+    if ((size_t)n * f == 0)
+        return;
+    k_swiglu<<<blocks_for((size_t)n * f), THREADS>>>(h, gu, n, f);
+    LAUNCHED("swiglu");
+}
+
+__global__ static void k_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
+{
+    GRID_STRIDE(t, (size_t)n * f) {
+        size_t i = t / f, j = t % f, o = i * 2 * f + j;
+        float g = gu[o], u = gu[o + f], d = dh[t];
+        float sg = 1.0f / (1.0f + expf(-g));
+        dgu[o + f] = d * g * sg;
+        dgu[o] = d * u * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
+{
+    if ((size_t)n * f == 0)
+        return;
+    k_swiglu_bwd<<<blocks_for((size_t)n * f), THREADS>>>(dgu, dh, gu, n, f);
+    LAUNCHED("swiglu_bwd");
+}
+
+__global__ static void k_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) dst[t] = src[(size_t)idx[t / d] * d + t % d];
+}
+static void cu_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    if ((size_t)n * d == 0)
+        return;
+    k_gather_rows<<<blocks_for((size_t)n * d), THREADS>>>(dst, src, idx, n, d);
+    LAUNCHED("gather_rows");
+}
+
+__global__ static void k_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) dst[(size_t)idx[t / d] * d + t % d] += src[t];
+}
+static void cu_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    if ((size_t)n * d == 0)
+        return;
+    k_scatter_add_rows<<<blocks_for((size_t)n * d), THREADS>>>(dst, src, idx, n, d);
+    LAUNCHED("scatter_add_rows");
+}
+
+__global__ static void k_add(float *y, const float *x, size_t n) { GRID_STRIDE(i, n) y[i] += x[i]; }
+static void cu_add(float *y, const float *x, size_t n)
+{
+    if (!n)
+        return;
+    k_add<<<blocks_for(n), THREADS>>>(y, x, n);
+    LAUNCHED("add");
+}
+
+__global__ static void k_add_bias(float *y, const float *b, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) y[t] += b[t % d];
+}
+static void cu_add_bias(float *y, const float *b, int n, int d)
+{
+    if ((size_t)n * d == 0)
+        return;
+    k_add_bias<<<blocks_for((size_t)n * d), THREADS>>>(y, b, n, d);
+    LAUNCHED("add_bias");
+}
+
+static void cu_bias_bwd(float *db, const float *dy, int n, int d) { colsum(db, dy, NULL, NULL, n, d); }
+
+__global__ static void k_embed(float *x, const float *table, const int *ids, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) x[t] = table[(size_t)ids[t / d] * d + t % d];
+}
+static void cu_embed(float *x, const float *table, const int *ids, int n, int d)
+{
+    if ((size_t)n * d == 0)
+        return;
+    k_embed<<<blocks_for((size_t)n * d), THREADS>>>(x, table, ids, n, d);
+    LAUNCHED("embed");
+}
+
+/* A token may repeat: one thread per column adds the rows in order, as the
+ * CPU does (no atomics, the same sum every run). */
+__global__ static void k_embed_bwd(float *dtable, const float *dx, const int *ids, int n, int d)
+{
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d)
+        return;
+    for (int i = 0; i < n; i++)
+        dtable[(size_t)ids[i] * d + j] += dx[(size_t)i * d + j];
+}
+static void cu_embed_bwd(float *dtable, const float *dx, const int *ids, int n, int d)
+{
+    if (n <= 0 || d <= 0)
+        return;
+    k_embed_bwd<<<(d + THREADS - 1) / THREADS, THREADS>>>(dtable, dx, ids, n, d);
+    LAUNCHED("embed_bwd");
+}
+
+/* ---------------- vocabulary ---------------- */
+
+/* The row's max and sum of exp(x - max) (double), one block per row. */
+__device__ static float row_lse(const float *x, int v)
+{
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        mx = fmaxf(mx, x[j]);
+    mx = block_max_f(mx);
+    double s = 0;
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        s += expf(x[j] - mx);
+    s = block_sum_d(s);
+    return mx + (float)log(s);
+}
+
+__global__ static void k_logsoftmax(float *lse, float *logp, const float *logits, const int *targets, int v)
+{
+    const float *x = logits + (size_t)blockIdx.x * v;
+    float l = row_lse(x, v);
+    if (threadIdx.x == 0) {
+        lse[blockIdx.x] = l;
+        if (logp) {
+            int t = targets ? targets[blockIdx.x] : -1;
+            logp[blockIdx.x] = t >= 0 ? x[t] - l : 0.0f;
+        }
+    }
+}
+static void cu_logsoftmax(float *lse, float *logp, const float *logits, const int *targets, int n, int v)
+{
+    if (n <= 0)
+        return;
+    k_logsoftmax<<<n, THREADS>>>(lse, logp, logits, targets, v);
+    LAUNCHED("logsoftmax");
+}
+
+__global__ static void k_logsoftmax_bwd(float *logits, const float *lse, const int *targets, const float *g, int v)
+{
+    float *x = logits + (size_t)blockIdx.x * v;
+    int t = targets[blockIdx.x];
+    float gi = g[blockIdx.x], l = lse[blockIdx.x];
+    if (t < 0 || gi == 0) {
+        for (int j = threadIdx.x; j < v; j += blockDim.x)
+            x[j] = 0;
+        return;
+    }
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        x[j] = -gi * expf(x[j] - l);
+    __syncthreads();
+    if (threadIdx.x == 0)
+        x[t] += gi;
+}
+static void cu_logsoftmax_bwd(float *logits, const float *lse, const int *targets, const float *g, int n, int v)
+{
+    if (n <= 0)
+        return;
+    k_logsoftmax_bwd<<<n, THREADS>>>(logits, lse, targets, g, v);
+    LAUNCHED("logsoftmax_bwd");
+}
+
+__global__ static void k_softmax(float *x, int v)
+{
+    float *r = x + (size_t)blockIdx.x * v;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        mx = fmaxf(mx, r[j]);
+    mx = block_max_f(mx);
+    double s = 0;
+    for (int j = threadIdx.x; j < v; j += blockDim.x) {
+        float e = expf(r[j] - mx);
+        r[j] = e;
+        s += e;
+    }
+    s = block_sum_d(s);
+    float inv = (float)(1.0 / s);
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        r[j] *= inv;
+}
+static void cu_softmax(float *x, int n, int v)
+{
+    if (n <= 0)
+        return;
+    k_softmax<<<n, THREADS>>>(x, v);
+    LAUNCHED("softmax");
+}
+
+/* ---------------- optimizer ---------------- */
+
+__global__ static void k_sumsq_part(double *part, const float *x, size_t n)
+{
+    double s = 0;
+    GRID_STRIDE(i, n) s += (double)x[i] * x[i];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0)
+        part[blockIdx.x] = s;
+}
+__global__ static void k_sum_parts(double *out, const double *part, int n)
+{
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        s += part[i];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0)
+        *out = s;
+}
+static double cu_sumsq(const float *x, size_t n)
+{
+    if (!n)
+        return 0;
+    unsigned b = blocks_for(n);
+    b = b > RED_BLOCKS ? RED_BLOCKS : b;
+    k_sumsq_part<<<b, THREADS>>>(red_buf, x, n);
+    LAUNCHED("sumsq");
+    k_sum_parts<<<1, THREADS>>>(red_buf + RED_BLOCKS, red_buf, (int)b);
+    LAUNCHED("sumsq (total)");
+    double s;
+    CU(cudaMemcpy(&s, red_buf + RED_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));
+    return s;
+}
+
+__global__ static void k_scale(float *x, float a, size_t n) { GRID_STRIDE(i, n) x[i] *= a; }
+static void cu_scale(float *x, float a, size_t n)
+{
+    if (!n)
+        return;
+    k_scale<<<blocks_for(n), THREADS>>>(x, a, n);
+    LAUNCHED("scale");
+}
+
+__global__ static void k_adamw(float *w, const float *g, float *m, float *v, size_t n, float decay, float step,
+                               float beta1, float beta2, float omb1, float omb2, float eps, float bc2s)
+{
+    GRID_STRIDE(i, n) {
+        float wi = w[i] * decay, gi = g[i];
+        float mi = m[i] * beta1 + gi * omb1;
+        float vi = v[i] * beta2 + omb2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2s + eps;
+        w[i] = wi - step * (mi / denom);
+    }
+}
+static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+                     float eps, float wd, double bc1, double bc2_sqrt)
+{
+    if (!n)
+        return;
+    /* the scalars exactly as the CPU forms them (torch's Python floats) */
+    float decay = (float)(1.0 - (double)lr * wd), step = (float)(lr / bc1), bc2s = (float)bc2_sqrt;
+    float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
+    k_adamw<<<blocks_for(n), THREADS>>>(w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
+    LAUNCHED("adamw");
+}
+
+/* ---------------- the table ---------------- */
+
+static struct backend make_table(void)
+{
+    struct backend b;
+    memset(&b, 0, sizeof b);
+    b.name = "cuda";
+    b.host = false;
+    b.alloc = cu_alloc;
+    b.free = cu_free;
+    b.upload = cu_upload;
+    b.download = cu_download;
+    b.zero = cu_zero;
+    b.copy = cu_copy;
+    b.matmul = cu_matmul;
+    b.matmul_rows = cu_matmul_rows;
+    b.rmsnorm = cu_rmsnorm;
+    b.rmsnorm_bwd = cu_rmsnorm_bwd;
+    b.rope = cu_rope;
+    b.attention = cu_attention;
+    b.attention_bwd = cu_attention_bwd;
+    b.swiglu = cu_swiglu;
+    b.swiglu_bwd = cu_swiglu_bwd;
+    b.gather_rows = cu_gather_rows;
+    b.scatter_add_rows = cu_scatter_add_rows;
+    b.add = cu_add;
+    b.add_bias = cu_add_bias;
+    b.bias_bwd = cu_bias_bwd;
+    b.embed = cu_embed;
+    b.embed_bwd = cu_embed_bwd;
+    b.logsoftmax = cu_logsoftmax;
+    b.logsoftmax_bwd = cu_logsoftmax_bwd;
+    b.softmax = cu_softmax;
+    b.sumsq = cu_sumsq;
+    b.scale = cu_scale;
+    b.adamw = cu_adamw;
+    return b;
+}
+static struct backend table;
+
+/* $RL_CUDA_MATH: bf16 (default), tf32 or fp32. */
+static int pick_math(void)
+{
+    const char *e = getenv("RL_CUDA_MATH");
+    if (!e || !*e || !strcmp(e, "bf16")) {
+        gemm_compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+        return 0;
+    }
+    if (!strcmp(e, "tf32")) {
+        gemm_compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+        return 0;
+    }
+    if (!strcmp(e, "fp32")) {
+        gemm_exact = true;
+        return 0;
+    }
+    return fail("RL_CUDA_MATH=\"%s\": expected bf16, tf32 or fp32", e);
+}
+
+static char detail[256];
+
+static int cuda_init(void)
+{
+    int n = 0, dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return fail("no usable GPU (%s)", cudaGetErrorString(e));
+    }
+    if (n == 0)
+        return fail("no GPU found");
+    if (pick_math() < 0)
+        return -1;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
+        return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
+    cublasStatus_t s = cublasCreate(&blas);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return fail("cuBLAS did not start (%s)", cublasGetStatusString(s));
+    if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
+        return fail("out of GPU memory at start");
+    const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs", prop.name, prop.major, prop.minor,
+             prop.totalGlobalMem / 1073741824.0, math);
+    table = make_table();
+    table.detail = detail;
+    return 0;
+}
+
+/* The entry point lib/backend.c looks up: the backend, or NULL with the
+ * reason in *reason. Initialises once. */
+extern "C" __attribute__((visibility("default"))) const struct backend *rlflow_cuda_backend(const char **reason)
+{
+    static int state;                /* 0 untried, 1 ready, -1 failed */
+    if (state == 0)
+        state = cuda_init() == 0 ? 1 : -1;
+    *reason = why;
+    return state > 0 ? &table : NULL;
+}
