@@ -33,6 +33,8 @@ static int cuda_lib_path(char *out, size_t n)
     return snprintf(out, n, "%s/rlflow-cuda.so", exe) < (int)n ? 0 : -1;
 }
 
+static void *cuda_so;
+
 const struct backend *backend_cuda_get(void)
 {
     static const struct backend *bk;
@@ -55,11 +57,20 @@ const struct backend *backend_cuda_get(void)
             bk = entry ? entry(&reason) : NULL;
             if (!bk)
                 snprintf(why, sizeof why, "%s", reason);
+            cuda_so = h;
         }
     }
     if (!bk)
         rl_err("device \"cuda\": %s", why);
     return bk;
+}
+
+double backend_cuda_gemm_tflops(int m, int n, int k, bool bf16_io)
+{
+    if (!backend_cuda_get())
+        return -1;
+    double (*f)(int, int, int, int, int) = (double (*)(int, int, int, int, int))dlsym(cuda_so, "rlflow_cuda_gemm_tflops");
+    return f ? f(m, n, k, bf16_io, 10) : -1;
 }
 
 /* Say once, on a terminal, that "auto" fell back to the CPU although the

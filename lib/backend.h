@@ -127,4 +127,8 @@ const struct backend *backend_get(const char *name);
  * driver error). It lives in rlflow-cuda.so (kernels/, built when nvcc is
  * found), loaded on first use from $RL_CUDA_LIB or beside the program. */
 const struct backend *backend_cuda_get(void);
+/* The GPU benchmarks' ceiling: TFLOP/s of an m x n x k cuBLAS GEMM, bf16 in
+ * and out (bf16_io) or fp32 in and out in the backend's GEMM mode. -1 when
+ * there is no CUDA backend. */
+double backend_cuda_gemm_tflops(int m, int n, int k, bool bf16_io);
 #endif

@@ -1,0 +1,238 @@
+/* GPU benchmark of the CUDA backend, each figure against a ceiling measured
+ * in the same run:
+ *   - cuBLAS GEMM rate, bf16 in/out with fp32 accumulation (the card's bf16
+ *     rate: the MFU denominator), and fp32 in/out in the backend's GEMM mode;
+ *   - device copy bandwidth (bytes read + written per second);
+ *   - training step (forward + backward + AdamW) of a ~1B-parameter Llama
+ *     (TinyLlama-1.1B's shape by default): tokens/s and model FLOP
+ *     utilisation against the bf16 GEMM rate;
+ *   - decode tokens/s at batch 1 and 64 against the memory-bandwidth floor
+ *     (weights + KV cache bytes per step over the copy bandwidth), with the
+ *     batch-invariant kernel (rl-gen's default) and with cuBLAS.
+ * Prints one "key value" line per figure (tests/gpu/run makes the table).
+ * Skips with a message when there is no GPU.
+ *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device]
+ * (-D devsim runs the same code on the CPU: a smoke test of this program.) */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "config.h"
+#include "err.h"
+#include "model.h"
+#include "optim.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Wait for the GPU: a download is ordered after all earlier work. */
+static void sync_gpu(const struct backend *bk, const float *any)
+{
+    float x;
+    bk->download(&x, any, sizeof x);
+}
+
+static uint64_t rs = 0x9E3779B97F4A7C15ull;
+static float frand(void)
+{
+    rs ^= rs >> 12, rs ^= rs << 25, rs ^= rs >> 27;
+    return (float)((rs * 2685821657736338717ull) >> 40) / 16777216.0f - 0.5f;
+}
+
+static double copy_bandwidth(const struct backend *bk)
+{
+    size_t n = (size_t)1 << 28;                  /* 1 GiB of floats */
+    float *a = bk->alloc(n * 4), *b = bk->alloc(n * 4);
+    if (!a || !b)
+        return -1;
+    double best = 1e30;
+    for (int r = 0; r < 6; r++) {
+        sync_gpu(bk, a);
+        double t0 = now();
+        bk->copy(b, a, n);
+        sync_gpu(bk, b);
+        double t = now() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    bk->free(a), bk->free(b);
+    return 2.0 * n * 4 / best / 1e9;           /* GB/s, read + write */
+}
+
+static const char *device = "cuda";
+
+static struct model *random_model(const struct model_config *c)
+{
+    struct model *m = model_new(c, device);
+    if (!m)
+        rl_die_err();
+    size_t chunk = (size_t)1 << 24;
+    float *h = rl_malloc(chunk * sizeof *h);
+    for (size_t off = 0; off < m->n_params; off += chunk) {
+        size_t n = m->n_params - off < chunk ? m->n_params - off : chunk;
+        for (size_t i = 0; i < n; i++)
+            h[i] = 0.04f * frand();
+        m->bk->upload(m->w_mem + off, h, n * sizeof *h);
+    }
+    free(h);
+    return m;
+}
+
+/* Model FLOPs of one training step: 6 per weight per token for every matmul
+ * weight (the embedding lookup is not a matmul; a tied head is), plus the
+ * causal attention products, 6 * n^2 * q_dim per layer and sequence. */
+static double train_flops(const struct model *m, int batch, int seq)
+{
+    double matmul_params = (double)m->n_params - (double)m->V * m->H * (m->cfg.tie_word_embeddings ? 0 : 1);
+    double tokens = (double)batch * seq;
+    return 6 * matmul_params * tokens + 6.0 * seq * seq * m->q_dim * m->L * batch;
+}
+
+static void bench_train(struct model *m, int batch, int seq, double bf16_tflops)
+{
+    int T = batch * seq;
+    int *len = rl_malloc(batch * sizeof *len), *tok = rl_malloc(T * sizeof *tok), *tgt = rl_malloc(T * sizeof *tgt);
+    float *dlogp = rl_malloc(T * sizeof *dlogp);
+    for (int s = 0; s < batch; s++)
+        len[s] = seq;
+    for (int t = 0; t < T; t++) {
+        tok[t] = (int)((t * 2654435761u) % (unsigned)m->V);
+        tgt[t] = (t + 1) % seq ? (int)(((t + 1) * 2654435761u) % (unsigned)m->V) : -1;
+        dlogp[t] = tgt[t] >= 0 ? -1.0f / T : 0;
+    }
+    struct model_batch b = {batch, len, tok, tgt};
+    struct adamw_cfg ac = ADAMW_DEFAULTS;
+    struct adamw *opt = adamw_new(m->bk, m->n_params, &ac);
+    if (!opt)
+        rl_die_err();
+    m->batch_invariant = false;          /* training packs the batch into one GEMM per layer */
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) {
+        double t0 = now();
+        model_zero_grad(m);
+        if (model_forward(m, &b, MODEL_TRAIN) || model_backward(m, dlogp, NULL, NULL))
+            rl_die_err();
+        adamw_step(opt, m->w_mem, m->g_mem, 1e-5f);
+        sync_gpu(m->bk, m->w_mem);
+        double t = now() - t0;
+        if (r > 0 && t < best)           /* the first step warms cuBLAS and the allocator */
+            best = t;
+    }
+    double flops = train_flops(m, batch, seq);
+    printf("train_step_s %.4f\n", best);
+    printf("train_tokens_per_s %.0f\n", T / best);
+    printf("train_model_tflops %.1f\n", flops / best / 1e12);
+    printf("train_mfu %.3f\n", flops / best / 1e12 / bf16_tflops);
+    adamw_free(opt);
+    free(len), free(tok), free(tgt), free(dlogp);
+}
+
+/* Decode `steps` tokens for `batch` sequences after a 128-token prompt each
+ * (the prompt's prefill shared: one slot prefilled, then forked). */
+static void bench_decode(struct model *m, int batch, int steps, bool invariant, double gbps)
+{
+    int prompt = 128;
+    struct kv_cache *c = kv_cache_new(m, batch, prompt + steps + 1);
+    if (!c)
+        rl_die_err();
+    m->batch_invariant = invariant;
+    int *slots = rl_malloc(batch * sizeof *slots), *ntok = rl_malloc(batch * sizeof *ntok);
+    int *tok = rl_malloc((prompt > batch ? prompt : batch) * sizeof *tok);
+    float *logits = rl_malloc((size_t)batch * m->V * sizeof *logits);
+    for (int i = 0; i < prompt; i++)
+        tok[i] = (i * 7919) % m->V;
+    int zero = 0;
+    if (model_step(m, c, 1, &zero, &prompt, tok, logits))
+        rl_die_err();
+    for (int s = 0; s < batch; s++) {
+        slots[s] = s;
+        ntok[s] = 1;
+        kv_cache_copy(c, s, 0);
+    }
+    double t0 = 0;
+    int timed = 0;
+    for (int k = 0; k < steps; k++) {
+        if (k == 2) {                    /* two warm-up steps */
+            sync_gpu(m->bk, m->w_mem);
+            t0 = now();
+        }
+        for (int s = 0; s < batch; s++)
+            tok[s] = (k * 31 + s * 17) % m->V;
+        if (model_step(m, c, batch, slots, ntok, tok, logits))
+            rl_die_err();
+        timed += k >= 2;
+    }
+    double dt = now() - t0, per_step = dt / timed;
+    /* bytes a step must read: every weight but the embedding table (one row
+     * each), and the K/V of every cached position */
+    double wbytes = 4.0 * ((double)m->n_params - (m->cfg.tie_word_embeddings ? 0 : (double)m->V * m->H));
+    double ctx = prompt + 2 + timed / 2.0;
+    double kvbytes = 2.0 * 4 * m->L * m->kv_dim * ctx * batch;
+    double floor_s = (wbytes + kvbytes) / (gbps * 1e9);   /* at the copy's bytes per second */
+    const char *mode = invariant ? "rows" : "cublas";
+    printf("decode_b%d_%s_tokens_per_s %.0f\n", batch, mode, batch / per_step);
+    printf("decode_b%d_%s_floor_tokens_per_s %.0f\n", batch, mode, batch / floor_s);
+    printf("decode_b%d_%s_of_floor %.3f\n", batch, mode, floor_s / per_step);
+    kv_cache_free(c);
+    free(slots), free(ntok), free(tok), free(logits);
+}
+
+int main(int argc, char **argv)
+{
+    rl_set_prog("gpu_bench");
+    const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
+    int batch = 4, seq = 1024, layers = 0, steps = 34, opt;
+    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:h")) != -1)
+        switch (opt) {
+        case 'c': cfg_path = optarg; break;
+        case 'b': batch = atoi(optarg); break;
+        case 's': seq = atoi(optarg); break;
+        case 'L': layers = atoi(optarg); break;
+        case 'd': steps = atoi(optarg); break;
+        case 'D': device = optarg; break;
+        default:
+            fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] "
+                            "[-D device]\n");
+            return opt == 'h' ? 0 : 2;
+        }
+    const struct backend *bk = backend_get(device);
+    if (!bk) {
+        printf("skip %s\n", rl_errmsg());
+        return 0;
+    }
+    printf("device %s\n", bk->detail ? bk->detail : bk->name);
+    double bf16 = backend_cuda_gemm_tflops(8192, 8192, 8192, true);
+    double ours = backend_cuda_gemm_tflops(8192, 8192, 8192, false);
+    double gbps = copy_bandwidth(bk);
+    printf("gemm_bf16_tflops %.1f\n", bf16);
+    printf("gemm_fp32io_tflops %.1f\n", ours);
+    printf("copy_gbps %.0f\n", gbps);
+    fflush(stdout);
+
+    struct model_config c;
+    if (config_load(cfg_path, &c))
+        rl_die_err();
+    if (layers)
+        c.num_hidden_layers = layers;
+    struct model *m = random_model(&c);
+    printf("model_params %.3fB\n", m->n_params / 1e9);
+    printf("train_shape %dx%d\n", batch, seq);
+    fflush(stdout);
+    bench_train(m, batch, seq, bf16);
+    fflush(stdout);
+    for (int inv = 1; inv >= 0; inv--) {
+        bench_decode(m, 1, steps, inv, gbps);
+        bench_decode(m, 64, steps, inv, gbps);
+        fflush(stdout);
+    }
+    model_close(m);
+    return 0;
+}

@@ -1,0 +1,415 @@
+/* Op-level parity of the CUDA backend with the CPU backend: every op of
+ * lib/backend.h on fresh random inputs (a new seed each run, printed so a
+ * failure can be replayed with RL_TEST_SEED), CUDA against CPU, as a
+ * normalized error max|gpu - cpu| / max(1, max|cpu|) within a per-op bound.
+ * Outputs that an op overwrites are poisoned with NaN on the GPU first, so an
+ * element it fails to write fails the check; outputs it accumulates into
+ * start from the same random values on both sides.
+ * The GEMM bound follows the mode of $RL_CUDA_MATH (bf16 1e-2, tf32 2e-3,
+ * fp32 1e-5: an estimate of the rounding of k = 300 random products puts
+ * bf16 near 3e-3); everything else is fp32 work and gets 1e-5 or tighter.
+ * Skips, and says so, where the CUDA backend is not built or no GPU answers.
+ * RL_TEST_GPU=devsim puts the CPU backend behind device pointers in the
+ * GPU's place: tests/run does so to check this test's own logic everywhere. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../harness.h"
+#include "backend.h"
+#include "err.h"
+#include "rng.h"
+
+static const struct backend *gpu, *cpu = &backend_cpu;
+static struct rng R;
+static double gemm_tol;
+
+static float *rand_host(size_t n, float scale)
+{
+    float *h = rl_malloc((n ? n : 1) * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = scale * (2 * rng_uniform(&R) - 1);
+    return h;
+}
+
+/* A tensor on both sides: cpu (host memory) and gpu, same values. */
+struct two {
+    float *c, *g;
+    size_t n;
+};
+static struct two both(const float *h, size_t n)
+{
+    struct two t = {cpu->alloc(n * sizeof(float)), gpu->alloc(n * sizeof(float)), n};
+    memcpy(t.c, h, n * sizeof(float));
+    gpu->upload(t.g, h, n * sizeof(float));
+    return t;
+}
+static struct two rand_both(size_t n, float scale)
+{
+    float *h = rand_host(n, scale);
+    struct two t = both(h, n);
+    free(h);
+    return t;
+}
+/* An output the op overwrites: zeros on the CPU, NaN on the GPU. */
+static struct two poisoned(size_t n)
+{
+    float *h = rl_malloc((n ? n : 1) * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    struct two t = {cpu->alloc(n * sizeof(float)), gpu->alloc(n * sizeof(float)), n};
+    gpu->upload(t.g, h, n * sizeof(float));
+    free(h);
+    return t;
+}
+static void drop(struct two *t)
+{
+    cpu->free(t->c);
+    gpu->free(t->g);
+}
+static int *ints_gpu(const int *h, size_t n)
+{
+    int *g = gpu->alloc((n ? n : 1) * sizeof *g);
+    gpu->upload(g, h, n * sizeof *g);
+    return g;
+}
+
+/* Compare; report under NAME with the bound. */
+static double err_of(const struct two *t)
+{
+    float *h = rl_malloc((t->n ? t->n : 1) * sizeof *h);
+    gpu->download(h, t->g, t->n * sizeof *h);
+    double e = harness_max_rel_err(h, t->c, t->n);
+    free(h);
+    return e;
+}
+static void expect(const char *name, const struct two *t, double tol)
+{
+    double e = err_of(t);
+    CHECKF(name, e <= tol, "normalized error %.3g > %.1g", e, tol);
+}
+
+static void test_matmul(void)
+{
+    char name[128];
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int m = 37, n = 129, k = 300, lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;
+            struct two a = rand_both((size_t)(ta ? k : m) * lda, 1), b = rand_both((size_t)(tb ? n : k) * ldb, 1);
+            struct two c = rand_both((size_t)m * ldc, 1);
+            cpu->matmul(ta, tb, m, n, k, 0.7f, a.c, lda, b.c, ldb, 0.5f, c.c, ldc);
+            gpu->matmul(ta, tb, m, n, k, 0.7f, a.g, lda, b.g, ldb, 0.5f, c.g, ldc);
+            snprintf(name, sizeof name, "matmul ta=%d tb=%d (alpha, beta, padded leading dims)", ta, tb);
+            expect(name, &c, gemm_tol);
+            drop(&a), drop(&b), drop(&c);
+        }
+    /* beta = 0 must overwrite (NaN in c must not survive) */
+    struct two a = rand_both(64 * 96, 1), b = rand_both(80 * 96, 1), c = poisoned(64 * 80);
+    cpu->matmul(false, true, 64, 80, 96, 1, a.c, 96, b.c, 96, 0, c.c, 80);
+    gpu->matmul(false, true, 64, 80, 96, 1, a.g, 96, b.g, 96, 0, c.g, 80);
+    expect("matmul beta=0 overwrites every element", &c, gemm_tol);
+    drop(&a), drop(&b), drop(&c);
+}
+
+static void test_matmul_rows(void)
+{
+    int n = 300, k = 577, rows[] = {1, 3, 16, 17, 64};
+    struct two b = rand_both((size_t)n * k, 1), a = rand_both((size_t)64 * k, 1);
+    float *ref = NULL;
+    for (int r = 0; r < 5; r++) {
+        int m = rows[r];
+        struct two c = poisoned((size_t)m * n);
+        cpu->matmul_rows(c.c, a.c, b.c, m, n, k);
+        gpu->matmul_rows(c.g, a.g, b.g, m, n, k);
+        char name[96];
+        snprintf(name, sizeof name, "matmul_rows m=%d (fp32, fixed order)", m);
+        expect(name, &c, 1e-5);
+        float *h = rl_malloc((size_t)m * n * sizeof *h);
+        gpu->download(h, c.g, (size_t)m * n * sizeof *h);
+        if (!ref) {
+            ref = h;
+        } else {
+            snprintf(name, sizeof name, "matmul_rows: row 0 is the same bits at m=1 and m=%d", m);
+            CHECK(name, !memcmp(ref, h, n * sizeof *h));
+            free(h);
+        }
+        drop(&c);
+    }
+    free(ref);
+    drop(&a), drop(&b);
+}
+
+static void test_norms(void)
+{
+    int n = 33, d = 1000;
+    struct two x = rand_both((size_t)n * d, 3), w = rand_both(d, 1);
+    struct two y = poisoned((size_t)n * d), r = poisoned(n);
+    cpu->rmsnorm(y.c, r.c, x.c, w.c, n, d, 1e-5f);
+    gpu->rmsnorm(y.g, r.g, x.g, w.g, n, d, 1e-5f);
+    expect("rmsnorm: output", &y, 1e-5);
+    expect("rmsnorm: saved 1/rms", &r, 1e-5);
+    struct two dy = rand_both((size_t)n * d, 1), dx = rand_both((size_t)n * d, 1), dw = rand_both(d, 1);
+    cpu->rmsnorm_bwd(dx.c, dw.c, dy.c, x.c, w.c, r.c, n, d);
+    gpu->rmsnorm_bwd(dx.g, dw.g, dy.g, x.g, w.g, r.g, n, d);
+    expect("rmsnorm_bwd: dx +=", &dx, 1e-5);
+    expect("rmsnorm_bwd: dw += (column sums)", &dw, 1e-5);
+    drop(&x), drop(&w), drop(&y), drop(&r), drop(&dy), drop(&dx), drop(&dw);
+}
+
+static void test_rope(void)
+{
+    int n = 20, nh = 5, hd = 64, stride = nh * hd + 7, len = 64, half = hd / 2;
+    int pos[20];
+    for (int i = 0; i < n; i++)
+        pos[i] = (i * 7 + 3) % len;
+    int *gpos = ints_gpu(pos, n);
+    float *cs = rl_malloc((size_t)len * half * sizeof *cs), *sn = rl_malloc((size_t)len * half * sizeof *sn);
+    for (int p = 0; p < len; p++)
+        for (int j = 0; j < half; j++) {
+            double a = p * pow(10000.0, -2.0 * j / hd);
+            cs[p * half + j] = (float)cos(a);
+            sn[p * half + j] = (float)sin(a);
+        }
+    struct two c = both(cs, (size_t)len * half), s = both(sn, (size_t)len * half);
+    for (int inv = 0; inv < 2; inv++) {
+        struct two x = rand_both((size_t)n * stride, 1);
+        cpu->rope(x.c, stride, pos, n, nh, hd, c.c, s.c, inv);
+        gpu->rope(x.g, stride, gpos, n, nh, hd, c.g, s.g, inv);
+        expect(inv ? "rope inverse (the backward)" : "rope (rotate-half, positions per row)", &x, 1e-5);
+        drop(&x);
+    }
+    drop(&c), drop(&s);
+    free(cs), free(sn);
+    gpu->free(gpos);
+}
+
+/* Attention over sequences of several shapes: fresh prompts (pos 0), a
+ * continuation after cached tokens (pos > 0), single-token decode steps;
+ * grouped-query heads; then the backward of the pos-0 batch. */
+static void test_attention(void)
+{
+    enum { NS = 4 };
+    int nh = 6, nkv = 2, hd = 64, qs = nh * hd, kvs = 2 * nkv * hd;
+    int len[NS] = {17, 1, 40, 5}, pos[NS] = {0, 30, 0, 11};
+    int rows = 0, keys = 0;
+    size_t p_total = 0;
+    for (int s = 0; s < NS; s++) {
+        rows += len[s];
+        keys += pos[s] + len[s];
+        p_total += (size_t)nh * len[s] * (pos[s] + len[s]);
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    struct two q = rand_both((size_t)rows * qs, 1), kv = rand_both((size_t)keys * kvs, 1);
+    struct two out = poisoned((size_t)rows * qs), lse = poisoned((size_t)rows * nh);
+    struct two p = rand_both(p_total, 1);
+    struct bk_attn_seq sc[NS], sg[NS];
+    int row = 0, key = 0;
+    size_t poff = 0;
+    for (int s = 0; s < NS; s++) {
+        sc[s] = (struct bk_attn_seq){.row = row, .n = len[s], .pos = pos[s], .kv_stride = kvs,
+                                     .k = kv.c + (size_t)key * kvs, .v = kv.c + (size_t)key * kvs + nkv * hd,
+                                     .p = p.c + poff, .lse = lse.c + (size_t)row * nh};
+        sg[s] = sc[s];
+        sg[s].k = kv.g + (size_t)key * kvs;
+        sg[s].v = kv.g + (size_t)key * kvs + nkv * hd;
+        sg[s].p = p.g + poff;
+        sg[s].lse = lse.g + (size_t)row * nh;
+        row += len[s];
+        key += pos[s] + len[s];
+        poff += (size_t)nh * len[s] * (pos[s] + len[s]);
+    }
+    cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
+    gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
+    expect("attention: output (prefill, continuation, decode; GQA)", &out, 1e-5);
+    expect("attention: log-sum-exp per query row and head", &lse, 1e-5);
+
+    /* backward on the sequences at pos 0 (training's case) */
+    int bs[2] = {0, 2};
+    struct bk_attn_seq bc[2], bg[2];
+    struct two dout = rand_both((size_t)rows * qs, 1), dq = poisoned((size_t)rows * qs);
+    struct two dkv = rand_both((size_t)keys * kvs, 1), dp = rand_both(p_total, 1);
+    for (int i = 0; i < 2; i++) {
+        int s = bs[i];
+        bc[i] = sc[s];
+        bg[i] = sg[s];
+        size_t ko = (size_t)(sc[s].k - kv.c);
+        size_t po = (size_t)(sc[s].p - p.c);
+        bc[i].dk = dkv.c + ko;
+        bc[i].dv = dkv.c + ko + nkv * hd;
+        bc[i].dp = dp.c + po;
+        bg[i].dk = dkv.g + ko;
+        bg[i].dv = dkv.g + ko + nkv * hd;
+        bg[i].dp = dp.g + po;
+    }
+    cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, bc, 2, nh, nkv, hd, scale);
+    gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, bg, 2, nh, nkv, hd, scale);
+    /* only the two sequences' rows of dq are written: compare those */
+    float *hq = rl_malloc((size_t)rows * qs * sizeof *hq);
+    gpu->download(hq, dq.g, (size_t)rows * qs * sizeof *hq);
+    double e = 0;
+    for (int i = 0; i < 2; i++) {
+        size_t o = (size_t)sc[bs[i]].row * qs, n = (size_t)len[bs[i]] * qs;
+        double ei = harness_max_rel_err(hq + o, dq.c + o, n);
+        e = ei > e || ei != ei ? ei : e;
+    }
+    CHECKF("attention_bwd: dq (overwritten)", e <= 1e-5, "normalized error %.3g", e);
+    free(hq);
+    expect("attention_bwd: dk, dv += (no other rows touched)", &dkv, 1e-5);
+    drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
+}
+
+static void test_elementwise(void)
+{
+    int n = 29, f = 700, d = 300;
+    struct two gu = rand_both((size_t)n * 2 * f, 4), h = poisoned((size_t)n * f);
+    cpu->swiglu(h.c, gu.c, n, f);
+    gpu->swiglu(h.g, gu.g, n, f);
+    expect("swiglu", &h, 1e-5);
+    struct two dh = rand_both((size_t)n * f, 1), dgu = poisoned((size_t)n * 2 * f);
+    cpu->swiglu_bwd(dgu.c, dh.c, gu.c, n, f);
+    gpu->swiglu_bwd(dgu.g, dh.g, gu.g, n, f);
+    expect("swiglu_bwd (overwrites d gate | d up)", &dgu, 1e-5);
+    drop(&gu), drop(&h), drop(&dh), drop(&dgu);
+
+    int idx[7] = {5, 0, 12, 3, 28, 17, 9};
+    int *gidx = ints_gpu(idx, 7);
+    struct two src = rand_both((size_t)n * d, 1), g7 = poisoned((size_t)7 * d);
+    cpu->gather_rows(g7.c, src.c, idx, 7, d);
+    gpu->gather_rows(g7.g, src.g, gidx, 7, d);
+    expect("gather_rows", &g7, 0);
+    struct two dst = rand_both((size_t)n * d, 1);
+    cpu->scatter_add_rows(dst.c, g7.c, idx, 7, d);
+    gpu->scatter_add_rows(dst.g, g7.g, gidx, 7, d);
+    expect("scatter_add_rows", &dst, 1e-6);
+    gpu->free(gidx);
+
+    struct two y = rand_both((size_t)n * d, 1);
+    cpu->add(y.c, src.c, (size_t)n * d);
+    gpu->add(y.g, src.g, (size_t)n * d);
+    expect("add", &y, 1e-6);
+    struct two b = rand_both(d, 1);
+    cpu->add_bias(y.c, b.c, n, d);
+    gpu->add_bias(y.g, b.g, n, d);
+    expect("add_bias", &y, 1e-6);
+    cpu->bias_bwd(b.c, y.c, n, d);
+    gpu->bias_bwd(b.g, y.g, n, d);
+    expect("bias_bwd (column sums +=)", &b, 1e-5);
+    cpu->scale(y.c, -0.37f, (size_t)n * d);
+    gpu->scale(y.g, -0.37f, (size_t)n * d);
+    expect("scale", &y, 1e-6);
+    double sc = cpu->sumsq(y.c, (size_t)n * d), sg = gpu->sumsq(y.g, (size_t)n * d);
+    CHECKF("sumsq (double)", fabs(sc - sg) <= 1e-9 * sc, "%.17g vs %.17g", sg, sc);
+    drop(&src), drop(&g7), drop(&dst), drop(&y), drop(&b);
+
+    int V = 50, ids[12] = {3, 7, 3, 49, 0, 7, 7, 11, 3, 25, 0, 1};
+    int *gids = ints_gpu(ids, 12);
+    struct two table = rand_both((size_t)V * d, 1), x = poisoned((size_t)12 * d);
+    cpu->embed(x.c, table.c, ids, 12, d);
+    gpu->embed(x.g, table.g, gids, 12, d);
+    expect("embed", &x, 0);
+    struct two dx = rand_both((size_t)12 * d, 1);
+    cpu->embed_bwd(table.c, dx.c, ids, 12, d);
+    gpu->embed_bwd(table.g, dx.g, gids, 12, d);
+    expect("embed_bwd (repeated ids add up)", &table, 1e-6);
+    gpu->free(gids);
+    drop(&table), drop(&x), drop(&dx);
+}
+
+static void test_vocab(void)
+{
+    int n = 9, v = 49152;
+    int tg[9] = {0, 5, -1, 49151, 100, 7, 3000, -1, 12};
+    int *gt = ints_gpu(tg, n);
+    struct two logits = rand_both((size_t)n * v, 8), lse = poisoned(n), logp = poisoned(n);
+    cpu->logsoftmax(lse.c, logp.c, logits.c, tg, n, v);
+    gpu->logsoftmax(lse.g, logp.g, logits.g, gt, n, v);
+    expect("logsoftmax: log-sum-exp over 49152 logits", &lse, 1e-6);
+    expect("logsoftmax: target log-probs (0 without a target)", &logp, 1e-5);
+    float gh[9] = {1, -0.5f, 2, 0.25f, 0, 3, -1, 1, 0.5f};
+    struct two g = both(gh, n);
+    cpu->logsoftmax_bwd(logits.c, lse.c, tg, g.c, n, v);
+    gpu->logsoftmax_bwd(logits.g, lse.g, gt, g.g, n, v);
+    expect("logsoftmax_bwd (in place; rows without target or g zeroed)", &logits, 1e-5);
+    struct two x = rand_both((size_t)n * v, 8);
+    cpu->softmax(x.c, n, v);
+    gpu->softmax(x.g, n, v);
+    expect("softmax", &x, 1e-5);
+    gpu->free(gt);
+    drop(&logits), drop(&lse), drop(&logp), drop(&g), drop(&x);
+}
+
+static void test_adamw(void)
+{
+    size_t n = 100003;
+    struct two w = rand_both(n, 1), g = rand_both(n, 0.1f), m = rand_both(n, 0.01f), v = rand_both(n, 0.001f);
+    /* v is a second moment: non-negative */
+    float *vh = rl_malloc(n * sizeof *vh);
+    for (size_t i = 0; i < n; i++)
+        vh[i] = fabsf(v.c[i]);
+    memcpy(v.c, vh, n * sizeof *vh);
+    gpu->upload(v.g, vh, n * sizeof *vh);
+    free(vh);
+    for (int step = 1; step <= 3; step++) {
+        double bc1 = 1 - pow(0.9, step), bc2s = sqrt(1 - pow(0.95, step));
+        cpu->adamw(w.c, g.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2s);
+        gpu->adamw(w.g, g.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2s);
+    }
+    expect("adamw: weights after 3 steps", &w, 1e-6);
+    expect("adamw: first moments", &m, 1e-6);
+    expect("adamw: second moments", &v, 1e-6);
+    drop(&w), drop(&g), drop(&m), drop(&v);
+}
+
+static void test_memory(void)
+{
+    size_t n = 12345;
+    float *h = rand_host(n, 1), *back = rl_malloc(n * sizeof *back);
+    float *a = gpu->alloc(n * sizeof *a), *b = gpu->alloc(n * sizeof *b);
+    float *z = rl_malloc(n * sizeof *z);
+    gpu->download(z, a, n * sizeof *z);
+    int zero = 1;
+    for (size_t i = 0; i < n; i++)
+        zero &= z[i] == 0;
+    CHECK("alloc returns zeroed memory", zero);
+    gpu->upload(a, h, n * sizeof *h);
+    gpu->copy(b, a, n);
+    gpu->download(back, b, n * sizeof *back);
+    CHECK("upload, copy, download round-trip", !memcmp(back, h, n * sizeof *h));
+    gpu->zero(b + 100, 50);
+    gpu->download(back, b, n * sizeof *back);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++)
+        ok &= (i >= 100 && i < 150) ? back[i] == 0 : back[i] == h[i];
+    CHECK("zero touches only its range", ok);
+    gpu->free(a), gpu->free(b);
+    free(h), free(back), free(z);
+}
+
+int main(void)
+{
+    /* RL_TEST_GPU=devsim runs the suite's own logic on the CPU (tests/run) */
+    const char *dev = getenv("RL_TEST_GPU");
+    gpu = backend_get(dev && *dev ? dev : "cuda");
+    if (!gpu) {
+        harness_skip("CUDA backend ops against the CPU backend", rl_errmsg());
+        return 0;
+    }
+    const char *seed_env = getenv("RL_TEST_SEED");
+    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
+    rng_seed(&R, seed);
+    const char *d = gpu->detail ? gpu->detail : "";
+    gemm_tol = strstr(d, "fp32 GEMMs") ? 1e-5 : strstr(d, "tf32 GEMMs") ? 2e-3 : 1e-2;
+    fprintf(stderr, "test_cuda_ops: %s; seed %llu (RL_TEST_SEED replays it)\n", d, (unsigned long long)seed);
+    test_memory();
+    test_matmul();
+    test_matmul_rows();
+    test_norms();
+    test_rope();
+    test_attention();
+    test_elementwise();
+    test_vocab();
+    test_adamw();
+    return harness_exit();
+}
