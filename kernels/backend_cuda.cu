@@ -550,6 +550,31 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     }
 }
 
+/* One block per new row: copy its K and V rows into the sequence's cache. */
+__global__ static void k_kv_append(attn_args A, const float *k_src, const float *v_src, int src_stride, int kv_dim)
+{
+    int si = find_seq(A, blockIdx.x);
+    const seq_desc &S = A.s[si];
+    int i = blockIdx.x - A.first[si];
+    size_t src = (size_t)(S.row + i) * src_stride, dst = (size_t)(S.pos + i) * S.kv_stride;
+    for (int d = threadIdx.x; d < kv_dim; d += blockDim.x) {
+        ((float *)S.k)[dst + d] = k_src[src + d];
+        ((float *)S.v)[dst + d] = v_src[src + d];
+    }
+}
+static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
+                         int src_stride, int kv_dim)
+{
+    for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
+        attn_args A;
+        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
+        int rows = attn_describe(&A, s, s0, cnt, false);
+        if (rows)
+            k_kv_append<<<rows, 128>>>(A, k_src, v_src, src_stride, kv_dim);
+        LAUNCHED("kv_append");
+    }
+}
+
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                              const struct bk_attn_seq *s, int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
@@ -858,6 +883,7 @@ static struct backend make_table(void)
     b.rope = cu_rope;
     b.attention = cu_attention;
     b.attention_bwd = cu_attention_bwd;
+    b.kv_append = cu_kv_append;
     b.swiglu = cu_swiglu;
     b.swiglu_bwd = cu_swiglu_bwd;
     b.gather_rows = cu_gather_rows;

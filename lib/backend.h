@@ -72,6 +72,12 @@ struct backend {
     void (*attention)(float *out, int out_stride, const float *q, int q_stride,
                       const struct bk_attn_seq *s, int n_seq,
                       int n_heads, int n_kv, int head_dim, float scale);
+    /* Generation: write each sequence's n new K and V rows (rows s->row..
+     * of k_src / v_src, src_stride apart, kv_dim floats each) to positions
+     * s->pos.. of its cache rows s->k / s->v (kv_stride apart) — the one op
+     * that writes through s->k and s->v. One call per layer and step. */
+    void (*kv_append)(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
+                      int src_stride, int kv_dim);
     /* dq = d/dq (overwritten; q's row stride), s->dk/dv += */
     void (*attention_bwd)(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                           const struct bk_attn_seq *s, int n_seq,

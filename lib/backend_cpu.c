@@ -387,6 +387,17 @@ static void cpu_attention_bwd(float *dq, int q_stride, const float *dout, int do
         attn_bwd_group(dq, q_stride, dout, dout_stride, q, &s[t / n_kv], t % n_kv, n_heads, n_kv, head_dim, scale);
 }
 
+static void cpu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
+                          int src_stride, int kv_dim)
+{
+    for (int q = 0; q < n_seq; q++)
+        for (int i = 0; i < s[q].n; i++) {
+            size_t dst = (size_t)(s[q].pos + i) * s[q].kv_stride, src = (size_t)(s[q].row + i) * src_stride;
+            memcpy((float *)s[q].k + dst, k_src + src, kv_dim * sizeof(float));
+            memcpy((float *)s[q].v + dst, v_src + src, kv_dim * sizeof(float));
+        }
+}
+
 static void cpu_swiglu(float *h, const float *gu, int n, int f)
 {
 #pragma omp parallel for schedule(static) if (PAR((size_t)n * f))
@@ -585,6 +596,7 @@ const struct backend backend_cpu = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attention_bwd = cpu_attention_bwd,
+    .kv_append = cpu_kv_append,
     .swiglu = cpu_swiglu,
     .swiglu_bwd = cpu_swiglu_bwd,
     .gather_rows = cpu_gather_rows,

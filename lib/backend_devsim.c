@@ -84,6 +84,13 @@ static void sim_attention_bwd(float *dq, int qs, const float *dout, int ds, cons
     backend_cpu.attention_bwd(F(dq), qs, F(dout), ds, F(q), r, n_seq, nh, nkv, hd, scale);
     free(r);
 }
+static void sim_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
+                          int src_stride, int kv_dim)
+{
+    struct bk_attn_seq *r = real_seqs(s, n_seq);
+    backend_cpu.kv_append(r, n_seq, F(k_src), F(v_src), src_stride, kv_dim);
+    free(r);
+}
 static void sim_swiglu(float *h, const float *gu, int n, int f) { backend_cpu.swiglu(F(h), F(gu), n, f); }
 static void sim_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
@@ -141,6 +148,7 @@ const struct backend backend_devsim = {
     .rope = sim_rope,
     .attention = sim_attention,
     .attention_bwd = sim_attention_bwd,
+    .kv_append = sim_kv_append,
     .swiglu = sim_swiglu,
     .swiglu_bwd = sim_swiglu_bwd,
     .gather_rows = sim_gather_rows,

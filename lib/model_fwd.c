@@ -58,6 +58,7 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
 {
     struct model_acts *a = m->acts;
     size_t poff = 0;
+    const float *k_new = la->qkv + m->q_dim, *v_new = k_new + m->kv_dim;
     for (int s = 0; s < a->n_seq; s++) {
         struct bk_attn_seq *q = &a->seqs[s];
         q->row = a->seq_row[s];
@@ -67,23 +68,19 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
         q->lse = la->lse + (size_t)q->row * m->n_heads;
         q->dk = q->dv = q->dp = NULL;
         poff += (size_t)m->n_heads * q->n * (q->pos + q->n);
-        const float *k = la->qkv + (size_t)q->row * m->qkv_dim + m->q_dim, *v = k + m->kv_dim;
         if (!c) {
-            q->k = k;
-            q->v = v;
+            q->k = k_new + (size_t)q->row * m->qkv_dim;
+            q->v = v_new + (size_t)q->row * m->qkv_dim;
             q->kv_stride = m->qkv_dim;
             continue;
         }
         size_t base = ((size_t)slots[s] * c->n_layers + l) * c->max_len * c->kv_dim;
-        for (int i = 0; i < q->n; i++) {
-            size_t dst = base + (size_t)(q->pos + i) * c->kv_dim, src = (size_t)i * m->qkv_dim;
-            m->bk->copy(c->k + dst, k + src, c->kv_dim);
-            m->bk->copy(c->v + dst, v + src, c->kv_dim);
-        }
         q->k = c->k + base;
         q->v = c->v + base;
         q->kv_stride = c->kv_dim;
     }
+    if (c)
+        m->bk->kv_append(a->seqs, a->n_seq, k_new, v_new, m->qkv_dim, m->kv_dim);
 }
 
 /* One decoder layer: x_out = x2 + mlp(norm(x2)), x2 = x + attn(norm(x)).

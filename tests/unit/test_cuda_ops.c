@@ -220,6 +220,13 @@ static void test_attention(void)
         key += pos[s] + len[s];
         poff += (size_t)nh * len[s] * (pos[s] + len[s]);
     }
+    /* the new rows of each sequence appended at its positions, as generation
+     * does before attending (here in place: the rows are their own cache) */
+    struct two knew = rand_both((size_t)rows * qs, 1), vnew = rand_both((size_t)rows * qs, 1);
+    cpu->kv_append(sc, NS, knew.c, vnew.c, qs, nkv * hd);
+    gpu->kv_append(sg, NS, knew.g, vnew.g, qs, nkv * hd);
+    expect("kv_append: each sequence's new K/V rows at its positions", &kv, 0);
+    drop(&knew), drop(&vnew);
     cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
     gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
     expect("attention: output (prefill, continuation, decode; GQA)", &out, 1e-5);
@@ -364,6 +371,36 @@ static void test_adamw(void)
 
 static void test_memory(void)
 {
+    CHECK("every op of the table is implemented",
+        gpu->alloc &&
+        gpu->free &&
+        gpu->upload &&
+        gpu->download &&
+        gpu->zero &&
+        gpu->copy &&
+        gpu->matmul &&
+        gpu->matmul_rows &&
+        gpu->rmsnorm &&
+        gpu->rmsnorm_bwd &&
+        gpu->rope &&
+        gpu->attention &&
+        gpu->kv_append &&
+        gpu->attention_bwd &&
+        gpu->swiglu &&
+        gpu->swiglu_bwd &&
+        gpu->gather_rows &&
+        gpu->scatter_add_rows &&
+        gpu->add &&
+        gpu->add_bias &&
+        gpu->bias_bwd &&
+        gpu->embed &&
+        gpu->embed_bwd &&
+        gpu->logsoftmax &&
+        gpu->logsoftmax_bwd &&
+        gpu->softmax &&
+        gpu->sumsq &&
+        gpu->scale &&
+        gpu->adamw);
     size_t n = 12345;
     float *h = rand_host(n, 1), *back = rl_malloc(n * sizeof *back);
     float *a = gpu->alloc(n * sizeof *a), *b = gpu->alloc(n * sizeof *b);
