@@ -59,7 +59,13 @@ static void fatal(const char *what, const char *why)
         cudaError_t e_ = (call);                                   \
         if (e_ != cudaSuccess) fatal(#call, cudaGetErrorString(e_)); \
     } while (0)
-#define LAUNCHED(name) CU(cudaGetLastError())
+/* A launch error names its kernel. An error inside a running kernel shows at
+ * the next synchronising call; CUDA_LAUNCH_BLOCKING=1 pins it to its kernel. */
+#define LAUNCHED(name)                                             \
+    do {                                                           \
+        cudaError_t e_ = cudaGetLastError();                       \
+        if (e_ != cudaSuccess) fatal(name, cudaGetErrorString(e_)); \
+    } while (0)
 #define BLAS(call)                                                          \
     do {                                                                    \
         cublasStatus_t s_ = (call);                                         \
@@ -181,11 +187,12 @@ __global__ static void k_matmul_rows(float *c, const float *a, const float *b, i
                     acc[r] = fmaf(a[(size_t)(r0 + r) * k + kk], bv, acc[r]);
         }
 #pragma unroll
-        for (int r = 0; r < ROWS_PER_PASS; r++) {
-            float s = warp_sum_f(acc[r]);
-            if (r < nr && lane == 0)
-                c[(size_t)(r0 + r) * n + j] = s;
-        }
+        for (int r = 0; r < ROWS_PER_PASS; r++)
+            if (r < nr) {                /* nr is the same for every lane */
+                float s = warp_sum_f(acc[r]);
+                if (lane == 0)
+                    c[(size_t)(r0 + r) * n + j] = s;
+            }
     }
 }
 static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
@@ -532,7 +539,7 @@ static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int 
 static void check_hd(int hd)
 {
     if (hd > MAX_HD || hd <= 0)
-        fatal("attention", "head_dim above 256 is not supported by this backend");
+        fatal("attention", "head_dim must be 1 to 256 on this backend");
 }
 
 static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
@@ -540,7 +547,7 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
 {
     check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
-        attn_args A;
+        attn_args A = {};
         int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
         int rows = attn_describe(&A, s, s0, cnt, false);
         if (rows)
@@ -566,7 +573,7 @@ static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_
                          int src_stride, int kv_dim)
 {
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
-        attn_args A;
+        attn_args A = {};
         int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
         int rows = attn_describe(&A, s, s0, cnt, false);
         if (rows)
@@ -580,7 +587,7 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
 {
     check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
-        attn_args A;
+        attn_args A = {};
         int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
         int rows = attn_describe(&A, s, s0, cnt, false);
         if (rows)
@@ -962,21 +969,23 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
 {
     size_t es = bf16_io ? 2 : 4;
     void *a = NULL, *b = NULL, *c = NULL;
-    if (cudaMalloc(&a, (size_t)m * k * es) || cudaMalloc(&b, (size_t)n * k * es) || cudaMalloc(&c, (size_t)m * n * 4)) {
+    size_t na = (size_t)m * k * es / 4, nb = (size_t)n * k * es / 4;
+    float *h = (float *)malloc((na > nb ? na : nb) * 4);
+    if (reps < 1 || !h || cudaMalloc(&a, (size_t)m * k * es) || cudaMalloc(&b, (size_t)n * k * es) ||
+        cudaMalloc(&c, (size_t)m * n * 4)) {
         cudaFree(a), cudaFree(b), cudaFree(c);
+        free(h);
         cudaGetLastError();
         return -1;
     }
     /* random-ish bits, not zeros: power draw and so clocks depend on the data */
-    size_t na = (size_t)m * k * es / 4, nb = (size_t)n * k * es / 4;
-    float *h = (float *)malloc((na > nb ? na : nb) * 4);
     for (size_t i = 0; i < (na > nb ? na : nb); i++)
         h[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
     if (bf16_io)                     /* reinterpret: two bf16 per float, all finite */
         for (size_t i = 0; i < (na > nb ? na : nb); i++)
             ((unsigned *)h)[i] = 0x3c003c00u ^ (unsigned)((i * 40503u) & 0x007f007fu);
-    cudaMemcpy(a, h, na * 4, cudaMemcpyHostToDevice);
-    cudaMemcpy(b, h, nb * 4, cudaMemcpyHostToDevice);
+    bool ok = cudaMemcpy(a, h, na * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+              cudaMemcpy(b, h, nb * 4, cudaMemcpyHostToDevice) == cudaSuccess;
     free(h);
     float alpha = 1, beta = 0;
     cudaEvent_t e0, e1;
@@ -985,26 +994,30 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
     float best = 1e30f;
     for (int r = -1; r < reps; r++) {
         cudaEventRecord(e0, 0);
+        /* row-major a[m,k] b[n,k]^T, as cu_matmul maps it; status checked here */
         cublasStatus_t st;
         if (bf16_io)
             st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a, CUDA_R_16BF, k,
                               &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        else {
-            cu_matmul(false, true, m, n, k, 1.0f, (const float *)a, k, (const float *)b, k, 0.0f, (float *)c, n);
-            st = CUBLAS_STATUS_SUCCESS;
-        }
+        else if (gemm_exact)
+            st = cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, (const float *)b, k, (const float *)a, k,
+                             &beta, (float *)c, n);
+        else
+            st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, k, a, CUDA_R_32F, k,
+                              &beta, c, CUDA_R_32F, n, gemm_compute, CUBLAS_GEMM_DEFAULT);
         cudaEventRecord(e1, 0);
         cudaEventSynchronize(e1);
         float ms = 0;
         cudaEventElapsedTime(&ms, e0, e1);
-        if (st != CUBLAS_STATUS_SUCCESS)
+        if (st != CUBLAS_STATUS_SUCCESS || !ok)
             best = -1;
         else if (r >= 0 && ms < best && best > 0)
             best = ms;
     }
     cudaEventDestroy(e0), cudaEventDestroy(e1);
     cudaFree(a), cudaFree(b), cudaFree(c);
-    return best > 0 ? 2.0 * m * n * k / (best * 1e-3) / 1e12 : -1;
+    cudaGetLastError();
+    return best > 0 && best < 1e29f ? 2.0 * m * n * k / (best * 1e-3) / 1e12 : -1;
 }
 
 /* The entry point lib/backend.c looks up: the backend, or NULL with the
