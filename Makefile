@@ -126,6 +126,19 @@ $(LIB_A): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# The same CUDA source compiled with g++ against the CPU emulation of
+# tests/emu (kernels run as fibers, cuBLAS as OpenBLAS): make check runs the
+# GPU test programs on it, so the kernels' logic is checked on every machine,
+# with or without nvcc. Not in the sanitizer build (ASan and swapcontext).
+ifneq ($(SANITIZE),1)
+EMU_SO  := $(BUILD)/emu/rlflow-cuda-emu.so
+endif
+CXX     ?= c++
+$(BUILD)/emu/rlflow-cuda-emu.so: kernels/backend_cuda.cu tests/emu/cuda_emu.h lib/backend.h | build/.deps-build
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O2 -fPIC -shared -DRL_CUDA_EMU $(WARN) -Wno-unknown-pragmas -Itests/emu -Ilib $(BLAS_CFLAGS) \
+	  -x c++ $< $(BLAS_LIBS) -o $@
+
 $(BIN)/%: $(BUILD)/tools/%.o $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB_A) $(LDLIBS) -o $@
@@ -144,7 +157,7 @@ $(BUILD)/benchbin/%: $(BUILD)/bench/%.o $(LIB_A)
 build/venv/.stamp: scripts/pydeps | build/.deps-test
 	scripts/pydeps && touch $@
 
-check: deps-test all $(TESTS) $(BENCHES) build/venv/.stamp
+check: deps-test all $(TESTS) $(BENCHES) $(EMU_SO) build/venv/.stamp
 	@RL_BIN=$(abspath $(BIN)) RL_BUILD=$(abspath $(BUILD)) RL_SANITIZE=$(SANITIZE) PYTHON=$(PYTHON) \
 	  tests/run
 

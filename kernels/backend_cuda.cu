@@ -13,8 +13,15 @@
  * matmul_rows is a kernel, not cuBLAS: each element is one dot product in an
  * order fixed by k alone (32 lanes in k order, then a fixed shuffle tree), so
  * batched decoding is batch-invariant here too. */
+#ifdef RL_CUDA_EMU
+/* tests/emu: the same source on the CPU, kernels run by threads, cuBLAS by
+ * OpenBLAS; a check of the kernels' logic on machines without a GPU */
+#include "cuda_emu.h"
+#else
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#define LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +49,9 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 #define ATTN_WARPS 4
 #define ATTN_SEQS 32          /* sequences per attention launch (kernel parameter space) */
 #define ROWS_PER_PASS 16      /* matmul_rows: rows accumulated per pass over a weight row */
+#define FA_ROWS 8             /* tiled attention: query rows per warp, */
+#define FA_BR (FA_ROWS * ATTN_WARPS)   /* per block, */
+#define FA_HD 128             /* and the largest head_dim it takes (else the per-query kernel) */
 
 static cublasHandle_t blas;
 static cublasComputeType_t gemm_compute;   /* for cublasGemmEx; unused in fp32 mode */
@@ -72,9 +82,15 @@ static void fatal(const char *what, const char *why)
         if (s_ != CUBLAS_STATUS_SUCCESS) fatal(#call, cublasGetStatusString(s_)); \
     } while (0)
 
+/* Blocks for a grid-stride kernel over n elements. The emulation takes two:
+ * any count is correct for these kernels, and few blocks both run faster
+ * there and send every thread around the stride loop. */
 static unsigned blocks_for(size_t n)
 {
     size_t b = (n + THREADS - 1) / THREADS;
+#ifdef RL_CUDA_EMU
+    b = b > 2 ? 2 : b;
+#endif
     return (unsigned)(b < 1 ? 1 : b > (1u << 20) ? (1u << 20) : b);
 }
 #define GRID_STRIDE(i, n) \
@@ -200,7 +216,7 @@ static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int 
     if (m <= 0 || n <= 0)
         return;
     unsigned warps = THREADS / 32;
-    k_matmul_rows<<<(n + warps - 1) / warps, THREADS>>>(c, a, b, m, n, k);
+    LAUNCH(k_matmul_rows, (n + warps - 1) / warps, THREADS)(c, a, b, m, n, k);
     LAUNCHED("matmul_rows");
 }
 
@@ -224,7 +240,7 @@ static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, in
 {
     if (n <= 0)
         return;
-    k_rmsnorm<<<n, THREADS>>>(y, rstd, x, w, d, eps);
+    LAUNCH(k_rmsnorm, n, THREADS)(y, rstd, x, w, d, eps);
     LAUNCHED("rmsnorm");
 }
 
@@ -272,7 +288,7 @@ static void colsum(float *out, const float *a, const float *b, const float *s, i
 {
     if (n <= 0 || d <= 0)
         return;
-    k_colsum<<<(d + 31) / 32, dim3(32, 8)>>>(out, a, b, s, n, d);
+    LAUNCH(k_colsum, (d + 31) / 32, dim3(32, 8))(out, a, b, s, n, d);
     LAUNCHED("column sum");
 }
 
@@ -281,7 +297,7 @@ static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x
 {
     if (n <= 0)
         return;
-    k_rmsnorm_bwd_rows<<<n, THREADS>>>(dx, dy, x, w, rstd, d);
+    LAUNCH(k_rmsnorm_bwd_rows, n, THREADS)(dx, dy, x, w, rstd, d);
     LAUNCHED("rmsnorm_bwd");
     colsum(dw, dy, x, rstd, n, d);
 }
@@ -310,7 +326,7 @@ static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd,
     size_t total = (size_t)n * nh * (hd / 2);
     if (!total)
         return;
-    k_rope<<<blocks_for(total), THREADS>>>(x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
+    LAUNCH(k_rope, blocks_for(total), THREADS)(x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
     LAUNCHED("rope");
 }
 
@@ -383,7 +399,7 @@ __device__ static void weighted_rows(float *out_sh, const float *c, const float 
 }
 
 __global__ static void k_attention(float *out, int out_stride, const float *q, int q_stride, attn_args A,
-                                   int n_heads, int group, int hd, float scale)
+                                   int group, int hd, float scale)
 {
     __shared__ float qs[MAX_HD], os[MAX_HD];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
@@ -423,7 +439,7 @@ __global__ static void k_attention(float *out, int out_stride, const float *q, i
 /* Backward, per (query row, head): P and dP again, dS = P (dP - rowsum(P dP))
  * scale into s->dp, dq = dS K (overwritten). P stays in s->p for the key pass. */
 __global__ static void k_attention_bwd_q(float *dq, int q_stride, const float *dout, int dout_stride,
-                                         const float *q, attn_args A, int n_heads, int group, int hd,
+                                         const float *q, attn_args A, int group, int hd,
                                          float scale)
 {
     __shared__ float qs[MAX_HD], dos[MAX_HD], os[MAX_HD];
@@ -465,7 +481,7 @@ __global__ static void k_attention_bwd_q(float *dq, int q_stride, const float *d
  * queries i that see j, dk_j += sum dS[h][i][j] q_i,h and dv_j += sum
  * P[h][i][j] dO_i,h. One block owns its dk/dv row: no atomics. */
 __global__ static void k_attention_bwd_kv(const float *dout, int dout_stride, const float *q, int q_stride,
-                                          attn_args A, int n_heads, int group, int hd)
+                                          attn_args A, int group, int hd)
 {
     __shared__ float part_k[ATTN_WARPS][MAX_HD], part_v[ATTN_WARPS][MAX_HD];
     int si = find_seq(A, blockIdx.x), g = blockIdx.y;
@@ -511,9 +527,115 @@ __global__ static void k_attention_bwd_kv(const float *dout, int dout_stride, co
     }
 }
 
+/* The tiled forward (FlashAttention's scheme, fp32 on the SIMT cores): a
+ * block takes FA_BR queries of one head and walks the keys they see in tiles
+ * of 32, so each K/V row is read once per tile of queries rather than once
+ * per query. Warp w owns query rows 8w..8w+7; for the scores lane j takes key
+ * j of the tile, for the output lane l takes dimensions l, l+32, ....
+ * Running max and sum per row (online softmax), so no score leaves the chip;
+ * the log-sum-exp is written for the backward. K and V tiles share one
+ * shared-memory buffer (V is loaded after the scores are done). */
+__global__ static void k_flash_fwd(float *out, int out_stride, const float *q, int q_stride, attn_args A, int group,
+                                   int hd, float scale)
+{
+    __shared__ float Qs[FA_BR][FA_HD];
+    __shared__ float KV[32][FA_HD + 1];            /* +1: lanes reading one column hit distinct banks */
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
+    const seq_desc &S = A.s[si];
+    int q0 = (blockIdx.x - A.first[si]) * FA_BR, nq = S.n - q0 < FA_BR ? S.n - q0 : FA_BR;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    for (int t = threadIdx.x; t < FA_BR * hd; t += blockDim.x) {
+        int r = t / hd, d = t % hd;
+        Qs[r][d] = r < nq ? q[(size_t)(S.row + q0 + r) * q_stride + (size_t)h * hd + d] : 0.0f;
+    }
+    float m[FA_ROWS], l[FA_ROWS], o[FA_ROWS][FA_HD / 32], p[FA_ROWS], alpha[FA_ROWS];   /* per row of the warp */
+#pragma unroll
+    for (int r = 0; r < FA_ROWS; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            o[r][t] = 0;
+    }
+    const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
+    int kend = S.pos + q0 + nq;                    /* keys the tile's last query sees */
+    for (int k0 = 0; k0 < kend; k0 += 32) {
+        __syncthreads();                           /* the previous V tile is used up */
+        for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
+            int j = t / hd, d = t % hd;
+            KV[j][d] = k0 + j < kend ? kg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
+        }
+        __syncthreads();
+        /* scores: each K element loaded once for the warp's 8 rows (Q reads broadcast) */
+        float sc[FA_ROWS];
+#pragma unroll
+        for (int r = 0; r < FA_ROWS; r++)
+            sc[r] = 0;
+        for (int d = 0; d < hd; d++) {
+            float kv = KV[lane][d];
+#pragma unroll
+            for (int r = 0; r < FA_ROWS; r++)
+                sc[r] = fmaf(Qs[w * FA_ROWS + r][d], kv, sc[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < FA_ROWS; r++) {
+            int R = w * FA_ROWS + r, key = k0 + lane;
+            bool valid = R < nq && key <= S.pos + q0 + R;
+            float x = valid ? scale * sc[r] : -INFINITY;
+            float mnew = fmaxf(m[r], warp_max_f(x));
+            /* a row with no valid key yet keeps m = -inf: no exp of inf - inf */
+            p[r] = valid ? expf(x - mnew) : 0.0f;
+            alpha[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
+            l[r] = l[r] * alpha[r] + warp_sum_f(p[r]);
+            m[r] = mnew;
+#pragma unroll
+            for (int t = 0; t < FA_HD / 32; t++)
+                o[r][t] *= alpha[r];
+        }
+        __syncthreads();                           /* the K tile is used up */
+        for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
+            int j = t / hd, d = t % hd;
+            KV[j][d] = k0 + j < kend ? vg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
+        }
+        __syncthreads();
+        /* o += P V: key j's probabilities come from lane j; each V element
+         * loaded once for the 8 rows */
+        for (int j = 0; j < 32; j++) {
+            float pj[FA_ROWS];
+#pragma unroll
+            for (int r = 0; r < FA_ROWS; r++)
+                pj[r] = __shfl_sync(0xffffffffu, p[r], j);
+#pragma unroll
+            for (int t = 0; t < FA_HD / 32; t++) {
+                int d = lane + 32 * t;
+                if (d < hd) {
+                    float v = KV[j][d];
+#pragma unroll
+                    for (int r = 0; r < FA_ROWS; r++)
+                        o[r][t] = fmaf(pj[r], v, o[r][t]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < FA_ROWS; r++) {
+        int R = w * FA_ROWS + r;
+        if (R >= nq)
+            continue;
+        float *oi = out + (size_t)(S.row + q0 + R) * out_stride + (size_t)h * hd, inv = 1.0f / l[r];
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            if (lane + 32 * t < hd)
+                oi[lane + 32 * t] = o[r][t] * inv;
+        if (S.lse && lane == 0)
+            S.lse[(size_t)h * S.n + q0 + R] = m[r] + logf(l[r]);
+    }
+}
+
 /* Fill the launch description for sequences [s0, s0+cnt); rows(s) is the
  * block count per sequence (its queries, or its keys). Returns the total. */
-static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int cnt, bool by_keys)
+enum { PER_QUERY, PER_KEY, PER_QUERY_TILE };
+static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int cnt, int per)
 {
     A->n_seq = cnt;
     A->first[0] = 0;
@@ -531,7 +653,8 @@ static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int 
         d->n = x->n;
         d->pos = x->pos;
         d->kv_stride = x->kv_stride;
-        A->first[i + 1] = A->first[i] + (by_keys ? x->pos + x->n : x->n);
+        int blocks = per == PER_KEY ? x->pos + x->n : per == PER_QUERY ? x->n : (x->n + FA_BR - 1) / FA_BR;
+        A->first[i + 1] = A->first[i] + blocks;
     }
     return A->first[cnt];
 }
@@ -542,16 +665,30 @@ static void check_hd(int hd)
         fatal("attention", "head_dim must be 1 to 256 on this backend");
 }
 
+static bool attn_simple;            /* RL_CUDA_ATTN=simple: no tiled kernel */
+
 static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
                          int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
     check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
-        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
-        int rows = attn_describe(&A, s, s0, cnt, false);
+        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS, most = 0;
+        for (int i = s0; i < s0 + cnt; i++)
+            most = s[i].n > most ? s[i].n : most;
+        /* decode steps (a few queries per sequence) keep a block per query;
+         * prompts and training batches take the tiled kernel */
+        if (!attn_simple && hd <= FA_HD && most > 4) {
+            int tiles = attn_describe(&A, s, s0, cnt, PER_QUERY_TILE);
+            if (tiles)
+                LAUNCH(k_flash_fwd, dim3(tiles, n_heads), 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A,
+                                                                       n_heads / n_kv, hd, scale);
+            LAUNCHED("attention (tiled)");
+            continue;
+        }
+        int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
         if (rows)
-            k_attention<<<dim3(rows, n_heads), 32 * ATTN_WARPS>>>(out, out_stride, q, q_stride, A, n_heads,
+            LAUNCH(k_attention, dim3(rows, n_heads), 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A,
                                                                   n_heads / n_kv, hd, scale);
         LAUNCHED("attention");
     }
@@ -575,9 +712,9 @@ static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
         int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
-        int rows = attn_describe(&A, s, s0, cnt, false);
+        int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
         if (rows)
-            k_kv_append<<<rows, 128>>>(A, k_src, v_src, src_stride, kv_dim);
+            LAUNCH(k_kv_append, rows, 128)(A, k_src, v_src, src_stride, kv_dim);
         LAUNCHED("kv_append");
     }
 }
@@ -589,14 +726,14 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
         int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
-        int rows = attn_describe(&A, s, s0, cnt, false);
+        int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
         if (rows)
-            k_attention_bwd_q<<<dim3(rows, n_heads), 32 * ATTN_WARPS>>>(dq, q_stride, dout, dout_stride, q, A,
-                                                                        n_heads, n_heads / n_kv, hd, scale);
+            LAUNCH(k_attention_bwd_q, dim3(rows, n_heads), 32 * ATTN_WARPS)(dq, q_stride, dout, dout_stride, q, A,
+                                                                        n_heads / n_kv, hd, scale);
         LAUNCHED("attention_bwd (queries)");
-        int keys = attn_describe(&A, s, s0, cnt, true);
+        int keys = attn_describe(&A, s, s0, cnt, PER_KEY);
         if (keys)
-            k_attention_bwd_kv<<<dim3(keys, n_kv), 32 * ATTN_WARPS>>>(dout, dout_stride, q, q_stride, A, n_heads,
+            LAUNCH(k_attention_bwd_kv, dim3(keys, n_kv), 32 * ATTN_WARPS)(dout, dout_stride, q, q_stride, A,
                                                                       n_heads / n_kv, hd);
         LAUNCHED("attention_bwd (keys)");
     }
@@ -616,7 +753,7 @@ static void cu_swiglu(float *h, const float *gu, int n, int f)
 {
     if ((size_t)n * f == 0)
         return;
-    k_swiglu<<<blocks_for((size_t)n * f), THREADS>>>(h, gu, n, f);
+    LAUNCH(k_swiglu, blocks_for((size_t)n * f), THREADS)(h, gu, n, f);
     LAUNCHED("swiglu");
 }
 
@@ -634,7 +771,7 @@ static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, i
 {
     if ((size_t)n * f == 0)
         return;
-    k_swiglu_bwd<<<blocks_for((size_t)n * f), THREADS>>>(dgu, dh, gu, n, f);
+    LAUNCH(k_swiglu_bwd, blocks_for((size_t)n * f), THREADS)(dgu, dh, gu, n, f);
     LAUNCHED("swiglu_bwd");
 }
 
@@ -646,7 +783,7 @@ static void cu_gather_rows(float *dst, const float *src, const int *idx, int n, 
 {
     if ((size_t)n * d == 0)
         return;
-    k_gather_rows<<<blocks_for((size_t)n * d), THREADS>>>(dst, src, idx, n, d);
+    LAUNCH(k_gather_rows, blocks_for((size_t)n * d), THREADS)(dst, src, idx, n, d);
     LAUNCHED("gather_rows");
 }
 
@@ -658,7 +795,7 @@ static void cu_scatter_add_rows(float *dst, const float *src, const int *idx, in
 {
     if ((size_t)n * d == 0)
         return;
-    k_scatter_add_rows<<<blocks_for((size_t)n * d), THREADS>>>(dst, src, idx, n, d);
+    LAUNCH(k_scatter_add_rows, blocks_for((size_t)n * d), THREADS)(dst, src, idx, n, d);
     LAUNCHED("scatter_add_rows");
 }
 
@@ -667,7 +804,7 @@ static void cu_add(float *y, const float *x, size_t n)
 {
     if (!n)
         return;
-    k_add<<<blocks_for(n), THREADS>>>(y, x, n);
+    LAUNCH(k_add, blocks_for(n), THREADS)(y, x, n);
     LAUNCHED("add");
 }
 
@@ -679,7 +816,7 @@ static void cu_add_bias(float *y, const float *b, int n, int d)
 {
     if ((size_t)n * d == 0)
         return;
-    k_add_bias<<<blocks_for((size_t)n * d), THREADS>>>(y, b, n, d);
+    LAUNCH(k_add_bias, blocks_for((size_t)n * d), THREADS)(y, b, n, d);
     LAUNCHED("add_bias");
 }
 
@@ -693,7 +830,7 @@ static void cu_embed(float *x, const float *table, const int *ids, int n, int d)
 {
     if ((size_t)n * d == 0)
         return;
-    k_embed<<<blocks_for((size_t)n * d), THREADS>>>(x, table, ids, n, d);
+    LAUNCH(k_embed, blocks_for((size_t)n * d), THREADS)(x, table, ids, n, d);
     LAUNCHED("embed");
 }
 
@@ -711,7 +848,7 @@ static void cu_embed_bwd(float *dtable, const float *dx, const int *ids, int n, 
 {
     if (n <= 0 || d <= 0)
         return;
-    k_embed_bwd<<<(d + THREADS - 1) / THREADS, THREADS>>>(dtable, dx, ids, n, d);
+    LAUNCH(k_embed_bwd, (d + THREADS - 1) / THREADS, THREADS)(dtable, dx, ids, n, d);
     LAUNCHED("embed_bwd");
 }
 
@@ -747,7 +884,7 @@ static void cu_logsoftmax(float *lse, float *logp, const float *logits, const in
 {
     if (n <= 0)
         return;
-    k_logsoftmax<<<n, THREADS>>>(lse, logp, logits, targets, v);
+    LAUNCH(k_logsoftmax, n, THREADS)(lse, logp, logits, targets, v);
     LAUNCHED("logsoftmax");
 }
 
@@ -771,7 +908,7 @@ static void cu_logsoftmax_bwd(float *logits, const float *lse, const int *target
 {
     if (n <= 0)
         return;
-    k_logsoftmax_bwd<<<n, THREADS>>>(logits, lse, targets, g, v);
+    LAUNCH(k_logsoftmax_bwd, n, THREADS)(logits, lse, targets, g, v);
     LAUNCHED("logsoftmax_bwd");
 }
 
@@ -797,7 +934,7 @@ static void cu_softmax(float *x, int n, int v)
 {
     if (n <= 0)
         return;
-    k_softmax<<<n, THREADS>>>(x, v);
+    LAUNCH(k_softmax, n, THREADS)(x, v);
     LAUNCHED("softmax");
 }
 
@@ -826,9 +963,9 @@ static double cu_sumsq(const float *x, size_t n)
         return 0;
     unsigned b = blocks_for(n);
     b = b > RED_BLOCKS ? RED_BLOCKS : b;
-    k_sumsq_part<<<b, THREADS>>>(red_buf, x, n);
+    LAUNCH(k_sumsq_part, b, THREADS)(red_buf, x, n);
     LAUNCHED("sumsq");
-    k_sum_parts<<<1, THREADS>>>(red_buf + RED_BLOCKS, red_buf, (int)b);
+    LAUNCH(k_sum_parts, 1, THREADS)(red_buf + RED_BLOCKS, red_buf, (int)b);
     LAUNCHED("sumsq (total)");
     double s;
     CU(cudaMemcpy(&s, red_buf + RED_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));
@@ -840,7 +977,7 @@ static void cu_scale(float *x, float a, size_t n)
 {
     if (!n)
         return;
-    k_scale<<<blocks_for(n), THREADS>>>(x, a, n);
+    LAUNCH(k_scale, blocks_for(n), THREADS)(x, a, n);
     LAUNCHED("scale");
 }
 
@@ -865,7 +1002,7 @@ static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, flo
     /* the scalars exactly as the CPU forms them (torch's Python floats) */
     float decay = (float)(1.0 - (double)lr * wd), step = (float)(lr / bc1), bc2s = (float)bc2_sqrt;
     float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
-    k_adamw<<<blocks_for(n), THREADS>>>(w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
+    LAUNCH(k_adamw, blocks_for(n), THREADS)(w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
     LAUNCHED("adamw");
 }
 
@@ -943,6 +1080,10 @@ static int cuda_init(void)
         return fail("no usable GPU (%s)", cudaGetErrorString(e));
     if (pick_math() < 0)
         return -1;
+    const char *attn = getenv("RL_CUDA_ATTN");
+    if (attn && *attn && strcmp(attn, "tiled") && strcmp(attn, "simple"))
+        return fail("RL_CUDA_ATTN=\"%s\": expected tiled or simple", attn);
+    attn_simple = attn && !strcmp(attn, "simple");
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
@@ -952,8 +1093,8 @@ static int cuda_init(void)
     if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
-    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs", prop.name, prop.major, prop.minor,
-             prop.totalGlobalMem / 1073741824.0, math);
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention", prop.name, prop.major,
+             prop.minor, prop.totalGlobalMem / 1073741824.0, math, attn_simple ? "simple" : "tiled");
     table = make_table();
     table.detail = detail;
     return 0;

@@ -187,12 +187,16 @@ static void test_rope(void)
 
 /* Attention over sequences of several shapes: fresh prompts (pos 0), a
  * continuation after cached tokens (pos > 0), single-token decode steps;
- * grouped-query heads; then the backward of the pos-0 batch. */
+ * grouped-query heads; then the backward of the pos-0 batch. With a prompt
+ * in the call the GPU takes its tiled kernel (RL_CUDA_ATTN=simple: the
+ * per-query one; tests/gpu/run runs both). */
 static void test_attention(void)
 {
-    enum { NS = 4 };
+    enum { NS = 5 };
     int nh = 6, nkv = 2, hd = 64, qs = nh * hd, kvs = 2 * nkv * hd;
-    int len[NS] = {17, 1, 40, 5}, pos[NS] = {0, 30, 0, 11};
+    /* 70 and 37 rows span several 32-row tiles of the tiled kernel; the
+     * 37 continue 21 cached positions (a prompt after a shared prefix) */
+    int len[NS] = {17, 1, 70, 5, 37}, pos[NS] = {0, 30, 0, 11, 21};
     int rows = 0, keys = 0;
     size_t p_total = 0;
     for (int s = 0; s < NS; s++) {

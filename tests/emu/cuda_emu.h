@@ -1,0 +1,263 @@
+/* A CUDA emulation for checking kernels' logic on the CPU: just enough of
+ * the runtime, cuBLAS and the device language for kernels/backend_cuda.cu to
+ * compile with g++ -DRL_CUDA_EMU and run, so that the GPU test programs
+ * (test_cuda_ops, test_cuda_model, tests/gpu/test_tools.sh) check every
+ * kernel's indexing, masking, reductions and barriers in CI, where there is
+ * no GPU.
+ *
+ * A launch runs the blocks one after another; a block's threads are fibers
+ * (ucontext) on the calling thread, switched only at barriers: __syncthreads
+ * is a real barrier over them, each warp's shuffles go through a 32-slot
+ * exchange with its own barrier, and a barrier that not every thread reaches
+ * stops the run with a message instead of hanging. __shared__ variables are
+ * statics, shared by the threads of the block running. A thread that returns
+ * early drops out of the block's barriers, as on the GPU. cuBLAS column-major GEMMs go to OpenBLAS
+ * in column-major, which also checks the row-major mapping above them.
+ * Not emulated: timing, memory-model subtleties, warp divergence beyond
+ * uniform branches, and bf16 arithmetic (bf16 and tf32 modes compute in fp32).
+ * Not part of the library: built only into rlflow-cuda-emu.so for the tests. */
+#ifndef RLFLOW_CUDA_EMU_H
+#define RLFLOW_CUDA_EMU_H
+#include <cblas.h>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <ucontext.h>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct uint3 {
+    unsigned x, y, z;
+};
+inline uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+namespace emu {
+/* The threads of a block are fibers on the calling thread, switched only at
+ * barriers: cheap enough to run thousands of blocks, and deterministic. */
+struct gate {                    /* a barrier: __syncthreads, or a warp's exchange */
+    int count, arrived;
+    unsigned gen;
+};
+struct fiber {
+    ucontext_t ctx;
+    uint3 tid;
+    int lane, warp;
+    bool done;
+};
+inline ucontext_t sched;
+inline fiber *cur;
+inline std::vector<fiber> fibers;
+inline std::vector<char> stacks;
+inline std::vector<gate> warp_gate;
+inline gate block_gate;
+inline double slot[1024];
+inline long progress;            /* gate releases and finished threads: a stall is a deadlock */
+inline const std::function<void()> *body;
+enum { STACK = 1 << 16 };
+
+inline void enter(fiber *f)
+{
+    cur = f;
+    threadIdx = f->tid;
+}
+inline void yield()
+{
+    fiber *me = cur;
+    swapcontext(&me->ctx, &sched);
+    enter(me);
+}
+inline void wait(gate &g)
+{
+    unsigned my = g.gen;
+    if (++g.arrived == g.count) {
+        g.arrived = 0;
+        g.gen++;
+        progress++;
+        return;
+    }
+    while (g.gen == my)
+        yield();
+}
+/* A thread that returns stops counting in the block's barriers, as on the GPU. */
+inline void drop(gate &g)
+{
+    if (--g.count > 0 && g.arrived == g.count) {
+        g.arrived = 0;
+        g.gen++;
+    }
+}
+inline void entry()
+{
+    fiber *me = cur;
+    enter(me);
+    (*body)();
+    me->done = true;
+    progress++;
+    drop(block_gate);
+    drop(warp_gate[me->warp]);
+    swapcontext(&me->ctx, &sched);
+}
+
+template <class T> T exchange(T v, int src)
+{
+    fiber *me = cur;
+    int base = me->warp * 32;
+    slot[base + me->lane] = (double)v;
+    wait(warp_gate[me->warp]);
+    T r = (T)slot[base + (src & 31)];
+    wait(warp_gate[me->warp]);
+    return r;
+}
+
+inline void run_block(int nt)
+{
+    int nw = (nt + 31) / 32;
+    block_gate = {nt, 0, 0};
+    warp_gate.assign(nw, gate{});
+    for (int w = 0; w < nw; w++)
+        warp_gate[w] = {w + 1 < nw ? 32 : nt - 32 * w, 0, 0};
+    for (int t = 0; t < nt; t++) {
+        fiber &f = fibers[t];
+        f.done = false;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = &stacks[(size_t)t * STACK];
+        f.ctx.uc_stack.ss_size = STACK;
+        f.ctx.uc_link = &sched;
+        makecontext(&f.ctx, entry, 0);
+    }
+    for (int alive = nt; alive > 0;) {
+        long before = progress;
+        alive = 0;
+        for (int t = 0; t < nt; t++) {
+            if (fibers[t].done)
+                continue;
+            enter(&fibers[t]);
+            swapcontext(&sched, &fibers[t].ctx);
+            alive += !fibers[t].done;
+        }
+        if (alive && progress == before) {
+            fprintf(stderr, "cuda_emu: deadlock in block (%u, %u): a barrier not reached by every thread\n",
+                    blockIdx.x, blockIdx.y);
+            abort();
+        }
+    }
+}
+
+inline void run(dim3 grid, dim3 blk, const std::function<void()> &fn)
+{
+    int nt = (int)(blk.x * blk.y * blk.z);
+    if (nt > 1024)
+        abort();
+    fibers.resize(nt);
+    if (stacks.size() < (size_t)nt * STACK)
+        stacks.resize((size_t)nt * STACK);
+    for (int t = 0; t < nt; t++) {
+        fibers[t].tid = {(unsigned)t % blk.x, (unsigned)(t / blk.x) % blk.y, (unsigned)(t / (blk.x * blk.y))};
+        fibers[t].lane = t % 32;
+        fibers[t].warp = t / 32;
+    }
+    body = &fn;
+    blockDim = blk;
+    gridDim = grid;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = {x, y, z};
+                run_block(nt);
+            }
+}
+
+template <class K> auto launcher(K kernel, dim3 grid, dim3 blk)
+{
+    return [=](auto... args) { run(grid, blk, [=] { kernel(args...); }); };
+}
+} // namespace emu
+
+#define LAUNCH(kernel, grid, block) emu::launcher(kernel, dim3(grid), dim3(block))
+
+inline void __syncthreads() { emu::wait(emu::block_gate); }
+template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::exchange(v, emu::cur->lane ^ o); }
+template <class T> T __shfl_sync(unsigned, T v, int src) { return emu::exchange(v, src); }
+
+/* ---- runtime ---- */
+typedef int cudaError_t;
+enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35, cudaErrorNoDevice = 100 };
+enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
+#define CUDART_VERSION 13000
+struct cudaDeviceProp {
+    char name[256];
+    int major, minor;
+    size_t totalGlobalMem;
+};
+typedef int cudaStream_t;
+typedef struct emu_event *cudaEvent_t;
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int *d) { *d = 0; return cudaSuccess; }
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
+{
+    snprintf(p->name, sizeof p->name, "CPU emulation");
+    p->major = 0, p->minor = 0, p->totalGlobalMem = (size_t)1 << 30;
+    return cudaSuccess;
+}
+template <class T> cudaError_t cudaMalloc(T **p, size_t n)
+{
+    *p = (T *)malloc(n);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+inline cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+inline cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
+inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { memmove(d, s, n); return cudaSuccess; }
+inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t)
+{
+    return cudaMemcpy(d, s, n, k);
+}
+inline cudaError_t cudaEventCreate(cudaEvent_t *) { return 1; }      /* timing is not emulated */
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return 1; }
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return 1; }
+inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t) { *ms = 0; return 1; }
+inline cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+
+/* ---- cuBLAS (column-major, as cuBLAS is) ---- */
+typedef int cublasHandle_t;
+typedef int cublasStatus_t;
+enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_NOT_SUPPORTED = 15 };
+typedef enum { CUBLAS_OP_N, CUBLAS_OP_T } cublasOperation_t;
+typedef enum { CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_COMPUTE_32F_FAST_TF32 } cublasComputeType_t;
+typedef enum { CUDA_R_32F, CUDA_R_16BF } cudaDataType;
+enum { CUBLAS_GEMM_DEFAULT = -1 };
+inline const char *cublasGetStatusString(cublasStatus_t s) { return s ? "not supported by the emulation" : "success"; }
+inline cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = 1; return CUBLAS_STATUS_SUCCESS; }
+inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                  const float *alpha, const float *a, int lda, const float *b, int ldb,
+                                  const float *beta, float *c, int ldc)
+{
+    cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_T ? CblasTrans : CblasNoTrans,
+                tb == CUBLAS_OP_T ? CblasTrans : CblasNoTrans, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                   const void *alpha, const void *a, cudaDataType at, int lda, const void *b,
+                                   cudaDataType bt, int ldb, const void *beta, void *c, cudaDataType ct, int ldc,
+                                   cublasComputeType_t, int)
+{
+    if (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, (const float *)a, lda, (const float *)b, ldb,
+                       (const float *)beta, (float *)c, ldc);
+}
+#endif
