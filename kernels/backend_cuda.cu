@@ -51,7 +51,8 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 #define ROWS_PER_PASS 16      /* matmul_rows: rows accumulated per pass over a weight row */
 #define FA_ROWS 8             /* tiled attention: query rows per warp, */
 #define FA_BR (FA_ROWS * ATTN_WARPS)   /* per block, */
-#define FA_HD 128             /* and the largest head_dim it takes (else the per-query kernel) */
+#define FA_HD 128             /* and the largest head_dim it takes (else the per-query one) */
+#define FB_BC 16              /* tiled backward: keys per block (4 per warp) */
 
 static cublasHandle_t blas;
 static cublasComputeType_t gemm_compute;   /* for cublasGemmEx; unused in fp32 mode */
@@ -632,9 +633,223 @@ __global__ static void k_flash_fwd(float *out, int out_stride, const float *q, i
     }
 }
 
+/* ---- the tiled backward (FlashAttention-2's, in two kernels so that no
+ * output is shared between blocks: no atomics, the same sums every run) ----
+ * Both recompute P = exp(scale q.k - lse) from the forward's log-sum-exp and
+ * take D = rowsum(dO * O) from the forward's output, so nothing of size
+ * n x ctx is stored. Shared-memory tiles that lanes read down a column are
+ * stored skewed (element (r, d) at d + r mod hd within its row) so that the
+ * 32 lanes hit 32 banks without padding; the tiles fill the 48 KB a block
+ * may have. */
+__device__ static inline int skew(int r, int d, int hd) { return r * hd + (d + r) % hd; }
+
+/* D for query row i of head h: dO_i . O_i over the warp's lanes */
+__device__ static float row_delta(const float *dout_row, const float *out_row, int hd)
+{
+    float acc = 0;
+    for (int d = threadIdx.x & 31; d < hd; d += 32)
+        acc = fmaf(dout_row[d], out_row[d], acc);
+    return warp_sum_f(acc);
+}
+
+/* dq for FA_BR queries of one head: walk the key tiles they see; per tile
+ * S and P (K tile), dP = dO V^T (V tile), dS = P (dP - D) scale, dq += dS K
+ * (K tile again). Warp w owns query rows 8w..8w+7; lane j takes key j for
+ * S, P, dP, dS and dimensions j, j+32, ... for dq. */
+__global__ static void k_flash_bwd_dq(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                                      const float *out, int out_stride, attn_args A, int group, int hd, float scale)
+{
+    __shared__ float Qs[FA_BR][FA_HD], dOs[FA_BR][FA_HD];
+    __shared__ float KV[32 * FA_HD];               /* skewed: lane j reads row j */
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
+    const seq_desc &S = A.s[si];
+    int q0 = (blockIdx.x - A.first[si]) * FA_BR, nq = S.n - q0 < FA_BR ? S.n - q0 : FA_BR;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    for (int t = threadIdx.x; t < FA_BR * hd; t += blockDim.x) {
+        int r = t / hd, d = t % hd;
+        bool in = r < nq;
+        size_t row = (size_t)(S.row + q0 + r);
+        Qs[r][d] = in ? q[row * q_stride + (size_t)h * hd + d] : 0.0f;
+        dOs[r][d] = in ? dout[row * dout_stride + (size_t)h * hd + d] : 0.0f;
+    }
+    float lse[FA_ROWS], D[FA_ROWS], acc[FA_ROWS][FA_HD / 32];
+#pragma unroll
+    for (int r = 0; r < FA_ROWS; r++) {
+        int R = w * FA_ROWS + r;
+        size_t row = (size_t)(S.row + q0 + (R < nq ? R : 0));
+        float dl = row_delta(dout + row * dout_stride + (size_t)h * hd, out + row * out_stride + (size_t)h * hd, hd);
+        D[r] = R < nq ? dl : 0.0f;
+        lse[r] = R < nq ? S.lse[(size_t)h * S.n + q0 + R] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            acc[r][t] = 0;
+    }
+    const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
+    int kend = S.pos + q0 + nq;
+    for (int k0 = 0; k0 < kend; k0 += 32) {
+        float p[FA_ROWS], ds[FA_ROWS];
+        for (int pass = 0; pass < 3; pass++) {     /* K, then V, then K again */
+            const float *src = pass == 1 ? vg : kg;
+            __syncthreads();
+            for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
+                int j = t / hd, d = t % hd;
+                KV[skew(j, d, hd)] = k0 + j < kend ? src[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
+            }
+            __syncthreads();
+            if (pass < 2) {                        /* q.k for P, or dO.v for dP: lane j's key */
+                float dot[FA_ROWS];
+#pragma unroll
+                for (int r = 0; r < FA_ROWS; r++)
+                    dot[r] = 0;
+                for (int d = 0; d < hd; d++) {
+                    float kv = KV[skew(lane, d, hd)];
+#pragma unroll
+                    for (int r = 0; r < FA_ROWS; r++)
+                        dot[r] = fmaf(pass ? dOs[w * FA_ROWS + r][d] : Qs[w * FA_ROWS + r][d], kv, dot[r]);
+                }
+#pragma unroll
+                for (int r = 0; r < FA_ROWS; r++) {
+                    int R = w * FA_ROWS + r;
+                    bool valid = R < nq && k0 + lane <= S.pos + q0 + R;
+                    if (pass == 0)
+                        p[r] = valid ? expf(scale * dot[r] - lse[r]) : 0.0f;
+                    else
+                        ds[r] = p[r] * (dot[r] - D[r]) * scale;
+                }
+                continue;
+            }
+            for (int j = 0; j < 32; j++) {         /* dq += dS K */
+                float dsj[FA_ROWS];
+#pragma unroll
+                for (int r = 0; r < FA_ROWS; r++)
+                    dsj[r] = __shfl_sync(0xffffffffu, ds[r], j);
+#pragma unroll
+                for (int t = 0; t < FA_HD / 32; t++) {
+                    int d = lane + 32 * t;
+                    if (d < hd) {
+                        float kv = KV[skew(j, d, hd)];
+#pragma unroll
+                        for (int r = 0; r < FA_ROWS; r++)
+                            acc[r][t] = fmaf(dsj[r], kv, acc[r][t]);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < FA_ROWS; r++) {
+        int R = w * FA_ROWS + r;
+        if (R >= nq)
+            continue;
+        float *o = dq + (size_t)(S.row + q0 + R) * q_stride + (size_t)h * hd;
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            if (lane + 32 * t < hd)
+                o[lane + 32 * t] = acc[r][t];
+    }
+}
+
+/* dk, dv for FB_BC keys of one kv head: over the group's heads and the query
+ * tiles that see the keys, dv += P^T dO and dk += dS^T Q. Warp w owns keys
+ * 4w..4w+3; lane i takes query i of the tile for P and dS, and dimensions
+ * i, i+32, ... for the sums. */
+__global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const float *q, int q_stride,
+                                       const float *out, int out_stride, attn_args A, int group, int hd, float scale)
+{
+    __shared__ float Ks[FB_BC][FA_HD], Vs[FB_BC][FA_HD];   /* read row-wise (broadcast) */
+    __shared__ float Qs[32 * FA_HD], dOs[32 * FA_HD];      /* skewed: lane i reads row i */
+    int si = find_seq(A, blockIdx.x), g = blockIdx.y;
+    const seq_desc &S = A.s[si];
+    int ctx = S.pos + S.n, k0 = (blockIdx.x - A.first[si]) * FB_BC, nk = ctx - k0 < FB_BC ? ctx - k0 : FB_BC;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
+    for (int t = threadIdx.x; t < FB_BC * hd; t += blockDim.x) {
+        int j = t / hd, d = t % hd;
+        Ks[j][d] = j < nk ? kg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
+        Vs[j][d] = j < nk ? vg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
+    }
+    float dk[FB_BC / ATTN_WARPS][FA_HD / 32], dv[FB_BC / ATTN_WARPS][FA_HD / 32];
+#pragma unroll
+    for (int jj = 0; jj < FB_BC / ATTN_WARPS; jj++)
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            dk[jj][t] = dv[jj][t] = 0;
+    int first = k0 - S.pos > 0 ? k0 - S.pos : 0;   /* the first query that sees key k0 */
+    for (int h = g * group; h < (g + 1) * group; h++)
+        for (int i0 = first; i0 < S.n; i0 += 32) {
+            int ni = S.n - i0 < 32 ? S.n - i0 : 32;
+            __syncthreads();                       /* the last tile is used up */
+            for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
+                int i = t / hd, d = t % hd;
+                size_t row = (size_t)(S.row + i0 + i);
+                Qs[skew(i, d, hd)] = i < ni ? q[row * q_stride + (size_t)h * hd + d] : 0.0f;
+                dOs[skew(i, d, hd)] = i < ni ? dout[row * dout_stride + (size_t)h * hd + d] : 0.0f;
+            }
+            __syncthreads();
+            /* lane i's query: its log-sum-exp and D (a row per lane) */
+            bool qin = lane < ni;
+            float lse_i = qin ? S.lse[(size_t)h * S.n + i0 + lane] : 0.0f, D = 0;
+            if (qin) {
+                size_t row = (size_t)(S.row + i0 + lane);
+                const float *dr = dout + row * dout_stride + (size_t)h * hd;
+                const float *orow = out + row * out_stride + (size_t)h * hd;
+                for (int d = 0; d < hd; d++)
+                    D = fmaf(dr[d], orow[d], D);
+            }
+            float p[FB_BC / ATTN_WARPS], ds[FB_BC / ATTN_WARPS];
+#pragma unroll
+            for (int jj = 0; jj < FB_BC / ATTN_WARPS; jj++) {
+                int j = w * (FB_BC / ATTN_WARPS) + jj;
+                float sq = 0, sd = 0;
+                for (int d = 0; d < hd; d++) {
+                    int at = skew(lane, d, hd);
+                    sq = fmaf(Qs[at], Ks[j][d], sq);
+                    sd = fmaf(dOs[at], Vs[j][d], sd);
+                }
+                bool valid = qin && j < nk && k0 + j <= S.pos + i0 + lane;
+                p[jj] = valid ? expf(scale * sq - lse_i) : 0.0f;
+                ds[jj] = p[jj] * (sd - D) * scale;
+            }
+            for (int i = 0; i < 32; i++) {
+                float pi[FB_BC / ATTN_WARPS], dsi[FB_BC / ATTN_WARPS];
+#pragma unroll
+                for (int jj = 0; jj < FB_BC / ATTN_WARPS; jj++) {
+                    pi[jj] = __shfl_sync(0xffffffffu, p[jj], i);
+                    dsi[jj] = __shfl_sync(0xffffffffu, ds[jj], i);
+                }
+#pragma unroll
+                for (int t = 0; t < FA_HD / 32; t++) {
+                    int d = lane + 32 * t;
+                    if (d < hd) {
+                        float o = dOs[skew(i, d, hd)], qv = Qs[skew(i, d, hd)];
+#pragma unroll
+                        for (int jj = 0; jj < FB_BC / ATTN_WARPS; jj++) {
+                            dv[jj][t] = fmaf(pi[jj], o, dv[jj][t]);
+                            dk[jj][t] = fmaf(dsi[jj], qv, dk[jj][t]);
+                        }
+                    }
+                }
+            }
+        }
+#pragma unroll
+    for (int jj = 0; jj < FB_BC / ATTN_WARPS; jj++) {
+        int j = w * (FB_BC / ATTN_WARPS) + jj;
+        if (j >= nk)
+            continue;
+        float *dkr = S.dk + (size_t)(k0 + j) * S.kv_stride + (size_t)g * hd;
+        float *dvr = S.dv + (size_t)(k0 + j) * S.kv_stride + (size_t)g * hd;
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            if (lane + 32 * t < hd) {
+                dkr[lane + 32 * t] += dk[jj][t];
+                dvr[lane + 32 * t] += dv[jj][t];
+            }
+    }
+}
+
 /* Fill the launch description for sequences [s0, s0+cnt); rows(s) is the
  * block count per sequence (its queries, or its keys). Returns the total. */
-enum { PER_QUERY, PER_KEY, PER_QUERY_TILE };
+enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE };
 static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int cnt, int per)
 {
     A->n_seq = cnt;
@@ -653,7 +868,10 @@ static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int 
         d->n = x->n;
         d->pos = x->pos;
         d->kv_stride = x->kv_stride;
-        int blocks = per == PER_KEY ? x->pos + x->n : per == PER_QUERY ? x->n : (x->n + FA_BR - 1) / FA_BR;
+        int blocks = per == PER_KEY ? x->pos + x->n
+                   : per == PER_QUERY ? x->n
+                   : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR
+                                           : (x->pos + x->n + FB_BC - 1) / FB_BC;
         A->first[i + 1] = A->first[i] + blocks;
     }
     return A->first[cnt];
@@ -665,7 +883,7 @@ static void check_hd(int hd)
         fatal("attention", "head_dim must be 1 to 256 on this backend");
 }
 
-static bool attn_simple;            /* RL_CUDA_ATTN=simple: no tiled kernel */
+static bool attn_simple;            /* RL_CUDA_ATTN=simple: no tiled kernels */
 
 static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
                          int n_seq, int n_heads, int n_kv, int hd, float scale)
@@ -720,12 +938,26 @@ static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_
 }
 
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
-                             const struct bk_attn_seq *s, int n_seq, int n_heads, int n_kv, int hd, float scale)
+                             const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
+                             int n_kv, int hd, float scale)
 {
     check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
         int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
+        if (!attn_simple && hd <= FA_HD) {
+            int tiles = attn_describe(&A, s, s0, cnt, PER_QUERY_TILE);
+            if (tiles)
+                LAUNCH(k_flash_bwd_dq, dim3(tiles, n_heads), 32 * ATTN_WARPS)(dq, q_stride, dout, dout_stride, q, out,
+                                                                            out_stride, A, n_heads / n_kv, hd, scale);
+            LAUNCHED("attention_bwd (tiled, queries)");
+            int ktiles = attn_describe(&A, s, s0, cnt, PER_KEY_TILE);
+            if (ktiles)
+                LAUNCH(k_flash_bwd_dkv, dim3(ktiles, n_kv), 32 * ATTN_WARPS)(dout, dout_stride, q, q_stride, out,
+                                                                           out_stride, A, n_heads / n_kv, hd, scale);
+            LAUNCHED("attention_bwd (tiled, keys)");
+            continue;
+        }
         int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
         if (rows)
             LAUNCH(k_attention_bwd_q, dim3(rows, n_heads), 32 * ATTN_WARPS)(dq, q_stride, dout, dout_stride, q, A,

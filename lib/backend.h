@@ -78,9 +78,11 @@ struct backend {
      * that writes through s->k and s->v. One call per layer and step. */
     void (*kv_append)(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                       int src_stride, int kv_dim);
-    /* dq = d/dq (overwritten; q's row stride), s->dk/dv += */
+    /* dq = d/dq (overwritten; q's row stride), s->dk/dv +=; out is the
+     * forward's output (out_stride as given to it; a tiled backward takes
+     * rowsum(dout * out) from it instead of from the probabilities) */
     void (*attention_bwd)(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
-                          const struct bk_attn_seq *s, int n_seq,
+                          const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq,
                           int n_heads, int n_kv, int head_dim, float scale);
 
     /* SwiGLU on n rows of gu = [gate (f) | up (f)]: h [n, f] = silu(gate) * up;

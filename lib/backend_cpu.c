@@ -377,10 +377,12 @@ static void attn_bwd_group(float *dq, int q_stride, const float *dout, int dout_
     }
 }
 
+/* out is not needed here: rowsum(P dP) comes from the recomputed P */
 static void cpu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
-                              const struct bk_attn_seq *s, int n_seq,
+                              const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq,
                               int n_heads, int n_kv, int head_dim, float scale)
 {
+    (void)out, (void)out_stride;
     int tasks = n_seq * n_kv;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < tasks; t++)

@@ -77,11 +77,11 @@ static void sim_attention(float *out, int os, const float *q, int qs, const stru
     backend_cpu.attention(F(out), os, F(q), qs, r, n_seq, nh, nkv, hd, scale);
     free(r);
 }
-static void sim_attention_bwd(float *dq, int qs, const float *dout, int ds, const float *q,
-                              const struct bk_attn_seq *s, int n_seq, int nh, int nkv, int hd, float scale)
+static void sim_attention_bwd(float *dq, int qs, const float *dout, int ds, const float *q, const float *out,
+                              int os, const struct bk_attn_seq *s, int n_seq, int nh, int nkv, int hd, float scale)
 {
     struct bk_attn_seq *r = real_seqs(s, n_seq);
-    backend_cpu.attention_bwd(F(dq), qs, F(dout), ds, F(q), r, n_seq, nh, nkv, hd, scale);
+    backend_cpu.attention_bwd(F(dq), qs, F(dout), ds, F(q), F(out), os, r, n_seq, nh, nkv, hd, scale);
     free(r);
 }
 static void sim_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,

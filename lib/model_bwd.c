@@ -57,8 +57,8 @@ static void layer_backward(struct model *m, int l, float *dres)
         q->dv = q->dk + m->kv_dim;
         q->kv_stride = m->qkv_dim;
     }
-    bk->attention_bwd(a->dqkv, m->qkv_dim, a->datt, m->q_dim, la->qkv, a->seqs, a->n_seq, m->n_heads,
-                      m->n_kv, m->hd, 1.0f / sqrtf((float)m->hd));
+    bk->attention_bwd(a->dqkv, m->qkv_dim, a->datt, m->q_dim, la->qkv, la->att, m->q_dim, a->seqs, a->n_seq,
+                      m->n_heads, m->n_kv, m->hd, 1.0f / sqrtf((float)m->hd));
     bk->rope(a->dqkv, m->qkv_dim, a->d_pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, true);
     bk->rope(a->dqkv + m->q_dim, m->qkv_dim, a->d_pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, true);
     linear_bwd(m, a->dxn, 0.0f, g->wq, g->bq, a->dqkv, la->xn1, w->wq, T, H, m->qkv_dim);

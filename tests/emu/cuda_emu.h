@@ -6,7 +6,7 @@
  * no GPU.
  *
  * A launch runs the blocks one after another; a block's threads are fibers
- * (ucontext) on the calling thread, switched only at barriers: __syncthreads
+ * on the calling thread, switched only at barriers: __syncthreads
  * is a real barrier over them, each warp's shuffles go through a 32-slot
  * exchange with its own barrier, and a barrier that not every thread reaches
  * stops the run with a message instead of hanging. __shared__ variables are
@@ -25,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <cstdint>
 #include <ucontext.h>
 #include <vector>
 
@@ -50,13 +51,71 @@ struct gate {                    /* a barrier: __syncthreads, or a warp's exchan
     int count, arrived;
     unsigned gen;
 };
+/* Switching: on x86-64 a few instructions that keep the callee-saved
+ * registers and swap stacks (glibc's swapcontext also saves the signal mask,
+ * a system call per switch, which made the emulation three times slower);
+ * elsewhere ucontext. */
+#if defined(__x86_64__)
+extern "C" void emu_switch(void **save_sp, void **load_sp);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq (%rsi), %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+struct context {
+    void *sp;
+};
+inline void switch_to(context *save, context *load) { emu_switch(&save->sp, &load->sp); }
+/* A new stack whose first switch "returns" into start(), aligned as after a call. */
+inline void prepare(context *c, char *stack, size_t size, void (*start)())
+{
+    uintptr_t top = ((uintptr_t)(stack + size)) & ~(uintptr_t)15;
+    void **sp = (void **)top;
+    *--sp = nullptr;                     /* start()'s return address: it never returns */
+    *--sp = (void *)start;               /* emu_switch's ret goes here */
+    for (int i = 0; i < 6; i++)
+        *--sp = nullptr;                 /* rbp rbx r12-r15 */
+    c->sp = sp;
+}
+#else
+struct context {
+    ucontext_t uc;
+};
+inline void switch_to(context *save, context *load) { swapcontext(&save->uc, &load->uc); }
+inline void prepare(context *c, char *stack, size_t size, void (*start)())
+{
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = stack;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = nullptr;
+    makecontext(&c->uc, start, 0);
+}
+#endif
+
 struct fiber {
-    ucontext_t ctx;
+    context ctx;
     uint3 tid;
     int lane, warp;
     bool done;
 };
-inline ucontext_t sched;
+inline context sched;
 inline fiber *cur;
 inline std::vector<fiber> fibers;
 inline std::vector<char> stacks;
@@ -75,7 +134,7 @@ inline void enter(fiber *f)
 inline void yield()
 {
     fiber *me = cur;
-    swapcontext(&me->ctx, &sched);
+    switch_to(&me->ctx, &sched);
     enter(me);
 }
 inline void wait(gate &g)
@@ -107,7 +166,8 @@ inline void entry()
     progress++;
     drop(block_gate);
     drop(warp_gate[me->warp]);
-    swapcontext(&me->ctx, &sched);
+    switch_to(&me->ctx, &sched);
+    abort();                             /* a finished fiber is never resumed */
 }
 
 template <class T> T exchange(T v, int src)
@@ -131,11 +191,7 @@ inline void run_block(int nt)
     for (int t = 0; t < nt; t++) {
         fiber &f = fibers[t];
         f.done = false;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = &stacks[(size_t)t * STACK];
-        f.ctx.uc_stack.ss_size = STACK;
-        f.ctx.uc_link = &sched;
-        makecontext(&f.ctx, entry, 0);
+        prepare(&f.ctx, &stacks[(size_t)t * STACK], STACK, entry);
     }
     for (int alive = nt; alive > 0;) {
         long before = progress;
@@ -144,7 +200,7 @@ inline void run_block(int nt)
             if (fibers[t].done)
                 continue;
             enter(&fibers[t]);
-            swapcontext(&sched, &fibers[t].ctx);
+            switch_to(&sched, &fibers[t].ctx);
             alive += !fibers[t].done;
         }
         if (alive && progress == before) {

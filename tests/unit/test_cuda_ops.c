@@ -254,8 +254,8 @@ static void test_attention(void)
         bg[i].dv = dkv.g + ko + nkv * hd;
         bg[i].dp = dp.g + po;
     }
-    cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, bc, 2, nh, nkv, hd, scale);
-    gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, bg, 2, nh, nkv, hd, scale);
+    cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, out.c, qs, bc, 2, nh, nkv, hd, scale);
+    gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, out.g, qs, bg, 2, nh, nkv, hd, scale);
     /* only the two sequences' rows of dq are written: compare those */
     float *hq = rl_malloc((size_t)rows * qs * sizeof *hq);
     gpu->download(hq, dq.g, (size_t)rows * qs * sizeof *hq);
