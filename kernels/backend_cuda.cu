@@ -937,6 +937,13 @@ static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_
     }
 }
 
+/* The tiled kernels keep scores on chip; the per-query ones (decode steps,
+ * RL_CUDA_ATTN=simple, head_dim > 128) go through the scratch. */
+static bool cu_attn_scratch(int n, int hd, bool backward)
+{
+    return attn_simple || hd > FA_HD || (!backward && n <= 4);
+}
+
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                              const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
                              int n_kv, int hd, float scale)
@@ -1260,6 +1267,7 @@ static struct backend make_table(void)
     b.attention = cu_attention;
     b.attention_bwd = cu_attention_bwd;
     b.kv_append = cu_kv_append;
+    b.attn_scratch = cu_attn_scratch;
     b.swiglu = cu_swiglu;
     b.swiglu_bwd = cu_swiglu_bwd;
     b.gather_rows = cu_gather_rows;
@@ -1394,10 +1402,15 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
 }
 
 /* The entry point lib/backend.c looks up: the backend, or NULL with the
- * reason in *reason. Initialises once. */
-extern "C" __attribute__((visibility("default"))) const struct backend *rlflow_cuda_backend(const char **reason)
+ * reason in *reason. Initialises once. table_size is the caller's
+ * sizeof(struct backend): a library built from another version of
+ * backend.h is refused rather than called through a shifted table. */
+extern "C" __attribute__((visibility("default"))) const struct backend *rlflow_cuda_backend(const char **reason,
+                                                                                           size_t table_size)
 {
     static int state;                /* 0 untried, 1 ready, -1 failed */
+    if (state == 0 && table_size != sizeof(struct backend))
+        state = fail("rlflow-cuda.so was built from another version of rlflow (rebuild it)");
     if (state == 0)
         state = cuda_init() == 0 ? 1 : -1;
     *reason = why;

@@ -51,10 +51,10 @@ const struct backend *backend_cuda_get(void)
         else if (!(h = dlopen(path, RTLD_NOW | RTLD_LOCAL)))
             snprintf(why, sizeof why, "cannot load the CUDA backend: %s", dlerror());
         if (h) {
-            const struct backend *(*entry)(const char **) =
-                (const struct backend *(*)(const char **))dlsym(h, "rlflow_cuda_backend");
+            const struct backend *(*entry)(const char **, size_t) =
+                (const struct backend *(*)(const char **, size_t))dlsym(h, "rlflow_cuda_backend");
             const char *reason = "no entry point rlflow_cuda_backend";
-            bk = entry ? entry(&reason) : NULL;
+            bk = entry ? entry(&reason, sizeof(struct backend)) : NULL;
             if (!bk)
                 snprintf(why, sizeof why, "%s", reason);
             cuda_so = h;

@@ -389,6 +389,12 @@ static void cpu_attention_bwd(float *dq, int q_stride, const float *dout, int do
         attn_bwd_group(dq, q_stride, dout, dout_stride, q, &s[t / n_kv], t % n_kv, n_heads, n_kv, head_dim, scale);
 }
 
+static bool cpu_attn_scratch(int n, int head_dim, bool backward)
+{
+    (void)n, (void)head_dim, (void)backward;
+    return true;                       /* the scores go through sgemm */
+}
+
 static void cpu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                           int src_stride, int kv_dim)
 {
@@ -599,6 +605,7 @@ const struct backend backend_cpu = {
     .attention = cpu_attention,
     .attention_bwd = cpu_attention_bwd,
     .kv_append = cpu_kv_append,
+    .attn_scratch = cpu_attn_scratch,
     .swiglu = cpu_swiglu,
     .swiglu_bwd = cpu_swiglu_bwd,
     .gather_rows = cpu_gather_rows,

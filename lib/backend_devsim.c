@@ -91,6 +91,7 @@ static void sim_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k
     backend_cpu.kv_append(r, n_seq, F(k_src), F(v_src), src_stride, kv_dim);
     free(r);
 }
+static bool sim_attn_scratch(int n, int hd, bool backward) { return backend_cpu.attn_scratch(n, hd, backward); }
 static void sim_swiglu(float *h, const float *gu, int n, int f) { backend_cpu.swiglu(F(h), F(gu), n, f); }
 static void sim_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
@@ -149,6 +150,7 @@ const struct backend backend_devsim = {
     .attention = sim_attention,
     .attention_bwd = sim_attention_bwd,
     .kv_append = sim_kv_append,
+    .attn_scratch = sim_attn_scratch,
     .swiglu = sim_swiglu,
     .swiglu_bwd = sim_swiglu_bwd,
     .gather_rows = sim_gather_rows,

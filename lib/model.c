@@ -353,6 +353,13 @@ int model_rope_reserve(struct model *m, int n)
     return 0;
 }
 
+size_t model_attn_scratch(const struct model *m, int n, int pos, bool backward)
+{
+    if (!m->bk->attn_scratch(n, m->hd, backward))
+        return 0;
+    return (size_t)m->n_heads * n * (pos + n);
+}
+
 /* ---- activations ---- */
 
 /* Carve n floats (64-byte aligned) at *off; assign only when base is set. */

@@ -46,10 +46,11 @@ static void layer_backward(struct model *m, int l, float *dres)
         q->row = a->seq_row[s];
         q->n = a->seq_len[s];
         q->pos = 0;
-        q->p = a->p + poff;
+        size_t scratch = model_attn_scratch(m, q->n, 0, true);
+        q->p = scratch ? a->p + poff : NULL;
         q->lse = la->lse + (size_t)q->row * m->n_heads;
-        q->dp = a->dp + poff;
-        poff += (size_t)m->n_heads * q->n * q->n;
+        q->dp = scratch ? a->dp + poff : NULL;
+        poff += scratch;
         size_t r = (size_t)q->row * m->qkv_dim + m->q_dim;
         q->k = la->qkv + r;
         q->v = q->k + m->kv_dim;

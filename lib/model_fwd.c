@@ -64,10 +64,11 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
         q->row = a->seq_row[s];
         q->n = a->seq_len[s];
         q->pos = a->seq_pos[s];
-        q->p = a->p + poff;
+        size_t scratch = model_attn_scratch(m, q->n, q->pos, false);
+        q->p = scratch ? a->p + poff : NULL;
         q->lse = la->lse + (size_t)q->row * m->n_heads;
         q->dk = q->dv = q->dp = NULL;
-        poff += (size_t)m->n_heads * q->n * (q->pos + q->n);
+        poff += scratch;
         if (!c) {
             q->k = k_new + (size_t)q->row * m->qkv_dim;
             q->v = v_new + (size_t)q->row * m->qkv_dim;
@@ -260,7 +261,9 @@ int model_forward(struct model *m, const struct model_batch *b, int flags)
                     return rl_err("sequence %d: target %d is %d, outside the vocabulary [0, %d)", s, i,
                                   b->targets[T + i], m->V);
         T += b->len[s];
-        p += (size_t)m->n_heads * b->len[s] * b->len[s];
+        size_t fwd = model_attn_scratch(m, b->len[s], 0, false);
+        size_t bwd = train ? model_attn_scratch(m, b->len[s], 0, true) : 0;
+        p += fwd > bwd ? fwd : bwd;
         if (b->len[s] > maxlen)
             maxlen = b->len[s];
     }
@@ -376,7 +379,7 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
         if (check_tokens(m, tokens + T, ntok[s], s, "token") < 0)
             return -1;
         T += ntok[s];
-        p += (size_t)m->n_heads * ntok[s] * end;
+        p += model_attn_scratch(m, ntok[s], c->len[slots[s]], false);
         if (end > maxpos)
             maxpos = end;
     }

@@ -66,6 +66,10 @@ struct model_acts {
 /* Make room for a forward of T tokens in n_seq sequences needing p floats of
  * attention probabilities (one layer's). 0 or -1 with rl_err. */
 int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, bool logits);
+/* Floats of attention scratch (bk_attn_seq p, and dp) a sequence of n new
+ * tokens after pos cached ones needs in the forward (backward: false) or the
+ * backward: n_heads * n * (pos + n) where the backend uses it, else 0. */
+size_t model_attn_scratch(const struct model *m, int n, int pos, bool backward);
 /* Grow the RoPE tables to cover positions [0, n). */
 int model_rope_reserve(struct model *m, int n);
 void model_acts_free(struct model *m);

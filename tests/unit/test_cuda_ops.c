@@ -389,6 +389,7 @@ static void test_memory(void)
         gpu->rope &&
         gpu->attention &&
         gpu->kv_append &&
+        gpu->attn_scratch &&
         gpu->attention_bwd &&
         gpu->swiglu &&
         gpu->swiglu_bwd &&
