@@ -94,6 +94,15 @@ static unsigned blocks_for(size_t n)
 #endif
     return (unsigned)(b < 1 ? 1 : b > (1u << 20) ? (1u << 20) : b);
 }
+/* Launch a grid-stride kernel over n elements; nothing when n is 0. */
+#define LAUNCH_OVER(n, kernel, name, ...)                              \
+    do {                                                               \
+        size_t n_ = (size_t)(n);                                       \
+        if (n_) {                                                      \
+            LAUNCH(kernel, blocks_for(n_), THREADS)(__VA_ARGS__);      \
+            LAUNCHED(name);                                            \
+        }                                                              \
+    } while (0)
 #define GRID_STRIDE(i, n) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
@@ -324,11 +333,7 @@ __global__ static void k_rope(float *x, int stride, const int *pos, int n, int n
 static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
                     const float *sn, bool inverse)
 {
-    size_t total = (size_t)n * nh * (hd / 2);
-    if (!total)
-        return;
-    LAUNCH(k_rope, blocks_for(total), THREADS)(x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
-    LAUNCHED("rope");
+    LAUNCH_OVER((size_t)n * nh * (hd / 2), k_rope, "rope", x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
 }
 
 /* ---------------- attention ----------------
@@ -990,10 +995,7 @@ __global__ static void k_swiglu(float *h, const float *gu, int n, int f)
 }
 static void cu_swiglu(float *h, const float *gu, int n, int f)
 {
-    if ((size_t)n * f == 0)
-        return;
-    LAUNCH(k_swiglu, blocks_for((size_t)n * f), THREADS)(h, gu, n, f);
-    LAUNCHED("swiglu");
+    LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, gu, n, f);
 }
 
 __global__ static void k_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
@@ -1008,10 +1010,7 @@ __global__ static void k_swiglu_bwd(float *dgu, const float *dh, const float *gu
 }
 static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
-    if ((size_t)n * f == 0)
-        return;
-    LAUNCH(k_swiglu_bwd, blocks_for((size_t)n * f), THREADS)(dgu, dh, gu, n, f);
-    LAUNCHED("swiglu_bwd");
+    LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, dh, gu, n, f);
 }
 
 __global__ static void k_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
@@ -1020,10 +1019,7 @@ __global__ static void k_gather_rows(float *dst, const float *src, const int *id
 }
 static void cu_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
 {
-    if ((size_t)n * d == 0)
-        return;
-    LAUNCH(k_gather_rows, blocks_for((size_t)n * d), THREADS)(dst, src, idx, n, d);
-    LAUNCHED("gather_rows");
+    LAUNCH_OVER((size_t)n * d, k_gather_rows, "gather_rows", dst, src, idx, n, d);
 }
 
 __global__ static void k_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
@@ -1032,19 +1028,13 @@ __global__ static void k_scatter_add_rows(float *dst, const float *src, const in
 }
 static void cu_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
 {
-    if ((size_t)n * d == 0)
-        return;
-    LAUNCH(k_scatter_add_rows, blocks_for((size_t)n * d), THREADS)(dst, src, idx, n, d);
-    LAUNCHED("scatter_add_rows");
+    LAUNCH_OVER((size_t)n * d, k_scatter_add_rows, "scatter_add_rows", dst, src, idx, n, d);
 }
 
 __global__ static void k_add(float *y, const float *x, size_t n) { GRID_STRIDE(i, n) y[i] += x[i]; }
 static void cu_add(float *y, const float *x, size_t n)
 {
-    if (!n)
-        return;
-    LAUNCH(k_add, blocks_for(n), THREADS)(y, x, n);
-    LAUNCHED("add");
+    LAUNCH_OVER(n, k_add, "add", y, x, n);
 }
 
 __global__ static void k_add_bias(float *y, const float *b, int n, int d)
@@ -1053,25 +1043,13 @@ __global__ static void k_add_bias(float *y, const float *b, int n, int d)
 }
 static void cu_add_bias(float *y, const float *b, int n, int d)
 {
-    if ((size_t)n * d == 0)
-        return;
-    LAUNCH(k_add_bias, blocks_for((size_t)n * d), THREADS)(y, b, n, d);
-    LAUNCHED("add_bias");
+    LAUNCH_OVER((size_t)n * d, k_add_bias, "add_bias", y, b, n, d);
 }
 
 static void cu_bias_bwd(float *db, const float *dy, int n, int d) { colsum(db, dy, NULL, NULL, n, d); }
 
-__global__ static void k_embed(float *x, const float *table, const int *ids, int n, int d)
-{
-    GRID_STRIDE(t, (size_t)n * d) x[t] = table[(size_t)ids[t / d] * d + t % d];
-}
-static void cu_embed(float *x, const float *table, const int *ids, int n, int d)
-{
-    if ((size_t)n * d == 0)
-        return;
-    LAUNCH(k_embed, blocks_for((size_t)n * d), THREADS)(x, table, ids, n, d);
-    LAUNCHED("embed");
-}
+/* the embedding is a gather of the table's rows */
+static void cu_embed(float *x, const float *table, const int *ids, int n, int d) { cu_gather_rows(x, table, ids, n, d); }
 
 /* A token may repeat: one thread per column adds the rows in order, as the
  * CPU does (no atomics, the same sum every run). */
@@ -1214,10 +1192,7 @@ static double cu_sumsq(const float *x, size_t n)
 __global__ static void k_scale(float *x, float a, size_t n) { GRID_STRIDE(i, n) x[i] *= a; }
 static void cu_scale(float *x, float a, size_t n)
 {
-    if (!n)
-        return;
-    LAUNCH(k_scale, blocks_for(n), THREADS)(x, a, n);
-    LAUNCHED("scale");
+    LAUNCH_OVER(n, k_scale, "scale", x, a, n);
 }
 
 __global__ static void k_adamw(float *w, const float *g, float *m, float *v, size_t n, float decay, float step,
@@ -1236,13 +1211,10 @@ __global__ static void k_adamw(float *w, const float *g, float *m, float *v, siz
 static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
                      float eps, float wd, double bc1, double bc2_sqrt)
 {
-    if (!n)
-        return;
     /* the scalars exactly as the CPU forms them (torch's Python floats) */
     float decay = (float)(1.0 - (double)lr * wd), step = (float)(lr / bc1), bc2s = (float)bc2_sqrt;
     float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
-    LAUNCH(k_adamw, blocks_for(n), THREADS)(w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
-    LAUNCHED("adamw");
+    LAUNCH_OVER(n, k_adamw, "adamw", w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
 }
 
 /* ---------------- the table ---------------- */

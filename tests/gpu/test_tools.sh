@@ -14,7 +14,7 @@ DEV=${RL_GPU_DEVICE:-cuda}
 # in make check is slow); B is the training batch, so both runs take NP/B steps
 NP=24 NEW=24 B=8
 [ "${RL_GPU_TEST_QUICK:-0}" = 1 ] && NP=8 NEW=12 B=4
-export NP B
+export NP
 cfg=$RL_ROOT/tests/data/configs
 rl-init --config "$cfg/tiny-llama.json" -o pol --seed 3 --std 0.1 2>/dev/null
 if ! err=$(rl-logp --device $DEV -m pol </dev/null 2>&1 >/dev/null); then
@@ -29,6 +29,23 @@ for i in range(int(os.environ["NP"])):
     print(json.dumps({"id": "q%d" % i, "prompt_ids": [r.randrange(3, 256) for _ in range(r.randint(2, 40))]}))
 PY
 
+# agree FILE_A FILE_B N FIELD...: both JSON Lines files have N records and
+# every number of the FIELDs (numbers or lists of numbers) agrees within 1e-3
+# relative (to max(0.01, |b|), for values near zero)
+agree() {
+    "$PYTHON" - "$@" <<'PY'
+import json, sys
+fa, fb, n, fields = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+a = [json.loads(l) for l in open(fa)]
+b = [json.loads(l) for l in open(fb)]
+flat = lambda v: v if isinstance(v, list) else [v]
+worst = max([abs(x - y) / max(1e-2, abs(y)) for ra, rb in zip(a, b) for f in fields
+             for x, y in zip(flat(ra[f]), flat(rb[f]))] or [float("inf")])
+print("records", len(a), len(b), "worst", worst)
+sys.exit(0 if len(a) == len(b) == n and worst < 1e-3 else 1)
+PY
+}
+
 gen() { rl-gen -q -m pol -n 4 --max-new-tokens $NEW --max-prompt-tokens 64 --seed 5 "$@" prompts.jsonl | rl-cat; }
 gen --device $DEV -b 1 > g1
 gen --device $DEV -b 64 > g64
@@ -38,14 +55,7 @@ gen --device cpu -b 16 > gc
 # the GPU's own samples scored on both devices instead
 rl-logp -q -m pol --device $DEV < g1 | rl-cat > lg
 rl-logp -q -m pol --device cpu < g1 | rl-cat > lc
-check "rl-logp: GPU and CPU sequence log-probs agree (1e-3 relative)" "$PYTHON" - lg lc <<'PY'
-import json, os, sys
-a = [json.loads(l)["ref_logps"] for l in open(sys.argv[1])]
-b = [json.loads(l)["ref_logps"] for l in open(sys.argv[2])]
-worst = max(abs(x - y) / max(1, abs(y)) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
-print("worst", worst)
-sys.exit(0 if len(a) == len(b) == int(os.environ["NP"]) and worst < 1e-3 else 1)
-PY
+check "rl-logp: GPU and CPU sequence log-probs agree (1e-3 relative)" agree lg lc $NP ref_logps
 check "rl-gen: GPU and CPU runs give as many records, with the same fields" \
     "$PYTHON" -c 'import json,os,sys; a=[json.loads(l) for l in open("g1")]; b=[json.loads(l) for l in open("gc")]; sys.exit(0 if len(a)==len(b)==int(os.environ["NP"]) and all(x.keys()==y.keys() for x,y in zip(a,b)) else 1)'
 
@@ -61,24 +71,10 @@ rl-logp -q -m pol --device cpu pairs.jsonl > pairs.ref.zst
 for d in cpu $DEV; do
     rl-dpo -q -m pol -o dpo-$d --device $d --lr 1e-3 --batch $B --micro-batch 4 --beta 0.5 pairs.ref.zst | rl-cat > m-$d
 done
-check "rl-dpo: GPU and CPU losses and grad norms agree step by step (1e-3)" "$PYTHON" - m-$DEV m-cpu <<'PY'
-import json, os, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-worst = max(abs(x[k] - y[k]) / max(1e-3, abs(y[k])) for x, y in zip(a, b) for k in ("loss", "grad_norm"))
-print("steps", len(a), "worst", worst)
-sys.exit(0 if len(a) == len(b) == int(os.environ["NP"]) // int(os.environ["B"]) and worst < 1e-3 else 1)
-PY
+check "rl-dpo: GPU and CPU losses and grad norms agree step by step (1e-3)" agree m-$DEV m-cpu $((NP / B)) loss grad_norm
 rl-logp -q -m dpo-$DEV --device cpu < g1 | rl-cat > after-gpu
 rl-logp -q -m dpo-cpu --device cpu < g1 | rl-cat > after-cpu
-check "rl-dpo: the models trained on GPU and CPU give the same log-probs (1e-3)" "$PYTHON" - after-gpu after-cpu <<'PY'
-import json, os, sys
-a = [json.loads(l)["ref_logps"] for l in open(sys.argv[1])]
-b = [json.loads(l)["ref_logps"] for l in open(sys.argv[2])]
-worst = max(abs(x - y) / max(1, abs(y)) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
-print("worst", worst)
-sys.exit(0 if worst < 1e-3 else 1)
-PY
+check "rl-dpo: the models trained on GPU and CPU give the same log-probs (1e-3)" agree after-gpu after-cpu $NP ref_logps
 
 # SFT on the chosen responses, on each device
 "$PYTHON" -c 'import json
@@ -87,14 +83,7 @@ for l in open("pairs.jsonl"):
 for d in cpu $DEV; do
     rl-sft -q -m pol -o sft-$d --device $d --lr 1e-3 --batch $B sft.jsonl | rl-cat > s-$d
 done
-check "rl-sft: GPU and CPU losses agree step by step (1e-3)" "$PYTHON" - s-$DEV s-cpu <<'PY'
-import json, os, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-worst = max(abs(x["loss"] - y["loss"]) / max(1e-3, abs(y["loss"])) for x, y in zip(a, b))
-print("steps", len(a), "worst", worst)
-sys.exit(0 if len(a) == len(b) == int(os.environ["NP"]) // int(os.environ["B"]) and worst < 1e-3 else 1)
-PY
+check "rl-sft: GPU and CPU losses agree step by step (1e-3)" agree s-$DEV s-cpu $((NP / B)) loss
 
 # reward model: train briefly on the GPU, score on both devices
 rl-init --config "$cfg/tiny-llama-rm.json" -o rm0 --seed 4 --std 0.1 2>/dev/null
@@ -102,12 +91,5 @@ rl-rm -q -m rm0 -o rm --device $DEV --lr 1e-3 --batch $B pairs.jsonl > /dev/null
 check "rl-rm trains on the GPU" test -f rm/model.safetensors
 rl-score -q -m rm --device $DEV < g1 | rl-cat > sg
 rl-score -q -m rm --device cpu < g1 | rl-cat > sc
-check "rl-score: GPU and CPU rewards agree (1e-3)" "$PYTHON" - sg sc <<'PY'
-import json, os, sys
-a = [json.loads(l)["rewards"] for l in open(sys.argv[1])]
-b = [json.loads(l)["rewards"] for l in open(sys.argv[2])]
-worst = max(abs(x - y) / max(1, abs(y)) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
-print("worst", worst)
-sys.exit(0 if len(a) == int(os.environ["NP"]) and worst < 1e-3 else 1)
-PY
+check "rl-score: GPU and CPU rewards agree (1e-3)" agree sg sc $NP rewards
 finish
