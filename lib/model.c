@@ -214,6 +214,8 @@ struct model *model_open(const char *dir, const char *device)
 {
     char path[FS_PATH_MAX];
     struct model_config c;
+    if (!backend_get(device))          /* a device error is not the config's */
+        return NULL;
     if (fs_join(path, sizeof path, dir, "config.json") < 0)
         return NULL;
     if (config_load(path, &c) < 0)

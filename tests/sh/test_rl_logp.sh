@@ -62,4 +62,20 @@ check_fails "a model directory that does not exist" 1 'nonexistent' sh -c "rl-lo
 check_fails "a score-head model is refused" 1 'language-model head' sh -c "rl-logp -m '$g/score_head' < '$in' > /dev/null"
 check_fails "-m is required" 2 '-m DIR' rl-logp
 check "--help prints usage" sh -c "rl-logp --help | grep -q 'Usage: rl-logp'"
+
+# devices: an unknown one is an error; "auto" and devsim (memory the host
+# cannot touch) give the CPU's bits; cuda without a GPU says why
+check_fails "an unknown --device is an error naming it" 1 'unknown device "tpu"' \
+    sh -c "rl-logp -q -m '$model' --device tpu < '$in' > /dev/null"
+rl-logp -q -m "$model" --device cpu < "$in" | rl-cat > "$TMP/dev-cpu"
+check "--device auto (here RL_DEVICE=cpu, as in the suite) gives the CPU's output" \
+    sh -c "rl-logp -q -m '$model' --device auto < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
+check "--device devsim gives the CPU's output bit for bit" \
+    sh -c "rl-logp -q -m '$model' --device devsim < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
+if [ ! -e /dev/nvidiactl ]; then
+    check "without RL_DEVICE and without a GPU, auto runs on the CPU" \
+        sh -c "env -u RL_DEVICE rl-logp -q -m '$model' < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
+    check_fails "--device cuda without a GPU is an error saying why" 1 'device "cuda": ' \
+        sh -c "rl-logp -q -m '$model' --device cuda < '$in' > /dev/null"
+fi
 finish
