@@ -533,6 +533,81 @@ __global__ static void k_attention_bwd_kv(const float *dout, int dout_stride, co
     }
 }
 
+/* ---- tiles in shared memory, shared by the tiled kernels ----
+ * A tile holds rows of head_dim floats. One that lanes read down a column
+ * (lane j reading row j) is stored skewed, element (r, d) at d + r mod hd
+ * within its row, so that the 32 lanes hit 32 banks without padding. */
+__device__ __forceinline__ static int skew(int r, int d, int hd) { return r * hd + (d + r) % hd; }
+
+/* Rows r0 .. r0+rows-1 of src (row i at src + i * stride; zeros from row
+ * `end` on) into a tile, skewed or row after row. */
+__device__ __forceinline__ static void load_rows(float *tile, int rows, const float *src, int stride, int r0, int end,
+                                                 int hd, bool skewed)
+{
+    for (int t = threadIdx.x; t < rows * hd; t += blockDim.x) {
+        int i = t / hd, d = t % hd;
+        tile[skewed ? skew(i, d, hd) : t] = r0 + i < end ? src[(size_t)(r0 + i) * stride + d] : 0.0f;
+    }
+}
+
+/* dot[r] = row (8w + r) of `rows` (a row-after-row tile) . row `lane` of the
+ * skewed tile: each element of the skewed tile is loaded once for the warp's
+ * 8 rows, the other reads are broadcasts. */
+__device__ __forceinline__ static void tile_dots(float dot[FA_ROWS], const float *rows, const float *tile, int hd)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < FA_ROWS; r++)
+        dot[r] = 0;
+    for (int d = 0; d < hd; d++) {
+        float x = tile[skew(lane, d, hd)];
+#pragma unroll
+        for (int r = 0; r < FA_ROWS; r++)
+            dot[r] = fmaf(rows[(w * FA_ROWS + r) * hd + d], x, dot[r]);
+    }
+}
+
+/* acc[r][t] += sum over j of c[r] of lane j * tile row j, dimension
+ * lane + 32t: the warp's 8 rows of (coefficients x tile) */
+__device__ __forceinline__ static void tile_fma(float acc[FA_ROWS][FA_HD / 32], const float c[FA_ROWS],
+                                                const float *tile, int hd)
+{
+    int lane = threadIdx.x & 31;
+    for (int j = 0; j < 32; j++) {
+        float cj[FA_ROWS];
+#pragma unroll
+        for (int r = 0; r < FA_ROWS; r++)
+            cj[r] = __shfl_sync(0xffffffffu, c[r], j);
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++) {
+            int d = lane + 32 * t;
+            if (d < hd) {
+                float x = tile[skew(j, d, hd)];
+#pragma unroll
+                for (int r = 0; r < FA_ROWS; r++)
+                    acc[r][t] = fmaf(cj[r], x, acc[r][t]);
+            }
+        }
+    }
+}
+
+/* The warp's rows 8w + r < n of acc to base + row * stride. */
+__device__ __forceinline__ static void store_rows(float *base, int stride, int n, const float acc[FA_ROWS][FA_HD / 32],
+                                                  int hd)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int r = 0; r < FA_ROWS; r++) {
+        int R = w * FA_ROWS + r;
+        if (R >= n)
+            continue;
+#pragma unroll
+        for (int t = 0; t < FA_HD / 32; t++)
+            if (lane + 32 * t < hd)
+                base[(size_t)R * stride + lane + 32 * t] = acc[r][t];
+    }
+}
+
 /* The tiled forward (FlashAttention's scheme, fp32 on the SIMT cores): a
  * block takes FA_BR queries of one head and walks the keys they see in tiles
  * of 32, so each K/V row is read once per tile of queries rather than once
@@ -544,17 +619,13 @@ __global__ static void k_attention_bwd_kv(const float *dout, int dout_stride, co
 __global__ static void k_flash_fwd(float *out, int out_stride, const float *q, int q_stride, attn_args A, int group,
                                    int hd, float scale)
 {
-    __shared__ float Qs[FA_BR][FA_HD];
-    __shared__ float KV[32][FA_HD + 1];            /* +1: lanes reading one column hit distinct banks */
+    __shared__ float Qs[FA_BR * FA_HD], KV[32 * FA_HD];   /* Q row after row; K, then V, skewed */
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
     const seq_desc &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * FA_BR, nq = S.n - q0 < FA_BR ? S.n - q0 : FA_BR;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    for (int t = threadIdx.x; t < FA_BR * hd; t += blockDim.x) {
-        int r = t / hd, d = t % hd;
-        Qs[r][d] = r < nq ? q[(size_t)(S.row + q0 + r) * q_stride + (size_t)h * hd + d] : 0.0f;
-    }
-    float m[FA_ROWS], l[FA_ROWS], o[FA_ROWS][FA_HD / 32], p[FA_ROWS], alpha[FA_ROWS];   /* per row of the warp */
+    load_rows(Qs, FA_BR, q + (size_t)S.row * q_stride + (size_t)h * hd, q_stride, q0, S.n, hd, false);
+    float m[FA_ROWS], l[FA_ROWS], o[FA_ROWS][FA_HD / 32], p[FA_ROWS];   /* per row of the warp */
 #pragma unroll
     for (int r = 0; r < FA_ROWS; r++) {
         m[r] = -INFINITY;
@@ -567,22 +638,10 @@ __global__ static void k_flash_fwd(float *out, int out_stride, const float *q, i
     int kend = S.pos + q0 + nq;                    /* keys the tile's last query sees */
     for (int k0 = 0; k0 < kend; k0 += 32) {
         __syncthreads();                           /* the previous V tile is used up */
-        for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
-            int j = t / hd, d = t % hd;
-            KV[j][d] = k0 + j < kend ? kg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
-        }
+        load_rows(KV, 32, kg, S.kv_stride, k0, kend, hd, true);
         __syncthreads();
-        /* scores: each K element loaded once for the warp's 8 rows (Q reads broadcast) */
         float sc[FA_ROWS];
-#pragma unroll
-        for (int r = 0; r < FA_ROWS; r++)
-            sc[r] = 0;
-        for (int d = 0; d < hd; d++) {
-            float kv = KV[lane][d];
-#pragma unroll
-            for (int r = 0; r < FA_ROWS; r++)
-                sc[r] = fmaf(Qs[w * FA_ROWS + r][d], kv, sc[r]);
-        }
+        tile_dots(sc, Qs, KV, hd);
 #pragma unroll
         for (int r = 0; r < FA_ROWS; r++) {
             int R = w * FA_ROWS + r, key = k0 + lane;
@@ -590,63 +649,37 @@ __global__ static void k_flash_fwd(float *out, int out_stride, const float *q, i
             float x = valid ? scale * sc[r] : -INFINITY;
             float mnew = fmaxf(m[r], warp_max_f(x));
             /* a row with no valid key yet keeps m = -inf: no exp of inf - inf */
+            float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
             p[r] = valid ? expf(x - mnew) : 0.0f;
-            alpha[r] = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
-            l[r] = l[r] * alpha[r] + warp_sum_f(p[r]);
+            l[r] = l[r] * alpha + warp_sum_f(p[r]);
             m[r] = mnew;
 #pragma unroll
             for (int t = 0; t < FA_HD / 32; t++)
-                o[r][t] *= alpha[r];
+                o[r][t] *= alpha;
         }
         __syncthreads();                           /* the K tile is used up */
-        for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
-            int j = t / hd, d = t % hd;
-            KV[j][d] = k0 + j < kend ? vg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
-        }
+        load_rows(KV, 32, vg, S.kv_stride, k0, kend, hd, true);
         __syncthreads();
-        /* o += P V: key j's probabilities come from lane j; each V element
-         * loaded once for the 8 rows */
-        for (int j = 0; j < 32; j++) {
-            float pj[FA_ROWS];
-#pragma unroll
-            for (int r = 0; r < FA_ROWS; r++)
-                pj[r] = __shfl_sync(0xffffffffu, p[r], j);
-#pragma unroll
-            for (int t = 0; t < FA_HD / 32; t++) {
-                int d = lane + 32 * t;
-                if (d < hd) {
-                    float v = KV[j][d];
-#pragma unroll
-                    for (int r = 0; r < FA_ROWS; r++)
-                        o[r][t] = fmaf(pj[r], v, o[r][t]);
-                }
-            }
-        }
+        tile_fma(o, p, KV, hd);                    /* o += P V */
     }
 #pragma unroll
     for (int r = 0; r < FA_ROWS; r++) {
         int R = w * FA_ROWS + r;
-        if (R >= nq)
-            continue;
-        float *oi = out + (size_t)(S.row + q0 + R) * out_stride + (size_t)h * hd, inv = 1.0f / l[r];
+        float inv = R < nq ? 1.0f / l[r] : 0.0f;
 #pragma unroll
         for (int t = 0; t < FA_HD / 32; t++)
-            if (lane + 32 * t < hd)
-                oi[lane + 32 * t] = o[r][t] * inv;
-        if (S.lse && lane == 0)
+            o[r][t] *= inv;
+        if (R < nq && S.lse && lane == 0)
             S.lse[(size_t)h * S.n + q0 + R] = m[r] + logf(l[r]);
     }
+    store_rows(out + (size_t)(S.row + q0) * out_stride + (size_t)h * hd, out_stride, nq, o, hd);
 }
 
 /* ---- the tiled backward (FlashAttention-2's, in two kernels so that no
  * output is shared between blocks: no atomics, the same sums every run) ----
  * Both recompute P = exp(scale q.k - lse) from the forward's log-sum-exp and
  * take D = rowsum(dO * O) from the forward's output, so nothing of size
- * n x ctx is stored. Shared-memory tiles that lanes read down a column are
- * stored skewed (element (r, d) at d + r mod hd within its row) so that the
- * 32 lanes hit 32 banks without padding; the tiles fill the 48 KB a block
- * may have. */
-__device__ static inline int skew(int r, int d, int hd) { return r * hd + (d + r) % hd; }
+ * n x ctx is stored; their tiles fill the 48 KB a block may have. */
 
 /* D for query row i of head h: dO_i . O_i over the warp's lanes */
 __device__ static float row_delta(const float *dout_row, const float *out_row, int hd)
@@ -664,19 +697,14 @@ __device__ static float row_delta(const float *dout_row, const float *out_row, i
 __global__ static void k_flash_bwd_dq(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                                       const float *out, int out_stride, attn_args A, int group, int hd, float scale)
 {
-    __shared__ float Qs[FA_BR][FA_HD], dOs[FA_BR][FA_HD];
-    __shared__ float KV[32 * FA_HD];               /* skewed: lane j reads row j */
+    __shared__ float Qs[FA_BR * FA_HD], dOs[FA_BR * FA_HD];   /* row after row */
+    __shared__ float KV[32 * FA_HD];                          /* skewed: lane j reads row j */
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
     const seq_desc &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * FA_BR, nq = S.n - q0 < FA_BR ? S.n - q0 : FA_BR;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    for (int t = threadIdx.x; t < FA_BR * hd; t += blockDim.x) {
-        int r = t / hd, d = t % hd;
-        bool in = r < nq;
-        size_t row = (size_t)(S.row + q0 + r);
-        Qs[r][d] = in ? q[row * q_stride + (size_t)h * hd + d] : 0.0f;
-        dOs[r][d] = in ? dout[row * dout_stride + (size_t)h * hd + d] : 0.0f;
-    }
+    load_rows(Qs, FA_BR, q + (size_t)S.row * q_stride + (size_t)h * hd, q_stride, q0, S.n, hd, false);
+    load_rows(dOs, FA_BR, dout + (size_t)S.row * dout_stride + (size_t)h * hd, dout_stride, q0, S.n, hd, false);
     float lse[FA_ROWS], D[FA_ROWS], acc[FA_ROWS][FA_HD / 32];
 #pragma unroll
     for (int r = 0; r < FA_ROWS; r++) {
@@ -692,66 +720,30 @@ __global__ static void k_flash_bwd_dq(float *dq, int q_stride, const float *dout
     const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
     int kend = S.pos + q0 + nq;
     for (int k0 = 0; k0 < kend; k0 += 32) {
-        float p[FA_ROWS], ds[FA_ROWS];
-        for (int pass = 0; pass < 3; pass++) {     /* K, then V, then K again */
-            const float *src = pass == 1 ? vg : kg;
-            __syncthreads();
-            for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
-                int j = t / hd, d = t % hd;
-                KV[skew(j, d, hd)] = k0 + j < kend ? src[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
-            }
-            __syncthreads();
-            if (pass < 2) {                        /* q.k for P, or dO.v for dP: lane j's key */
-                float dot[FA_ROWS];
+        float p[FA_ROWS], ds[FA_ROWS], dot[FA_ROWS];
+        __syncthreads();                           /* the last K tile is used up */
+        load_rows(KV, 32, kg, S.kv_stride, k0, kend, hd, true);
+        __syncthreads();
+        tile_dots(dot, Qs, KV, hd);                /* P from q.k: lane j's key */
 #pragma unroll
-                for (int r = 0; r < FA_ROWS; r++)
-                    dot[r] = 0;
-                for (int d = 0; d < hd; d++) {
-                    float kv = KV[skew(lane, d, hd)];
-#pragma unroll
-                    for (int r = 0; r < FA_ROWS; r++)
-                        dot[r] = fmaf(pass ? dOs[w * FA_ROWS + r][d] : Qs[w * FA_ROWS + r][d], kv, dot[r]);
-                }
-#pragma unroll
-                for (int r = 0; r < FA_ROWS; r++) {
-                    int R = w * FA_ROWS + r;
-                    bool valid = R < nq && k0 + lane <= S.pos + q0 + R;
-                    if (pass == 0)
-                        p[r] = valid ? expf(scale * dot[r] - lse[r]) : 0.0f;
-                    else
-                        ds[r] = p[r] * (dot[r] - D[r]) * scale;
-                }
-                continue;
-            }
-            for (int j = 0; j < 32; j++) {         /* dq += dS K */
-                float dsj[FA_ROWS];
-#pragma unroll
-                for (int r = 0; r < FA_ROWS; r++)
-                    dsj[r] = __shfl_sync(0xffffffffu, ds[r], j);
-#pragma unroll
-                for (int t = 0; t < FA_HD / 32; t++) {
-                    int d = lane + 32 * t;
-                    if (d < hd) {
-                        float kv = KV[skew(j, d, hd)];
-#pragma unroll
-                        for (int r = 0; r < FA_ROWS; r++)
-                            acc[r][t] = fmaf(dsj[r], kv, acc[r][t]);
-                    }
-                }
-            }
+        for (int r = 0; r < FA_ROWS; r++) {
+            int R = w * FA_ROWS + r;
+            bool valid = R < nq && k0 + lane <= S.pos + q0 + R;
+            p[r] = valid ? expf(scale * dot[r] - lse[r]) : 0.0f;
         }
-    }
+        __syncthreads();
+        load_rows(KV, 32, vg, S.kv_stride, k0, kend, hd, true);
+        __syncthreads();
+        tile_dots(dot, dOs, KV, hd);               /* dP from dO.v */
 #pragma unroll
-    for (int r = 0; r < FA_ROWS; r++) {
-        int R = w * FA_ROWS + r;
-        if (R >= nq)
-            continue;
-        float *o = dq + (size_t)(S.row + q0 + R) * q_stride + (size_t)h * hd;
-#pragma unroll
-        for (int t = 0; t < FA_HD / 32; t++)
-            if (lane + 32 * t < hd)
-                o[lane + 32 * t] = acc[r][t];
+        for (int r = 0; r < FA_ROWS; r++)
+            ds[r] = p[r] * (dot[r] - D[r]) * scale;
+        __syncthreads();
+        load_rows(KV, 32, kg, S.kv_stride, k0, kend, hd, true);
+        __syncthreads();
+        tile_fma(acc, ds, KV, hd);                 /* dq += dS K */
     }
+    store_rows(dq + (size_t)(S.row + q0) * q_stride + (size_t)h * hd, q_stride, nq, acc, hd);
 }
 
 /* dk, dv for FB_BC keys of one kv head: over the group's heads and the query
@@ -761,18 +753,15 @@ __global__ static void k_flash_bwd_dq(float *dq, int q_stride, const float *dout
 __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const float *q, int q_stride,
                                        const float *out, int out_stride, attn_args A, int group, int hd, float scale)
 {
-    __shared__ float Ks[FB_BC][FA_HD], Vs[FB_BC][FA_HD];   /* read row-wise (broadcast) */
+    __shared__ float Ks[FB_BC * FA_HD], Vs[FB_BC * FA_HD];   /* row after row (broadcast reads) */
     __shared__ float Qs[32 * FA_HD], dOs[32 * FA_HD];      /* skewed: lane i reads row i */
     int si = find_seq(A, blockIdx.x), g = blockIdx.y;
     const seq_desc &S = A.s[si];
     int ctx = S.pos + S.n, k0 = (blockIdx.x - A.first[si]) * FB_BC, nk = ctx - k0 < FB_BC ? ctx - k0 : FB_BC;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
-    for (int t = threadIdx.x; t < FB_BC * hd; t += blockDim.x) {
-        int j = t / hd, d = t % hd;
-        Ks[j][d] = j < nk ? kg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
-        Vs[j][d] = j < nk ? vg[(size_t)(k0 + j) * S.kv_stride + d] : 0.0f;
-    }
+    load_rows(Ks, FB_BC, kg, S.kv_stride, k0, ctx, hd, false);
+    load_rows(Vs, FB_BC, vg, S.kv_stride, k0, ctx, hd, false);
     float dk[FB_BC / ATTN_WARPS][FA_HD / 32], dv[FB_BC / ATTN_WARPS][FA_HD / 32];
 #pragma unroll
     for (int jj = 0; jj < FB_BC / ATTN_WARPS; jj++)
@@ -784,12 +773,8 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
         for (int i0 = first; i0 < S.n; i0 += 32) {
             int ni = S.n - i0 < 32 ? S.n - i0 : 32;
             __syncthreads();                       /* the last tile is used up */
-            for (int t = threadIdx.x; t < 32 * hd; t += blockDim.x) {
-                int i = t / hd, d = t % hd;
-                size_t row = (size_t)(S.row + i0 + i);
-                Qs[skew(i, d, hd)] = i < ni ? q[row * q_stride + (size_t)h * hd + d] : 0.0f;
-                dOs[skew(i, d, hd)] = i < ni ? dout[row * dout_stride + (size_t)h * hd + d] : 0.0f;
-            }
+            load_rows(Qs, 32, q + (size_t)S.row * q_stride + (size_t)h * hd, q_stride, i0, S.n, hd, true);
+            load_rows(dOs, 32, dout + (size_t)S.row * dout_stride + (size_t)h * hd, dout_stride, i0, S.n, hd, true);
             __syncthreads();
             /* lane i's query: its log-sum-exp and D (a row per lane) */
             bool qin = lane < ni;
@@ -808,8 +793,8 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
                 float sq = 0, sd = 0;
                 for (int d = 0; d < hd; d++) {
                     int at = skew(lane, d, hd);
-                    sq = fmaf(Qs[at], Ks[j][d], sq);
-                    sd = fmaf(dOs[at], Vs[j][d], sd);
+                    sq = fmaf(Qs[at], Ks[j * hd + d], sq);
+                    sd = fmaf(dOs[at], Vs[j * hd + d], sd);
                 }
                 bool valid = qin && j < nk && k0 + j <= S.pos + i0 + lane;
                 p[jj] = valid ? expf(scale * sq - lse_i) : 0.0f;
@@ -852,11 +837,13 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
     }
 }
 
-/* Fill the launch description for sequences [s0, s0+cnt); rows(s) is the
- * block count per sequence (its queries, or its keys). Returns the total. */
+/* Fill the launch description for the (at most ATTN_SEQS) sequences from s0
+ * on; `per` says what a block takes of a sequence (a query, a key, a tile
+ * of either). Returns the number of blocks. */
 enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE };
-static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int s0, int cnt, int per)
+static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n_seq, int s0, int per)
 {
+    int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
     A->n_seq = cnt;
     A->first[0] = 0;
     for (int i = 0; i < cnt; i++) {
@@ -890,26 +877,35 @@ static void check_hd(int hd)
 
 static bool attn_simple;            /* RL_CUDA_ATTN=simple: no tiled kernels */
 
+/* Whether a call whose longest sequence has n queries takes the tiled
+ * kernels: decode steps (a few queries per sequence) keep a block per query
+ * in the forward; the backward is always tiled. attn_scratch follows it. */
+static bool use_tiled(int n, int hd, bool backward)
+{
+    return !attn_simple && hd <= FA_HD && (backward || n > 4);
+}
+
+/* The tiled kernels keep scores on chip; the per-query ones go through the scratch. */
+static bool cu_attn_scratch(int n, int hd, bool backward) { return !use_tiled(n, hd, backward); }
+
 static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
                          int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
     check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
-        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS, most = 0;
-        for (int i = s0; i < s0 + cnt; i++)
+        int most = 0;
+        for (int i = s0; i < n_seq && i < s0 + ATTN_SEQS; i++)
             most = s[i].n > most ? s[i].n : most;
-        /* decode steps (a few queries per sequence) keep a block per query;
-         * prompts and training batches take the tiled kernel */
-        if (!attn_simple && hd <= FA_HD && most > 4) {
-            int tiles = attn_describe(&A, s, s0, cnt, PER_QUERY_TILE);
+        if (use_tiled(most, hd, false)) {
+            int tiles = attn_describe(&A, s, n_seq, s0, PER_QUERY_TILE);
             if (tiles)
                 LAUNCH(k_flash_fwd, dim3(tiles, n_heads), 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A,
                                                                        n_heads / n_kv, hd, scale);
             LAUNCHED("attention (tiled)");
             continue;
         }
-        int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
+        int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
         if (rows)
             LAUNCH(k_attention, dim3(rows, n_heads), 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A,
                                                                   n_heads / n_kv, hd, scale);
@@ -934,19 +930,11 @@ static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_
 {
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
-        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
-        int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
+        int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
         if (rows)
             LAUNCH(k_kv_append, rows, 128)(A, k_src, v_src, src_stride, kv_dim);
         LAUNCHED("kv_append");
     }
-}
-
-/* The tiled kernels keep scores on chip; the per-query ones (decode steps,
- * RL_CUDA_ATTN=simple, head_dim > 128) go through the scratch. */
-static bool cu_attn_scratch(int n, int hd, bool backward)
-{
-    return attn_simple || hd > FA_HD || (!backward && n <= 4);
 }
 
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
@@ -956,26 +944,25 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
-        int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
-        if (!attn_simple && hd <= FA_HD) {
-            int tiles = attn_describe(&A, s, s0, cnt, PER_QUERY_TILE);
+        if (use_tiled(0, hd, true)) {
+            int tiles = attn_describe(&A, s, n_seq, s0, PER_QUERY_TILE);
             if (tiles)
                 LAUNCH(k_flash_bwd_dq, dim3(tiles, n_heads), 32 * ATTN_WARPS)(dq, q_stride, dout, dout_stride, q, out,
                                                                             out_stride, A, n_heads / n_kv, hd, scale);
             LAUNCHED("attention_bwd (tiled, queries)");
-            int ktiles = attn_describe(&A, s, s0, cnt, PER_KEY_TILE);
+            int ktiles = attn_describe(&A, s, n_seq, s0, PER_KEY_TILE);
             if (ktiles)
                 LAUNCH(k_flash_bwd_dkv, dim3(ktiles, n_kv), 32 * ATTN_WARPS)(dout, dout_stride, q, q_stride, out,
                                                                            out_stride, A, n_heads / n_kv, hd, scale);
             LAUNCHED("attention_bwd (tiled, keys)");
             continue;
         }
-        int rows = attn_describe(&A, s, s0, cnt, PER_QUERY);
+        int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
         if (rows)
             LAUNCH(k_attention_bwd_q, dim3(rows, n_heads), 32 * ATTN_WARPS)(dq, q_stride, dout, dout_stride, q, A,
                                                                         n_heads / n_kv, hd, scale);
         LAUNCHED("attention_bwd (queries)");
-        int keys = attn_describe(&A, s, s0, cnt, PER_KEY);
+        int keys = attn_describe(&A, s, n_seq, s0, PER_KEY);
         if (keys)
             LAUNCH(k_attention_bwd_kv, dim3(keys, n_kv), 32 * ATTN_WARPS)(dout, dout_stride, q, q_stride, A,
                                                                       n_heads / n_kv, hd);

@@ -102,20 +102,6 @@ uint64_t dpo_data_hash(const struct dpo_data *d)
 
 /* ---------------- the task ---------------- */
 
-static void grow(struct dpo_task *t, size_t ntok, size_t nseq)
-{
-    if (ntok > t->cap_tok) {
-        t->cap_tok = ntok;
-        t->tokens = rl_realloc(t->tokens, ntok * sizeof *t->tokens);
-        t->targets = rl_realloc(t->targets, ntok * sizeof *t->targets);
-        t->dlogp = rl_realloc(t->dlogp, ntok * sizeof *t->dlogp);
-    }
-    if (nseq > t->cap_seq) {
-        t->cap_seq = nseq;
-        t->len = rl_realloc(t->len, nseq * sizeof *t->len);
-    }
-}
-
 /* Sequence = prompt + response; the target of position i is token i+1 when
  * that token belongs to the response, so the sum of the logps is the
  * response's log-prob given the prompt. */
@@ -124,8 +110,8 @@ static size_t put_sequence(struct dpo_task *t, size_t at, const int32_t *prompt,
 {
     int n = plen + rlen;
     for (int i = 0; i < n; i++) {
-        t->tokens[at + i] = i < plen ? prompt[i] : resp[i - plen];
-        t->targets[at + i] = (i + 1 >= plen && i + 1 < n) ? (i + 1 < plen ? prompt[i + 1] : resp[i + 1 - plen]) : -1;
+        t->buf.tokens[at + i] = i < plen ? prompt[i] : resp[i - plen];
+        t->buf.targets[at + i] = (i + 1 >= plen && i + 1 < n) ? (i + 1 < plen ? prompt[i + 1] : resp[i + 1 - plen]) : -1;
     }
     return at + (size_t)n;
 }
@@ -148,16 +134,16 @@ static int dpo_micro(struct train_task *task, struct model *m, const size_t *idx
         const struct dpo_pair *p = &d->pair[idx[i]];
         ntok += (size_t)(2 * p->plen + p->clen + p->rlen);
     }
-    grow(t, ntok, 2 * (size_t)n);
+    train_batch_reserve(&t->buf, ntok, 2 * (size_t)n);
     size_t at = 0;
     for (int i = 0; i < n; i++) {
         const struct dpo_pair *p = &d->pair[idx[i]];
         at = put_sequence(t, at, d->ids + p->prompt, p->plen, d->ids + p->chosen, p->clen);
         at = put_sequence(t, at, d->ids + p->prompt, p->plen, d->ids + p->rejected, p->rlen);
-        t->len[2 * i] = p->plen + p->clen;
-        t->len[2 * i + 1] = p->plen + p->rlen;
+        t->buf.len[2 * i] = p->plen + p->clen;
+        t->buf.len[2 * i + 1] = p->plen + p->rlen;
     }
-    struct model_batch b = {2 * n, t->len, t->tokens, t->targets};
+    struct model_batch b = {2 * n, t->buf.len, t->buf.tokens, t->buf.targets};
     if (model_forward(m, &b, MODEL_TRAIN))
         return -1;
     at = 0;
@@ -170,9 +156,9 @@ static int dpo_micro(struct train_task *task, struct model *m, const size_t *idx
         struct dpo_terms o;
         dpo_pair_loss(&t->params, pc, pr, p->ref_chosen, p->ref_rejected, p->clen, p->rlen, &o);
         for (size_t k = c0; k < r0; k++)
-            t->dlogp[k] = t->targets[k] >= 0 ? (float)(o.dpc * scale) : 0;
+            t->buf.dlogp[k] = t->buf.targets[k] >= 0 ? (float)(o.dpc * scale) : 0;
         for (size_t k = r0; k < r0 + (size_t)(p->plen + p->rlen); k++)
-            t->dlogp[k] = t->targets[k] >= 0 ? (float)(o.dpr * scale) : 0;
+            t->buf.dlogp[k] = t->buf.targets[k] >= 0 ? (float)(o.dpr * scale) : 0;
         at = r0 + (size_t)(p->plen + p->rlen);
         train_metric_add(acc, "loss", o.loss);
         train_metric_add(acc, "rewards_chosen", o.reward_chosen);
@@ -183,7 +169,7 @@ static int dpo_micro(struct train_task *task, struct model *m, const size_t *idx
         train_metric_add(acc, "logp_rejected", pr);
     }
     acc->tokens += ntok;
-    return model_backward(m, t->dlogp, NULL, NULL);
+    return model_backward(m, t->buf.dlogp, NULL, NULL);
 }
 
 void dpo_task_init(struct dpo_task *t, const struct dpo_data *data, const struct dpo_params *p)
@@ -195,8 +181,5 @@ void dpo_task_init(struct dpo_task *t, const struct dpo_data *data, const struct
 
 void dpo_task_free(struct dpo_task *t)
 {
-    free(t->tokens);
-    free(t->targets);
-    free(t->dlogp);
-    free(t->len);
+    train_batch_free(&t->buf);
 }

@@ -57,10 +57,7 @@ struct dpo_task {
     struct train_task task;
     struct dpo_params params;
     const struct dpo_data *data;
-    /* scratch for a micro-batch, grown as needed */
-    int *tokens, *targets, *len;
-    float *dlogp;
-    size_t cap_tok, cap_seq;
+    struct train_batch buf;    /* a micro-batch's buffers */
 };
 void dpo_task_init(struct dpo_task *t, const struct dpo_data *data, const struct dpo_params *p);
 void dpo_task_free(struct dpo_task *t);

@@ -49,20 +49,6 @@ static size_t sft_tokens(struct train_task *task, size_t i)
     return (size_t)(e->plen + e->rlen);
 }
 
-static void grow(struct sft_task *t, size_t ntok, size_t nseq)
-{
-    if (ntok > t->cap_tok) {
-        t->cap_tok = ntok;
-        t->tokens = rl_realloc(t->tokens, ntok * sizeof *t->tokens);
-        t->targets = rl_realloc(t->targets, ntok * sizeof *t->targets);
-        t->dlogp = rl_realloc(t->dlogp, ntok * sizeof *t->dlogp);
-    }
-    if (nseq > t->cap_seq) {
-        t->cap_seq = nseq;
-        t->len = rl_realloc(t->len, nseq * sizeof *t->len);
-    }
-}
-
 /* loss = -sum(logp of response tokens) / (response tokens in the step) */
 static int sft_micro(struct train_task *task, struct model *m, const size_t *idx, int n, double scale,
                      struct train_metrics *acc)
@@ -72,28 +58,28 @@ static int sft_micro(struct train_task *task, struct model *m, const size_t *idx
     size_t ntok = 0, at = 0;
     for (int i = 0; i < n; i++)
         ntok += sft_tokens(task, idx[i]);
-    grow(t, ntok, (size_t)n);
+    train_batch_reserve(&t->buf, ntok, (size_t)n);
     for (int i = 0; i < n; i++) {
         const struct sft_example *e = &d->ex[idx[i]];
         int len = e->plen + e->rlen;
         for (int k = 0; k < len; k++) {
-            t->tokens[at + k] = k < e->plen ? d->ids[e->prompt + k] : d->ids[e->response + k - e->plen];
+            t->buf.tokens[at + k] = k < e->plen ? d->ids[e->prompt + k] : d->ids[e->response + k - e->plen];
             bool target = k + 1 >= e->plen && k + 1 < len;
-            t->targets[at + k] = target ? d->ids[e->response + k + 1 - e->plen] : -1;
-            t->dlogp[at + k] = target ? (float)-scale : 0;
+            t->buf.targets[at + k] = target ? d->ids[e->response + k + 1 - e->plen] : -1;
+            t->buf.dlogp[at + k] = target ? (float)-scale : 0;
         }
-        t->len[i] = len;
+        t->buf.len[i] = len;
         at += (size_t)len;
     }
-    struct model_batch b = {n, t->len, t->tokens, t->targets};
+    struct model_batch b = {n, t->buf.len, t->buf.tokens, t->buf.targets};
     if (model_forward(m, &b, MODEL_TRAIN))
         return -1;
     double nll = 0;
     for (size_t k = 0; k < ntok; k++)
-        nll -= t->targets[k] >= 0 ? m->logp[k] : 0;
+        nll -= t->buf.targets[k] >= 0 ? m->logp[k] : 0;
     train_metric_add(acc, "loss", nll);
     acc->tokens += ntok;
-    return model_backward(m, t->dlogp, NULL, NULL);
+    return model_backward(m, t->buf.dlogp, NULL, NULL);
 }
 
 void sft_task_init(struct sft_task *t, const struct sft_data *data, size_t pack_tokens)
@@ -107,8 +93,5 @@ void sft_task_init(struct sft_task *t, const struct sft_data *data, size_t pack_
 
 void sft_task_free(struct sft_task *t)
 {
-    free(t->tokens);
-    free(t->targets);
-    free(t->dlogp);
-    free(t->len);
+    train_batch_free(&t->buf);
 }

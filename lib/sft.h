@@ -24,9 +24,7 @@ void sft_data_free(struct sft_data *d);
 struct sft_task {
     struct train_task task;
     const struct sft_data *data;
-    int *tokens, *targets, *len;
-    float *dlogp;
-    size_t cap_tok, cap_seq;
+    struct train_batch buf;    /* a micro-batch's buffers */
 };
 /* pack_tokens > 0: micro-batches hold as many examples as fit in so many
  * tokens (packing; each example keeps its own causal mask and positions). */

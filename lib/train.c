@@ -62,6 +62,29 @@ bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prom
     return cut;
 }
 
+void train_batch_reserve(struct train_batch *b, size_t ntok, size_t nseq)
+{
+    if (ntok > b->cap_tok) {
+        b->cap_tok = ntok;
+        b->tokens = rl_realloc(b->tokens, ntok * sizeof *b->tokens);
+        b->targets = rl_realloc(b->targets, ntok * sizeof *b->targets);
+        b->dlogp = rl_realloc(b->dlogp, ntok * sizeof *b->dlogp);
+    }
+    if (nseq > b->cap_seq) {
+        b->cap_seq = nseq;
+        b->len = rl_realloc(b->len, nseq * sizeof *b->len);
+    }
+}
+
+void train_batch_free(struct train_batch *b)
+{
+    free(b->tokens);
+    free(b->targets);
+    free(b->dlogp);
+    free(b->len);
+    *b = (struct train_batch){0};
+}
+
 size_t train_ids_append(int32_t **ids, size_t *len, size_t *cap, const int32_t *v, int n)
 {
     if (*len + (size_t)n > *cap) {

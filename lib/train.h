@@ -75,6 +75,16 @@ bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prom
 
 /* Training data keep their token ids in one growing arena: append n ids to
  * (*ids, *len, *cap) and return the offset they start at. */
+/* A task's micro-batch buffers (host memory), grown as needed: the packed
+ * tokens and targets, d loss / d logp per token, and the sequence lengths. */
+struct train_batch {
+    int *tokens, *targets, *len;
+    float *dlogp;
+    size_t cap_tok, cap_seq;
+};
+void train_batch_reserve(struct train_batch *b, size_t ntok, size_t nseq);
+void train_batch_free(struct train_batch *b);
+
 size_t train_ids_append(int32_t **ids, size_t *len, size_t *cap, const int32_t *v, int n);
 
 /* FNV-1a over n bytes, continuing from h (TRAIN_HASH_INIT to start): the

@@ -33,6 +33,7 @@
 #define __device__
 #define __host__
 #define __shared__ static
+#define __forceinline__
 
 struct dim3 {
     unsigned x, y, z;
