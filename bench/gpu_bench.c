@@ -12,7 +12,10 @@
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
  *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device]
- * (-D devsim runs the same code on the CPU: a smoke test of this program.) */
+ * (-D devsim runs the same code on the CPU: a smoke test of this program.)
+ * With RL_PROFILE=1 it also prints the per-op times of the last training
+ * step and of the decode steps (lib/backend_prof.c); its rates are then
+ * lowered by the profiler's waits. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +24,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "backend_prof.h"
 #include "config.h"
 #include "err.h"
 #include "model.h"
@@ -116,6 +120,8 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops)
     m->batch_invariant = false;          /* training packs the batch into one GEMM per layer */
     double best = 1e30;
     for (int r = 0; r < 4; r++) {
+        if (r == 3)
+            backend_prof_reset();
         double t0 = now();
         model_zero_grad(m);
         if (model_forward(m, &b, MODEL_TRAIN) || model_backward(m, dlogp, NULL, NULL))
@@ -131,6 +137,8 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops)
     printf("train_tokens_per_s %.0f\n", T / best);
     printf("train_model_tflops %.1f\n", flops / best / 1e12);
     printf("train_mfu %.3f\n", flops / best / 1e12 / bf16_tflops);
+    if (backend_prof_wanted())
+        backend_prof_report(stdout, "one training step");
     adamw_free(opt);
     free(len), free(tok), free(tgt), free(dlogp);
 }
@@ -162,6 +170,7 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     for (int k = 0; k < steps; k++) {
         if (k == 2) {                    /* two warm-up steps */
             sync_gpu(m->bk, m->w_mem);
+            backend_prof_reset();
             t0 = now();
         }
         for (int s = 0; s < batch; s++)
@@ -181,6 +190,11 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     printf("decode_b%d_%s_tokens_per_s %.0f\n", batch, mode, batch / per_step);
     printf("decode_b%d_%s_floor_tokens_per_s %.0f\n", batch, mode, batch / floor_s);
     printf("decode_b%d_%s_of_floor %.3f\n", batch, mode, floor_s / per_step);
+    if (backend_prof_wanted()) {
+        char title[64];
+        snprintf(title, sizeof title, "%d decode steps, batch %d, %s", timed, batch, mode);
+        backend_prof_report(stdout, title);
+    }
     kv_cache_free(c);
     free(slots), free(ntok), free(tok), free(logits);
 }
@@ -223,6 +237,15 @@ int main(int argc, char **argv)
     if (layers)
         c.num_hidden_layers = layers;
     struct model *m = random_model(&c);
+    if (backend_prof_wanted()) {
+        /* the training step's GEMM shapes, bf16 in/out against fp32 in/out */
+        int T = batch * seq, H = m->H, shapes[][3] = {{T, m->qkv_dim, H}, {T, H, m->q_dim}, {T, 2 * m->ffn, H},
+                                                     {T, H, m->ffn}, {T, m->V, H}, {T, H, m->V}};
+        for (int i = 0; i < 6; i++)
+            printf("gemm_shape %dx%dx%d bf16io %.1f fp32io %.1f\n", shapes[i][0], shapes[i][1], shapes[i][2],
+                   backend_cuda_gemm_tflops(shapes[i][0], shapes[i][1], shapes[i][2], true),
+                   backend_cuda_gemm_tflops(shapes[i][0], shapes[i][1], shapes[i][2], false));
+    }
     printf("model_params %.3fB\n", m->n_params / 1e9);
     printf("train_shape %dx%d\n", batch, seq);
     fflush(stdout);

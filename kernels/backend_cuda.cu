@@ -48,7 +48,6 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 #define MAX_HD 256            /* head_dim limit of the attention kernels */
 #define ATTN_WARPS 4
 #define ATTN_SEQS 32          /* sequences per attention launch (kernel parameter space) */
-#define ROWS_PER_PASS 16      /* matmul_rows: rows accumulated per pass over a weight row */
 #define FA_ROWS 8             /* tiled attention: query rows per warp, */
 #define FA_BR (FA_ROWS * ATTN_WARPS)   /* per block, */
 #define FA_HD 128             /* and the largest head_dim it takes (else the per-query one) */
@@ -57,6 +56,7 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 static cublasHandle_t blas;
 static cublasComputeType_t gemm_compute;   /* for cublasGemmEx; unused in fp32 mode */
 static bool gemm_exact;                    /* RL_CUDA_MATH=fp32: cublasSgemm */
+static bool gemm_bf16;                     /* RL_CUDA_MATH=bf16: bf16 copies of the operands */
 static double *red_buf;                    /* sumsq partials [RED_BLOCKS + 1] */
 #define RED_BLOCKS 1024
 
@@ -175,58 +175,167 @@ static void cu_copy(float *dst, const float *src, size_t n)
 
 /* ---------------- matmul ---------------- */
 
-/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS
- * gets B first, and a row-major matrix read column-major is its transpose. */
+/* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
+ * operands, the attention's head-major copies); like cuBLAS's workspace,
+ * they are never the caller's. */
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_COUNT };
+static void *workspace(int which, size_t bytes)
+{
+    static void *ws[WS_COUNT];
+    static size_t cap[WS_COUNT];
+    if (bytes > cap[which]) {
+        if (ws[which])
+            CU(cudaFree(ws[which]));
+        ws[which] = NULL;
+        if (cudaMalloc(&ws[which], bytes) != cudaSuccess) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "out of GPU memory for a %.0f MB workspace", bytes / 1e6);
+            fatal("workspace", msg);
+        }
+        cap[which] = bytes;
+    }
+    return ws[which];
+}
+
+/* fp32 -> bf16, rounding to nearest even (NaN stays NaN) */
+__device__ static unsigned short bf16_rne(float x)
+{
+    unsigned u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (unsigned short)((u >> 16) | 0x40u);
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+/* dst[i][r][c] = bf16(src[i * stride + r * ld + c]), packed */
+__global__ static void k_pack_bf16(unsigned short *dst, const float *src, int rows, int cols, int ld,
+                                   long long stride, size_t n)
+{
+    GRID_STRIDE(t, n) {
+        size_t per = (size_t)rows * cols, i = t / per, r = t % per / cols, col = t % cols;
+        dst[t] = bf16_rne(src[i * stride + r * ld + col]);
+    }
+}
+/* A packed bf16 copy of `batch` (1 when stride is 0) rows x cols operands. */
+static const void *packed_bf16(int which, const float *x, int rows, int cols, int ld, long long stride, int batch,
+                               long long *packed_stride)
+{
+    size_t items = stride ? (size_t)batch : 1, n = items * rows * cols;
+    unsigned short *p = (unsigned short *)workspace(which, n * sizeof *p);
+    LAUNCH_OVER(n, k_pack_bf16, "bf16 copy of a GEMM operand", p, x, rows, cols, ld, stride, n);
+    *packed_stride = stride ? (long long)rows * cols : 0;
+    return p;
+}
+
+/* `batch` row-major products c = alpha op(a) op(b) + beta c at once, the
+ * i-th on a + i*sa, b + i*sb and c + i*sc (a stride may be 0: every product
+ * shares that operand). Row-major C = op(A) op(B) is column-major C^T =
+ * op(B)^T op(A)^T: cuBLAS gets B first, and a row-major matrix read
+ * column-major is its transpose. In bf16 mode the operands are rounded to
+ * bf16 by k_pack_bf16 first: cuBLAS's own fp32-in path (FAST_16BF) ran at
+ * half the rate of a bf16-in GEMM on an H100, and the copies cost less. */
+static void gemm_strided(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, long long sa,
+                         const float *b, int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
+{
+    if (m <= 0 || n <= 0 || batch <= 0)
+        return;
+    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (gemm_exact) {
+        BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, b, ldb, sb, a, lda, sa, &beta, c, ldc, sc,
+                                       batch));
+        return;
+    }
+    const void *pa = a, *pb = b;
+    cudaDataType type = CUDA_R_32F;
+    cublasComputeType_t compute = gemm_compute;
+    if (gemm_bf16 && k > 0) {
+        int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+        pa = packed_bf16(WS_GEMM_A, a, ar, ac, lda, sa, batch, &sa);
+        pb = packed_bf16(WS_GEMM_B, b, br, bc, ldb, sb, batch, &sb);
+        lda = ac, ldb = bc;
+        type = CUDA_R_16BF;
+        compute = CUBLAS_COMPUTE_32F;
+    }
+    if (batch == 1)
+        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, pb, type, ldb, pa, type, lda, &beta, c, CUDA_R_32F, ldc,
+                          compute, CUBLAS_GEMM_DEFAULT));
+    else
+        BLAS(cublasGemmStridedBatchedEx(blas, opb, opa, n, m, k, &alpha, pb, type, ldb, sb, pa, type, lda, sa, &beta,
+                                        c, CUDA_R_32F, ldc, sc, batch, compute, CUBLAS_GEMM_DEFAULT));
+}
+
 static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc)
 {
-    if (m <= 0 || n <= 0)
-        return;
-    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if (gemm_exact)
-        BLAS(cublasSgemm(blas, opb, opa, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
-    else
-        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c,
-                          CUDA_R_32F, ldc, gemm_compute, CUBLAS_GEMM_DEFAULT));
+    gemm_strided(ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
 }
 
-/* c[m, n] = a[m, k] b[n, k]^T: one warp per column j; lane l sums k = l,
- * l+32, ... in order, then the xor tree. ROWS_PER_PASS rows share each
- * load of b's row. */
+/* c[m, n] = a[m, k] b[n, k]^T with one fixed order per element, whatever m:
+ * lane l of a warp sums k = l, l+32, ... in order (fmaf), then the lanes
+ * meet in the xor tree of warp_sum_f. A block takes MR_ROWS rows of a
+ * (staged in shared memory, MR_K columns at a time) and MR_COLS columns per
+ * warp; its blocks for one set of columns run side by side (rows vary
+ * fastest in the grid), so b is read from memory about once. */
+#define MR_ROWS 16
+#define MR_COLS 4
+#define MR_UNROLL 4
+#define MR_K (32 * MR_UNROLL)
 __global__ static void k_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
 {
-    int j = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
-    if (j >= n)
-        return;
-    const float *bj = b + (size_t)j * k;
-    for (int r0 = 0; r0 < m; r0 += ROWS_PER_PASS) {
-        int nr = m - r0 < ROWS_PER_PASS ? m - r0 : ROWS_PER_PASS;
-        float acc[ROWS_PER_PASS];
+    __shared__ float as[MR_ROWS][MR_K];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r0 = blockIdx.x * MR_ROWS;
+    int j0 = (blockIdx.y * (blockDim.x >> 5) + w) * MR_COLS;
+    int nr = m - r0 < MR_ROWS ? m - r0 : MR_ROWS;
+    float acc[MR_ROWS][MR_COLS];
 #pragma unroll
-        for (int r = 0; r < ROWS_PER_PASS; r++)
-            acc[r] = 0.0f;
-        for (int kk = lane; kk < k; kk += 32) {
-            float bv = bj[kk];
+    for (int r = 0; r < MR_ROWS; r++)
 #pragma unroll
-            for (int r = 0; r < ROWS_PER_PASS; r++)
-                if (r < nr)
-                    acc[r] = fmaf(a[(size_t)(r0 + r) * k + kk], bv, acc[r]);
+        for (int q = 0; q < MR_COLS; q++)
+            acc[r][q] = 0.0f;
+    const float *bj[MR_COLS];
+#pragma unroll
+    for (int q = 0; q < MR_COLS; q++)
+        bj[q] = b + (size_t)(j0 + q < n ? j0 + q : n - 1) * k;   /* a clamped column is computed, not stored */
+    for (int k0 = 0; k0 < k; k0 += MR_K) {
+        __syncthreads();                 /* the previous chunk is read */
+        for (int t = threadIdx.x; t < MR_ROWS * MR_K; t += blockDim.x) {
+            int r = t / MR_K, kk = k0 + t % MR_K;
+            as[r][t % MR_K] = r < nr && kk < k ? a[(size_t)(r0 + r) * k + kk] : 0.0f;
         }
+        __syncthreads();
 #pragma unroll
-        for (int r = 0; r < ROWS_PER_PASS; r++)
-            if (r < nr) {                /* nr is the same for every lane */
-                float s = warp_sum_f(acc[r]);
-                if (lane == 0)
-                    c[(size_t)(r0 + r) * n + j] = s;
-            }
+        for (int u = 0; u < MR_UNROLL; u++) {
+            int kk = k0 + 32 * u + lane;
+            if (kk >= k)
+                break;                   /* the same k for every m: the order stays fixed */
+            float bv[MR_COLS];
+#pragma unroll
+            for (int q = 0; q < MR_COLS; q++)
+                bv[q] = bj[q][kk];
+#pragma unroll
+            for (int r = 0; r < MR_ROWS; r++)
+                if (r < nr) {
+                    float av = as[r][32 * u + lane];
+#pragma unroll
+                    for (int q = 0; q < MR_COLS; q++)
+                        acc[r][q] = fmaf(av, bv[q], acc[r][q]);
+                }
+        }
     }
+#pragma unroll
+    for (int r = 0; r < MR_ROWS; r++)
+#pragma unroll
+        for (int q = 0; q < MR_COLS; q++)
+            if (r < nr) {                /* nr is the same for every lane */
+                float sum = warp_sum_f(acc[r][q]);
+                if (lane == 0 && j0 + q < n)
+                    c[(size_t)(r0 + r) * n + j0 + q] = sum;
+            }
 }
 static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
 {
     if (m <= 0 || n <= 0)
         return;
-    unsigned warps = THREADS / 32;
-    LAUNCH(k_matmul_rows, (n + warps - 1) / warps, THREADS)(c, a, b, m, n, k);
+    unsigned cols = THREADS / 32 * MR_COLS;
+    LAUNCH(k_matmul_rows, dim3((m + MR_ROWS - 1) / MR_ROWS, (n + cols - 1) / cols), THREADS)(c, a, b, m, n, k);
     LAUNCHED("matmul_rows");
 }
 
@@ -875,23 +984,171 @@ static void check_hd(int hd)
         fatal("attention", "head_dim must be 1 to 256 on this backend");
 }
 
-static bool attn_simple;            /* RL_CUDA_ATTN=simple: no tiled kernels */
+/* $RL_CUDA_ATTN: auto (cuBLAS where the scores fit the scratch budget, else
+ * the tiled kernels), tiled (never cuBLAS), simple (the per-query kernels). */
+enum { ATTN_AUTO, ATTN_TILED, ATTN_SIMPLE };
+static int attn_mode;
 
 /* Whether a call whose longest sequence has n queries takes the tiled
  * kernels: decode steps (a few queries per sequence) keep a block per query
- * in the forward; the backward is always tiled. attn_scratch follows it. */
+ * in the forward; the backward is always tiled. */
 static bool use_tiled(int n, int hd, bool backward)
 {
-    return !attn_simple && hd <= FA_HD && (backward || n > 4);
+    return attn_mode != ATTN_SIMPLE && hd <= FA_HD && (backward || n > 4);
 }
 
-/* The tiled kernels keep scores on chip; the per-query ones go through the scratch. */
-static bool cu_attn_scratch(int n, int hd, bool backward) { return !use_tiled(n, hd, backward); }
+/* Whether a sequence of n queries over ctx keys goes through cuBLAS: when
+ * its scores (n x ctx per head, fp32) take at most ATTN_GEMM_BYTES. */
+#define ATTN_GEMM_BYTES ((size_t)1 << 30)
+static bool use_gemm(int n, int ctx, int n_heads)
+{
+    return attn_mode == ATTN_AUTO && n > 4 && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES;
+}
 
-static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+/* cuBLAS and the per-query kernels go through the scratch; the tiled kernels keep scores on chip. */
+static bool cu_attn_scratch(int n, int ctx, int n_heads, int hd, bool backward)
+{
+    return use_gemm(n, ctx, n_heads) || !use_tiled(n, hd, backward);
+}
+static bool gemm_path(const struct bk_attn_seq *x, int n_heads, bool backward)
+{
+    return x->p && (!backward || x->dp) && use_gemm(x->n, x->pos + x->n, n_heads);
+}
+
+/* ---- attention through cuBLAS ----
+ * The CPU backend's algorithm: per sequence, the scores S = scale q k^T of
+ * every head in the scratch ([head][n][ctx]; the causal upper triangle is
+ * computed and discarded: on tensor cores the square costs less than
+ * skipping it), a masked softmax row by row, then out = P v. The query heads
+ * of one kv head are one strided batch that shares the K (V) operand. */
+
+/* In place, per (row, head): the causal row's softmax, 0 above the diagonal; lse saved. */
+__global__ static void k_softmax_causal(float *p, float *lse, int n, int ctx, int pos)
+{
+    int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
+    float *r = p + ((size_t)h * n + i) * ctx;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < len; j += blockDim.x)
+        mx = fmaxf(mx, r[j]);
+    mx = block_max_f(mx);
+    double sum = 0;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        float e = expf(r[j] - mx);
+        r[j] = e;
+        sum += e;
+    }
+    sum = block_sum_d(sum);
+    float inv = (float)(1.0 / sum);
+    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
+        r[j] = j < len ? r[j] * inv : 0.0f;
+    if (lse && threadIdx.x == 0)
+        lse[(size_t)h * n + i] = mx + (float)log(sum);
+}
+/* The backward's recompute: P = exp(S - lse) on the causal part, 0 above it. */
+__global__ static void k_softmax_lse(float *p, const float *lse, int n, int ctx, int pos)
+{
+    int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
+    float *r = p + ((size_t)h * n + i) * ctx;
+    float l = lse[(size_t)h * n + i];
+    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
+        r[j] = j < len ? expf(r[j] - l) : 0.0f;
+}
+/* In place in dp: dS = P (dP - rowsum(P dP)) scale, 0 above the diagonal. */
+__global__ static void k_attn_ds(float *dp, const float *p, int n, int ctx, int pos, float scale)
+{
+    int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
+    size_t o = ((size_t)h * n + i) * ctx;
+    double acc = 0;
+    for (int j = threadIdx.x; j < len; j += blockDim.x)
+        acc += (double)p[o + j] * dp[o + j];
+    float rowdot = (float)block_sum_d(acc);
+    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
+        dp[o + j] = j < len ? p[o + j] * (dp[o + j] - rowdot) * scale : 0.0f;
+}
+/* dst[h][i][d] = src[i * stride + h * hd + d]: heads as stacked matrices, so
+ * that one product sums over the query heads of a kv head. */
+__global__ static void k_heads_major(float *dst, const float *src, int stride, int n, int nh, int hd)
+{
+    GRID_STRIDE(t, (size_t)nh * n * hd) {
+        size_t h = t / ((size_t)n * hd), r = t % ((size_t)n * hd);
+        dst[t] = src[(r / hd) * stride + h * hd + r % hd];
+    }
+}
+
+/* S = scale q k^T into x->p, head by head (batched per kv head) */
+static void attn_scores(const float *q, int q_stride, const struct bk_attn_seq *x, int nh, int nkv, int hd,
+                        float scale)
+{
+    int g = nh / nkv, n = x->n, ctx = x->pos + n;
+    long long pn = (long long)n * ctx;
+    const float *qr = q + (size_t)x->row * q_stride;
+    for (int c = 0; c < nkv; c++)
+        gemm_strided(false, true, n, ctx, hd, scale, qr + (size_t)c * g * hd, q_stride, hd,
+                     x->k + (size_t)c * hd, x->kv_stride, 0, 0.0f, x->p + c * g * pn, ctx, pn, g);
+}
+
+static void attn_gemm_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *x,
+                          int nh, int nkv, int hd, float scale)
+{
+    int g = nh / nkv, n = x->n, ctx = x->pos + n;
+    long long pn = (long long)n * ctx;
+    attn_scores(q, q_stride, x, nh, nkv, hd, scale);
+    LAUNCH(k_softmax_causal, dim3(n, nh), THREADS)(x->p, x->lse, n, ctx, x->pos);
+    LAUNCHED("attention (softmax)");
+    float *orow = out + (size_t)x->row * out_stride;
+    for (int c = 0; c < nkv; c++)
+        gemm_strided(false, false, n, hd, ctx, 1.0f, x->p + c * g * pn, ctx, pn, x->v + (size_t)c * hd,
+                     x->kv_stride, 0, 0.0f, orow + (size_t)c * g * hd, out_stride, hd, g);
+}
+
+/* dv += P^T dO; dP = dO v^T; dS = P (dP - rowsum(P dP)) scale; dq = dS k;
+ * dk += dS^T q. The sums over a kv head's query heads are one product each
+ * (over the stacked rows of the head-major copies). */
+static void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                          const struct bk_attn_seq *x, int nh, int nkv, int hd, float scale)
+{
+    int g = nh / nkv, n = x->n, ctx = x->pos + n, kvs = x->kv_stride;
+    long long pn = (long long)n * ctx, gn = (long long)g * n;
+    attn_scores(q, q_stride, x, nh, nkv, hd, scale);
+    LAUNCH(k_softmax_lse, dim3(n, nh), THREADS)(x->p, x->lse, n, ctx, x->pos);
+    LAUNCHED("attention_bwd (probabilities)");
+    const float *qr = q + (size_t)x->row * q_stride, *dor = dout + (size_t)x->row * dout_stride;
+    size_t heads = (size_t)nh * n * hd;
+    float *qh = (float *)workspace(WS_ATTN, 2 * heads * sizeof(float)), *doh = qh + heads;
+    LAUNCH_OVER(heads, k_heads_major, "attention_bwd (head-major q)", qh, qr, q_stride, n, nh, hd);
+    LAUNCH_OVER(heads, k_heads_major, "attention_bwd (head-major dout)", doh, dor, dout_stride, n, nh, hd);
+    gemm_strided(true, false, ctx, hd, (int)gn, 1.0f, x->p, ctx, g * pn, doh, hd, gn * hd, 1.0f, x->dv, kvs, hd,
+                 nkv);
+    for (int c = 0; c < nkv; c++)
+        gemm_strided(false, true, n, ctx, hd, 1.0f, dor + (size_t)c * g * hd, dout_stride, hd,
+                     x->v + (size_t)c * hd, kvs, 0, 0.0f, x->dp + c * g * pn, ctx, pn, g);
+    LAUNCH(k_attn_ds, dim3(n, nh), THREADS)(x->dp, x->p, n, ctx, x->pos, scale);
+    LAUNCHED("attention_bwd (dS)");
+    float *dqr = dq + (size_t)x->row * q_stride;
+    for (int c = 0; c < nkv; c++)
+        gemm_strided(false, false, n, hd, ctx, 1.0f, x->dp + c * g * pn, ctx, pn, x->k + (size_t)c * hd, kvs, 0,
+                     0.0f, dqr + (size_t)c * g * hd, q_stride, hd, g);
+    gemm_strided(true, false, ctx, hd, (int)gn, 1.0f, x->dp, ctx, g * pn, qh, hd, gn * hd, 1.0f, x->dk, kvs, hd,
+                 nkv);
+}
+
+/* The sequences of s that take the kernels, not cuBLAS (host memory, to free). */
+static struct bk_attn_seq *kernel_seqs(const struct bk_attn_seq *s, int n_seq, int n_heads, bool backward,
+                                       int *n_out)
+{
+    struct bk_attn_seq *r = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *r);
+    if (!r)
+        fatal("attention", "out of host memory");
+    *n_out = 0;
+    for (int i = 0; i < n_seq; i++)
+        if (!gemm_path(&s[i], n_heads, backward))
+            r[(*n_out)++] = s[i];
+    return r;
+}
+
+static void attn_kernels(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
                          int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
-    check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
         int most = 0;
@@ -911,6 +1168,19 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
                                                                   n_heads / n_kv, hd, scale);
         LAUNCHED("attention");
     }
+}
+
+static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+                         int n_seq, int n_heads, int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    for (int i = 0; i < n_seq; i++)
+        if (gemm_path(&s[i], n_heads, false))
+            attn_gemm_fwd(out, out_stride, q, q_stride, &s[i], n_heads, n_kv, hd, scale);
+    int nk;
+    struct bk_attn_seq *k = kernel_seqs(s, n_seq, n_heads, false, &nk);
+    attn_kernels(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
+    free(k);
 }
 
 /* One block per new row: copy its K and V rows into the sequence's cache. */
@@ -937,11 +1207,10 @@ static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_
     }
 }
 
-static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+static void attn_bwd_kernels(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                              const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
                              int n_kv, int hd, float scale)
 {
-    check_hd(hd);
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
         attn_args A = {};
         if (use_tiled(0, hd, true)) {
@@ -968,6 +1237,20 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
                                                                       n_heads / n_kv, hd);
         LAUNCHED("attention_bwd (keys)");
     }
+}
+
+static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                             const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
+                             int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    for (int i = 0; i < n_seq; i++)
+        if (gemm_path(&s[i], n_heads, true))
+            attn_gemm_bwd(dq, q_stride, dout, dout_stride, q, &s[i], n_heads, n_kv, hd, scale);
+    int nk;
+    struct bk_attn_seq *k = kernel_seqs(s, n_seq, n_heads, true, &nk);
+    attn_bwd_kernels(dq, q_stride, dout, dout_stride, q, out, out_stride, k, nk, n_heads, n_kv, hd, scale);
+    free(k);
 }
 
 /* ---------------- elementwise ---------------- */
@@ -1252,6 +1535,7 @@ static int pick_math(void)
     const char *e = getenv("RL_CUDA_MATH");
     if (!e || !*e || !strcmp(e, "bf16")) {
         gemm_compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+        gemm_bf16 = true;
         return 0;
     }
     if (!strcmp(e, "tf32")) {
@@ -1280,9 +1564,9 @@ static int cuda_init(void)
     if (pick_math() < 0)
         return -1;
     const char *attn = getenv("RL_CUDA_ATTN");
-    if (attn && *attn && strcmp(attn, "tiled") && strcmp(attn, "simple"))
-        return fail("RL_CUDA_ATTN=\"%s\": expected tiled or simple", attn);
-    attn_simple = attn && !strcmp(attn, "simple");
+    if (attn && *attn && strcmp(attn, "auto") && strcmp(attn, "tiled") && strcmp(attn, "simple"))
+        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tiled or simple", attn);
+    attn_mode = !attn || !*attn || !strcmp(attn, "auto") ? ATTN_AUTO : !strcmp(attn, "tiled") ? ATTN_TILED : ATTN_SIMPLE;
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
@@ -1293,7 +1577,7 @@ static int cuda_init(void)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
     snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention", prop.name, prop.major,
-             prop.minor, prop.totalGlobalMem / 1073741824.0, math, attn_simple ? "simple" : "tiled");
+             prop.minor, prop.totalGlobalMem / 1073741824.0, math, attn_mode == ATTN_AUTO ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple");
     table = make_table();
     table.detail = detail;
     return 0;
@@ -1302,8 +1586,8 @@ static int cuda_init(void)
 /* The ceiling the GPU benchmarks report against: TFLOP/s of an m x n x k
  * GEMM through cuBLAS, best of `reps` after a warm-up, timed with events.
  * bf16_io: bf16 inputs and output with fp32 accumulation (the card's bf16
- * rate); else fp32 inputs and output in this backend's GEMM mode (what the
- * model's matmuls get). -1 on error. */
+ * rate); else fp32 inputs and output through this backend's matmul (what
+ * the model's matmuls get, bf16 copies of the operands included). -1 on error. */
 extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops(int m, int n, int k, int bf16_io,
                                                                                  int reps)
 {
@@ -1339,12 +1623,10 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
         if (bf16_io)
             st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a, CUDA_R_16BF, k,
                               &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        else if (gemm_exact)
-            st = cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, (const float *)b, k, (const float *)a, k,
-                             &beta, (float *)c, n);
-        else
-            st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, k, a, CUDA_R_32F, k,
-                              &beta, c, CUDA_R_32F, n, gemm_compute, CUBLAS_GEMM_DEFAULT);
+        else {                       /* exits on a cuBLAS error */
+            cu_matmul(false, true, m, n, k, alpha, (const float *)a, k, (const float *)b, k, beta, (float *)c, n);
+            st = CUBLAS_STATUS_SUCCESS;
+        }
         cudaEventRecord(e1, 0);
         cudaEventSynchronize(e1);
         float ms = 0;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_prof.h"
 #include "err.h"
 
 static int cuda_lib_path(char *out, size_t n)
@@ -93,12 +94,12 @@ static bool nvidia_driver_present(void)
     return access("/dev/nvidiactl", F_OK) == 0 || access("/proc/driver/nvidia/version", F_OK) == 0;
 }
 
-const struct backend *backend_get(const char *name)
+static const struct backend *lookup(const char *name)
 {
     if (!name || !strcmp(name, "auto")) {
         const char *env = getenv("RL_DEVICE");
         if (env && *env && strcmp(env, "auto"))
-            return backend_get(env);
+            return lookup(env);
         if (!nvidia_driver_present())
             return &backend_cpu;
         const struct backend *bk = backend_cuda_get();
@@ -114,4 +115,10 @@ const struct backend *backend_get(const char *name)
     if (!strcmp(name, "devsim"))
         return &backend_devsim;
     return rl_err("unknown device \"%s\" (expected auto, cpu or cuda)", name), NULL;
+}
+
+const struct backend *backend_get(const char *name)
+{
+    const struct backend *bk = lookup(name);
+    return bk && backend_prof_wanted() ? backend_profiled(bk) : bk;
 }

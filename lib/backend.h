@@ -79,10 +79,11 @@ struct backend {
     void (*kv_append)(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                       int src_stride, int kv_dim);
     /* Whether attention (or, backward, attention_bwd) on a sequence of n
-     * queries uses the s->p (and s->dp) scratch; the model allocates it only
-     * for the sequences that do (it is n x ctx per head: 8 GB per layer for
-     * one 8k-token sequence of 32 heads). */
-    bool (*attn_scratch)(int n, int head_dim, bool backward);
+     * queries over ctx keys uses the s->p (and s->dp) scratch; the model
+     * allocates it only for the sequences that do (it is n x ctx per head:
+     * 8 GB per layer for one 8k-token sequence of 32 heads). A backend that
+     * is given the scratch for a sequence may use it or not. */
+    bool (*attn_scratch)(int n, int ctx, int n_heads, int head_dim, bool backward);
     /* dq = d/dq (overwritten; q's row stride), s->dk/dv +=; out is the
      * forward's output (out_stride as given to it; a tiled backward takes
      * rowsum(dout * out) from it instead of from the probabilities) */

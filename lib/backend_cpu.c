@@ -389,9 +389,9 @@ static void cpu_attention_bwd(float *dq, int q_stride, const float *dout, int do
         attn_bwd_group(dq, q_stride, dout, dout_stride, q, &s[t / n_kv], t % n_kv, n_heads, n_kv, head_dim, scale);
 }
 
-static bool cpu_attn_scratch(int n, int head_dim, bool backward)
+static bool cpu_attn_scratch(int n, int ctx, int n_heads, int head_dim, bool backward)
 {
-    (void)n, (void)head_dim, (void)backward;
+    (void)n, (void)ctx, (void)n_heads, (void)head_dim, (void)backward;
     return true;                       /* the scores go through sgemm */
 }
 

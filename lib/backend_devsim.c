@@ -91,7 +91,10 @@ static void sim_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k
     backend_cpu.kv_append(r, n_seq, F(k_src), F(v_src), src_stride, kv_dim);
     free(r);
 }
-static bool sim_attn_scratch(int n, int hd, bool backward) { return backend_cpu.attn_scratch(n, hd, backward); }
+static bool sim_attn_scratch(int n, int ctx, int nh, int hd, bool backward)
+{
+    return backend_cpu.attn_scratch(n, ctx, nh, hd, backward);
+}
 static void sim_swiglu(float *h, const float *gu, int n, int f) { backend_cpu.swiglu(F(h), F(gu), n, f); }
 static void sim_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {

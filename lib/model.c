@@ -357,7 +357,7 @@ int model_rope_reserve(struct model *m, int n)
 
 size_t model_attn_scratch(const struct model *m, int n, int pos, bool backward)
 {
-    if (!m->bk->attn_scratch(n, m->hd, backward))
+    if (!m->bk->attn_scratch(n, pos + n, m->n_heads, m->hd, backward))
         return 0;
     return (size_t)m->n_heads * n * (pos + n);
 }

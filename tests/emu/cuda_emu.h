@@ -247,6 +247,12 @@ template <class K> auto launcher(K kernel, dim3 grid, dim3 blk)
 inline void __syncthreads() { emu::wait(emu::block_gate); }
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::exchange(v, emu::cur->lane ^ o); }
 template <class T> T __shfl_sync(unsigned, T v, int src) { return emu::exchange(v, src); }
+inline unsigned __float_as_uint(float x)
+{
+    unsigned u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
 
 /* ---- runtime ---- */
 typedef int cudaError_t;
@@ -307,14 +313,57 @@ inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOp
                 tb == CUBLAS_OP_T ? CblasTrans : CblasNoTrans, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
+/* A bf16 operand (column-major, `cols` columns of ld) widened to fp32, exactly. */
+inline float *emu_widen_bf16(const void *x, int ld, int rows, int cols)
+{
+    size_t n = (size_t)ld * (cols - 1) + rows;
+    float *f = (float *)malloc(n * sizeof *f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned u = (unsigned)((const unsigned short *)x)[i] << 16;
+        memcpy(&f[i], &u, sizeof u);
+    }
+    return f;
+}
 inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                    const void *alpha, const void *a, cudaDataType at, int lda, const void *b,
                                    cudaDataType bt, int ldb, const void *beta, void *c, cudaDataType ct, int ldc,
                                    cublasComputeType_t, int)
 {
-    if (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F)
+    if (at != bt || ct != CUDA_R_32F)
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, (const float *)a, lda, (const float *)b, ldb,
-                       (const float *)beta, (float *)c, ldc);
+    if (at == CUDA_R_32F)
+        return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, (const float *)a, lda, (const float *)b, ldb,
+                           (const float *)beta, (float *)c, ldc);
+    /* bf16 in, fp32 out: the products of the rounded values in fp32 */
+    float *fa = emu_widen_bf16(a, lda, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m);
+    float *fb = emu_widen_bf16(b, ldb, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k);
+    cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, fa, lda, fb, ldb, (const float *)beta, (float *)c, ldc);
+    free(fa), free(fb);
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                                int n, int k, const float *alpha, const float *a, int lda,
+                                                long long sa, const float *b, int ldb, long long sb,
+                                                const float *beta, float *c, int ldc, long long sc, int batch)
+{
+    for (int i = 0; i < batch; i++)
+        cublasSgemm(h, ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, ldc);
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                                 int n, int k, const void *alpha, const void *a, cudaDataType at,
+                                                 int lda, long long sa, const void *b, cudaDataType bt, int ldb,
+                                                 long long sb, const void *beta, void *c, cudaDataType ct, int ldc,
+                                                 long long sc, int batch, cublasComputeType_t, int)
+{
+    size_t es = at == CUDA_R_16BF ? 2 : 4;
+    for (int i = 0; i < batch; i++) {
+        cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, alpha, (const char *)a + i * sa * es, at, lda,
+                                         (const char *)b + i * sb * es, bt, ldb, beta, (float *)c + i * sc, ct, ldc,
+                                         CUBLAS_COMPUTE_32F, 0);
+        if (st)
+            return st;
+    }
+    return CUBLAS_STATUS_SUCCESS;
 }
 #endif
