@@ -176,9 +176,9 @@ static void cu_copy(float *dst, const float *src, size_t n)
 /* ---------------- matmul ---------------- */
 
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
- * operands, the attention's head-major copies); like cuBLAS's workspace,
+ * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
-enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_COUNT };
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_COUNT };
 static void *workspace(int which, size_t bytes)
 {
     static void *ws[WS_COUNT];
@@ -225,47 +225,61 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     return p;
 }
 
+/* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */
+struct operand {
+    const void *p;
+    bool bf16;
+};
+static operand f32(const float *p) { return operand{p, false}; }
+
 /* `batch` row-major products c = alpha op(a) op(b) + beta c at once, the
  * i-th on a + i*sa, b + i*sb and c + i*sc (a stride may be 0: every product
  * shares that operand). Row-major C = op(A) op(B) is column-major C^T =
  * op(B)^T op(A)^T: cuBLAS gets B first, and a row-major matrix read
- * column-major is its transpose. In bf16 mode the operands are rounded to
+ * column-major is its transpose. In bf16 mode fp32 operands are rounded to
  * bf16 by k_pack_bf16 first: cuBLAS's own fp32-in path (FAST_16BF) ran at
  * half the rate of a bf16-in GEMM on an H100, and the copies cost less. */
-static void gemm_strided(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda, long long sa,
-                         const float *b, int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
+static void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
+                    int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
 {
     if (m <= 0 || n <= 0 || batch <= 0)
         return;
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if ((a.bf16 || b.bf16) && !gemm_bf16)
+        fatal("matmul", "a bf16 operand outside bf16 mode");
     if (gemm_exact) {
-        BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, b, ldb, sb, a, lda, sa, &beta, c, ldc, sc,
-                                       batch));
+        BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
+                                       (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
         return;
     }
-    const void *pa = a, *pb = b;
     cudaDataType type = CUDA_R_32F;
     cublasComputeType_t compute = gemm_compute;
-    if (gemm_bf16 && k > 0) {
-        int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-        pa = packed_bf16(WS_GEMM_A, a, ar, ac, lda, sa, batch, &sa);
-        pb = packed_bf16(WS_GEMM_B, b, br, bc, ldb, sb, batch, &sb);
-        lda = ac, ldb = bc;
+    if (gemm_bf16) {
+        if (!a.bf16 && k > 0) {
+            int rows = ta ? k : m, cols = ta ? m : k;
+            a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
+            lda = cols;
+        }
+        if (!b.bf16 && k > 0) {
+            int rows = tb ? n : k, cols = tb ? k : n;
+            b.p = packed_bf16(WS_GEMM_B, (const float *)b.p, rows, cols, ldb, sb, batch, &sb);
+            ldb = cols;
+        }
         type = CUDA_R_16BF;
         compute = CUBLAS_COMPUTE_32F;
     }
     if (batch == 1)
-        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, pb, type, ldb, pa, type, lda, &beta, c, CUDA_R_32F, ldc,
+        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, a.p, type, lda, &beta, c, CUDA_R_32F, ldc,
                           compute, CUBLAS_GEMM_DEFAULT));
     else
-        BLAS(cublasGemmStridedBatchedEx(blas, opb, opa, n, m, k, &alpha, pb, type, ldb, sb, pa, type, lda, sa, &beta,
-                                        c, CUDA_R_32F, ldc, sc, batch, compute, CUBLAS_GEMM_DEFAULT));
+        BLAS(cublasGemmStridedBatchedEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, sb, a.p, type, lda, sa,
+                                        &beta, c, CUDA_R_32F, ldc, sc, batch, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc)
 {
-    gemm_strided(ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+    gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
 }
 
 /* c[m, n] = a[m, k] b[n, k]^T with one fixed order per element, whatever m:
@@ -378,15 +392,21 @@ __global__ static void k_rmsnorm_bwd_rows(float *dx, const float *dy, const floa
         dx[o + j] += r * w[j] * dy[o + j] - x[o + j] * c;
 }
 
-/* out[j] += sum over rows i of a[i, j] (* b[i, j]) (* s[i]): 32 columns per
- * block, 8 row lanes each summing every 8th row in order, then a fixed tree. */
-__global__ static void k_colsum(float *out, const float *a, const float *b, const float *s, int n, int d)
+/* out[j] += sum over rows i of a[i, j] (* b[i, j]) (* s[i]), in double, in
+ * two passes with an order fixed by n and d: a block takes 32 columns of one
+ * chunk of COLSUM_ROWS rows (8 row lanes, each summing every 8th row in
+ * order, then the lanes in order) into part[chunk][j]; then the chunks are
+ * summed in order. Chunks keep the GPU busy: one block per 32 columns left
+ * 64 blocks for d = 2048. */
+#define COLSUM_ROWS 128
+__global__ static void k_colsum_part(double *part, const float *a, const float *b, const float *s, int n, int d)
 {
-    __shared__ double part[8][33];
+    __shared__ double lanes[8][33];
     int j = blockIdx.x * 32 + threadIdx.x, ty = threadIdx.y;
+    int i0 = blockIdx.y * COLSUM_ROWS, i1 = i0 + COLSUM_ROWS < n ? i0 + COLSUM_ROWS : n;
     double acc = 0;
     if (j < d)
-        for (int i = ty; i < n; i += 8) {
+        for (int i = i0 + ty; i < i1; i += 8) {
             double v = a[(size_t)i * d + j];
             if (b)
                 v *= b[(size_t)i * d + j];
@@ -394,12 +414,21 @@ __global__ static void k_colsum(float *out, const float *a, const float *b, cons
                 v *= s[i];
             acc += v;
         }
-    part[ty][threadIdx.x] = acc;
+    lanes[ty][threadIdx.x] = acc;
     __syncthreads();
     if (ty == 0 && j < d) {
         double t = 0;
         for (int r = 0; r < 8; r++)
-            t += part[r][threadIdx.x];
+            t += lanes[r][threadIdx.x];
+        part[(size_t)blockIdx.y * d + j] = t;
+    }
+}
+__global__ static void k_colsum_total(float *out, const double *part, int chunks, int d)
+{
+    GRID_STRIDE(j, (size_t)d) {
+        double t = 0;
+        for (int c = 0; c < chunks; c++)
+            t += part[(size_t)c * d + j];
         out[j] += (float)t;
     }
 }
@@ -407,8 +436,11 @@ static void colsum(float *out, const float *a, const float *b, const float *s, i
 {
     if (n <= 0 || d <= 0)
         return;
-    LAUNCH(k_colsum, (d + 31) / 32, dim3(32, 8))(out, a, b, s, n, d);
+    int chunks = (n + COLSUM_ROWS - 1) / COLSUM_ROWS;
+    double *part = (double *)workspace(WS_COLSUM, (size_t)chunks * d * sizeof(double));
+    LAUNCH(k_colsum_part, dim3((d + 31) / 32, chunks), dim3(32, 8))(part, a, b, s, n, d);
     LAUNCHED("column sum");
+    LAUNCH_OVER(d, k_colsum_total, "column sum (total)", out, part, chunks, d);
 }
 
 static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
@@ -1020,116 +1052,163 @@ static bool gemm_path(const struct bk_attn_seq *x, int n_heads, bool backward)
  * every head in the scratch ([head][n][ctx]; the causal upper triangle is
  * computed and discarded: on tensor cores the square costs less than
  * skipping it), a masked softmax row by row, then out = P v. The query heads
- * of one kv head are one strided batch that shares the K (V) operand. */
+ * of one kv head are one strided batch that shares the K (V) operand. In
+ * bf16 mode the row kernels write P and dS as bf16 (what the next GEMM reads)
+ * into workspaces; otherwise fp32 in place, over S and dP. */
 
-/* In place, per (row, head): the causal row's softmax, 0 above the diagonal; lse saved. */
-__global__ static void k_softmax_causal(float *p, float *lse, int n, int ctx, int pos)
-{
-    int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
-    float *r = p + ((size_t)h * n + i) * ctx;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < len; j += blockDim.x)
-        mx = fmaxf(mx, r[j]);
-    mx = block_max_f(mx);
-    double sum = 0;
-    for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        float e = expf(r[j] - mx);
-        r[j] = e;
-        sum += e;
-    }
-    sum = block_sum_d(sum);
-    float inv = (float)(1.0 / sum);
-    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
-        r[j] = j < len ? r[j] * inv : 0.0f;
-    if (lse && threadIdx.x == 0)
-        lse[(size_t)h * n + i] = mx + (float)log(sum);
-}
-/* The backward's recompute: P = exp(S - lse) on the causal part, 0 above it. */
-__global__ static void k_softmax_lse(float *p, const float *lse, int n, int ctx, int pos)
-{
-    int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
-    float *r = p + ((size_t)h * n + i) * ctx;
-    float l = lse[(size_t)h * n + i];
-    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
-        r[j] = j < len ? expf(r[j] - l) : 0.0f;
-}
-/* In place in dp: dS = P (dP - rowsum(P dP)) scale, 0 above the diagonal. */
-__global__ static void k_attn_ds(float *dp, const float *p, int n, int ctx, int pos, float scale)
+__device__ static void put(float *p, size_t i, float v) { p[i] = v; }
+__device__ static void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
+
+/* Per (row, head): P = the causal row's softmax of S, 0 above the diagonal
+ * (p may be s itself); lse saved. exp is recomputed rather than stored, so
+ * that S is read-only until the last pass. */
+template <class T>
+__global__ static void k_softmax_causal(const float *s, T *p, float *lse, int n, int ctx, int pos)
 {
     int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
     size_t o = ((size_t)h * n + i) * ctx;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < len; j += blockDim.x)
+        mx = fmaxf(mx, s[o + j]);
+    mx = block_max_f(mx);
+    double sum = 0;
+    for (int j = threadIdx.x; j < len; j += blockDim.x)
+        sum += expf(s[o + j] - mx);
+    sum = block_sum_d(sum);
+    float inv = (float)(1.0 / sum);
+    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
+        put(p, o + j, j < len ? expf(s[o + j] - mx) * inv : 0.0f);
+    if (lse && threadIdx.x == 0)
+        lse[(size_t)h * n + i] = mx + (float)log(sum);
+}
+
+/* The backward's row work, per (row, head): P = exp(S - lse) again, then
+ * dS = P (dP - rowsum(P dP)) scale; writes P and dS (0 above the diagonal;
+ * p may be s and ds may be dp). */
+template <class T>
+__global__ static void k_attn_p_ds(const float *s, const float *dp, const float *lse, T *p, T *ds, int n, int ctx,
+                                   int pos, float scale)
+{
+    int i = blockIdx.x, h = blockIdx.y, len = pos + i + 1;
+    size_t o = ((size_t)h * n + i) * ctx;
+    float l = lse[(size_t)h * n + i];
     double acc = 0;
     for (int j = threadIdx.x; j < len; j += blockDim.x)
-        acc += (double)p[o + j] * dp[o + j];
+        acc += (double)expf(s[o + j] - l) * dp[o + j];
     float rowdot = (float)block_sum_d(acc);
-    for (int j = threadIdx.x; j < ctx; j += blockDim.x)
-        dp[o + j] = j < len ? p[o + j] * (dp[o + j] - rowdot) * scale : 0.0f;
-}
-/* dst[h][i][d] = src[i * stride + h * hd + d]: heads as stacked matrices, so
- * that one product sums over the query heads of a kv head. */
-__global__ static void k_heads_major(float *dst, const float *src, int stride, int n, int nh, int hd)
-{
-    GRID_STRIDE(t, (size_t)nh * n * hd) {
-        size_t h = t / ((size_t)n * hd), r = t % ((size_t)n * hd);
-        dst[t] = src[(r / hd) * stride + h * hd + r % hd];
+    for (int j = threadIdx.x; j < ctx; j += blockDim.x) {
+        float pj = j < len ? expf(s[o + j] - l) : 0.0f, dsj = j < len ? pj * (dp[o + j] - rowdot) * scale : 0.0f;
+        put(p, o + j, pj);
+        put(ds, o + j, dsj);
     }
 }
 
-/* S = scale q k^T into x->p, head by head (batched per kv head) */
-static void attn_scores(const float *q, int q_stride, const struct bk_attn_seq *x, int nh, int nkv, int hd,
-                        float scale)
+/* dst[h][i][d] = src[i * stride + h * hd + d]: heads as stacked matrices, so
+ * that one product sums over the query heads of a kv head. */
+template <class T>
+__global__ static void k_heads_major(T *dst, const float *src, int stride, int n, int nh, int hd)
+{
+    GRID_STRIDE(t, (size_t)nh * n * hd) {
+        size_t h = t / ((size_t)n * hd), r = t % ((size_t)n * hd);
+        put(dst, t, src[(r / hd) * stride + h * hd + r % hd]);
+    }
+}
+
+/* Where P (and dS) go: bf16 workspaces in bf16 mode, else over S (dP). */
+static operand attn_rows(int which, float *fp32_place, size_t n)
+{
+    if (!gemm_bf16)
+        return operand{fp32_place, false};
+    return operand{workspace(which, n * sizeof(unsigned short)), true};
+}
+static void launch_softmax(const float *s, operand p, float *lse, int n, int nh, int ctx, int pos)
+{
+    if (p.bf16)
+        LAUNCH(k_softmax_causal<unsigned short>, dim3(n, nh), THREADS)(s, (unsigned short *)p.p, lse, n, ctx, pos);
+    else
+        LAUNCH(k_softmax_causal<float>, dim3(n, nh), THREADS)(s, (float *)p.p, lse, n, ctx, pos);
+    LAUNCHED("attention (softmax)");
+}
+static void launch_p_ds(const float *s, const float *dp, const float *lse, operand p, operand ds, int n, int nh,
+                        int ctx, int pos, float scale)
+{
+    if (p.bf16)
+        LAUNCH(k_attn_p_ds<unsigned short>, dim3(n, nh), THREADS)(s, dp, lse, (unsigned short *)p.p,
+                                                                 (unsigned short *)ds.p, n, ctx, pos, scale);
+    else
+        LAUNCH(k_attn_p_ds<float>, dim3(n, nh), THREADS)(s, dp, lse, (float *)p.p, (float *)ds.p, n, ctx, pos,
+                                                         scale);
+    LAUNCHED("attention_bwd (P, dS)");
+}
+/* src's heads stacked ([head][n][hd]), bf16 in bf16 mode */
+static operand heads_major(int half, const float *src, int stride, int n, int nh, int hd)
+{
+    size_t count = (size_t)nh * n * hd;
+    char *ws = (char *)workspace(WS_ATTN, 2 * count * (gemm_bf16 ? 2 : 4));
+    void *dst = ws + half * count * (gemm_bf16 ? 2 : 4);
+    if (gemm_bf16)
+        LAUNCH_OVER(count, k_heads_major<unsigned short>, "attention (head-major copy)", (unsigned short *)dst, src,
+                    stride, n, nh, hd);
+    else
+        LAUNCH_OVER(count, k_heads_major<float>, "attention (head-major copy)", (float *)dst, src, stride, n, nh,
+                    hd);
+    return operand{dst, gemm_bf16};
+}
+/* element offset into an operand of either width */
+static operand at(operand x, size_t off)
+{
+    return operand{(const char *)x.p + off * (x.bf16 ? 2 : 4), x.bf16};
+}
+
+/* out (or dP) rows of every head = scale A_h B_c^T, batched per kv head c,
+ * A's head h at column h*hd of its rows (stride a_stride), B = K or V. */
+static void attn_products_nt(float *c_out, const float *a, int a_stride, const float *b, const struct bk_attn_seq *x,
+                             int nh, int nkv, int hd, float scale)
 {
     int g = nh / nkv, n = x->n, ctx = x->pos + n;
     long long pn = (long long)n * ctx;
-    const float *qr = q + (size_t)x->row * q_stride;
     for (int c = 0; c < nkv; c++)
-        gemm_strided(false, true, n, ctx, hd, scale, qr + (size_t)c * g * hd, q_stride, hd,
-                     x->k + (size_t)c * hd, x->kv_stride, 0, 0.0f, x->p + c * g * pn, ctx, pn, g);
+        gemm_ex(false, true, n, ctx, hd, scale, f32(a + (size_t)c * g * hd), a_stride, hd, f32(b + (size_t)c * hd),
+                x->kv_stride, 0, 0.0f, c_out + c * g * pn, ctx, pn, g);
+}
+/* c rows of every head (column h*hd, stride c_stride) = P_h B_c, batched per kv head */
+static void attn_products_nn(float *c_out, int c_stride, operand p, const float *b, const struct bk_attn_seq *x,
+                             int nh, int nkv, int hd)
+{
+    int g = nh / nkv, n = x->n, ctx = x->pos + n;
+    long long pn = (long long)n * ctx;
+    for (int c = 0; c < nkv; c++)
+        gemm_ex(false, false, n, hd, ctx, 1.0f, at(p, c * g * pn), ctx, pn, f32(b + (size_t)c * hd), x->kv_stride, 0,
+                0.0f, c_out + (size_t)c * g * hd, c_stride, hd, g);
 }
 
 static void attn_gemm_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *x,
                           int nh, int nkv, int hd, float scale)
 {
-    int g = nh / nkv, n = x->n, ctx = x->pos + n;
-    long long pn = (long long)n * ctx;
-    attn_scores(q, q_stride, x, nh, nkv, hd, scale);
-    LAUNCH(k_softmax_causal, dim3(n, nh), THREADS)(x->p, x->lse, n, ctx, x->pos);
-    LAUNCHED("attention (softmax)");
-    float *orow = out + (size_t)x->row * out_stride;
-    for (int c = 0; c < nkv; c++)
-        gemm_strided(false, false, n, hd, ctx, 1.0f, x->p + c * g * pn, ctx, pn, x->v + (size_t)c * hd,
-                     x->kv_stride, 0, 0.0f, orow + (size_t)c * g * hd, out_stride, hd, g);
+    int n = x->n, ctx = x->pos + n;
+    attn_products_nt(x->p, q + (size_t)x->row * q_stride, q_stride, x->k, x, nh, nkv, hd, scale);
+    operand p = attn_rows(WS_P16, x->p, (size_t)nh * n * ctx);
+    launch_softmax(x->p, p, x->lse, n, nh, ctx, x->pos);
+    attn_products_nn(out + (size_t)x->row * out_stride, out_stride, p, x->v, x, nh, nkv, hd);
 }
 
-/* dv += P^T dO; dP = dO v^T; dS = P (dP - rowsum(P dP)) scale; dq = dS k;
- * dk += dS^T q. The sums over a kv head's query heads are one product each
- * (over the stacked rows of the head-major copies). */
+/* dP = dO v^T; P and dS = P (dP - rowsum(P dP)) scale; dv += P^T dO;
+ * dq = dS k; dk += dS^T q. The sums over a kv head's query heads are one
+ * product each, over the stacked rows of the head-major copies. */
 static void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                           const struct bk_attn_seq *x, int nh, int nkv, int hd, float scale)
 {
     int g = nh / nkv, n = x->n, ctx = x->pos + n, kvs = x->kv_stride;
     long long pn = (long long)n * ctx, gn = (long long)g * n;
-    attn_scores(q, q_stride, x, nh, nkv, hd, scale);
-    LAUNCH(k_softmax_lse, dim3(n, nh), THREADS)(x->p, x->lse, n, ctx, x->pos);
-    LAUNCHED("attention_bwd (probabilities)");
     const float *qr = q + (size_t)x->row * q_stride, *dor = dout + (size_t)x->row * dout_stride;
-    size_t heads = (size_t)nh * n * hd;
-    float *qh = (float *)workspace(WS_ATTN, 2 * heads * sizeof(float)), *doh = qh + heads;
-    LAUNCH_OVER(heads, k_heads_major, "attention_bwd (head-major q)", qh, qr, q_stride, n, nh, hd);
-    LAUNCH_OVER(heads, k_heads_major, "attention_bwd (head-major dout)", doh, dor, dout_stride, n, nh, hd);
-    gemm_strided(true, false, ctx, hd, (int)gn, 1.0f, x->p, ctx, g * pn, doh, hd, gn * hd, 1.0f, x->dv, kvs, hd,
-                 nkv);
-    for (int c = 0; c < nkv; c++)
-        gemm_strided(false, true, n, ctx, hd, 1.0f, dor + (size_t)c * g * hd, dout_stride, hd,
-                     x->v + (size_t)c * hd, kvs, 0, 0.0f, x->dp + c * g * pn, ctx, pn, g);
-    LAUNCH(k_attn_ds, dim3(n, nh), THREADS)(x->dp, x->p, n, ctx, x->pos, scale);
-    LAUNCHED("attention_bwd (dS)");
-    float *dqr = dq + (size_t)x->row * q_stride;
-    for (int c = 0; c < nkv; c++)
-        gemm_strided(false, false, n, hd, ctx, 1.0f, x->dp + c * g * pn, ctx, pn, x->k + (size_t)c * hd, kvs, 0,
-                     0.0f, dqr + (size_t)c * g * hd, q_stride, hd, g);
-    gemm_strided(true, false, ctx, hd, (int)gn, 1.0f, x->dp, ctx, g * pn, qh, hd, gn * hd, 1.0f, x->dk, kvs, hd,
-                 nkv);
+    attn_products_nt(x->p, qr, q_stride, x->k, x, nh, nkv, hd, scale);
+    attn_products_nt(x->dp, dor, dout_stride, x->v, x, nh, nkv, hd, 1.0f);
+    operand p = attn_rows(WS_P16, x->p, (size_t)nh * pn), ds = attn_rows(WS_DS16, x->dp, (size_t)nh * pn);
+    launch_p_ds(x->p, x->dp, x->lse, p, ds, n, nh, ctx, x->pos, scale);
+    operand qh = heads_major(0, qr, q_stride, n, nh, hd), doh = heads_major(1, dor, dout_stride, n, nh, hd);
+    gemm_ex(true, false, ctx, hd, (int)gn, 1.0f, p, ctx, g * pn, doh, hd, gn * hd, 1.0f, x->dv, kvs, hd, nkv);
+    attn_products_nn(dq + (size_t)x->row * q_stride, q_stride, ds, x->k, x, nh, nkv, hd);
+    gemm_ex(true, false, ctx, hd, (int)gn, 1.0f, ds, ctx, g * pn, qh, hd, gn * hd, 1.0f, x->dk, kvs, hd, nkv);
 }
 
 /* The sequences of s that take the kernels, not cuBLAS (host memory, to free). */
@@ -1495,6 +1574,9 @@ static struct backend make_table(void)
     memset(&b, 0, sizeof b);
     b.name = "cuda";
     b.host = false;
+    /* 256 MB of logits per LM-head chunk: the head's GEMMs ran at half
+     * speed on the 524-row chunks of 64 MB (a 32k vocabulary) on an H100 */
+    b.head_chunk_mb = 256;
     b.alloc = cu_alloc;
     b.free = cu_free;
     b.upload = cu_upload;

@@ -37,6 +37,7 @@ struct backend {
     const char *name;
     bool host;                             /* buffers are host memory (the CPU) */
     const char *detail;                    /* e.g. the GPU and the GEMM mode; may be NULL */
+    int head_chunk_mb;                     /* MB of LM-head logits the model computes at once */
     void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
     void (*free)(void *p);
     void (*upload)(void *dst, const void *host_src, size_t bytes);

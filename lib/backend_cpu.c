@@ -591,6 +591,7 @@ static void cpu_adamw(float *w, const float *g, float *m, float *v, size_t n,
 const struct backend backend_cpu = {
     .name = "cpu",
     .host = true,
+    .head_chunk_mb = 64,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,

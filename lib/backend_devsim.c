@@ -139,6 +139,7 @@ static void sim_adamw(float *w, const float *g, float *m, float *v, size_t n, fl
 const struct backend backend_devsim = {
     .name = "devsim",
     .host = false,
+    .head_chunk_mb = 64,             /* the CPU's, so that its results are the CPU's bits */
     .alloc = sim_alloc,
     .free = sim_free,
     .upload = sim_upload,

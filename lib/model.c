@@ -432,13 +432,14 @@ void model_acts_free(struct model *m)
     memset(a, 0, sizeof *a);
 }
 
-/* The LM head's row chunk: about 64 MB of logits at a time. It depends on
- * the vocabulary alone (never on the batch), so a sequence's chunks do too. */
+/* The LM head's row chunk: the backend's head_chunk_mb of logits at a time.
+ * It depends on the vocabulary and the device alone (never on the batch),
+ * so a sequence's chunks do too. */
 static int head_chunk(const struct model *m)
 {
     if (m->head_rows > 0)
         return m->head_rows;
-    int tc = (int)((16u << 20) / (unsigned)m->V);
+    int tc = (int)(((size_t)m->bk->head_chunk_mb << 18) / (unsigned)m->V);
     return tc < 8 ? 8 : tc > 4096 ? 4096 : tc;
 }
 

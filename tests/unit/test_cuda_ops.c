@@ -76,6 +76,14 @@ static int *ints_gpu(const int *h, size_t n)
     return g;
 }
 
+/* A test name with numbers in it (one buffer: use before the next call). */
+static const char *named(const char *fmt, int n)
+{
+    static char buf[128];
+    snprintf(buf, sizeof buf, fmt, n);
+    return buf;
+}
+
 /* Compare; report under NAME with the bound. */
 static double err_of(const struct two *t)
 {
@@ -141,20 +149,21 @@ static void test_matmul_rows(void)
     drop(&a), drop(&b);
 }
 
-static void test_norms(void)
+/* n = 300 rows: the weight gradient's column sums span three row chunks */
+static void test_norms(int n)
 {
-    int n = 33, d = 1000;
+    int d = 1000;
     struct two x = rand_both((size_t)n * d, 3), w = rand_both(d, 1);
     struct two y = poisoned((size_t)n * d), r = poisoned(n);
     cpu->rmsnorm(y.c, r.c, x.c, w.c, n, d, 1e-5f);
     gpu->rmsnorm(y.g, r.g, x.g, w.g, n, d, 1e-5f);
-    expect("rmsnorm: output", &y, 1e-5);
-    expect("rmsnorm: saved 1/rms", &r, 1e-5);
+    expect(named("rmsnorm: output, n=%d", n), &y, 1e-5);
+    expect(named("rmsnorm: saved 1/rms, n=%d", n), &r, 1e-5);
     struct two dy = rand_both((size_t)n * d, 1), dx = rand_both((size_t)n * d, 1), dw = rand_both(d, 1);
     cpu->rmsnorm_bwd(dx.c, dw.c, dy.c, x.c, w.c, r.c, n, d);
     gpu->rmsnorm_bwd(dx.g, dw.g, dy.g, x.g, w.g, r.g, n, d);
-    expect("rmsnorm_bwd: dx +=", &dx, 1e-5);
-    expect("rmsnorm_bwd: dw += (column sums)", &dw, 1e-5);
+    expect(named("rmsnorm_bwd: dx +=, n=%d", n), &dx, 1e-5);
+    expect(named("rmsnorm_bwd: dw += (column sums), n=%d", n), &dw, 1e-5);
     drop(&x), drop(&w), drop(&y), drop(&r), drop(&dy), drop(&dx), drop(&dw);
 }
 
@@ -450,7 +459,8 @@ int main(void)
     test_memory();
     test_matmul();
     test_matmul_rows();
-    test_norms();
+    test_norms(33);
+    test_norms(300);
     test_rope();
     test_attention();
     test_elementwise();
