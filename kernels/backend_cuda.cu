@@ -282,74 +282,102 @@ static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const 
     gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
 }
 
-/* c[m, n] = a[m, k] b[n, k]^T with one fixed order per element, whatever m:
- * lane l of a warp sums k = l, l+32, ... in order (fmaf), then the lanes
- * meet in the xor tree of warp_sum_f. A block takes MR_ROWS rows of a
- * (staged in shared memory, MR_K columns at a time) and MR_COLS columns per
- * warp; its blocks for one set of columns run side by side (rows vary
- * fastest in the grid), so b is read from memory about once. */
+/* c[m, n] = a[m, k] b[n, k]^T with one fixed order per element, whatever m
+ * (batched decoding stays batch-invariant): lane l of a warp takes the k in
+ * groups of four, k = 128 t + 4 l + e (e = 0..3), summing them in (t, e)
+ * order with fmaf; then the lanes meet in the xor tree of warp_sum_f. A
+ * block stages MR_ROWS rows of a in shared memory, MR_K columns at a time;
+ * each warp takes COLS columns, read as float4 where aligned (the width of
+ * a load never changes the arithmetic). Row blocks vary fastest in the
+ * grid, so the blocks reading one set of b's rows run side by side and b
+ * comes from memory about once. */
 #define MR_ROWS 16
-#define MR_COLS 4
-#define MR_UNROLL 4
-#define MR_K (32 * MR_UNROLL)
-__global__ static void k_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
+#define MR_STAGE 4                    /* 128-wide groups of k staged per pass */
+#define MR_K (128 * MR_STAGE)
+
+__device__ static void load4(float *v, const float *row, int kb, int k, bool vec)
 {
-    __shared__ float as[MR_ROWS][MR_K];
+    if (vec && kb + 3 < k) {
+        float4 t = *(const float4 *)(row + kb);
+        v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            v[e] = kb + e < k ? row[kb + e] : 0.0f;   /* fmaf(0, 0, acc) leaves acc as it is */
+    }
+}
+
+template <int COLS>
+__global__ static void k_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k, bool vec)
+{
+    __shared__ __align__(16) float as[MR_ROWS][MR_K];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r0 = blockIdx.x * MR_ROWS;
-    int j0 = (blockIdx.y * (blockDim.x >> 5) + w) * MR_COLS;
+    int j0 = (blockIdx.y * (blockDim.x >> 5) + w) * COLS;
     int nr = m - r0 < MR_ROWS ? m - r0 : MR_ROWS;
-    float acc[MR_ROWS][MR_COLS];
+    float acc[MR_ROWS][COLS];
 #pragma unroll
     for (int r = 0; r < MR_ROWS; r++)
 #pragma unroll
-        for (int q = 0; q < MR_COLS; q++)
+        for (int q = 0; q < COLS; q++)
             acc[r][q] = 0.0f;
-    const float *bj[MR_COLS];
+    const float *bj[COLS];
 #pragma unroll
-    for (int q = 0; q < MR_COLS; q++)
+    for (int q = 0; q < COLS; q++)
         bj[q] = b + (size_t)(j0 + q < n ? j0 + q : n - 1) * k;   /* a clamped column is computed, not stored */
     for (int k0 = 0; k0 < k; k0 += MR_K) {
-        __syncthreads();                 /* the previous chunk is read */
-        for (int t = threadIdx.x; t < MR_ROWS * MR_K; t += blockDim.x) {
+        __syncthreads();                 /* the previous stage is read */
+        for (int t = threadIdx.x; t < nr * MR_K; t += blockDim.x) {
             int r = t / MR_K, kk = k0 + t % MR_K;
-            as[r][t % MR_K] = r < nr && kk < k ? a[(size_t)(r0 + r) * k + kk] : 0.0f;
+            as[r][t % MR_K] = kk < k ? a[(size_t)(r0 + r) * k + kk] : 0.0f;
         }
         __syncthreads();
 #pragma unroll
-        for (int u = 0; u < MR_UNROLL; u++) {
-            int kk = k0 + 32 * u + lane;
-            if (kk >= k)
-                break;                   /* the same k for every m: the order stays fixed */
-            float bv[MR_COLS];
+        for (int u = 0; u < MR_STAGE; u++) {
+            int kb = k0 + 128 * u + 4 * lane;
+            if (kb >= k)
+                break;                   /* depends on k alone: the order stays fixed */
+            float bv[COLS][4];
 #pragma unroll
-            for (int q = 0; q < MR_COLS; q++)
-                bv[q] = bj[q][kk];
+            for (int q = 0; q < COLS; q++)
+                load4(bv[q], bj[q], kb, k, vec);
 #pragma unroll
             for (int r = 0; r < MR_ROWS; r++)
                 if (r < nr) {
-                    float av = as[r][32 * u + lane];
+                    float4 av = *(const float4 *)&as[r][128 * u + 4 * lane];
 #pragma unroll
-                    for (int q = 0; q < MR_COLS; q++)
-                        acc[r][q] = fmaf(av, bv[q], acc[r][q]);
+                    for (int q = 0; q < COLS; q++) {
+                        acc[r][q] = fmaf(av.x, bv[q][0], acc[r][q]);
+                        acc[r][q] = fmaf(av.y, bv[q][1], acc[r][q]);
+                        acc[r][q] = fmaf(av.z, bv[q][2], acc[r][q]);
+                        acc[r][q] = fmaf(av.w, bv[q][3], acc[r][q]);
+                    }
                 }
         }
     }
 #pragma unroll
     for (int r = 0; r < MR_ROWS; r++)
 #pragma unroll
-        for (int q = 0; q < MR_COLS; q++)
+        for (int q = 0; q < COLS; q++)
             if (r < nr) {                /* nr is the same for every lane */
                 float sum = warp_sum_f(acc[r][q]);
                 if (lane == 0 && j0 + q < n)
                     c[(size_t)(r0 + r) * n + j0 + q] = sum;
             }
 }
+static int sm_count = 1;                 /* multiprocessors, for the launch shapes */
 static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
 {
     if (m <= 0 || n <= 0)
         return;
-    unsigned cols = THREADS / 32 * MR_COLS;
-    LAUNCH(k_matmul_rows, dim3((m + MR_ROWS - 1) / MR_ROWS, (n + cols - 1) / cols), THREADS)(c, a, b, m, n, k);
+    bool vec = k % 4 == 0 && (size_t)b % 16 == 0;
+    unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;
+    /* four columns per warp reuse each row of a four times; one column per
+     * warp makes four times the blocks, for the GPU to have enough of them */
+    unsigned blocks4 = row_blocks * ((n + 4 * warps - 1) / (4 * warps));
+    if (blocks4 >= 2u * sm_count && m > MR_ROWS)
+        LAUNCH(k_matmul_rows<4>, dim3(row_blocks, (n + 4 * warps - 1) / (4 * warps)), THREADS)(c, a, b, m, n, k, vec);
+    else
+        LAUNCH(k_matmul_rows<1>, dim3(row_blocks, (n + warps - 1) / warps), THREADS)(c, a, b, m, n, k, vec);
     LAUNCHED("matmul_rows");
 }
 
@@ -1652,6 +1680,7 @@ static int cuda_init(void)
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
+    sm_count = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
     cublasStatus_t s = cublasCreate(&blas);
     if (s != CUBLAS_STATUS_SUCCESS)
         return fail("cuBLAS did not start (%s)", cublasGetStatusString(s));

@@ -35,6 +35,11 @@
 #define __shared__ static
 #define __forceinline__
 
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+#define __align__(n) __attribute__((aligned(n)))
+
 struct dim3 {
     unsigned x, y, z;
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
@@ -263,6 +268,7 @@ struct cudaDeviceProp {
     char name[256];
     int major, minor;
     size_t totalGlobalMem;
+    int multiProcessorCount;
 };
 typedef int cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
@@ -274,6 +280,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
 {
     snprintf(p->name, sizeof p->name, "CPU emulation");
     p->major = 0, p->minor = 0, p->totalGlobalMem = (size_t)1 << 30;
+    p->multiProcessorCount = 2;
     return cudaSuccess;
 }
 template <class T> cudaError_t cudaMalloc(T **p, size_t n)
