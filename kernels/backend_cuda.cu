@@ -19,7 +19,9 @@
 #include "cuda_emu.h"
 #else
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 #define LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
 #endif
 #include <stdarg.h>
@@ -30,6 +32,7 @@
 extern "C" {
 #include "backend.h"
 }
+using namespace nvcuda;
 
 /* Built into rlflow-cuda.so, which the library dlopens on demand (so a tool
  * on the CPU never loads cuBLAS): it depends on nothing of the program's and
@@ -178,7 +181,7 @@ static void cu_copy(float *dst, const float *src, size_t n)
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
-enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_COUNT };
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_COUNT };
 static void *workspace(int which, size_t bytes)
 {
     static void *ws[WS_COUNT];
@@ -1006,10 +1009,384 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
     }
 }
 
+/* ---- attention on tensor cores (bf16 mode, head_dim 64) ----
+ * FlashAttention-2's scheme with WMMA bf16 products and fp32 accumulation:
+ * a block of 4 warps takes TC_BR = 64 queries of one head, warp w the rows
+ * 16w..16w+15; the keys they see come in tiles of TC_BC = 32 through shared
+ * memory as bf16. Per tile a warp computes its 16 x 32 scores on the tensor
+ * cores, updates the online softmax in shared memory (lane pair 2r, 2r+1
+ * owns row r, sixteen columns each), and adds P V to its output rows, which
+ * live in shared memory because the softmax rescales them by row. Nothing
+ * n x ctx is stored. Inputs are rounded to bf16, as the GEMMs of bf16 mode
+ * round theirs. */
+#define TC_HD 64
+#define TC_BR 64
+#define TC_BC 32
+#define TC_BK 64                      /* backward: keys per block */
+#define TC_BACKWARD 1                 /* the backward runs on the tensor cores too */
+#define TC_LDH (TC_HD + 8)            /* bf16 row pitch of Q/K/V tiles (a multiple of 8, off the banks) */
+#define TC_LDS (TC_BC + 4)            /* fp32 pitch of a warp's score tile */
+#define TC_LDP (TC_BC + 8)            /* bf16 pitch of a warp's P tile */
+#define TC_LDO (TC_HD + 4)            /* fp32 pitch of a warp's output rows */
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_b;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_bt;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+
+/* rows [r0, r0 + rows) of a strided fp32 matrix (columns [0, TC_HD)) into a
+ * bf16 tile; rows at or past `end` become zeros. Block-wide. */
+__device__ static void tile_to_bf16(__nv_bfloat16 *dst, int rows, const float *src, int stride, int r0, int end)
+{
+    for (int t = threadIdx.x; t < rows * TC_HD; t += blockDim.x) {
+        int r = t / TC_HD, d = t % TC_HD;
+        dst[r * TC_LDH + d] = __float2bfloat16(r0 + r < end ? src[(size_t)(r0 + r) * stride + d] : 0.0f);
+    }
+}
+
+__global__ static void k_flash_fwd_tc(float *out, int out_stride, const float *q, int q_stride, attn_args A,
+                                      int group, float scale)
+{
+    __shared__ __align__(32) __nv_bfloat16 ks[TC_BC * TC_LDH], vs[TC_BC * TC_LDH];
+    __shared__ __align__(32) float ss[4][16 * TC_LDS];
+    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
+    /* the Q tile until its fragments are loaded, then the output rows */
+    __shared__ __align__(32) float qo[4 * 16 * TC_LDO];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
+    const seq_desc &S = A.s[si];
+    int q0 = (blockIdx.x - A.first[si]) * TC_BR, nq = S.n - q0 < TC_BR ? S.n - q0 : TC_BR;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
+    __nv_bfloat16 *qs = (__nv_bfloat16 *)qo;
+    tile_to_bf16(qs, TC_BR, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, q0, S.n);
+    __syncthreads();
+    frag_a qa[TC_HD / 16];
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+        wmma::load_matrix_sync(qa[kk], qs + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    __syncthreads();                               /* qs becomes the output rows */
+    float *os = qo + w * 16 * TC_LDO;
+    for (int t = lane; t < 16 * TC_LDO; t += 32)
+        os[t] = 0.0f;
+    float m = -INFINITY, l = 0.0f;                 /* row r's running max and sum (both lanes of the pair) */
+    int qpos = S.pos + q0 + 16 * w + r;            /* absolute position of row r */
+    const float *kg = S.k + (size_t)g * TC_HD, *vg = S.v + (size_t)g * TC_HD;
+    int kend = S.pos + q0 + nq;                    /* keys the tile's last query sees */
+    for (int k0 = 0; k0 < kend; k0 += TC_BC) {
+        __syncthreads();                           /* the previous K/V tiles are used up */
+        tile_to_bf16(ks, TC_BC, kg, S.kv_stride, k0, kend);
+        tile_to_bf16(vs, TC_BC, vg, S.kv_stride, k0, kend);
+        __syncthreads();
+        /* S = Q K^T for the warp's 16 rows and the tile's 32 keys */
+#pragma unroll
+        for (int nf = 0; nf < TC_BC / 16; nf++) {
+            frag_c sc;
+            wmma::fill_fragment(sc, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < TC_HD / 16; kk++) {
+                frag_bt kt;
+                wmma::load_matrix_sync(kt, ks + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                wmma::mma_sync(sc, qa[kk], kt, sc);
+            }
+            wmma::store_matrix_sync(ss[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        /* online softmax of row r over the tile, P as bf16, the output rows rescaled */
+        float x[TC_BC / 2], mx = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < TC_BC / 2; c++) {
+            int key = k0 + c0 + c;
+            x[c] = key <= qpos && key < kend ? scale * ss[w][r * TC_LDS + c0 + c] : -INFINITY;
+            mx = fmaxf(mx, x[c]);
+        }
+        float mnew = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
+        /* a row with no valid key yet keeps m = -inf: no exp of inf - inf */
+        float alpha = m == -INFINITY ? 0.0f : expf(m - mnew), sum = 0.0f;
+#pragma unroll
+        for (int c = 0; c < TC_BC / 2; c++) {
+            float p = x[c] == -INFINITY ? 0.0f : expf(x[c] - mnew);
+            sum += p;
+            ps[w][r * TC_LDP + c0 + c] = __float2bfloat16(p);
+        }
+        l = l * alpha + sum + __shfl_xor_sync(0xffffffffu, sum, 1);
+        m = mnew;
+        for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
+            os[r * TC_LDO + d] *= alpha;
+        __syncwarp();
+        /* O += P V */
+#pragma unroll
+        for (int nf = 0; nf < TC_HD / 16; nf++) {
+            frag_c oc;
+            wmma::load_matrix_sync(oc, os + 16 * nf, TC_LDO, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < TC_BC / 16; kk++) {
+                frag_a pa;
+                frag_b vb;
+                wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
+                wmma::load_matrix_sync(vb, vs + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
+                wmma::mma_sync(oc, pa, vb, oc);
+            }
+            wmma::store_matrix_sync(os + 16 * nf, oc, TC_LDO, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    int row = q0 + 16 * w + r;
+    if (row < S.n) {
+        float inv = 1.0f / l, *orow = out + (size_t)(S.row + row) * out_stride + (size_t)h * TC_HD;
+        for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
+            orow[d] = os[r * TC_LDO + d] * inv;
+        if (S.lse && !(lane & 1))
+            S.lse[(size_t)h * S.n + row] = m + logf(l);
+    }
+}
+
+/* The backward on tensor cores, in two kernels like the tiled one (no block
+ * shares an output: no atomics). Both take P = exp(scale q.k - lse) from the
+ * forward's log-sum-exp and D = rowsum(dO * O) from k_attn_delta. */
+
+/* D[head][row] (laid out like lse, at nh * s->row) = dO . O per query row. */
+__global__ static void k_attn_delta(float *D, const float *dout, int dout_stride, const float *out, int out_stride,
+                                    attn_args A, int nh, int hd)
+{
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y;
+    const seq_desc &S = A.s[si];
+    int i = blockIdx.x - A.first[si];
+    size_t r = S.row + i;
+    float acc = 0;
+    for (int d = threadIdx.x; d < hd; d += 32)
+        acc = fmaf(dout[r * dout_stride + (size_t)h * hd + d], out[r * out_stride + (size_t)h * hd + d], acc);
+    acc = warp_sum_f(acc);
+    if (threadIdx.x == 0)
+        D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
+}
+
+/* dq for TC_BR queries of one head (warp w: rows 16w..16w+15), over the key
+ * tiles they see: S = Q K^T, P, dP = dO V^T, dS = P (dP - D) scale, dq += dS K. */
+__global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                                         const float *D, attn_args A, int group, float scale)
+{
+    __shared__ __align__(32) __nv_bfloat16 ks[TC_BC * TC_LDH], vs[TC_BC * TC_LDH];
+    __shared__ __align__(32) float sb[4][16 * TC_LDS];
+    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
+    __shared__ __align__(32) float stage[4 * 16 * TC_LDO];   /* Q, dO tiles in; dq rows out */
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group, nh = gridDim.y;
+    const seq_desc &S = A.s[si];
+    int q0 = (blockIdx.x - A.first[si]) * TC_BR, nq = S.n - q0 < TC_BR ? S.n - q0 : TC_BR;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
+    __nv_bfloat16 *st = (__nv_bfloat16 *)stage;
+    frag_a qa[TC_HD / 16], da[TC_HD / 16];
+    tile_to_bf16(st, TC_BR, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, q0, S.n);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+        wmma::load_matrix_sync(qa[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    __syncthreads();
+    tile_to_bf16(st, TC_BR, dout + (size_t)S.row * dout_stride + (size_t)h * TC_HD, dout_stride, q0, S.n);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+        wmma::load_matrix_sync(da[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    frag_c dqc[TC_HD / 16];
+#pragma unroll
+    for (int nf = 0; nf < TC_HD / 16; nf++)
+        wmma::fill_fragment(dqc[nf], 0.0f);
+    int row = q0 + 16 * w + r, qpos = S.pos + row;
+    float lse = row < S.n ? S.lse[(size_t)h * S.n + row] : 0.0f;
+    float delta = row < S.n ? D[(size_t)nh * S.row + (size_t)h * S.n + row] : 0.0f;
+    const float *kg = S.k + (size_t)g * TC_HD, *vg = S.v + (size_t)g * TC_HD;
+    int kend = S.pos + q0 + nq;
+    for (int k0 = 0; k0 < kend; k0 += TC_BC) {
+        __syncthreads();
+        tile_to_bf16(ks, TC_BC, kg, S.kv_stride, k0, kend);
+        tile_to_bf16(vs, TC_BC, vg, S.kv_stride, k0, kend);
+        __syncthreads();
+        float p[TC_BC / 2];
+        /* S = Q K^T, then P in registers */
+#pragma unroll
+        for (int nf = 0; nf < TC_BC / 16; nf++) {
+            frag_c c;
+            wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < TC_HD / 16; kk++) {
+                frag_bt kt;
+                wmma::load_matrix_sync(kt, ks + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                wmma::mma_sync(c, qa[kk], kt, c);
+            }
+            wmma::store_matrix_sync(sb[w] + 16 * nf, c, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int c = 0; c < TC_BC / 2; c++) {
+            int key = k0 + c0 + c;
+            p[c] = row < S.n && key <= qpos && key < kend ? expf(scale * sb[w][r * TC_LDS + c0 + c] - lse) : 0.0f;
+        }
+        __syncwarp();
+        /* dP = dO V^T, then dS as bf16 */
+#pragma unroll
+        for (int nf = 0; nf < TC_BC / 16; nf++) {
+            frag_c c;
+            wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < TC_HD / 16; kk++) {
+                frag_bt vt;
+                wmma::load_matrix_sync(vt, vs + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                wmma::mma_sync(c, da[kk], vt, c);
+            }
+            wmma::store_matrix_sync(sb[w] + 16 * nf, c, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int c = 0; c < TC_BC / 2; c++)
+            ps[w][r * TC_LDP + c0 + c] = __float2bfloat16(p[c] * (sb[w][r * TC_LDS + c0 + c] - delta) * scale);
+        __syncwarp();
+        /* dq += dS K */
+#pragma unroll
+        for (int nf = 0; nf < TC_HD / 16; nf++)
+#pragma unroll
+            for (int kk = 0; kk < TC_BC / 16; kk++) {
+                frag_a sa;
+                frag_b kb;
+                wmma::load_matrix_sync(sa, ps[w] + 16 * kk, TC_LDP);
+                wmma::load_matrix_sync(kb, ks + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
+                wmma::mma_sync(dqc[nf], sa, kb, dqc[nf]);
+            }
+    }
+    __syncthreads();                               /* the stage is free: dq rows out through it */
+    float *os = stage + w * 16 * TC_LDO;
+#pragma unroll
+    for (int nf = 0; nf < TC_HD / 16; nf++)
+        wmma::store_matrix_sync(os + 16 * nf, dqc[nf], TC_LDO, wmma::mem_row_major);
+    __syncwarp();
+    if (row < S.n) {
+        float *drow = dq + (size_t)(S.row + row) * q_stride + (size_t)h * TC_HD;
+        for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
+            drow[d] = os[r * TC_LDO + d];
+    }
+}
+
+/* dk, dv (+=) for TC_BK keys of one kv head (warp w: keys 16w..16w+15), over
+ * the group's query heads and the query tiles (TC_BC rows) that see them:
+ * S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D) scale,
+ * dv += P^T dO, dk += dS^T Q. */
+__global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, const float *q, int q_stride,
+                                          const float *D, attn_args A, int group, int nh, float scale)
+{
+    __shared__ __align__(32) __nv_bfloat16 qs[TC_BC * TC_LDH], dos[TC_BC * TC_LDH];
+    __shared__ __align__(32) float sb[4][16 * TC_LDS];
+    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP], dss[4][16 * TC_LDP];
+    __shared__ __align__(32) float stage[4 * 16 * TC_LDO];   /* K, V tiles in; dk, dv rows out */
+    __shared__ float lse_s[TC_BC], d_s[TC_BC];
+    int si = find_seq(A, blockIdx.x), c = blockIdx.y;
+    const seq_desc &S = A.s[si];
+    int k0 = (blockIdx.x - A.first[si]) * TC_BK, ctx = S.pos + S.n;
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
+    int key = k0 + 16 * w + r;
+    __nv_bfloat16 *st = (__nv_bfloat16 *)stage;
+    frag_a ka[TC_HD / 16], va[TC_HD / 16];
+    tile_to_bf16(st, TC_BK, S.k + (size_t)c * TC_HD, S.kv_stride, k0, ctx);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+        wmma::load_matrix_sync(ka[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    __syncthreads();
+    tile_to_bf16(st, TC_BK, S.v + (size_t)c * TC_HD, S.kv_stride, k0, ctx);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+        wmma::load_matrix_sync(va[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    frag_c dkc[TC_HD / 16], dvc[TC_HD / 16];
+#pragma unroll
+    for (int nf = 0; nf < TC_HD / 16; nf++) {
+        wmma::fill_fragment(dkc[nf], 0.0f);
+        wmma::fill_fragment(dvc[nf], 0.0f);
+    }
+    int first = k0 - S.pos > 0 ? (k0 - S.pos) / TC_BC * TC_BC : 0;   /* the first query tile that sees a key here */
+    for (int h = c * group; h < (c + 1) * group; h++)
+        for (int i0 = first; i0 < S.n; i0 += TC_BC) {
+            __syncthreads();                       /* the previous tiles are used up */
+            tile_to_bf16(qs, TC_BC, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, i0, S.n);
+            tile_to_bf16(dos, TC_BC, dout + (size_t)S.row * dout_stride + (size_t)h * TC_HD, dout_stride, i0, S.n);
+            for (int t = threadIdx.x; t < TC_BC; t += blockDim.x) {
+                bool in = i0 + t < S.n;
+                lse_s[t] = in ? S.lse[(size_t)h * S.n + i0 + t] : 0.0f;
+                d_s[t] = in ? D[(size_t)nh * S.row + (size_t)h * S.n + i0 + t] : 0.0f;
+            }
+            __syncthreads();
+            /* S^T = K Q^T, then P^T (registers and bf16) */
+            float p[TC_BC / 2];
+#pragma unroll
+            for (int nf = 0; nf < TC_BC / 16; nf++) {
+                frag_c sc;
+                wmma::fill_fragment(sc, 0.0f);
+#pragma unroll
+                for (int kk = 0; kk < TC_HD / 16; kk++) {
+                    frag_bt qt;
+                    wmma::load_matrix_sync(qt, qs + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                    wmma::mma_sync(sc, ka[kk], qt, sc);
+                }
+                wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
+            }
+            __syncwarp();
+#pragma unroll
+            for (int j = 0; j < TC_BC / 2; j++) {
+                int i = i0 + c0 + j;
+                bool valid = i < S.n && key <= S.pos + i && key < ctx;
+                p[j] = valid ? expf(scale * sb[w][r * TC_LDS + c0 + j] - lse_s[c0 + j]) : 0.0f;
+                ps[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j]);
+            }
+            __syncwarp();
+            /* dP^T = V dO^T, then dS^T */
+#pragma unroll
+            for (int nf = 0; nf < TC_BC / 16; nf++) {
+                frag_c sc;
+                wmma::fill_fragment(sc, 0.0f);
+#pragma unroll
+                for (int kk = 0; kk < TC_HD / 16; kk++) {
+                    frag_bt ot;
+                    wmma::load_matrix_sync(ot, dos + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                    wmma::mma_sync(sc, va[kk], ot, sc);
+                }
+                wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
+            }
+            __syncwarp();
+#pragma unroll
+            for (int j = 0; j < TC_BC / 2; j++)
+                dss[w][r * TC_LDP + c0 + j] =
+                    __float2bfloat16(p[j] * (sb[w][r * TC_LDS + c0 + j] - d_s[c0 + j]) * scale);
+            __syncwarp();
+            /* dv += P^T dO, dk += dS^T Q */
+#pragma unroll
+            for (int nf = 0; nf < TC_HD / 16; nf++)
+#pragma unroll
+                for (int kk = 0; kk < TC_BC / 16; kk++) {
+                    frag_a pa, sa;
+                    frag_b ob, qb;
+                    wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
+                    wmma::load_matrix_sync(ob, dos + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
+                    wmma::mma_sync(dvc[nf], pa, ob, dvc[nf]);
+                    wmma::load_matrix_sync(sa, dss[w] + 16 * kk, TC_LDP);
+                    wmma::load_matrix_sync(qb, qs + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
+                    wmma::mma_sync(dkc[nf], sa, qb, dkc[nf]);
+                }
+        }
+    /* += into the sequence's dk and dv rows, through the stage */
+    float *os = stage + w * 16 * TC_LDO;
+    for (int which = 0; which < 2; which++) {
+        __syncthreads();
+#pragma unroll
+        for (int nf = 0; nf < TC_HD / 16; nf++)
+            wmma::store_matrix_sync(os + 16 * nf, which ? dvc[nf] : dkc[nf], TC_LDO, wmma::mem_row_major);
+        __syncwarp();
+        if (key < ctx) {
+            float *dst = (which ? S.dv : S.dk) + (size_t)key * S.kv_stride + (size_t)c * TC_HD;
+            for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
+                dst[d] += os[r * TC_LDO + d];
+        }
+    }
+}
+
 /* Fill the launch description for the (at most ATTN_SEQS) sequences from s0
  * on; `per` says what a block takes of a sequence (a query, a key, a tile
  * of either). Returns the number of blocks. */
-enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE };
+enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE, PER_QUERY_TC, PER_KEY_TC };
 static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n_seq, int s0, int per)
 {
     int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
@@ -1032,7 +1409,9 @@ static int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n_seq, i
         int blocks = per == PER_KEY ? x->pos + x->n
                    : per == PER_QUERY ? x->n
                    : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR
-                                           : (x->pos + x->n + FB_BC - 1) / FB_BC;
+                   : per == PER_KEY_TILE ? (x->pos + x->n + FB_BC - 1) / FB_BC
+                   : per == PER_QUERY_TC ? (x->n + TC_BR - 1) / TC_BR
+                                         : (x->pos + x->n + TC_BK - 1) / TC_BK;
         A->first[i + 1] = A->first[i] + blocks;
     }
     return A->first[cnt];
@@ -1044,9 +1423,11 @@ static void check_hd(int hd)
         fatal("attention", "head_dim must be 1 to 256 on this backend");
 }
 
-/* $RL_CUDA_ATTN: auto (cuBLAS where the scores fit the scratch budget, else
- * the tiled kernels), tiled (never cuBLAS), simple (the per-query kernels). */
-enum { ATTN_AUTO, ATTN_TILED, ATTN_SIMPLE };
+/* $RL_CUDA_ATTN: auto (the tensor-core kernels where they apply: bf16 mode
+ * and head_dim 64; else cuBLAS where the scores fit; else the tiled fp32
+ * kernels), cublas (no tensor-core kernels), tiled (no cuBLAS either), simple
+ * (the per-query kernels). */
+enum { ATTN_AUTO, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
 static int attn_mode;
 
 /* Whether a call whose longest sequence has n queries takes the tiled
@@ -1057,22 +1438,30 @@ static bool use_tiled(int n, int hd, bool backward)
     return attn_mode != ATTN_SIMPLE && hd <= FA_HD && (backward || n > 4);
 }
 
-/* Whether a sequence of n queries over ctx keys goes through cuBLAS: when
- * its scores (n x ctx per head, fp32) take at most ATTN_GEMM_BYTES. */
+/* How one sequence of n queries over ctx keys is attended: on the tensor
+ * cores, through cuBLAS (when its scores, n x ctx per head in fp32, take at
+ * most ATTN_GEMM_BYTES of scratch), or by the fp32 kernels. */
 #define ATTN_GEMM_BYTES ((size_t)1 << 30)
-static bool use_gemm(int n, int ctx, int n_heads)
+enum attn_route_t { BY_TC, BY_GEMM, BY_KERNELS };
+static attn_route_t attn_route(int n, int ctx, int n_heads, int hd, bool backward)
 {
-    return attn_mode == ATTN_AUTO && n > 4 && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES;
+    if (n > 4 && attn_mode == ATTN_AUTO && gemm_bf16 && hd == TC_HD && (!backward || TC_BACKWARD))
+        return BY_TC;
+    if (n > 4 && attn_mode <= ATTN_CUBLAS && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES)
+        return BY_GEMM;
+    return BY_KERNELS;
 }
-
-/* cuBLAS and the per-query kernels go through the scratch; the tiled kernels keep scores on chip. */
+/* cuBLAS and the per-query kernels go through the scratch; the tiled and tensor-core kernels keep scores on chip. */
 static bool cu_attn_scratch(int n, int ctx, int n_heads, int hd, bool backward)
 {
-    return use_gemm(n, ctx, n_heads) || !use_tiled(n, hd, backward);
+    attn_route_t r = attn_route(n, ctx, n_heads, hd, backward);
+    return r == BY_GEMM || (r == BY_KERNELS && !use_tiled(n, hd, backward));
 }
-static bool gemm_path(const struct bk_attn_seq *x, int n_heads, bool backward)
+/* The route a sequence of a call takes (cuBLAS only where the scratch was given). */
+static attn_route_t seq_route(const struct bk_attn_seq *x, int n_heads, int hd, bool backward)
 {
-    return x->p && (!backward || x->dp) && use_gemm(x->n, x->pos + x->n, n_heads);
+    attn_route_t r = attn_route(x->n, x->pos + x->n, n_heads, hd, backward);
+    return r == BY_GEMM && !(x->p && (!backward || x->dp)) ? BY_KERNELS : r;
 }
 
 /* ---- attention through cuBLAS ----
@@ -1239,18 +1628,18 @@ static void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_s
     gemm_ex(true, false, ctx, hd, (int)gn, 1.0f, ds, ctx, g * pn, qh, hd, gn * hd, 1.0f, x->dk, kvs, hd, nkv);
 }
 
-/* The sequences of s that take the kernels, not cuBLAS (host memory, to free). */
-static struct bk_attn_seq *kernel_seqs(const struct bk_attn_seq *s, int n_seq, int n_heads, bool backward,
-                                       int *n_out)
+/* The sequences of s that take route r (host memory, to free). */
+static struct bk_attn_seq *seqs_by_route(const struct bk_attn_seq *s, int n_seq, int n_heads, int hd, bool backward,
+                                         attn_route_t r, int *n_out)
 {
-    struct bk_attn_seq *r = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *r);
-    if (!r)
+    struct bk_attn_seq *out = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *out);
+    if (!out)
         fatal("attention", "out of host memory");
     *n_out = 0;
     for (int i = 0; i < n_seq; i++)
-        if (!gemm_path(&s[i], n_heads, backward))
-            r[(*n_out)++] = s[i];
-    return r;
+        if (seq_route(&s[i], n_heads, hd, backward) == r)
+            out[(*n_out)++] = s[i];
+    return out;
 }
 
 static void attn_kernels(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
@@ -1282,10 +1671,18 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
 {
     check_hd(hd);
     for (int i = 0; i < n_seq; i++)
-        if (gemm_path(&s[i], n_heads, false))
+        if (seq_route(&s[i], n_heads, hd, false) == BY_GEMM)
             attn_gemm_fwd(out, out_stride, q, q_stride, &s[i], n_heads, n_kv, hd, scale);
-    int nk;
-    struct bk_attn_seq *k = kernel_seqs(s, n_seq, n_heads, false, &nk);
+    int nt, nk;
+    struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &nt);
+    for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
+        attn_args A = {};
+        int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
+        LAUNCH(k_flash_fwd_tc, dim3(tiles, n_heads), 128)(out, out_stride, q, q_stride, A, n_heads / n_kv, scale);
+        LAUNCHED("attention (tensor cores)");
+    }
+    free(t);
+    struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, false, BY_KERNELS, &nk);
     attn_kernels(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
 }
@@ -1352,10 +1749,32 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
 {
     check_hd(hd);
     for (int i = 0; i < n_seq; i++)
-        if (gemm_path(&s[i], n_heads, true))
+        if (seq_route(&s[i], n_heads, hd, true) == BY_GEMM)
             attn_gemm_bwd(dq, q_stride, dout, dout_stride, q, &s[i], n_heads, n_kv, hd, scale);
-    int nk;
-    struct bk_attn_seq *k = kernel_seqs(s, n_seq, n_heads, true, &nk);
+    int nt, nk;
+    struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &nt);
+    if (nt) {
+        int rows = 0;                      /* D is laid out like lse: nh floats per row of the batch */
+        for (int i = 0; i < nt; i++)
+            rows = t[i].row + t[i].n > rows ? t[i].row + t[i].n : rows;
+        float *D = (float *)workspace(WS_DELTA, (size_t)n_heads * rows * sizeof(float));
+        for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
+            attn_args A = {};
+            int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
+            LAUNCH(k_attn_delta, dim3(nq, n_heads), 32)(D, dout, dout_stride, out, out_stride, A, n_heads, hd);
+            LAUNCHED("attention_bwd (D, tensor cores)");
+            int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
+            LAUNCH(k_flash_bwd_dq_tc, dim3(tiles, n_heads), 128)(dq, q_stride, dout, dout_stride, q, D, A,
+                                                                n_heads / n_kv, scale);
+            LAUNCHED("attention_bwd (queries, tensor cores)");
+            int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
+            LAUNCH(k_flash_bwd_dkv_tc, dim3(ktiles, n_kv), 128)(dout, dout_stride, q, q_stride, D, A, n_heads / n_kv,
+                                                               n_heads, scale);
+            LAUNCHED("attention_bwd (keys, tensor cores)");
+        }
+    }
+    free(t);
+    struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, true, BY_KERNELS, &nk);
     attn_bwd_kernels(dq, q_stride, dout, dout_stride, q, out, out_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
 }
@@ -1661,6 +2080,14 @@ static int pick_math(void)
 
 static char detail[256];
 
+/* what the device line says of the attention (the GPU tests read it) */
+static const char *attn_desc(void)
+{
+    if (attn_mode == ATTN_AUTO && gemm_bf16)
+        return "tensor-core+cuBLAS+tiled";
+    return attn_mode <= ATTN_CUBLAS ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple";
+}
+
 static int cuda_init(void)
 {
     int n = 0, dev = 0;
@@ -1674,9 +2101,13 @@ static int cuda_init(void)
     if (pick_math() < 0)
         return -1;
     const char *attn = getenv("RL_CUDA_ATTN");
-    if (attn && *attn && strcmp(attn, "auto") && strcmp(attn, "tiled") && strcmp(attn, "simple"))
-        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tiled or simple", attn);
-    attn_mode = !attn || !*attn || !strcmp(attn, "auto") ? ATTN_AUTO : !strcmp(attn, "tiled") ? ATTN_TILED : ATTN_SIMPLE;
+    static const char *const attn_modes[] = {"auto", "cublas", "tiled", "simple"};
+    attn_mode = -1;
+    for (int i = 0; i < 4; i++)
+        if (!attn || !*attn ? i == 0 : !strcmp(attn, attn_modes[i]))
+            attn_mode = i;
+    if (attn_mode < 0)
+        return fail("RL_CUDA_ATTN=\"%s\": expected auto, cublas, tiled or simple", attn);
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
@@ -1688,7 +2119,7 @@ static int cuda_init(void)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
     snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention", prop.name, prop.major,
-             prop.minor, prop.totalGlobalMem / 1073741824.0, math, attn_mode == ATTN_AUTO ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple");
+             prop.minor, prop.totalGlobalMem / 1073741824.0, math, attn_desc());
     table = make_table();
     table.detail = detail;
     return 0;
