@@ -181,7 +181,7 @@ static void cu_copy(float *dst, const float *src, size_t n)
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
-enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_COUNT };
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_COUNT };
 static void *workspace(int which, size_t bytes)
 {
     static void *ws[WS_COUNT];
@@ -329,9 +329,9 @@ __global__ static void k_matmul_rows(float *c, const float *a, const float *b, i
         bj[q] = b + (size_t)(j0 + q < n ? j0 + q : n - 1) * k;   /* a clamped column is computed, not stored */
     for (int k0 = 0; k0 < k; k0 += MR_K) {
         __syncthreads();                 /* the previous stage is read */
-        for (int t = threadIdx.x; t < nr * MR_K; t += blockDim.x) {
-            int r = t / MR_K, kk = k0 + t % MR_K;
-            as[r][t % MR_K] = kk < k ? a[(size_t)(r0 + r) * k + kk] : 0.0f;
+        for (int t = threadIdx.x; t < nr * MR_K / 4; t += blockDim.x) {   /* four columns a thread */
+            int r = t / (MR_K / 4), kk = 4 * (t % (MR_K / 4));
+            load4(&as[r][kk], a + (size_t)(r0 + r) * k, k0 + kk, k, vec);
         }
         __syncthreads();
 #pragma unroll
@@ -372,7 +372,7 @@ static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int 
 {
     if (m <= 0 || n <= 0)
         return;
-    bool vec = k % 4 == 0 && (size_t)b % 16 == 0;
+    bool vec = k % 4 == 0 && (size_t)a % 16 == 0 && (size_t)b % 16 == 0;
     unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;
     /* four columns per warp reuse each row of a four times; one column per
      * warp makes four times the blocks, for the GPU to have enough of them */
@@ -1023,7 +1023,6 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
 #define TC_BR 64
 #define TC_BC 32
 #define TC_BK 64                      /* backward: keys per block */
-#define TC_BACKWARD 1                 /* the backward runs on the tensor cores too */
 #define TC_LDH (TC_HD + 8)            /* bf16 row pitch of Q/K/V tiles (a multiple of 8, off the banks) */
 #define TC_LDS (TC_BC + 4)            /* fp32 pitch of a warp's score tile */
 #define TC_LDP (TC_BC + 8)            /* bf16 pitch of a warp's P tile */
@@ -1262,10 +1261,13 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *d
     }
 }
 
-/* dk, dv (+=) for TC_BK keys of one kv head (warp w: keys 16w..16w+15), over
- * the group's query heads and the query tiles (TC_BC rows) that see them:
+/* One query head's share of dk and dv for TC_BK keys (warp w: keys
+ * 16w..16w+15), over the query tiles (TC_BC rows) that see them:
  * S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D) scale,
- * dv += P^T dO, dk += dS^T Q. */
+ * dv_h = P^T dO, dk_h = dS^T Q, written to the sequence's partials (S.p:
+ * [2][head][ctx][TC_HD]); k_dkv_sum adds a kv head's shares in order. A
+ * block per query head rather than per kv head: eight times the blocks
+ * for TinyLlama's groups, each an eighth of the work. */
 __global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, const float *q, int q_stride,
                                           const float *D, attn_args A, int group, int nh, float scale)
 {
@@ -1274,7 +1276,7 @@ __global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, co
     __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP], dss[4][16 * TC_LDP];
     __shared__ __align__(32) float stage[4 * 16 * TC_LDO];   /* K, V tiles in; dk, dv rows out */
     __shared__ float lse_s[TC_BC], d_s[TC_BC];
-    int si = find_seq(A, blockIdx.x), c = blockIdx.y;
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, c = h / group;
     const seq_desc &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BK, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
@@ -1299,8 +1301,7 @@ __global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, co
         wmma::fill_fragment(dvc[nf], 0.0f);
     }
     int first = k0 - S.pos > 0 ? (k0 - S.pos) / TC_BC * TC_BC : 0;   /* the first query tile that sees a key here */
-    for (int h = c * group; h < (c + 1) * group; h++)
-        for (int i0 = first; i0 < S.n; i0 += TC_BC) {
+    for (int i0 = first; i0 < S.n; i0 += TC_BC) {
             __syncthreads();                       /* the previous tiles are used up */
             tile_to_bf16(qs, TC_BC, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, i0, S.n);
             tile_to_bf16(dos, TC_BC, dout + (size_t)S.row * dout_stride + (size_t)h * TC_HD, dout_stride, i0, S.n);
@@ -1366,8 +1367,8 @@ __global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, co
                     wmma::load_matrix_sync(qb, qs + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
                     wmma::mma_sync(dkc[nf], sa, qb, dkc[nf]);
                 }
-        }
-    /* += into the sequence's dk and dv rows, through the stage */
+    }
+    /* the head's partials, through the stage */
     float *os = stage + w * 16 * TC_LDO;
     for (int which = 0; which < 2; which++) {
         __syncthreads();
@@ -1376,11 +1377,26 @@ __global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, co
             wmma::store_matrix_sync(os + 16 * nf, which ? dvc[nf] : dkc[nf], TC_LDO, wmma::mem_row_major);
         __syncwarp();
         if (key < ctx) {
-            float *dst = (which ? S.dv : S.dk) + (size_t)key * S.kv_stride + (size_t)c * TC_HD;
+            float *dst = S.p + (((size_t)which * nh + h) * ctx + key) * TC_HD;
             for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
-                dst[d] += os[r * TC_LDO + d];
+                dst[d] = os[r * TC_LDO + d];
         }
     }
+}
+
+/* dk, dv += the group's shares, heads in order; a block per (key, kv head). */
+__global__ static void k_dkv_sum(attn_args A, int group, int nh)
+{
+    int si = find_seq(A, blockIdx.x), c = blockIdx.y, key = blockIdx.x - A.first[si], d = threadIdx.x;
+    const seq_desc &S = A.s[si];
+    size_t ctx = S.pos + S.n;
+    float k = 0.0f, v = 0.0f;
+    for (int h = c * group; h < (c + 1) * group; h++) {
+        k += S.p[((size_t)h * ctx + key) * TC_HD + d];
+        v += S.p[(((size_t)nh + h) * ctx + key) * TC_HD + d];
+    }
+    S.dk[(size_t)key * S.kv_stride + (size_t)c * TC_HD + d] += k;
+    S.dv[(size_t)key * S.kv_stride + (size_t)c * TC_HD + d] += v;
 }
 
 /* Fill the launch description for the (at most ATTN_SEQS) sequences from s0
@@ -1423,12 +1439,16 @@ static void check_hd(int hd)
         fatal("attention", "head_dim must be 1 to 256 on this backend");
 }
 
-/* $RL_CUDA_ATTN: auto (the tensor-core kernels where they apply: bf16 mode
- * and head_dim 64; else cuBLAS where the scores fit; else the tiled fp32
- * kernels), cublas (no tensor-core kernels), tiled (no cuBLAS either), simple
- * (the per-query kernels). */
-enum { ATTN_AUTO, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
+/* $RL_CUDA_ATTN: auto (the fastest measured: the tensor-core kernels where
+ * they apply, bf16 mode and head_dim 64, in the directions AUTO_TC_FWD and
+ * AUTO_TC_BWD say; else cuBLAS where the scores fit; else the tiled fp32
+ * kernels), tc (the tensor-core kernels in both directions), cublas (none),
+ * tiled (no cuBLAS either), simple (the per-query kernels). */
+enum { ATTN_AUTO, ATTN_TC, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
+static const char *const attn_modes[] = {"auto", "tc", "cublas", "tiled", "simple"};
 static int attn_mode;
+#define AUTO_TC_FWD 1
+#define AUTO_TC_BWD 1
 
 /* Whether a call whose longest sequence has n queries takes the tiled
  * kernels: decode steps (a few queries per sequence) keep a block per query
@@ -1445,7 +1465,8 @@ static bool use_tiled(int n, int hd, bool backward)
 enum attn_route_t { BY_TC, BY_GEMM, BY_KERNELS };
 static attn_route_t attn_route(int n, int ctx, int n_heads, int hd, bool backward)
 {
-    if (n > 4 && attn_mode == ATTN_AUTO && gemm_bf16 && hd == TC_HD && (!backward || TC_BACKWARD))
+    bool tc = attn_mode == ATTN_TC || (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
+    if (n > 4 && tc && gemm_bf16 && hd == TC_HD)
         return BY_TC;
     if (n > 4 && attn_mode <= ATTN_CUBLAS && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES)
         return BY_GEMM;
@@ -1758,6 +1779,14 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
         for (int i = 0; i < nt; i++)
             rows = t[i].row + t[i].n > rows ? t[i].row + t[i].n : rows;
         float *D = (float *)workspace(WS_DELTA, (size_t)n_heads * rows * sizeof(float));
+        size_t part = 0;                   /* each sequence's dk, dv partials: [2][head][ctx][hd] */
+        for (int i = 0; i < nt; i++)
+            part += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
+        float *parts = (float *)workspace(WS_DKV, part * sizeof(float));
+        for (int i = 0; i < nt; i++) {
+            t[i].p = parts;                /* the scratch field, unused on this route */
+            parts += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
+        }
         for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
             attn_args A = {};
             int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
@@ -1768,9 +1797,12 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
                                                                 n_heads / n_kv, scale);
             LAUNCHED("attention_bwd (queries, tensor cores)");
             int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-            LAUNCH(k_flash_bwd_dkv_tc, dim3(ktiles, n_kv), 128)(dout, dout_stride, q, q_stride, D, A, n_heads / n_kv,
-                                                               n_heads, scale);
+            LAUNCH(k_flash_bwd_dkv_tc, dim3(ktiles, n_heads), 128)(dout, dout_stride, q, q_stride, D, A,
+                                                                  n_heads / n_kv, n_heads, scale);
             LAUNCHED("attention_bwd (keys, tensor cores)");
+            int keys = attn_describe(&A, t, nt, s0, PER_KEY);
+            LAUNCH(k_dkv_sum, dim3(keys, n_kv), TC_HD)(A, n_heads / n_kv, n_heads);
+            LAUNCHED("attention_bwd (dk, dv sums)");
         }
     }
     free(t);
@@ -2083,7 +2115,7 @@ static char detail[256];
 /* what the device line says of the attention (the GPU tests read it) */
 static const char *attn_desc(void)
 {
-    if (attn_mode == ATTN_AUTO && gemm_bf16)
+    if ((attn_mode == ATTN_AUTO && (AUTO_TC_FWD || AUTO_TC_BWD) && gemm_bf16) || (attn_mode == ATTN_TC && gemm_bf16))
         return "tensor-core+cuBLAS+tiled";
     return attn_mode <= ATTN_CUBLAS ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple";
 }
@@ -2101,13 +2133,12 @@ static int cuda_init(void)
     if (pick_math() < 0)
         return -1;
     const char *attn = getenv("RL_CUDA_ATTN");
-    static const char *const attn_modes[] = {"auto", "cublas", "tiled", "simple"};
     attn_mode = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (!attn || !*attn ? i == 0 : !strcmp(attn, attn_modes[i]))
             attn_mode = i;
     if (attn_mode < 0)
-        return fail("RL_CUDA_ATTN=\"%s\": expected auto, cublas, tiled or simple", attn);
+        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, cublas, tiled or simple", attn);
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));

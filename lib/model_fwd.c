@@ -379,7 +379,11 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
         if (check_tokens(m, tokens + T, ntok[s], s, "token") < 0)
             return -1;
         T += ntok[s];
-        p += model_attn_scratch(m, ntok[s], c->len[slots[s]], false);
+        /* a decode step reserves the scratch of the slot's last position:
+         * it grows by a row every step, and each growth reallocates every
+         * activation buffer (20 ms a step on an H100 after training had
+         * sized them) */
+        p += model_attn_scratch(m, ntok[s], ntok[s] <= FEW_ROWS ? c->max_len - ntok[s] : c->len[slots[s]], false);
         if (end > maxpos)
             maxpos = end;
     }
