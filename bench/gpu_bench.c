@@ -11,7 +11,8 @@
  *     batch-invariant kernel (rl-gen's default) and with cuBLAS.
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
- *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device]
+ *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t]
+ * (-t: the training step only)
  * (-D devsim runs the same code on the CPU: a smoke test of this program.)
  * With RL_PROFILE=1 it also prints the per-op times of the last training
  * step and of the decode steps (lib/backend_prof.c); its rates are then
@@ -204,7 +205,8 @@ int main(int argc, char **argv)
     rl_set_prog("gpu_bench");
     const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
     int batch = 4, seq = 1024, layers = 0, steps = 34, opt;
-    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:h")) != -1)
+    bool train_only = false;
+    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:th")) != -1)
         switch (opt) {
         case 'c': cfg_path = optarg; break;
         case 'b': batch = atoi(optarg); break;
@@ -212,9 +214,10 @@ int main(int argc, char **argv)
         case 'L': layers = atoi(optarg); break;
         case 'd': steps = atoi(optarg); break;
         case 'D': device = optarg; break;
+        case 't': train_only = true; break;
         default:
             fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] "
-                            "[-D device]\n");
+                            "[-D device] [-t]\n");
             return opt == 'h' ? 0 : 2;
         }
     const struct backend *bk = backend_get(device);
@@ -251,7 +254,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     bench_train(m, batch, seq, bf16);
     fflush(stdout);
-    for (int inv = 1; inv >= 0; inv--) {
+    for (int inv = 1; inv >= 0 && !train_only; inv--) {
         bench_decode(m, 1, steps, inv, gbps);
         bench_decode(m, 64, steps, inv, gbps);
         fflush(stdout);

@@ -181,7 +181,7 @@ static void cu_copy(float *dst, const float *src, size_t n)
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
-enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_COUNT };
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_COUNT };
 static void *workspace(int which, size_t bytes)
 {
     static void *ws[WS_COUNT];
@@ -217,13 +217,27 @@ __global__ static void k_pack_bf16(unsigned short *dst, const float *src, int ro
         dst[t] = bf16_rne(src[i * stride + r * ld + col]);
     }
 }
+/* The same for an operand already contiguous (ld = cols, items back to
+ * back), four elements a thread: no index arithmetic per element. */
+__global__ static void k_pack_bf16_flat(unsigned short *dst, const float *src, size_t n4)
+{
+    GRID_STRIDE(t, n4) {
+        float4 v = ((const float4 *)src)[t];
+        dst[4 * t] = bf16_rne(v.x), dst[4 * t + 1] = bf16_rne(v.y);
+        dst[4 * t + 2] = bf16_rne(v.z), dst[4 * t + 3] = bf16_rne(v.w);
+    }
+}
 /* A packed bf16 copy of `batch` (1 when stride is 0) rows x cols operands. */
 static const void *packed_bf16(int which, const float *x, int rows, int cols, int ld, long long stride, int batch,
                                long long *packed_stride)
 {
     size_t items = stride ? (size_t)batch : 1, n = items * rows * cols;
     unsigned short *p = (unsigned short *)workspace(which, n * sizeof *p);
-    LAUNCH_OVER(n, k_pack_bf16, "bf16 copy of a GEMM operand", p, x, rows, cols, ld, stride, n);
+    bool flat = ld == cols && (items == 1 || stride == (long long)rows * cols) && n % 4 == 0 && (size_t)x % 16 == 0;
+    if (flat)
+        LAUNCH_OVER(n / 4, k_pack_bf16_flat, "bf16 copy of a GEMM operand", p, x, n / 4);
+    else
+        LAUNCH_OVER(n, k_pack_bf16, "bf16 copy of a GEMM operand", p, x, rows, cols, ld, stride, n);
     *packed_stride = stride ? (long long)rows * cols : 0;
     return p;
 }
@@ -1017,13 +1031,14 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
  * cores, updates the online softmax in shared memory (lane pair 2r, 2r+1
  * owns row r, sixteen columns each), and adds P V to its output rows, which
  * live in shared memory because the softmax rescales them by row. Nothing
- * n x ctx is stored. Inputs are rounded to bf16, as the GEMMs of bf16 mode
- * round theirs. */
+ * n x ctx is stored. Q, K, V (and dO) are first copied once as bf16,
+ * head-major and zero-padded to whole tiles (k_heads_bf16), so that every
+ * fragment loads straight from global memory: the warps run without block
+ * barriers. Inputs are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
 #define TC_HD 64
 #define TC_BR 64
 #define TC_BC 32
 #define TC_BK 64                      /* backward: keys per block */
-#define TC_LDH (TC_HD + 8)            /* bf16 row pitch of Q/K/V tiles (a multiple of 8, off the banks) */
 #define TC_LDS (TC_BC + 4)            /* fp32 pitch of a warp's score tile */
 #define TC_LDP (TC_BC + 8)            /* bf16 pitch of a warp's P tile */
 #define TC_LDO (TC_HD + 4)            /* fp32 pitch of a warp's output rows */
@@ -1032,48 +1047,44 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_majo
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_bt;
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 
-/* rows [r0, r0 + rows) of a strided fp32 matrix (columns [0, TC_HD)) into a
- * bf16 tile; rows at or past `end` become zeros. Block-wide. */
-__device__ static void tile_to_bf16(__nv_bfloat16 *dst, int rows, const float *src, int stride, int r0, int end)
+#define TC_PAD 64                     /* rows of the head-major copies are padded to this */
+struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][TC_HD] */
+    const __nv_bfloat16 *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
+};
+__host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / TC_PAD * TC_PAD; }
+
+/* dst[h][i][d] = bf16(src[i * stride + h * TC_HD + d]) for i < rows, 0 up to pad */
+__global__ static void k_heads_bf16(__nv_bfloat16 *dst, const float *src, int stride, int rows, int pad, int heads)
 {
-    for (int t = threadIdx.x; t < rows * TC_HD; t += blockDim.x) {
-        int r = t / TC_HD, d = t % TC_HD;
-        dst[r * TC_LDH + d] = __float2bfloat16(r0 + r < end ? src[(size_t)(r0 + r) * stride + d] : 0.0f);
+    GRID_STRIDE(t, (size_t)heads * pad * TC_HD) {
+        size_t h = t / ((size_t)pad * TC_HD), i = t / TC_HD % pad, d = t % TC_HD;
+        dst[t] = __float2bfloat16(i < (size_t)rows ? src[i * stride + h * TC_HD + d] : 0.0f);
     }
 }
 
-__global__ static void k_flash_fwd_tc(float *out, int out_stride, const float *q, int q_stride, attn_args A,
-                                      int group, float scale)
+__global__ static void k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B, int group, float scale)
 {
-    __shared__ __align__(32) __nv_bfloat16 ks[TC_BC * TC_LDH], vs[TC_BC * TC_LDH];
     __shared__ __align__(32) float ss[4][16 * TC_LDS];
     __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
-    /* the Q tile until its fragments are loaded, then the output rows */
-    __shared__ __align__(32) float qo[4 * 16 * TC_LDO];
+    __shared__ __align__(32) float os_all[4][16 * TC_LDO];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
     const seq_desc &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, nq = S.n - q0 < TC_BR ? S.n - q0 : TC_BR;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
-    __nv_bfloat16 *qs = (__nv_bfloat16 *)qo;
-    tile_to_bf16(qs, TC_BR, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, q0, S.n);
-    __syncthreads();
+    int npad = padded(S.n), cpad = padded(S.pos + S.n);
+    const __nv_bfloat16 *kb = B.k[si] + (size_t)g * cpad * TC_HD, *vb = B.v[si] + (size_t)g * cpad * TC_HD;
     frag_a qa[TC_HD / 16];
 #pragma unroll
     for (int kk = 0; kk < TC_HD / 16; kk++)
-        wmma::load_matrix_sync(qa[kk], qs + 16 * w * TC_LDH + 16 * kk, TC_LDH);
-    __syncthreads();                               /* qs becomes the output rows */
-    float *os = qo + w * 16 * TC_LDO;
+        wmma::load_matrix_sync(qa[kk], B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD + 16 * kk, TC_HD);
+    float *os = os_all[w];
     for (int t = lane; t < 16 * TC_LDO; t += 32)
         os[t] = 0.0f;
+    __syncwarp();
     float m = -INFINITY, l = 0.0f;                 /* row r's running max and sum (both lanes of the pair) */
-    int qpos = S.pos + q0 + 16 * w + r;            /* absolute position of row r */
-    const float *kg = S.k + (size_t)g * TC_HD, *vg = S.v + (size_t)g * TC_HD;
-    int kend = S.pos + q0 + nq;                    /* keys the tile's last query sees */
+    int row = q0 + 16 * w + r, qpos = S.pos + row;
+    int kend = S.pos + q0 + (16 * w + 16 < nq ? 16 * w + 16 : nq);   /* keys the warp's last row sees */
     for (int k0 = 0; k0 < kend; k0 += TC_BC) {
-        __syncthreads();                           /* the previous K/V tiles are used up */
-        tile_to_bf16(ks, TC_BC, kg, S.kv_stride, k0, kend);
-        tile_to_bf16(vs, TC_BC, vg, S.kv_stride, k0, kend);
-        __syncthreads();
         /* S = Q K^T for the warp's 16 rows and the tile's 32 keys */
 #pragma unroll
         for (int nf = 0; nf < TC_BC / 16; nf++) {
@@ -1082,7 +1093,7 @@ __global__ static void k_flash_fwd_tc(float *out, int out_stride, const float *q
 #pragma unroll
             for (int kk = 0; kk < TC_HD / 16; kk++) {
                 frag_bt kt;
-                wmma::load_matrix_sync(kt, ks + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                wmma::load_matrix_sync(kt, kb + (size_t)(k0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
                 wmma::mma_sync(sc, qa[kk], kt, sc);
             }
             wmma::store_matrix_sync(ss[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
@@ -1093,12 +1104,12 @@ __global__ static void k_flash_fwd_tc(float *out, int out_stride, const float *q
 #pragma unroll
         for (int c = 0; c < TC_BC / 2; c++) {
             int key = k0 + c0 + c;
-            x[c] = key <= qpos && key < kend ? scale * ss[w][r * TC_LDS + c0 + c] : -INFINITY;
+            x[c] = key <= qpos && row < S.n ? scale * ss[w][r * TC_LDS + c0 + c] : -INFINITY;
             mx = fmaxf(mx, x[c]);
         }
         float mnew = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
-        /* a row with no valid key yet keeps m = -inf: no exp of inf - inf */
-        float alpha = m == -INFINITY ? 0.0f : expf(m - mnew), sum = 0.0f;
+        /* a row with no valid key yet (or past the end) keeps m = -inf: no exp of inf - inf */
+        float alpha = mnew == -INFINITY ? 1.0f : m == -INFINITY ? 0.0f : expf(m - mnew), sum = 0.0f;
 #pragma unroll
         for (int c = 0; c < TC_BC / 2; c++) {
             float p = x[c] == -INFINITY ? 0.0f : expf(x[c] - mnew);
@@ -1118,16 +1129,15 @@ __global__ static void k_flash_fwd_tc(float *out, int out_stride, const float *q
 #pragma unroll
             for (int kk = 0; kk < TC_BC / 16; kk++) {
                 frag_a pa;
-                frag_b vb;
+                frag_b vr;
                 wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
-                wmma::load_matrix_sync(vb, vs + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
-                wmma::mma_sync(oc, pa, vb, oc);
+                wmma::load_matrix_sync(vr, vb + (size_t)(k0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
+                wmma::mma_sync(oc, pa, vr, oc);
             }
             wmma::store_matrix_sync(os + 16 * nf, oc, TC_LDO, wmma::mem_row_major);
         }
         __syncwarp();
     }
-    int row = q0 + 16 * w + r;
     if (row < S.n) {
         float inv = 1.0f / l, *orow = out + (size_t)(S.row + row) * out_stride + (size_t)h * TC_HD;
         for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
@@ -1138,9 +1148,9 @@ __global__ static void k_flash_fwd_tc(float *out, int out_stride, const float *q
 }
 
 /* The backward on tensor cores, in two kernels like the tiled one (no block
- * shares an output: no atomics). Both take P = exp(scale q.k - lse) from the
- * forward's log-sum-exp and D = rowsum(dO * O) from k_attn_delta. */
-
+ * shares an output: no atomics), from the same bf16 copies. Both take
+ * P = exp(scale q.k - lse) from the forward's log-sum-exp and
+ * D = rowsum(dO * O) from k_attn_delta. */
 /* D[head][row] (laid out like lse, at nh * s->row) = dO . O per query row. */
 __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride, const float *out, int out_stride,
                                     attn_args A, int nh, int hd)
@@ -1159,30 +1169,26 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
 
 /* dq for TC_BR queries of one head (warp w: rows 16w..16w+15), over the key
  * tiles they see: S = Q K^T, P, dP = dO V^T, dS = P (dP - D) scale, dq += dS K. */
-__global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
-                                         const float *D, attn_args A, int group, float scale)
+__global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A, tc_bf16 B, int group,
+                                         float scale)
 {
-    __shared__ __align__(32) __nv_bfloat16 ks[TC_BC * TC_LDH], vs[TC_BC * TC_LDH];
     __shared__ __align__(32) float sb[4][16 * TC_LDS];
     __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
-    __shared__ __align__(32) float stage[4 * 16 * TC_LDO];   /* Q, dO tiles in; dq rows out */
+    __shared__ __align__(32) float os_all[4][16 * TC_LDO];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group, nh = gridDim.y;
     const seq_desc &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, nq = S.n - q0 < TC_BR ? S.n - q0 : TC_BR;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
-    __nv_bfloat16 *st = (__nv_bfloat16 *)stage;
+    int npad = padded(S.n), cpad = padded(S.pos + S.n);
+    const __nv_bfloat16 *qb = B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD;
+    const __nv_bfloat16 *ob = B.dout[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD;
+    const __nv_bfloat16 *kb = B.k[si] + (size_t)g * cpad * TC_HD, *vb = B.v[si] + (size_t)g * cpad * TC_HD;
     frag_a qa[TC_HD / 16], da[TC_HD / 16];
-    tile_to_bf16(st, TC_BR, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, q0, S.n);
-    __syncthreads();
 #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
-        wmma::load_matrix_sync(qa[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
-    __syncthreads();
-    tile_to_bf16(st, TC_BR, dout + (size_t)S.row * dout_stride + (size_t)h * TC_HD, dout_stride, q0, S.n);
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
-        wmma::load_matrix_sync(da[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    for (int kk = 0; kk < TC_HD / 16; kk++) {
+        wmma::load_matrix_sync(qa[kk], qb + 16 * kk, TC_HD);
+        wmma::load_matrix_sync(da[kk], ob + 16 * kk, TC_HD);
+    }
     frag_c dqc[TC_HD / 16];
 #pragma unroll
     for (int nf = 0; nf < TC_HD / 16; nf++)
@@ -1190,23 +1196,17 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *d
     int row = q0 + 16 * w + r, qpos = S.pos + row;
     float lse = row < S.n ? S.lse[(size_t)h * S.n + row] : 0.0f;
     float delta = row < S.n ? D[(size_t)nh * S.row + (size_t)h * S.n + row] : 0.0f;
-    const float *kg = S.k + (size_t)g * TC_HD, *vg = S.v + (size_t)g * TC_HD;
-    int kend = S.pos + q0 + nq;
+    int kend = S.pos + q0 + (16 * w + 16 < nq ? 16 * w + 16 : nq);   /* keys the warp's last row sees */
     for (int k0 = 0; k0 < kend; k0 += TC_BC) {
-        __syncthreads();
-        tile_to_bf16(ks, TC_BC, kg, S.kv_stride, k0, kend);
-        tile_to_bf16(vs, TC_BC, vg, S.kv_stride, k0, kend);
-        __syncthreads();
         float p[TC_BC / 2];
-        /* S = Q K^T, then P in registers */
 #pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {
+        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* S = Q K^T */
             frag_c c;
             wmma::fill_fragment(c, 0.0f);
 #pragma unroll
             for (int kk = 0; kk < TC_HD / 16; kk++) {
                 frag_bt kt;
-                wmma::load_matrix_sync(kt, ks + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                wmma::load_matrix_sync(kt, kb + (size_t)(k0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
                 wmma::mma_sync(c, qa[kk], kt, c);
             }
             wmma::store_matrix_sync(sb[w] + 16 * nf, c, TC_LDS, wmma::mem_row_major);
@@ -1215,18 +1215,17 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *d
 #pragma unroll
         for (int c = 0; c < TC_BC / 2; c++) {
             int key = k0 + c0 + c;
-            p[c] = row < S.n && key <= qpos && key < kend ? expf(scale * sb[w][r * TC_LDS + c0 + c] - lse) : 0.0f;
+            p[c] = row < S.n && key <= qpos ? expf(scale * sb[w][r * TC_LDS + c0 + c] - lse) : 0.0f;
         }
         __syncwarp();
-        /* dP = dO V^T, then dS as bf16 */
 #pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {
+        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* dP = dO V^T */
             frag_c c;
             wmma::fill_fragment(c, 0.0f);
 #pragma unroll
             for (int kk = 0; kk < TC_HD / 16; kk++) {
                 frag_bt vt;
-                wmma::load_matrix_sync(vt, vs + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
+                wmma::load_matrix_sync(vt, vb + (size_t)(k0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
                 wmma::mma_sync(c, da[kk], vt, c);
             }
             wmma::store_matrix_sync(sb[w] + 16 * nf, c, TC_LDS, wmma::mem_row_major);
@@ -1236,20 +1235,18 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *d
         for (int c = 0; c < TC_BC / 2; c++)
             ps[w][r * TC_LDP + c0 + c] = __float2bfloat16(p[c] * (sb[w][r * TC_LDS + c0 + c] - delta) * scale);
         __syncwarp();
-        /* dq += dS K */
 #pragma unroll
-        for (int nf = 0; nf < TC_HD / 16; nf++)
+        for (int nf = 0; nf < TC_HD / 16; nf++)           /* dq += dS K */
 #pragma unroll
             for (int kk = 0; kk < TC_BC / 16; kk++) {
                 frag_a sa;
-                frag_b kb;
+                frag_b kr;
                 wmma::load_matrix_sync(sa, ps[w] + 16 * kk, TC_LDP);
-                wmma::load_matrix_sync(kb, ks + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
-                wmma::mma_sync(dqc[nf], sa, kb, dqc[nf]);
+                wmma::load_matrix_sync(kr, kb + (size_t)(k0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
+                wmma::mma_sync(dqc[nf], sa, kr, dqc[nf]);
             }
     }
-    __syncthreads();                               /* the stage is free: dq rows out through it */
-    float *os = stage + w * 16 * TC_LDO;
+    float *os = os_all[w];
 #pragma unroll
     for (int nf = 0; nf < TC_HD / 16; nf++)
         wmma::store_matrix_sync(os + 16 * nf, dqc[nf], TC_LDO, wmma::mem_row_major);
@@ -1268,110 +1265,92 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *d
  * [2][head][ctx][TC_HD]); k_dkv_sum adds a kv head's shares in order. A
  * block per query head rather than per kv head: eight times the blocks
  * for TinyLlama's groups, each an eighth of the work. */
-__global__ static void k_flash_bwd_dkv_tc(const float *dout, int dout_stride, const float *q, int q_stride,
-                                          const float *D, attn_args A, int group, int nh, float scale)
+__global__ static void k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group, float scale)
 {
-    __shared__ __align__(32) __nv_bfloat16 qs[TC_BC * TC_LDH], dos[TC_BC * TC_LDH];
     __shared__ __align__(32) float sb[4][16 * TC_LDS];
     __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP], dss[4][16 * TC_LDP];
-    __shared__ __align__(32) float stage[4 * 16 * TC_LDO];   /* K, V tiles in; dk, dv rows out */
-    __shared__ float lse_s[TC_BC], d_s[TC_BC];
-    int si = find_seq(A, blockIdx.x), h = blockIdx.y, c = h / group;
+    __shared__ __align__(32) float os_all[4][16 * TC_LDO];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, c = h / group, nh = gridDim.y;
     const seq_desc &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BK, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
-    int key = k0 + 16 * w + r;
-    __nv_bfloat16 *st = (__nv_bfloat16 *)stage;
+    int key = k0 + 16 * w + r, npad = padded(S.n), cpad = padded(ctx);
+    const __nv_bfloat16 *qb = B.q[si] + (size_t)h * npad * TC_HD, *ob = B.dout[si] + (size_t)h * npad * TC_HD;
     frag_a ka[TC_HD / 16], va[TC_HD / 16];
-    tile_to_bf16(st, TC_BK, S.k + (size_t)c * TC_HD, S.kv_stride, k0, ctx);
-    __syncthreads();
 #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
-        wmma::load_matrix_sync(ka[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
-    __syncthreads();
-    tile_to_bf16(st, TC_BK, S.v + (size_t)c * TC_HD, S.kv_stride, k0, ctx);
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
-        wmma::load_matrix_sync(va[kk], st + 16 * w * TC_LDH + 16 * kk, TC_LDH);
+    for (int kk = 0; kk < TC_HD / 16; kk++) {
+        wmma::load_matrix_sync(ka[kk], B.k[si] + ((size_t)c * cpad + k0 + 16 * w) * TC_HD + 16 * kk, TC_HD);
+        wmma::load_matrix_sync(va[kk], B.v[si] + ((size_t)c * cpad + k0 + 16 * w) * TC_HD + 16 * kk, TC_HD);
+    }
     frag_c dkc[TC_HD / 16], dvc[TC_HD / 16];
 #pragma unroll
     for (int nf = 0; nf < TC_HD / 16; nf++) {
         wmma::fill_fragment(dkc[nf], 0.0f);
         wmma::fill_fragment(dvc[nf], 0.0f);
     }
-    int first = k0 - S.pos > 0 ? (k0 - S.pos) / TC_BC * TC_BC : 0;   /* the first query tile that sees a key here */
+    const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
+    int first = k0 + 16 * w - S.pos;               /* the warp's first key is seen from query `first` on */
+    first = first > 0 ? first / TC_BC * TC_BC : 0;
     for (int i0 = first; i0 < S.n; i0 += TC_BC) {
-            __syncthreads();                       /* the previous tiles are used up */
-            tile_to_bf16(qs, TC_BC, q + (size_t)S.row * q_stride + (size_t)h * TC_HD, q_stride, i0, S.n);
-            tile_to_bf16(dos, TC_BC, dout + (size_t)S.row * dout_stride + (size_t)h * TC_HD, dout_stride, i0, S.n);
-            for (int t = threadIdx.x; t < TC_BC; t += blockDim.x) {
-                bool in = i0 + t < S.n;
-                lse_s[t] = in ? S.lse[(size_t)h * S.n + i0 + t] : 0.0f;
-                d_s[t] = in ? D[(size_t)nh * S.row + (size_t)h * S.n + i0 + t] : 0.0f;
+        float p[TC_BC / 2];
+#pragma unroll
+        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* S^T = K Q^T */
+            frag_c sc;
+            wmma::fill_fragment(sc, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < TC_HD / 16; kk++) {
+                frag_bt qt;
+                wmma::load_matrix_sync(qt, qb + (size_t)(i0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
+                wmma::mma_sync(sc, ka[kk], qt, sc);
             }
-            __syncthreads();
-            /* S^T = K Q^T, then P^T (registers and bf16) */
-            float p[TC_BC / 2];
+            wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
 #pragma unroll
-            for (int nf = 0; nf < TC_BC / 16; nf++) {
-                frag_c sc;
-                wmma::fill_fragment(sc, 0.0f);
+        for (int j = 0; j < TC_BC / 2; j++) {
+            int i = i0 + c0 + j;
+            bool valid = i < S.n && key <= S.pos + i && key < ctx;
+            p[j] = valid ? expf(scale * sb[w][r * TC_LDS + c0 + j] - lse[i]) : 0.0f;
+            ps[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j]);
+        }
+        __syncwarp();
 #pragma unroll
-                for (int kk = 0; kk < TC_HD / 16; kk++) {
-                    frag_bt qt;
-                    wmma::load_matrix_sync(qt, qs + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
-                    wmma::mma_sync(sc, ka[kk], qt, sc);
-                }
-                wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
+        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* dP^T = V dO^T */
+            frag_c sc;
+            wmma::fill_fragment(sc, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < TC_HD / 16; kk++) {
+                frag_bt ot;
+                wmma::load_matrix_sync(ot, ob + (size_t)(i0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
+                wmma::mma_sync(sc, va[kk], ot, sc);
             }
-            __syncwarp();
+            wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
 #pragma unroll
-            for (int j = 0; j < TC_BC / 2; j++) {
-                int i = i0 + c0 + j;
-                bool valid = i < S.n && key <= S.pos + i && key < ctx;
-                p[j] = valid ? expf(scale * sb[w][r * TC_LDS + c0 + j] - lse_s[c0 + j]) : 0.0f;
-                ps[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j]);
+        for (int j = 0; j < TC_BC / 2; j++) {
+            int i = i0 + c0 + j;
+            float dj = i < S.n ? dd[i] : 0.0f;
+            dss[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j] * (sb[w][r * TC_LDS + c0 + j] - dj) * scale);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int nf = 0; nf < TC_HD / 16; nf++)           /* dv += P^T dO, dk += dS^T Q */
+#pragma unroll
+            for (int kk = 0; kk < TC_BC / 16; kk++) {
+                frag_a pa, sa;
+                frag_b orow, qrow;
+                wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
+                wmma::load_matrix_sync(orow, ob + (size_t)(i0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
+                wmma::mma_sync(dvc[nf], pa, orow, dvc[nf]);
+                wmma::load_matrix_sync(sa, dss[w] + 16 * kk, TC_LDP);
+                wmma::load_matrix_sync(qrow, qb + (size_t)(i0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
+                wmma::mma_sync(dkc[nf], sa, qrow, dkc[nf]);
             }
-            __syncwarp();
-            /* dP^T = V dO^T, then dS^T */
-#pragma unroll
-            for (int nf = 0; nf < TC_BC / 16; nf++) {
-                frag_c sc;
-                wmma::fill_fragment(sc, 0.0f);
-#pragma unroll
-                for (int kk = 0; kk < TC_HD / 16; kk++) {
-                    frag_bt ot;
-                    wmma::load_matrix_sync(ot, dos + 16 * nf * TC_LDH + 16 * kk, TC_LDH);
-                    wmma::mma_sync(sc, va[kk], ot, sc);
-                }
-                wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
-            }
-            __syncwarp();
-#pragma unroll
-            for (int j = 0; j < TC_BC / 2; j++)
-                dss[w][r * TC_LDP + c0 + j] =
-                    __float2bfloat16(p[j] * (sb[w][r * TC_LDS + c0 + j] - d_s[c0 + j]) * scale);
-            __syncwarp();
-            /* dv += P^T dO, dk += dS^T Q */
-#pragma unroll
-            for (int nf = 0; nf < TC_HD / 16; nf++)
-#pragma unroll
-                for (int kk = 0; kk < TC_BC / 16; kk++) {
-                    frag_a pa, sa;
-                    frag_b ob, qb;
-                    wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
-                    wmma::load_matrix_sync(ob, dos + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
-                    wmma::mma_sync(dvc[nf], pa, ob, dvc[nf]);
-                    wmma::load_matrix_sync(sa, dss[w] + 16 * kk, TC_LDP);
-                    wmma::load_matrix_sync(qb, qs + 16 * kk * TC_LDH + 16 * nf, TC_LDH);
-                    wmma::mma_sync(dkc[nf], sa, qb, dkc[nf]);
-                }
     }
-    /* the head's partials, through the stage */
-    float *os = stage + w * 16 * TC_LDO;
+    float *os = os_all[w];
     for (int which = 0; which < 2; which++) {
-        __syncthreads();
+        __syncwarp();
 #pragma unroll
         for (int nf = 0; nf < TC_HD / 16; nf++)
             wmma::store_matrix_sync(os + 16 * nf, which ? dvc[nf] : dkc[nf], TC_LDO, wmma::mem_row_major);
@@ -1442,10 +1421,11 @@ static void check_hd(int hd)
 /* $RL_CUDA_ATTN: auto (the fastest measured: the tensor-core kernels where
  * they apply, bf16 mode and head_dim 64, in the directions AUTO_TC_FWD and
  * AUTO_TC_BWD say; else cuBLAS where the scores fit; else the tiled fp32
- * kernels), tc (the tensor-core kernels in both directions), cublas (none),
- * tiled (no cuBLAS either), simple (the per-query kernels). */
-enum { ATTN_AUTO, ATTN_TC, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
-static const char *const attn_modes[] = {"auto", "tc", "cublas", "tiled", "simple"};
+ * kernels), tc (the tensor-core kernels in both directions), tc-fwd (in the
+ * forward only), cublas (none), tiled (no cuBLAS either), simple (the
+ * per-query kernels). */
+enum { ATTN_AUTO, ATTN_TC, ATTN_TC_FWD, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
+static const char *const attn_modes[] = {"auto", "tc", "tc-fwd", "cublas", "tiled", "simple"};
 static int attn_mode;
 #define AUTO_TC_FWD 1
 #define AUTO_TC_BWD 1
@@ -1465,7 +1445,8 @@ static bool use_tiled(int n, int hd, bool backward)
 enum attn_route_t { BY_TC, BY_GEMM, BY_KERNELS };
 static attn_route_t attn_route(int n, int ctx, int n_heads, int hd, bool backward)
 {
-    bool tc = attn_mode == ATTN_TC || (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
+    bool tc = attn_mode == ATTN_TC || (attn_mode == ATTN_TC_FWD && !backward) ||
+              (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
     if (n > 4 && tc && gemm_bf16 && hd == TC_HD)
         return BY_TC;
     if (n > 4 && attn_mode <= ATTN_CUBLAS && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES)
@@ -1687,6 +1668,85 @@ static void attn_kernels(float *out, int out_stride, const float *q, int q_strid
     }
 }
 
+/* The bf16 head-major copies of Q (and dO when given), K and V for the
+ * sequences t[s0 .. s0 + ATTN_SEQS) (nt in all), in the WS_TCB workspace. */
+static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, const float *q, int q_stride,
+                      const float *dout, int dout_stride, int n_heads, int n_kv)
+{
+    int end = nt < s0 + ATTN_SEQS ? nt : s0 + ATTN_SEQS;
+    size_t total = 0;
+    for (int i = s0; i < end; i++)
+        total += (size_t)((dout ? 2 : 1) * n_heads * padded(t[i].n) + 2 * n_kv * padded(t[i].pos + t[i].n)) * TC_HD;
+    __nv_bfloat16 *cp = (__nv_bfloat16 *)workspace(WS_TCB, total * sizeof(__nv_bfloat16));
+    for (int i = s0; i < end; i++) {
+        const struct bk_attn_seq *x = &t[i];
+        int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx);
+        struct { const float *src; int stride, rows, pad, heads; const __nv_bfloat16 **dst; } c[4] = {
+            {q + (size_t)x->row * q_stride, q_stride, x->n, np, n_heads, &B->q[i - s0]},
+            {x->k, x->kv_stride, ctx, cpd, n_kv, &B->k[i - s0]},
+            {x->v, x->kv_stride, ctx, cpd, n_kv, &B->v[i - s0]},
+            {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[i - s0]}};
+        for (int j = 0; j < (dout ? 4 : 3); j++) {
+            size_t n = (size_t)c[j].heads * c[j].pad * TC_HD;
+            LAUNCH_OVER(n, k_heads_bf16, "attention (bf16 copies)", cp, c[j].src, c[j].stride, c[j].rows, c[j].pad,
+                        c[j].heads);
+            *c[j].dst = cp;
+            cp += n;
+        }
+    }
+}
+
+static void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t,
+                        int nt, int n_heads, int n_kv, float scale)
+{
+    for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
+        tc_bf16 B = {};
+        tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv);
+        attn_args A = {};
+        int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
+        LAUNCH(k_flash_fwd_tc, dim3(tiles, n_heads), 128)(out, out_stride, A, B, n_heads / n_kv, scale);
+        LAUNCHED("attention (tensor cores)");
+    }
+}
+
+/* The tensor-core backward of the sequences t (their copies: t[i].p is set
+ * to each one's dk, dv partials). */
+static void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+                        int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale)
+{
+    if (!nt)
+        return;
+    int rows = 0;                          /* D is laid out like lse: nh floats per row of the batch */
+    size_t part = 0;                       /* dk, dv partials [2][head][ctx][hd] */
+    for (int i = 0; i < nt; i++) {
+        rows = t[i].row + t[i].n > rows ? t[i].row + t[i].n : rows;
+        part += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
+    }
+    float *D = (float *)workspace(WS_DELTA, (size_t)n_heads * rows * sizeof(float));
+    float *parts = (float *)workspace(WS_DKV, part * sizeof(float));
+    for (int i = 0; i < nt; i++) {
+        t[i].p = parts;                    /* the scratch field, unused on this route */
+        parts += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
+    }
+    for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
+        tc_bf16 B = {};
+        tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv);
+        attn_args A = {};
+        int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
+        LAUNCH(k_attn_delta, dim3(nq, n_heads), 32)(D, dout, dout_stride, out, out_stride, A, n_heads, TC_HD);
+        LAUNCHED("attention_bwd (D, tensor cores)");
+        int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
+        LAUNCH(k_flash_bwd_dq_tc, dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B, n_heads / n_kv, scale);
+        LAUNCHED("attention_bwd (queries, tensor cores)");
+        int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
+        LAUNCH(k_flash_bwd_dkv_tc, dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
+        LAUNCHED("attention_bwd (keys, tensor cores)");
+        int keys = attn_describe(&A, t, nt, s0, PER_KEY);
+        LAUNCH(k_dkv_sum, dim3(keys, n_kv), TC_HD)(A, n_heads / n_kv, n_heads);
+        LAUNCHED("attention_bwd (dk, dv sums)");
+    }
+}
+
 static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
                          int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
@@ -1696,12 +1756,7 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
             attn_gemm_fwd(out, out_stride, q, q_stride, &s[i], n_heads, n_kv, hd, scale);
     int nt, nk;
     struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &nt);
-    for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
-        attn_args A = {};
-        int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH(k_flash_fwd_tc, dim3(tiles, n_heads), 128)(out, out_stride, q, q_stride, A, n_heads / n_kv, scale);
-        LAUNCHED("attention (tensor cores)");
-    }
+    attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
     free(t);
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, false, BY_KERNELS, &nk);
     attn_kernels(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
@@ -1774,37 +1829,7 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
             attn_gemm_bwd(dq, q_stride, dout, dout_stride, q, &s[i], n_heads, n_kv, hd, scale);
     int nt, nk;
     struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &nt);
-    if (nt) {
-        int rows = 0;                      /* D is laid out like lse: nh floats per row of the batch */
-        for (int i = 0; i < nt; i++)
-            rows = t[i].row + t[i].n > rows ? t[i].row + t[i].n : rows;
-        float *D = (float *)workspace(WS_DELTA, (size_t)n_heads * rows * sizeof(float));
-        size_t part = 0;                   /* each sequence's dk, dv partials: [2][head][ctx][hd] */
-        for (int i = 0; i < nt; i++)
-            part += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
-        float *parts = (float *)workspace(WS_DKV, part * sizeof(float));
-        for (int i = 0; i < nt; i++) {
-            t[i].p = parts;                /* the scratch field, unused on this route */
-            parts += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
-        }
-        for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
-            attn_args A = {};
-            int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
-            LAUNCH(k_attn_delta, dim3(nq, n_heads), 32)(D, dout, dout_stride, out, out_stride, A, n_heads, hd);
-            LAUNCHED("attention_bwd (D, tensor cores)");
-            int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-            LAUNCH(k_flash_bwd_dq_tc, dim3(tiles, n_heads), 128)(dq, q_stride, dout, dout_stride, q, D, A,
-                                                                n_heads / n_kv, scale);
-            LAUNCHED("attention_bwd (queries, tensor cores)");
-            int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-            LAUNCH(k_flash_bwd_dkv_tc, dim3(ktiles, n_heads), 128)(dout, dout_stride, q, q_stride, D, A,
-                                                                  n_heads / n_kv, n_heads, scale);
-            LAUNCHED("attention_bwd (keys, tensor cores)");
-            int keys = attn_describe(&A, t, nt, s0, PER_KEY);
-            LAUNCH(k_dkv_sum, dim3(keys, n_kv), TC_HD)(A, n_heads / n_kv, n_heads);
-            LAUNCHED("attention_bwd (dk, dv sums)");
-        }
-    }
+    attn_tc_bwd(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
     free(t);
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, true, BY_KERNELS, &nk);
     attn_bwd_kernels(dq, q_stride, dout, dout_stride, q, out, out_stride, k, nk, n_heads, n_kv, hd, scale);
@@ -2115,7 +2140,7 @@ static char detail[256];
 /* what the device line says of the attention (the GPU tests read it) */
 static const char *attn_desc(void)
 {
-    if ((attn_mode == ATTN_AUTO && (AUTO_TC_FWD || AUTO_TC_BWD) && gemm_bf16) || (attn_mode == ATTN_TC && gemm_bf16))
+    if (gemm_bf16 && (attn_mode == ATTN_TC || attn_mode == ATTN_TC_FWD || (attn_mode == ATTN_AUTO && (AUTO_TC_FWD || AUTO_TC_BWD))))
         return "tensor-core+cuBLAS+tiled";
     return attn_mode <= ATTN_CUBLAS ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple";
 }
@@ -2134,11 +2159,11 @@ static int cuda_init(void)
         return -1;
     const char *attn = getenv("RL_CUDA_ATTN");
     attn_mode = -1;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < (int)(sizeof attn_modes / sizeof *attn_modes); i++)
         if (!attn || !*attn ? i == 0 : !strcmp(attn, attn_modes[i]))
             attn_mode = i;
     if (attn_mode < 0)
-        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, cublas, tiled or simple", attn);
+        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, tc-fwd, cublas, tiled or simple", attn);
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));

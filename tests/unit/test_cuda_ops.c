@@ -113,10 +113,11 @@ static void test_matmul(void)
             expect(name, &c, gemm_tol);
             drop(&a), drop(&b), drop(&c);
         }
-    /* beta = 0 must overwrite (NaN in c must not survive) */
-    struct two a = rand_both(64 * 96, 1), b = rand_both(80 * 96, 1), c = poisoned(64 * 80);
-    cpu->matmul(false, true, 64, 80, 96, 1, a.c, 96, b.c, 96, 0, c.c, 80);
-    gpu->matmul(false, true, 64, 80, 96, 1, a.g, 96, b.g, 96, 0, c.g, 80);
+    /* beta = 0 must overwrite (NaN in c must not survive); a contiguous a
+     * with a padded b (operands the GPU copies by different routes) */
+    struct two a = rand_both(64 * 96, 1), b = rand_both(80 * 101, 1), c = poisoned(64 * 80);
+    cpu->matmul(false, true, 64, 80, 96, 1, a.c, 96, b.c, 101, 0, c.c, 80);
+    gpu->matmul(false, true, 64, 80, 96, 1, a.g, 96, b.g, 101, 0, c.g, 80);
     expect("matmul beta=0 overwrites every element", &c, gemm_tol);
     drop(&a), drop(&b), drop(&c);
 }
