@@ -113,6 +113,20 @@ static void test_matmul(void)
             expect(name, &c, gemm_tol);
             drop(&a), drop(&b), drop(&c);
         }
+    /* products wide enough for the GPU to copy the operands to bf16 first
+     * (bf16 mode), contiguous and padded */
+    for (int pad = 0; pad < 2; pad++)
+        for (int ta = 0; ta < 2; ta++) {
+            int m = 1100, n = 1030, k = 48, lda = (ta ? m : k) + 3 * pad, ldb = k + 5 * pad;
+            struct two a = rand_both((size_t)(ta ? k : m) * lda, 1), b = rand_both((size_t)n * ldb, 1);
+            struct two c = rand_both((size_t)m * n, 1);
+            cpu->matmul(ta, true, m, n, k, 1.0f, a.c, lda, b.c, ldb, 1.0f, c.c, n);
+            gpu->matmul(ta, true, m, n, k, 1.0f, a.g, lda, b.g, ldb, 1.0f, c.g, n);
+            snprintf(name, sizeof name, "matmul %dx%dx%d ta=%d%s (bf16 copies in bf16 mode)", m, n, k, ta,
+                     pad ? ", padded" : "");
+            expect(name, &c, gemm_tol);
+            drop(&a), drop(&b), drop(&c);
+        }
     /* beta = 0 must overwrite (NaN in c must not survive); a contiguous a
      * with a padded b (operands the GPU copies by different routes) */
     struct two a = rand_both(64 * 96, 1), b = rand_both(80 * 101, 1), c = poisoned(64 * 80);
