@@ -1067,6 +1067,52 @@ __global__ static void k_heads_bf16(__nv_bfloat16 *dst, const float *src, int st
     }
 }
 
+/* sb (16 x TC_BC fp32, pitch TC_LDS) = A B^T: A the warp's 16 rows as
+ * fragments over head_dim, B the TC_BC rows at b (bf16, pitch TC_HD). */
+__device__ static void scores_tile(float *sb, const frag_a *a, const __nv_bfloat16 *b)
+{
+#pragma unroll
+    for (int nf = 0; nf < TC_BC / 16; nf++) {
+        frag_c c;
+        wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < TC_HD / 16; kk++) {
+            frag_bt bt;
+            wmma::load_matrix_sync(bt, b + (size_t)16 * nf * TC_HD + 16 * kk, TC_HD);
+            wmma::mma_sync(c, a[kk], bt, c);
+        }
+        wmma::store_matrix_sync(sb + 16 * nf, c, TC_LDS, wmma::mem_row_major);
+    }
+}
+/* acc (16 x 16, columns 16 nf..) += P B: P the warp's 16 x TC_BC tile
+ * (bf16, pitch TC_LDP), B the TC_BC rows at b (bf16, pitch TC_HD). */
+__device__ static void accumulate_cols(frag_c &acc, int nf, const __nv_bfloat16 *p, const __nv_bfloat16 *b)
+{
+#pragma unroll
+    for (int kk = 0; kk < TC_BC / 16; kk++) {
+        frag_a pa;
+        frag_b br;
+        wmma::load_matrix_sync(pa, p + 16 * kk, TC_LDP);
+        wmma::load_matrix_sync(br, b + (size_t)16 * kk * TC_HD + 16 * nf, TC_HD);
+        wmma::mma_sync(acc, pa, br, acc);
+    }
+}
+/* the same for all head_dim columns */
+__device__ static void accumulate_tile(frag_c *acc, const __nv_bfloat16 *p, const __nv_bfloat16 *b)
+{
+#pragma unroll
+    for (int nf = 0; nf < TC_HD / 16; nf++)
+        accumulate_cols(acc[nf], nf, p, b);
+}
+/* The warp's 16 x head_dim accumulators to shared memory (pitch TC_LDO),
+ * where its lanes can read them by row. */
+__device__ static void store_rows_tile(float *os, const frag_c *acc)
+{
+#pragma unroll
+    for (int nf = 0; nf < TC_HD / 16; nf++)
+        wmma::store_matrix_sync(os + 16 * nf, acc[nf], TC_LDO, wmma::mem_row_major);
+}
+
 __global__ static void k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B, int group, float scale)
 {
     __shared__ __align__(32) float ss[4][16 * TC_LDS];
@@ -1090,19 +1136,7 @@ __global__ static void k_flash_fwd_tc(float *out, int out_stride, attn_args A, t
     int row = q0 + 16 * w + r, qpos = S.pos + row;
     int kend = S.pos + q0 + (16 * w + 16 < nq ? 16 * w + 16 : nq);   /* keys the warp's last row sees */
     for (int k0 = 0; k0 < kend; k0 += TC_BC) {
-        /* S = Q K^T for the warp's 16 rows and the tile's 32 keys */
-#pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {
-            frag_c sc;
-            wmma::fill_fragment(sc, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < TC_HD / 16; kk++) {
-                frag_bt kt;
-                wmma::load_matrix_sync(kt, kb + (size_t)(k0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
-                wmma::mma_sync(sc, qa[kk], kt, sc);
-            }
-            wmma::store_matrix_sync(ss[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
-        }
+        scores_tile(ss[w], qa, kb + (size_t)k0 * TC_HD);   /* S = Q K^T: 16 rows, 32 keys */
         __syncwarp();
         /* online softmax of row r over the tile, P as bf16, the output rows rescaled */
         float x[TC_BC / 2], mx = -INFINITY;
@@ -1126,19 +1160,11 @@ __global__ static void k_flash_fwd_tc(float *out, int out_stride, attn_args A, t
         for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
             os[r * TC_LDO + d] *= alpha;
         __syncwarp();
-        /* O += P V */
 #pragma unroll
-        for (int nf = 0; nf < TC_HD / 16; nf++) {
+        for (int nf = 0; nf < TC_HD / 16; nf++) {   /* O += P V, a column block at a time */
             frag_c oc;
             wmma::load_matrix_sync(oc, os + 16 * nf, TC_LDO, wmma::mem_row_major);
-#pragma unroll
-            for (int kk = 0; kk < TC_BC / 16; kk++) {
-                frag_a pa;
-                frag_b vr;
-                wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
-                wmma::load_matrix_sync(vr, vb + (size_t)(k0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
-                wmma::mma_sync(oc, pa, vr, oc);
-            }
+            accumulate_cols(oc, nf, ps[w], vb + (size_t)k0 * TC_HD);
             wmma::store_matrix_sync(os + 16 * nf, oc, TC_LDO, wmma::mem_row_major);
         }
         __syncwarp();
@@ -1204,18 +1230,7 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D
     int kend = S.pos + q0 + (16 * w + 16 < nq ? 16 * w + 16 : nq);   /* keys the warp's last row sees */
     for (int k0 = 0; k0 < kend; k0 += TC_BC) {
         float p[TC_BC / 2];
-#pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* S = Q K^T */
-            frag_c c;
-            wmma::fill_fragment(c, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < TC_HD / 16; kk++) {
-                frag_bt kt;
-                wmma::load_matrix_sync(kt, kb + (size_t)(k0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
-                wmma::mma_sync(c, qa[kk], kt, c);
-            }
-            wmma::store_matrix_sync(sb[w] + 16 * nf, c, TC_LDS, wmma::mem_row_major);
-        }
+        scores_tile(sb[w], qa, kb + (size_t)k0 * TC_HD);   /* S = Q K^T */
         __syncwarp();
 #pragma unroll
         for (int c = 0; c < TC_BC / 2; c++) {
@@ -1223,38 +1238,16 @@ __global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D
             p[c] = row < S.n && key <= qpos ? expf(scale * sb[w][r * TC_LDS + c0 + c] - lse) : 0.0f;
         }
         __syncwarp();
-#pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* dP = dO V^T */
-            frag_c c;
-            wmma::fill_fragment(c, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < TC_HD / 16; kk++) {
-                frag_bt vt;
-                wmma::load_matrix_sync(vt, vb + (size_t)(k0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
-                wmma::mma_sync(c, da[kk], vt, c);
-            }
-            wmma::store_matrix_sync(sb[w] + 16 * nf, c, TC_LDS, wmma::mem_row_major);
-        }
+        scores_tile(sb[w], da, vb + (size_t)k0 * TC_HD);   /* dP = dO V^T */
         __syncwarp();
 #pragma unroll
         for (int c = 0; c < TC_BC / 2; c++)
             ps[w][r * TC_LDP + c0 + c] = __float2bfloat16(p[c] * (sb[w][r * TC_LDS + c0 + c] - delta) * scale);
         __syncwarp();
-#pragma unroll
-        for (int nf = 0; nf < TC_HD / 16; nf++)           /* dq += dS K */
-#pragma unroll
-            for (int kk = 0; kk < TC_BC / 16; kk++) {
-                frag_a sa;
-                frag_b kr;
-                wmma::load_matrix_sync(sa, ps[w] + 16 * kk, TC_LDP);
-                wmma::load_matrix_sync(kr, kb + (size_t)(k0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
-                wmma::mma_sync(dqc[nf], sa, kr, dqc[nf]);
-            }
+        accumulate_tile(dqc, ps[w], kb + (size_t)k0 * TC_HD);   /* dq += dS K */
     }
     float *os = os_all[w];
-#pragma unroll
-    for (int nf = 0; nf < TC_HD / 16; nf++)
-        wmma::store_matrix_sync(os + 16 * nf, dqc[nf], TC_LDO, wmma::mem_row_major);
+    store_rows_tile(os, dqc);
     __syncwarp();
     if (row < S.n) {
         float *drow = dq + (size_t)(S.row + row) * q_stride + (size_t)h * TC_HD;
@@ -1298,18 +1291,7 @@ __global__ static void k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B
     first = first > 0 ? first / TC_BC * TC_BC : 0;
     for (int i0 = first; i0 < S.n; i0 += TC_BC) {
         float p[TC_BC / 2];
-#pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* S^T = K Q^T */
-            frag_c sc;
-            wmma::fill_fragment(sc, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < TC_HD / 16; kk++) {
-                frag_bt qt;
-                wmma::load_matrix_sync(qt, qb + (size_t)(i0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
-                wmma::mma_sync(sc, ka[kk], qt, sc);
-            }
-            wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
-        }
+        scores_tile(sb[w], ka, qb + (size_t)i0 * TC_HD);   /* S^T = K Q^T */
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < TC_BC / 2; j++) {
@@ -1319,18 +1301,7 @@ __global__ static void k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B
             ps[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j]);
         }
         __syncwarp();
-#pragma unroll
-        for (int nf = 0; nf < TC_BC / 16; nf++) {      /* dP^T = V dO^T */
-            frag_c sc;
-            wmma::fill_fragment(sc, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < TC_HD / 16; kk++) {
-                frag_bt ot;
-                wmma::load_matrix_sync(ot, ob + (size_t)(i0 + 16 * nf) * TC_HD + 16 * kk, TC_HD);
-                wmma::mma_sync(sc, va[kk], ot, sc);
-            }
-            wmma::store_matrix_sync(sb[w] + 16 * nf, sc, TC_LDS, wmma::mem_row_major);
-        }
+        scores_tile(sb[w], va, ob + (size_t)i0 * TC_HD);   /* dP^T = V dO^T */
         __syncwarp();
 #pragma unroll
         for (int j = 0; j < TC_BC / 2; j++) {
@@ -1339,26 +1310,13 @@ __global__ static void k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B
             dss[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j] * (sb[w][r * TC_LDS + c0 + j] - dj) * scale);
         }
         __syncwarp();
-#pragma unroll
-        for (int nf = 0; nf < TC_HD / 16; nf++)           /* dv += P^T dO, dk += dS^T Q */
-#pragma unroll
-            for (int kk = 0; kk < TC_BC / 16; kk++) {
-                frag_a pa, sa;
-                frag_b orow, qrow;
-                wmma::load_matrix_sync(pa, ps[w] + 16 * kk, TC_LDP);
-                wmma::load_matrix_sync(orow, ob + (size_t)(i0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
-                wmma::mma_sync(dvc[nf], pa, orow, dvc[nf]);
-                wmma::load_matrix_sync(sa, dss[w] + 16 * kk, TC_LDP);
-                wmma::load_matrix_sync(qrow, qb + (size_t)(i0 + 16 * kk) * TC_HD + 16 * nf, TC_HD);
-                wmma::mma_sync(dkc[nf], sa, qrow, dkc[nf]);
-            }
+        accumulate_tile(dvc, ps[w], ob + (size_t)i0 * TC_HD);    /* dv += P^T dO */
+        accumulate_tile(dkc, dss[w], qb + (size_t)i0 * TC_HD);   /* dk += dS^T Q */
     }
     float *os = os_all[w];
     for (int which = 0; which < 2; which++) {
         __syncwarp();
-#pragma unroll
-        for (int nf = 0; nf < TC_HD / 16; nf++)
-            wmma::store_matrix_sync(os + 16 * nf, which ? dvc[nf] : dkc[nf], TC_LDO, wmma::mem_row_major);
+        store_rows_tile(os, which ? dvc : dkc);
         __syncwarp();
         if (key < ctx) {
             float *dst = S.p + (((size_t)which * nh + h) * ctx + key) * TC_HD;
