@@ -72,6 +72,18 @@ check "--device auto (here RL_DEVICE=cpu, as in the suite) gives the CPU's outpu
     sh -c "rl-logp -q -m '$model' --device auto < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
 check "--device devsim gives the CPU's output bit for bit" \
     sh -c "rl-logp -q -m '$model' --device devsim < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
+
+# RL_PROFILE=1: the same output, and a table of backend ops on stderr
+for dev in cpu devsim; do
+    check "RL_PROFILE=1 on $dev: the same output" \
+        sh -c "RL_PROFILE=1 rl-logp -q -m '$model' --device $dev < '$in' 2> '$TMP/prof-$dev' | rl-cat | cmp - '$TMP/dev-cpu'"
+    check "RL_PROFILE=1 on $dev: a table of ops at exit, matmuls by shape with TFLOP/s" \
+        sh -c "grep -q '^profile (whole run, device $dev)' '$TMP/prof-$dev' &&
+               grep -Eq '^matmul (NN|NT|TN|TT) [0-9]+x[0-9]+x[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+% +[0-9.]+$' '$TMP/prof-$dev' &&
+               grep -Eq '^logsoftmax +[0-9]+ ' '$TMP/prof-$dev'"
+done
+check "RL_PROFILE=0 prints no table" \
+    sh -c "RL_PROFILE=0 rl-logp -q -m '$model' < '$in' 2>&1 >/dev/null | grep -c profile | grep -qx 0"
 if [ ! -e /dev/nvidiactl ]; then
     check "without RL_DEVICE and without a GPU, auto runs on the CPU" \
         sh -c "env -u RL_DEVICE rl-logp -q -m '$model' < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
