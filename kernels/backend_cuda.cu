@@ -258,9 +258,10 @@ static operand f32(const float *p) { return operand{p, false}; }
  * half the rate of a bf16-in GEMM on an H100, and the copies cost less,
  * except where the product is thin: the copies move 6 (m + n) k bytes for
  * 2 m n k FLOPs, and at m n / (m + n) under 512 (a decode step's 64 rows, a
- * prompt's few hundred) they cost more than FAST_16BF loses; such products
- * keep the fp32 operands (on an H100 a decode step of 64 sequences ran 1.2x
- * slower with the copies). */
+ * prompt's few hundred) they cost more than FAST_16BF loses; such single
+ * products keep the fp32 operands (on an H100 a decode step of 64 sequences
+ * ran 1.2x slower with the copies). Batched products (attention) always
+ * take the copies: that is the path measured on the GPU. */
 static void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
                     int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
 {
@@ -276,7 +277,8 @@ static void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand 
     }
     cudaDataType type = CUDA_R_32F;
     cublasComputeType_t compute = gemm_compute;
-    if (gemm_bf16 && (a.bf16 || b.bf16 || (double)m * n / (m + n) >= 512)) {
+    bool thin = batch == 1 && (double)m * n / (m + n) < 512;
+    if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
         if (!a.bf16 && k > 0) {
             int rows = ta ? k : m, cols = ta ? m : k;
             a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
