@@ -1,7 +1,7 @@
 /* The compute backend: the small set of operations the model, the sampler and
  * the trainer are written in (DESIGN.md "Compute library"). The CPU backend
  * (backend_cpu.c) uses OpenBLAS sgemm for every matmul and OpenMP for the rest;
- * the CUDA backend (kernels/backend_cuda.cu) implements the same table with
+ * the CUDA backend (kernels/, rlflow-cuda.so) implements the same table with
  * device pointers.
  *
  * Conventions: fp32, row-major; a [n, d] matrix has rows of d floats (a row

@@ -1,5 +1,5 @@
 /* A CUDA emulation for checking kernels' logic on the CPU: just enough of
- * the runtime, cuBLAS and the device language for kernels/backend_cuda.cu to
+ * the runtime, cuBLAS and the device language for the files of kernels/ to
  * compile with g++ -DRL_CUDA_EMU and run, so that the GPU test programs
  * (test_cuda_ops, test_cuda_model, tests/gpu/test_tools.sh) check every
  * kernel's indexing, masking, reductions and barriers in CI, where there is
@@ -63,12 +63,13 @@ struct gate {                    /* a barrier: __syncthreads, or a warp's exchan
 /* Switching: on x86-64 a few instructions that keep the callee-saved
  * registers and swap stacks (glibc's swapcontext also saves the signal mask,
  * a system call per switch, which made the emulation three times slower);
- * elsewhere ucontext. */
+ * elsewhere ucontext. The routine is a weak symbol: every file of the
+ * backend includes this header, and the linker keeps one copy. */
 #if defined(__x86_64__)
 extern "C" void emu_switch(void **save_sp, void **load_sp);
 asm(R"(
     .text
-    .globl emu_switch
+    .weak emu_switch
     .type emu_switch, @function
 emu_switch:
     pushq %rbp

@@ -1,0 +1,96 @@
+/* What the CUDA backend's attention files share: the launch description of
+ * an attention call (up to ATTN_SEQS sequences travel as a kernel
+ * parameter), and the routes' entry points. cuda_attention.cu picks a route
+ * per sequence: the tensor cores (cuda_attn_tc.cu), cuBLAS
+ * (cuda_attn_cublas.cu), or the fp32 kernels (cuda_attn_kernels.cu). */
+#ifndef RLFLOW_CUDA_ATTENTION_CUH
+#define RLFLOW_CUDA_ATTENTION_CUH
+#include "cuda_common.cuh"
+
+#define MAX_HD 256            /* head_dim limit of the attention kernels */
+#define ATTN_WARPS 4
+#define ATTN_SEQS 32          /* sequences per attention launch (kernel parameter space) */
+#define FA_ROWS 8             /* tiled attention: query rows per warp, */
+#define FA_BR (FA_ROWS * ATTN_WARPS)   /* per block, */
+#define FA_HD 128             /* and the largest head_dim it takes (else the per-query one) */
+#define FB_BC 16              /* tiled backward: keys per block (4 per warp) */
+
+#define TC_HD 64                      /* the tensor-core kernels: head_dim, */
+#define TC_BR 64                      /* queries per block, */
+#define TC_BC 32                      /* keys (queries) per tile, */
+#define TC_BK 64                      /* and keys per block of the backward */
+
+struct seq_desc {
+    const float *k, *v;
+    float *p, *lse, *dk, *dv, *dp;
+    int row, n, pos, kv_stride;
+};
+struct attn_args {
+    int n_seq;
+    int first[ATTN_SEQS + 1];       /* prefix sums of the block rows per sequence */
+    struct seq_desc s[ATTN_SEQS];
+};
+
+__device__ static inline int find_seq(const attn_args &A, int b)
+{
+    int s = 0;
+    while (s + 1 < A.n_seq && A.first[s + 1] <= b)
+        s++;
+    return s;
+}
+
+/* Fill the launch description for the (at most ATTN_SEQS) sequences from s0
+ * on; `per` says what a block takes of a sequence (a query, a key, a tile
+ * of either). Returns the number of blocks. */
+enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE, PER_QUERY_TC, PER_KEY_TC };
+static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n_seq, int s0, int per)
+{
+    int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
+    A->n_seq = cnt;
+    A->first[0] = 0;
+    for (int i = 0; i < cnt; i++) {
+        const struct bk_attn_seq *x = &s[s0 + i];
+        seq_desc *d = &A->s[i];
+        d->k = x->k;
+        d->v = x->v;
+        d->p = x->p;
+        d->lse = x->lse;
+        d->dk = x->dk;
+        d->dv = x->dv;
+        d->dp = x->dp;
+        d->row = x->row;
+        d->n = x->n;
+        d->pos = x->pos;
+        d->kv_stride = x->kv_stride;
+        int blocks = per == PER_KEY ? x->pos + x->n
+                   : per == PER_QUERY ? x->n
+                   : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR
+                   : per == PER_KEY_TILE ? (x->pos + x->n + FB_BC - 1) / FB_BC
+                   : per == PER_QUERY_TC ? (x->n + TC_BR - 1) / TC_BR
+                                         : (x->pos + x->n + TC_BK - 1) / TC_BK;
+        A->first[i + 1] = A->first[i] + blocks;
+    }
+    return A->first[cnt];
+}
+
+/* the fp32 kernels: the tiled ones for n > 4 queries (and every backward)
+ * unless RL_CUDA_ATTN=simple, else the per-query ones with the scratch */
+bool attn_use_tiled(int n, int hd, bool backward);
+void attn_kernels(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s, int n_seq,
+                  int n_heads, int n_kv, int hd, float scale);
+void attn_bwd_kernels(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+                      int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads, int n_kv, int hd,
+                      float scale);
+void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src, int src_stride,
+                    int kv_dim);
+/* cuBLAS, one sequence (its scratch given) */
+void attn_gemm_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *x, int nh,
+                   int nkv, int hd, float scale);
+void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                   const struct bk_attn_seq *x, int nh, int nkv, int hd, float scale);
+/* the tensor cores, head_dim TC_HD (the backward points t[i].p at scratch of its own) */
+void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
+                 int n_heads, int n_kv, float scale);
+void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+                 int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale);
+#endif

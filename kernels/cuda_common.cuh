@@ -1,0 +1,162 @@
+/* What the CUDA backend's files (kernels/) share: the CUDA (or, with
+ * RL_CUDA_EMU, the CPU emulation's) headers, the error and launch macros,
+ * the fixed-order reductions, bf16 rounding, the backend's own workspaces,
+ * the GEMM entry and the GEMM mode (set at start by backend_cuda.cu). Each
+ * file fills its part of the backend table (cuda_gemm_ops and the like). */
+#ifndef RLFLOW_CUDA_COMMON_CUH
+#define RLFLOW_CUDA_COMMON_CUH
+#ifdef RL_CUDA_EMU
+/* tests/emu: the same source on the CPU, kernels run by threads, cuBLAS by
+ * OpenBLAS; a check of the kernels' logic on machines without a GPU */
+#include "cuda_emu.h"
+#else
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+#define LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
+#endif
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend.h"
+}
+using namespace nvcuda;
+
+#define THREADS 256
+
+extern cublasHandle_t blas;
+extern cublasComputeType_t gemm_compute;   /* for cublasGemmEx; unused in fp32 mode */
+extern bool gemm_exact;                    /* RL_CUDA_MATH=fp32: cublasSgemm */
+extern bool gemm_bf16;                     /* RL_CUDA_MATH=bf16: bf16 copies of the operands */
+extern int sm_count;                       /* multiprocessors, for the launch shapes */
+extern double *red_buf;                    /* sumsq partials [RED_BLOCKS + 1] */
+#define RED_BLOCKS 1024
+static inline void fatal(const char *what, const char *why)
+{
+    fprintf(stderr, "rlflow: CUDA %s: %s\n", what, why);
+    exit(1);
+}
+#define CU(call)                                                   \
+    do {                                                           \
+        cudaError_t e_ = (call);                                   \
+        if (e_ != cudaSuccess) fatal(#call, cudaGetErrorString(e_)); \
+    } while (0)
+/* A launch error names its kernel. An error inside a running kernel shows at
+ * the next synchronising call; CUDA_LAUNCH_BLOCKING=1 pins it to its kernel. */
+#define LAUNCHED(name)                                             \
+    do {                                                           \
+        cudaError_t e_ = cudaGetLastError();                       \
+        if (e_ != cudaSuccess) fatal(name, cudaGetErrorString(e_)); \
+    } while (0)
+#define BLAS(call)                                                          \
+    do {                                                                    \
+        cublasStatus_t s_ = (call);                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS) fatal(#call, cublasGetStatusString(s_)); \
+    } while (0)
+
+/* Blocks for a grid-stride kernel over n elements. The emulation takes two:
+ * any count is correct for these kernels, and few blocks both run faster
+ * there and send every thread around the stride loop. */
+static inline unsigned blocks_for(size_t n)
+{
+    size_t b = (n + THREADS - 1) / THREADS;
+#ifdef RL_CUDA_EMU
+    b = b > 2 ? 2 : b;
+#endif
+    return (unsigned)(b < 1 ? 1 : b > (1u << 20) ? (1u << 20) : b);
+}
+/* Launch a grid-stride kernel over n elements; nothing when n is 0. */
+#define LAUNCH_OVER(n, kernel, name, ...)                              \
+    do {                                                               \
+        size_t n_ = (size_t)(n);                                       \
+        if (n_) {                                                      \
+            LAUNCH(kernel, blocks_for(n_), THREADS)(__VA_ARGS__);      \
+            LAUNCHED(name);                                            \
+        }                                                              \
+    } while (0)
+#define GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+/* ---------------- reductions (fixed order for a given block size) ---------------- */
+
+__device__ static inline double warp_sum_d(double v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static inline float warp_sum_f(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static inline float warp_max_f(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
+__device__ static inline double block_sum_d(double v)
+{
+    __shared__ double part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();                 /* part[] may still be read by a previous call */
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : 0.0;
+    return warp_sum_d(v);
+}
+__device__ static inline float block_max_f(float v)
+{
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max_f(v);
+    __syncthreads();
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : -INFINITY;
+    return warp_max_f(v);
+}
+
+/* fp32 -> bf16, rounding to nearest even (NaN stays NaN) */
+__device__ static inline unsigned short bf16_rne(float x)
+{
+    unsigned u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (unsigned short)((u >> 16) | 0x40u);
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
+ * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
+ * they are never the caller's. */
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_COUNT };
+void *workspace(int which, size_t bytes);
+
+/* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */
+struct operand {
+    const void *p;
+    bool bf16;
+};
+static inline operand f32(const float *p) { return operand{p, false}; }
+
+void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
+             int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch);
+
+/* each file's ops into the table */
+void cuda_gemm_ops(struct backend *b);
+void cuda_elementwise_ops(struct backend *b);
+void cuda_attention_ops(struct backend *b);
+/* $RL_CUDA_ATTN: 0, or -1 when it names no mode; and what the device line says of it */
+int cuda_attention_mode(const char *name);
+const char *cuda_attention_desc(void);
+#endif

@@ -1,0 +1,387 @@
+/* The CUDA backend's row and elementwise kernels: RMSNorm and its
+ * backward (column sums in two fixed-order passes), RoPE, SwiGLU, gathers
+ * and scatters, the embedding, the vocabulary's (log-)softmax, and the
+ * optimizer's norm and AdamW. */
+#include "cuda_common.cuh"
+
+double *red_buf;
+
+/* ---------------- RMSNorm ---------------- */
+
+__global__ static void k_rmsnorm(float *y, float *rstd, const float *x, const float *w, int d, float eps)
+{
+    const float *xi = x + (size_t)blockIdx.x * d;
+    float *yi = y + (size_t)blockIdx.x * d;
+    double ss = 0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        ss += (double)xi[j] * xi[j];
+    ss = block_sum_d(ss);
+    float r = (float)(1.0 / sqrt(ss / d + eps));
+    if (threadIdx.x == 0)
+        rstd[blockIdx.x] = r;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        yi[j] = w[j] * (xi[j] * r);
+}
+static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps)
+{
+    if (n <= 0)
+        return;
+    LAUNCH(k_rmsnorm, n, THREADS)(y, rstd, x, w, d, eps);
+    LAUNCHED("rmsnorm");
+}
+
+/* dx += r w dy - x r^3/d sum(w dy x), per row */
+__global__ static void k_rmsnorm_bwd_rows(float *dx, const float *dy, const float *x, const float *w,
+                                         const float *rstd, int d)
+{
+    size_t o = (size_t)blockIdx.x * d;
+    double dot = 0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        dot += (double)w[j] * dy[o + j] * x[o + j];
+    dot = block_sum_d(dot);
+    float r = rstd[blockIdx.x];
+    float c = (float)(dot * r * r * r / d);
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        dx[o + j] += r * w[j] * dy[o + j] - x[o + j] * c;
+}
+
+/* out[j] += sum over rows i of a[i, j] (* b[i, j]) (* s[i]), in double, in
+ * two passes with an order fixed by n and d: a block takes 32 columns of one
+ * chunk of COLSUM_ROWS rows (8 row lanes, each summing every 8th row in
+ * order, then the lanes in order) into part[chunk][j]; then the chunks are
+ * summed in order. Chunks keep the GPU busy: one block per 32 columns left
+ * 64 blocks for d = 2048. */
+#define COLSUM_ROWS 128
+__global__ static void k_colsum_part(double *part, const float *a, const float *b, const float *s, int n, int d)
+{
+    __shared__ double lanes[8][33];
+    int j = blockIdx.x * 32 + threadIdx.x, ty = threadIdx.y;
+    int i0 = blockIdx.y * COLSUM_ROWS, i1 = i0 + COLSUM_ROWS < n ? i0 + COLSUM_ROWS : n;
+    double acc = 0;
+    if (j < d)
+        for (int i = i0 + ty; i < i1; i += 8) {
+            double v = a[(size_t)i * d + j];
+            if (b)
+                v *= b[(size_t)i * d + j];
+            if (s)
+                v *= s[i];
+            acc += v;
+        }
+    lanes[ty][threadIdx.x] = acc;
+    __syncthreads();
+    if (ty == 0 && j < d) {
+        double t = 0;
+        for (int r = 0; r < 8; r++)
+            t += lanes[r][threadIdx.x];
+        part[(size_t)blockIdx.y * d + j] = t;
+    }
+}
+__global__ static void k_colsum_total(float *out, const double *part, int chunks, int d)
+{
+    GRID_STRIDE(j, (size_t)d) {
+        double t = 0;
+        for (int c = 0; c < chunks; c++)
+            t += part[(size_t)c * d + j];
+        out[j] += (float)t;
+    }
+}
+static void colsum(float *out, const float *a, const float *b, const float *s, int n, int d)
+{
+    if (n <= 0 || d <= 0)
+        return;
+    int chunks = (n + COLSUM_ROWS - 1) / COLSUM_ROWS;
+    double *part = (double *)workspace(WS_COLSUM, (size_t)chunks * d * sizeof(double));
+    LAUNCH(k_colsum_part, dim3((d + 31) / 32, chunks), dim3(32, 8))(part, a, b, s, n, d);
+    LAUNCHED("column sum");
+    LAUNCH_OVER(d, k_colsum_total, "column sum (total)", out, part, chunks, d);
+}
+
+static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                           const float *rstd, int n, int d)
+{
+    if (n <= 0)
+        return;
+    LAUNCH(k_rmsnorm_bwd_rows, n, THREADS)(dx, dy, x, w, rstd, d);
+    LAUNCHED("rmsnorm_bwd");
+    colsum(dw, dy, x, rstd, n, d);
+}
+
+/* ---------------- RoPE ---------------- */
+
+__global__ static void k_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
+                              const float *sn, float sgn)
+{
+    int half = hd / 2;
+    size_t total = (size_t)n * nh * half;
+    GRID_STRIDE(t, total) {
+        int j = (int)(t % half);
+        size_t ih = t / half;
+        int h = (int)(ih % nh), i = (int)(ih / nh);
+        float *v = x + (size_t)i * stride + (size_t)h * hd;
+        size_t tab = (size_t)pos[i] * half + j;
+        float c = cs[tab], s = sgn * sn[tab], a = v[j], b = v[j + half];
+        v[j] = a * c - b * s;
+        v[j + half] = b * c + a * s;
+    }
+}
+static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
+                    const float *sn, bool inverse)
+{
+    LAUNCH_OVER((size_t)n * nh * (hd / 2), k_rope, "rope", x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
+}
+
+/* ---------------- elementwise ---------------- */
+
+__global__ static void k_swiglu(float *h, const float *gu, int n, int f)
+{
+    GRID_STRIDE(t, (size_t)n * f) {
+        size_t i = t / f, j = t % f;
+        float g = gu[i * 2 * f + j], u = gu[i * 2 * f + f + j];
+        h[t] = g / (1.0f + expf(-g)) * u;
+    }
+}
+static void cu_swiglu(float *h, const float *gu, int n, int f)
+{
+    LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, gu, n, f);
+}
+
+__global__ static void k_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
+{
+    GRID_STRIDE(t, (size_t)n * f) {
+        size_t i = t / f, j = t % f, o = i * 2 * f + j;
+        float g = gu[o], u = gu[o + f], d = dh[t];
+        float sg = 1.0f / (1.0f + expf(-g));
+        dgu[o + f] = d * g * sg;
+        dgu[o] = d * u * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
+{
+    LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, dh, gu, n, f);
+}
+
+__global__ static void k_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) dst[t] = src[(size_t)idx[t / d] * d + t % d];
+}
+static void cu_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    LAUNCH_OVER((size_t)n * d, k_gather_rows, "gather_rows", dst, src, idx, n, d);
+}
+
+__global__ static void k_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) dst[(size_t)idx[t / d] * d + t % d] += src[t];
+}
+static void cu_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
+{
+    LAUNCH_OVER((size_t)n * d, k_scatter_add_rows, "scatter_add_rows", dst, src, idx, n, d);
+}
+
+__global__ static void k_add(float *y, const float *x, size_t n) { GRID_STRIDE(i, n) y[i] += x[i]; }
+static void cu_add(float *y, const float *x, size_t n)
+{
+    LAUNCH_OVER(n, k_add, "add", y, x, n);
+}
+
+__global__ static void k_add_bias(float *y, const float *b, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) y[t] += b[t % d];
+}
+static void cu_add_bias(float *y, const float *b, int n, int d)
+{
+    LAUNCH_OVER((size_t)n * d, k_add_bias, "add_bias", y, b, n, d);
+}
+
+static void cu_bias_bwd(float *db, const float *dy, int n, int d) { colsum(db, dy, NULL, NULL, n, d); }
+
+/* the embedding is a gather of the table's rows */
+static void cu_embed(float *x, const float *table, const int *ids, int n, int d) { cu_gather_rows(x, table, ids, n, d); }
+
+/* A token may repeat: one thread per column adds the rows in order, as the
+ * CPU does (no atomics, the same sum every run). */
+__global__ static void k_embed_bwd(float *dtable, const float *dx, const int *ids, int n, int d)
+{
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d)
+        return;
+    for (int i = 0; i < n; i++)
+        dtable[(size_t)ids[i] * d + j] += dx[(size_t)i * d + j];
+}
+static void cu_embed_bwd(float *dtable, const float *dx, const int *ids, int n, int d)
+{
+    if (n <= 0 || d <= 0)
+        return;
+    LAUNCH(k_embed_bwd, (d + THREADS - 1) / THREADS, THREADS)(dtable, dx, ids, n, d);
+    LAUNCHED("embed_bwd");
+}
+
+/* ---------------- vocabulary ---------------- */
+
+/* The row's max and sum of exp(x - max) (double), one block per row. */
+__device__ static float row_lse(const float *x, int v)
+{
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        mx = fmaxf(mx, x[j]);
+    mx = block_max_f(mx);
+    double s = 0;
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        s += expf(x[j] - mx);
+    s = block_sum_d(s);
+    return mx + (float)log(s);
+}
+
+__global__ static void k_logsoftmax(float *lse, float *logp, const float *logits, const int *targets, int v)
+{
+    const float *x = logits + (size_t)blockIdx.x * v;
+    float l = row_lse(x, v);
+    if (threadIdx.x == 0) {
+        lse[blockIdx.x] = l;
+        if (logp) {
+            int t = targets ? targets[blockIdx.x] : -1;
+            logp[blockIdx.x] = t >= 0 ? x[t] - l : 0.0f;
+        }
+    }
+}
+static void cu_logsoftmax(float *lse, float *logp, const float *logits, const int *targets, int n, int v)
+{
+    if (n <= 0)
+        return;
+    LAUNCH(k_logsoftmax, n, THREADS)(lse, logp, logits, targets, v);
+    LAUNCHED("logsoftmax");
+}
+
+__global__ static void k_logsoftmax_bwd(float *logits, const float *lse, const int *targets, const float *g, int v)
+{
+    float *x = logits + (size_t)blockIdx.x * v;
+    int t = targets[blockIdx.x];
+    float gi = g[blockIdx.x], l = lse[blockIdx.x];
+    if (t < 0 || gi == 0) {
+        for (int j = threadIdx.x; j < v; j += blockDim.x)
+            x[j] = 0;
+        return;
+    }
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        x[j] = -gi * expf(x[j] - l);
+    __syncthreads();
+    if (threadIdx.x == 0)
+        x[t] += gi;
+}
+static void cu_logsoftmax_bwd(float *logits, const float *lse, const int *targets, const float *g, int n, int v)
+{
+    if (n <= 0)
+        return;
+    LAUNCH(k_logsoftmax_bwd, n, THREADS)(logits, lse, targets, g, v);
+    LAUNCHED("logsoftmax_bwd");
+}
+
+__global__ static void k_softmax(float *x, int v)
+{
+    float *r = x + (size_t)blockIdx.x * v;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        mx = fmaxf(mx, r[j]);
+    mx = block_max_f(mx);
+    double s = 0;
+    for (int j = threadIdx.x; j < v; j += blockDim.x) {
+        float e = expf(r[j] - mx);
+        r[j] = e;
+        s += e;
+    }
+    s = block_sum_d(s);
+    float inv = (float)(1.0 / s);
+    for (int j = threadIdx.x; j < v; j += blockDim.x)
+        r[j] *= inv;
+}
+static void cu_softmax(float *x, int n, int v)
+{
+    if (n <= 0)
+        return;
+    LAUNCH(k_softmax, n, THREADS)(x, v);
+    LAUNCHED("softmax");
+}
+
+/* ---------------- optimizer ---------------- */
+
+__global__ static void k_sumsq_part(double *part, const float *x, size_t n)
+{
+    double s = 0;
+    GRID_STRIDE(i, n) s += (double)x[i] * x[i];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0)
+        part[blockIdx.x] = s;
+}
+__global__ static void k_sum_parts(double *out, const double *part, int n)
+{
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        s += part[i];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0)
+        *out = s;
+}
+static double cu_sumsq(const float *x, size_t n)
+{
+    if (!n)
+        return 0;
+    unsigned b = blocks_for(n);
+    b = b > RED_BLOCKS ? RED_BLOCKS : b;
+    LAUNCH(k_sumsq_part, b, THREADS)(red_buf, x, n);
+    LAUNCHED("sumsq");
+    LAUNCH(k_sum_parts, 1, THREADS)(red_buf + RED_BLOCKS, red_buf, (int)b);
+    LAUNCHED("sumsq (total)");
+    double s;
+    CU(cudaMemcpy(&s, red_buf + RED_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));
+    return s;
+}
+
+__global__ static void k_scale(float *x, float a, size_t n) { GRID_STRIDE(i, n) x[i] *= a; }
+static void cu_scale(float *x, float a, size_t n)
+{
+    LAUNCH_OVER(n, k_scale, "scale", x, a, n);
+}
+
+__global__ static void k_adamw(float *w, const float *g, float *m, float *v, size_t n, float decay, float step,
+                               float beta1, float beta2, float omb1, float omb2, float eps, float bc2s)
+{
+    GRID_STRIDE(i, n) {
+        float wi = w[i] * decay, gi = g[i];
+        float mi = m[i] * beta1 + gi * omb1;
+        float vi = v[i] * beta2 + omb2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2s + eps;
+        w[i] = wi - step * (mi / denom);
+    }
+}
+static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+                     float eps, float wd, double bc1, double bc2_sqrt)
+{
+    /* the scalars exactly as the CPU forms them (torch's Python floats) */
+    float decay = (float)(1.0 - (double)lr * wd), step = (float)(lr / bc1), bc2s = (float)bc2_sqrt;
+    float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
+    LAUNCH_OVER(n, k_adamw, "adamw", w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
+}
+
+void cuda_elementwise_ops(struct backend *b)
+{
+    b->rmsnorm = cu_rmsnorm;
+    b->rmsnorm_bwd = cu_rmsnorm_bwd;
+    b->rope = cu_rope;
+    b->swiglu = cu_swiglu;
+    b->swiglu_bwd = cu_swiglu_bwd;
+    b->gather_rows = cu_gather_rows;
+    b->scatter_add_rows = cu_scatter_add_rows;
+    b->add = cu_add;
+    b->add_bias = cu_add_bias;
+    b->bias_bwd = cu_bias_bwd;
+    b->embed = cu_embed;
+    b->embed_bwd = cu_embed_bwd;
+    b->logsoftmax = cu_logsoftmax;
+    b->logsoftmax_bwd = cu_logsoftmax_bwd;
+    b->softmax = cu_softmax;
+    b->sumsq = cu_sumsq;
+    b->scale = cu_scale;
+    b->adamw = cu_adamw;
+}

@@ -1,0 +1,281 @@
+/* The CUDA backend's GEMMs: cuBLAS (with bf16 copies of the operands in
+ * bf16 mode), and matmul_rows, the batch-invariant kernel of decode steps. */
+#include "cuda_common.cuh"
+
+cublasHandle_t blas;
+cublasComputeType_t gemm_compute;
+bool gemm_exact, gemm_bf16;
+int sm_count = 1;
+
+/* The workspaces of cuda_common.cuh: grown on demand, never shrunk. */
+void *workspace(int which, size_t bytes)
+{
+    static void *ws[WS_COUNT];
+    static size_t cap[WS_COUNT];
+    if (bytes > cap[which]) {
+        if (ws[which])
+            CU(cudaFree(ws[which]));
+        ws[which] = NULL;
+        if (cudaMalloc(&ws[which], bytes) != cudaSuccess) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "out of GPU memory for a %.0f MB workspace", bytes / 1e6);
+            fatal("workspace", msg);
+        }
+        cap[which] = bytes;
+    }
+    return ws[which];
+}
+
+/* dst[i][r][c] = bf16(src[i * stride + r * ld + c]), packed */
+__global__ static void k_pack_bf16(unsigned short *dst, const float *src, int rows, int cols, int ld,
+                                   long long stride, size_t n)
+{
+    GRID_STRIDE(t, n) {
+        size_t per = (size_t)rows * cols, i = t / per, r = t % per / cols, col = t % cols;
+        dst[t] = bf16_rne(src[i * stride + r * ld + col]);
+    }
+}
+/* The same for an operand already contiguous (ld = cols, items back to
+ * back), four elements a thread: no index arithmetic per element. */
+__global__ static void k_pack_bf16_flat(unsigned short *dst, const float *src, size_t n4)
+{
+    GRID_STRIDE(t, n4) {
+        float4 v = ((const float4 *)src)[t];
+        dst[4 * t] = bf16_rne(v.x), dst[4 * t + 1] = bf16_rne(v.y);
+        dst[4 * t + 2] = bf16_rne(v.z), dst[4 * t + 3] = bf16_rne(v.w);
+    }
+}
+/* A packed bf16 copy of `batch` (1 when stride is 0) rows x cols operands. */
+static const void *packed_bf16(int which, const float *x, int rows, int cols, int ld, long long stride, int batch,
+                               long long *packed_stride)
+{
+    size_t items = stride ? (size_t)batch : 1, n = items * rows * cols;
+    unsigned short *p = (unsigned short *)workspace(which, n * sizeof *p);
+    bool flat = ld == cols && (items == 1 || stride == (long long)rows * cols) && n % 4 == 0 && (size_t)x % 16 == 0;
+    if (flat)
+        LAUNCH_OVER(n / 4, k_pack_bf16_flat, "bf16 copy of a GEMM operand", p, x, n / 4);
+    else
+        LAUNCH_OVER(n, k_pack_bf16, "bf16 copy of a GEMM operand", p, x, rows, cols, ld, stride, n);
+    *packed_stride = stride ? (long long)rows * cols : 0;
+    return p;
+}
+
+/* `batch` row-major products c = alpha op(a) op(b) + beta c at once, the
+ * i-th on a + i*sa, b + i*sb and c + i*sc (a stride may be 0: every product
+ * shares that operand). Row-major C = op(A) op(B) is column-major C^T =
+ * op(B)^T op(A)^T: cuBLAS gets B first, and a row-major matrix read
+ * column-major is its transpose. In bf16 mode fp32 operands are rounded to
+ * bf16 by k_pack_bf16 first: cuBLAS's own fp32-in path (FAST_16BF) ran at
+ * half the rate of a bf16-in GEMM on an H100, and the copies cost less,
+ * except where the product is thin: the copies move 6 (m + n) k bytes for
+ * 2 m n k FLOPs, and at m n / (m + n) under 512 (a decode step's 64 rows, a
+ * prompt's few hundred) they cost more than FAST_16BF loses; such single
+ * products keep the fp32 operands (on an H100 a decode step of 64 sequences
+ * ran 1.2x slower with the copies). Batched products (attention) always
+ * take the copies: that is the path measured on the GPU. */
+void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
+                    int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
+{
+    if (m <= 0 || n <= 0 || batch <= 0)
+        return;
+    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if ((a.bf16 || b.bf16) && !gemm_bf16)
+        fatal("matmul", "a bf16 operand outside bf16 mode");
+    if (gemm_exact) {
+        BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
+                                       (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
+        return;
+    }
+    cudaDataType type = CUDA_R_32F;
+    cublasComputeType_t compute = gemm_compute;
+    bool thin = batch == 1 && (double)m * n / (m + n) < 512;
+    if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
+        if (!a.bf16 && k > 0) {
+            int rows = ta ? k : m, cols = ta ? m : k;
+            a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
+            lda = cols;
+        }
+        if (!b.bf16 && k > 0) {
+            int rows = tb ? n : k, cols = tb ? k : n;
+            b.p = packed_bf16(WS_GEMM_B, (const float *)b.p, rows, cols, ldb, sb, batch, &sb);
+            ldb = cols;
+        }
+        type = CUDA_R_16BF;
+        compute = CUBLAS_COMPUTE_32F;
+    }
+    if (batch == 1)
+        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, a.p, type, lda, &beta, c, CUDA_R_32F, ldc,
+                          compute, CUBLAS_GEMM_DEFAULT));
+    else
+        BLAS(cublasGemmStridedBatchedEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, sb, a.p, type, lda, sa,
+                                        &beta, c, CUDA_R_32F, ldc, sc, batch, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc)
+{
+    gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
+}
+
+/* c[m, n] = a[m, k] b[n, k]^T with one fixed order per element, whatever m
+ * (batched decoding stays batch-invariant): lane l of a warp takes the k in
+ * groups of four, k = 128 t + 4 l + e (e = 0..3), summing them in (t, e)
+ * order with fmaf; then the lanes meet in the xor tree of warp_sum_f. A
+ * block stages MR_ROWS rows of a in shared memory, MR_K columns at a time;
+ * each warp takes COLS columns, read as float4 where aligned (the width of
+ * a load never changes the arithmetic). Row blocks vary fastest in the
+ * grid, so the blocks reading one set of b's rows run side by side and b
+ * comes from memory about once. */
+#define MR_ROWS 16
+#define MR_STAGE 4                    /* 128-wide groups of k staged per pass */
+#define MR_K (128 * MR_STAGE)
+
+__device__ static void load4(float *v, const float *row, int kb, int k, bool vec)
+{
+    if (vec && kb + 3 < k) {
+        float4 t = *(const float4 *)(row + kb);
+        v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            v[e] = kb + e < k ? row[kb + e] : 0.0f;   /* fmaf(0, 0, acc) leaves acc as it is */
+    }
+}
+
+template <int COLS>
+__global__ static void k_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k, bool vec)
+{
+    __shared__ __align__(16) float as[MR_ROWS][MR_K];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r0 = blockIdx.x * MR_ROWS;
+    int j0 = (blockIdx.y * (blockDim.x >> 5) + w) * COLS;
+    int nr = m - r0 < MR_ROWS ? m - r0 : MR_ROWS;
+    float acc[MR_ROWS][COLS];
+#pragma unroll
+    for (int r = 0; r < MR_ROWS; r++)
+#pragma unroll
+        for (int q = 0; q < COLS; q++)
+            acc[r][q] = 0.0f;
+    const float *bj[COLS];
+#pragma unroll
+    for (int q = 0; q < COLS; q++)
+        bj[q] = b + (size_t)(j0 + q < n ? j0 + q : n - 1) * k;   /* a clamped column is computed, not stored */
+    for (int k0 = 0; k0 < k; k0 += MR_K) {
+        __syncthreads();                 /* the previous stage is read */
+        for (int t = threadIdx.x; t < nr * MR_K / 4; t += blockDim.x) {   /* four columns a thread */
+            int r = t / (MR_K / 4), kk = 4 * (t % (MR_K / 4));
+            load4(&as[r][kk], a + (size_t)(r0 + r) * k, k0 + kk, k, vec);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < MR_STAGE; u++) {
+            int kb = k0 + 128 * u + 4 * lane;
+            if (kb >= k)
+                break;                   /* depends on k alone: the order stays fixed */
+            float bv[COLS][4];
+#pragma unroll
+            for (int q = 0; q < COLS; q++)
+                load4(bv[q], bj[q], kb, k, vec);
+#pragma unroll
+            for (int r = 0; r < MR_ROWS; r++)
+                if (r < nr) {
+                    float4 av = *(const float4 *)&as[r][128 * u + 4 * lane];
+#pragma unroll
+                    for (int q = 0; q < COLS; q++) {
+                        acc[r][q] = fmaf(av.x, bv[q][0], acc[r][q]);
+                        acc[r][q] = fmaf(av.y, bv[q][1], acc[r][q]);
+                        acc[r][q] = fmaf(av.z, bv[q][2], acc[r][q]);
+                        acc[r][q] = fmaf(av.w, bv[q][3], acc[r][q]);
+                    }
+                }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MR_ROWS; r++)
+#pragma unroll
+        for (int q = 0; q < COLS; q++)
+            if (r < nr) {                /* nr is the same for every lane */
+                float sum = warp_sum_f(acc[r][q]);
+                if (lane == 0 && j0 + q < n)
+                    c[(size_t)(r0 + r) * n + j0 + q] = sum;
+            }
+}
+static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    bool vec = k % 4 == 0 && (size_t)a % 16 == 0 && (size_t)b % 16 == 0;
+    unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;
+    /* four columns per warp reuse each row of a four times; one column per
+     * warp makes four times the blocks, for the GPU to have enough of them */
+    unsigned blocks4 = row_blocks * ((n + 4 * warps - 1) / (4 * warps));
+    if (blocks4 >= 2u * sm_count && m > MR_ROWS)
+        LAUNCH(k_matmul_rows<4>, dim3(row_blocks, (n + 4 * warps - 1) / (4 * warps)), THREADS)(c, a, b, m, n, k, vec);
+    else
+        LAUNCH(k_matmul_rows<1>, dim3(row_blocks, (n + warps - 1) / warps), THREADS)(c, a, b, m, n, k, vec);
+    LAUNCHED("matmul_rows");
+}
+
+/* The ceiling the GPU benchmarks report against: TFLOP/s of an m x n x k
+ * GEMM through cuBLAS, best of `reps` after a warm-up, timed with events.
+ * bf16_io: bf16 inputs and output with fp32 accumulation (the card's bf16
+ * rate); else fp32 inputs and output through this backend's matmul (what
+ * the model's matmuls get, bf16 copies of the operands included). -1 on error. */
+extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops(int m, int n, int k, int bf16_io,
+                                                                                 int reps)
+{
+    size_t es = bf16_io ? 2 : 4;
+    void *a = NULL, *b = NULL, *c = NULL;
+    size_t na = (size_t)m * k * es / 4, nb = (size_t)n * k * es / 4;
+    float *h = (float *)malloc((na > nb ? na : nb) * 4);
+    if (reps < 1 || !h || cudaMalloc(&a, (size_t)m * k * es) || cudaMalloc(&b, (size_t)n * k * es) ||
+        cudaMalloc(&c, (size_t)m * n * 4)) {
+        cudaFree(a), cudaFree(b), cudaFree(c);
+        free(h);
+        cudaGetLastError();
+        return -1;
+    }
+    /* random-ish bits, not zeros: power draw and so clocks depend on the data */
+    for (size_t i = 0; i < (na > nb ? na : nb); i++)
+        h[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    if (bf16_io)                     /* reinterpret: two bf16 per float, all finite */
+        for (size_t i = 0; i < (na > nb ? na : nb); i++)
+            ((unsigned *)h)[i] = 0x3c003c00u ^ (unsigned)((i * 40503u) & 0x007f007fu);
+    bool ok = cudaMemcpy(a, h, na * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+              cudaMemcpy(b, h, nb * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+    free(h);
+    float alpha = 1, beta = 0;
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    float best = 1e30f;
+    for (int r = -1; r < reps; r++) {
+        cudaEventRecord(e0, 0);
+        /* row-major a[m,k] b[n,k]^T, as cu_matmul maps it; status checked here */
+        cublasStatus_t st;
+        if (bf16_io)
+            st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a, CUDA_R_16BF, k,
+                              &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        else {                       /* exits on a cuBLAS error */
+            cu_matmul(false, true, m, n, k, alpha, (const float *)a, k, (const float *)b, k, beta, (float *)c, n);
+            st = CUBLAS_STATUS_SUCCESS;
+        }
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (st != CUBLAS_STATUS_SUCCESS || !ok)
+            best = -1;
+        else if (r >= 0 && ms < best && best > 0)
+            best = ms;
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    cudaFree(a), cudaFree(b), cudaFree(c);
+    cudaGetLastError();
+    return best > 0 && best < 1e29f ? 2.0 * m * n * k / (best * 1e-3) / 1e12 : -1;
+}
+
+void cuda_gemm_ops(struct backend *b)
+{
+    b->matmul = cu_matmul;
+    b->matmul_rows = cu_matmul_rows;
+}
