@@ -214,9 +214,10 @@ static void test_rope(void)
 
 /* Attention over sequences of several shapes: fresh prompts (pos 0), a
  * continuation after cached tokens (pos > 0), single-token decode steps;
- * grouped-query heads; then the backward of the pos-0 batch. With a prompt
- * in the call the GPU takes cuBLAS (RL_CUDA_ATTN=tiled: its tiled kernels;
- * simple: the per-query ones; tests/gpu/run runs all three). */
+ * grouped-query heads (head_dim 64); then the backward of the pos-0 batch.
+ * The prompts take the route $RL_CUDA_ATTN picks (in bf16 mode by default
+ * the tensor cores forward, cuBLAS backward; tc, cublas, tiled, simple:
+ * tests/gpu/run and the emulation run each). */
 static void test_attention(void)
 {
     enum { NS = 5 };
