@@ -8,9 +8,6 @@
  * into workspaces; otherwise fp32 in place, over S and dP. */
 #include "cuda_attention.cuh"
 
-__device__ static void put(float *p, size_t i, float v) { p[i] = v; }
-__device__ static void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
-
 /* Per (row, head): P = the causal row's softmax of S, 0 above the diagonal
  * (p may be s itself); lse saved. exp is recomputed rather than stored, so
  * that S is read-only until the last pass. */
@@ -55,17 +52,6 @@ __global__ static void k_attn_p_ds(const float *s, const float *dp, const float 
     }
 }
 
-/* dst[h][i][d] = src[i * stride + h * hd + d]: heads as stacked matrices, so
- * that one product sums over the query heads of a kv head. */
-template <class T>
-__global__ static void k_heads_major(T *dst, const float *src, int stride, int n, int nh, int hd)
-{
-    GRID_STRIDE(t, (size_t)nh * n * hd) {
-        size_t h = t / ((size_t)n * hd), r = t % ((size_t)n * hd);
-        put(dst, t, src[(r / hd) * stride + h * hd + r % hd]);
-    }
-}
-
 /* Where P (and dS) go: bf16 workspaces in bf16 mode, else over S (dP). */
 static operand attn_rows(int which, float *fp32_place, size_t n)
 {
@@ -92,18 +78,19 @@ static void launch_p_ds(const float *s, const float *dp, const float *lse, opera
                                                          scale);
     LAUNCHED("attention_bwd (P, dS)");
 }
-/* src's heads stacked ([head][n][hd]), bf16 in bf16 mode */
+/* src's heads stacked ([head][n][hd]), so that one product sums over the
+ * query heads of a kv head; bf16 in bf16 mode */
 static operand heads_major(int half, const float *src, int stride, int n, int nh, int hd)
 {
     size_t count = (size_t)nh * n * hd;
     char *ws = (char *)workspace(WS_ATTN, 2 * count * (gemm_bf16 ? 2 : 4));
     void *dst = ws + half * count * (gemm_bf16 ? 2 : 4);
     if (gemm_bf16)
-        LAUNCH_OVER(count, k_heads_major<unsigned short>, "attention (head-major copy)", (unsigned short *)dst, src,
-                    stride, n, nh, hd);
+        LAUNCH_OVER(count, k_pack<unsigned short>, "attention (head-major copy)", (unsigned short *)dst, src, n, n,
+                    hd, stride, hd, count);
     else
-        LAUNCH_OVER(count, k_heads_major<float>, "attention (head-major copy)", (float *)dst, src, stride, n, nh,
-                    hd);
+        LAUNCH_OVER(count, k_pack<float>, "attention (head-major copy)", (float *)dst, src, n, n, hd, stride, hd,
+                    count);
     return operand{dst, gemm_bf16};
 }
 /* element offset into an operand of either width */

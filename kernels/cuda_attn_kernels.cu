@@ -73,13 +73,7 @@ __global__ static void k_attention(float *out, int out_stride, const float *q, i
         mx = fmaxf(mx, s);
     }
     mx = block_max_f(mx);            /* its barriers also publish pr[] to the block */
-    double sum = 0;
-    for (int j = threadIdx.x; j < len; j += blockDim.x) {
-        float e = expf(pr[j] - mx);
-        pr[j] = e;
-        sum += e;
-    }
-    sum = block_sum_d(sum);
+    double sum = block_exp_sum(pr, len, mx);
     weighted_rows(os, pr, vg, S.kv_stride, 0, len, hd);
     float inv = (float)(1.0 / sum);
     float *oi = out + (size_t)(S.row + i) * out_stride + (size_t)h * hd;

@@ -7,7 +7,7 @@
  * owns row r, sixteen columns each), and adds P V to its output rows, which
  * live in shared memory because the softmax rescales them by row. Nothing
  * n x ctx is stored. Q, K, V (and dO) are first copied once as bf16,
- * head-major and zero-padded to whole tiles (k_heads_bf16), so that every
+ * head-major and zero-padded to whole tiles (k_pack), so that every
  * fragment loads straight from global memory: the warps run without block
  * barriers. Inputs are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
 #include "cuda_attention.cuh"
@@ -25,15 +25,6 @@ struct tc_bf16 {                      /* per sequence of the call: the copies, [
     const __nv_bfloat16 *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
 };
 __host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / TC_PAD * TC_PAD; }
-
-/* dst[h][i][d] = bf16(src[i * stride + h * TC_HD + d]) for i < rows, 0 up to pad */
-__global__ static void k_heads_bf16(__nv_bfloat16 *dst, const float *src, int stride, int rows, int pad, int heads)
-{
-    GRID_STRIDE(t, (size_t)heads * pad * TC_HD) {
-        size_t h = t / ((size_t)pad * TC_HD), i = t / TC_HD % pad, d = t % TC_HD;
-        dst[t] = __float2bfloat16(i < (size_t)rows ? src[i * stride + h * TC_HD + d] : 0.0f);
-    }
-}
 
 /* sb (16 x TC_BC fp32, pitch TC_LDS) = A B^T: A the warp's 16 rows as
  * fragments over head_dim, B the TC_BC rows at b (bf16, pitch TC_HD). */
@@ -318,7 +309,7 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
     size_t total = 0;
     for (int i = s0; i < end; i++)
         total += (size_t)((dout ? 2 : 1) * n_heads * padded(t[i].n) + 2 * n_kv * padded(t[i].pos + t[i].n)) * TC_HD;
-    __nv_bfloat16 *cp = (__nv_bfloat16 *)workspace(WS_TCB, total * sizeof(__nv_bfloat16));
+    unsigned short *cp = (unsigned short *)workspace(WS_TCB, total * sizeof(unsigned short));
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
         int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx);
@@ -329,9 +320,9 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
             {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[i - s0]}};
         for (int j = 0; j < (dout ? 4 : 3); j++) {
             size_t n = (size_t)c[j].heads * c[j].pad * TC_HD;
-            LAUNCH_OVER(n, k_heads_bf16, "attention (bf16 copies)", cp, c[j].src, c[j].stride, c[j].rows, c[j].pad,
-                        c[j].heads);
-            *c[j].dst = cp;
+            LAUNCH_OVER(n, k_pack<unsigned short>, "attention (bf16 copies)", cp, c[j].src, c[j].rows, c[j].pad,
+                        TC_HD, c[j].stride, TC_HD, n);
+            *c[j].dst = (const __nv_bfloat16 *)cp;     /* the same bits */
             cp += n;
         }
     }

@@ -126,6 +126,18 @@ __device__ static inline float block_max_f(float v)
     v = lane < nw ? part[lane] : -INFINITY;
     return warp_max_f(v);
 }
+/* In place: r[j] = exp(r[j] - mx) for j < len, each thread its own j; the
+ * sum over the block, in double, to every thread. */
+__device__ static inline double block_exp_sum(float *r, int len, float mx)
+{
+    double s = 0;
+    for (int j = threadIdx.x; j < len; j += blockDim.x) {
+        float e = expf(r[j] - mx);
+        r[j] = e;
+        s += e;
+    }
+    return block_sum_d(s);
+}
 
 /* fp32 -> bf16, rounding to nearest even (NaN stays NaN) */
 __device__ static inline unsigned short bf16_rne(float x)
@@ -134,6 +146,24 @@ __device__ static inline unsigned short bf16_rne(float x)
     if ((u & 0x7fffffffu) > 0x7f800000u)
         return (unsigned short)((u >> 16) | 0x40u);
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* An element stored as fp32, or as bf16 (unsigned short) rounded by bf16_rne. */
+__device__ static inline void put(float *p, size_t i, float v) { p[i] = v; }
+__device__ static inline void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
+
+/* dst[i][r][c] = src[i * stride + r * ld + c] for r < rows and 0 for rows <= r
+ * < pad (n elements in all): a strided batch of matrices packed back to back
+ * (a GEMM's operands, or a matrix's heads stacked head-major: stride = the
+ * head's width), as fp32 or as bf16. */
+template <class T>
+__global__ static void k_pack(T *dst, const float *src, int rows, int pad, int cols, int ld, long long stride,
+                              size_t n)
+{
+    GRID_STRIDE(t, n) {
+        size_t per = (size_t)pad * cols, i = t / per, r = t % per / cols, col = t % cols;
+        put(dst, t, r < (size_t)rows ? src[i * stride + r * ld + col] : 0.0f);
+    }
 }
 
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM

@@ -283,13 +283,7 @@ __global__ static void k_softmax(float *x, int v)
     for (int j = threadIdx.x; j < v; j += blockDim.x)
         mx = fmaxf(mx, r[j]);
     mx = block_max_f(mx);
-    double s = 0;
-    for (int j = threadIdx.x; j < v; j += blockDim.x) {
-        float e = expf(r[j] - mx);
-        r[j] = e;
-        s += e;
-    }
-    s = block_sum_d(s);
+    double s = block_exp_sum(r, v, mx);
     float inv = (float)(1.0 / s);
     for (int j = threadIdx.x; j < v; j += blockDim.x)
         r[j] *= inv;

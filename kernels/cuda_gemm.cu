@@ -26,16 +26,7 @@ void *workspace(int which, size_t bytes)
     return ws[which];
 }
 
-/* dst[i][r][c] = bf16(src[i * stride + r * ld + c]), packed */
-__global__ static void k_pack_bf16(unsigned short *dst, const float *src, int rows, int cols, int ld,
-                                   long long stride, size_t n)
-{
-    GRID_STRIDE(t, n) {
-        size_t per = (size_t)rows * cols, i = t / per, r = t % per / cols, col = t % cols;
-        dst[t] = bf16_rne(src[i * stride + r * ld + col]);
-    }
-}
-/* The same for an operand already contiguous (ld = cols, items back to
+/* k_pack (cuda_common.cuh) to bf16 for an operand already contiguous (ld = cols, items back to
  * back), four elements a thread: no index arithmetic per element. */
 __global__ static void k_pack_bf16_flat(unsigned short *dst, const float *src, size_t n4)
 {
@@ -55,7 +46,7 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     if (flat)
         LAUNCH_OVER(n / 4, k_pack_bf16_flat, "bf16 copy of a GEMM operand", p, x, n / 4);
     else
-        LAUNCH_OVER(n, k_pack_bf16, "bf16 copy of a GEMM operand", p, x, rows, cols, ld, stride, n);
+        LAUNCH_OVER(n, k_pack<unsigned short>, "bf16 copy of a GEMM operand", p, x, rows, rows, cols, ld, stride, n);
     *packed_stride = stride ? (long long)rows * cols : 0;
     return p;
 }
@@ -65,7 +56,7 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
  * shares that operand). Row-major C = op(A) op(B) is column-major C^T =
  * op(B)^T op(A)^T: cuBLAS gets B first, and a row-major matrix read
  * column-major is its transpose. In bf16 mode fp32 operands are rounded to
- * bf16 by k_pack_bf16 first: cuBLAS's own fp32-in path (FAST_16BF) ran at
+ * bf16 by k_pack first: cuBLAS's own fp32-in path (FAST_16BF) ran at
  * half the rate of a bf16-in GEMM on an H100, and the copies cost less,
  * except where the product is thin: the copies move 6 (m + n) k bytes for
  * 2 m n k FLOPs, and at m n / (m + n) under 512 (a decode step's 64 rows, a

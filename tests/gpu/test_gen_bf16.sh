@@ -5,10 +5,9 @@
 # sequence log-probs agree with the CPU's within bf16 rounding (2e-2 of
 # max(1, |log-prob|)). Skips without a GPU. RL_GPU_DEVICE=devsim runs it on
 # the CPU behind device pointers (tests/run).
-. "$(dirname "$0")/../sh/lib.sh"
+. "$(dirname "$0")/lib.sh"
 cd "$TMP"
 DEV=${RL_GPU_DEVICE:-cuda}
-: "${PYTHON:=python3}"
 # RL_GPU_TEST_QUICK=1: less work (the CPU emulation of the kernels in make check is slow)
 NP=12 NEW=16
 [ "${RL_GPU_TEST_QUICK:-0}" = 1 ] && NP=4 NEW=6
@@ -22,16 +21,8 @@ print(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama", 
                   "bos_token_id": 1, "eos_token_id": 2}))
 PY
 rl-init --config cfg.json -o pol --seed 4 --std 0.1 2>/dev/null
-if ! err=$(rl-logp --device $DEV -m pol </dev/null 2>&1 >/dev/null); then
-    skip "rl-gen in bf16 on the GPU" "${err#*: }"
-    finish
-fi
-"$PYTHON" - > prompts.jsonl <<'PY'
-import json, os, random
-r = random.Random(2)
-for i in range(int(os.environ["NP"])):
-    print(json.dumps({"id": "q%d" % i, "prompt_ids": [r.randrange(3, 256) for _ in range(r.randint(5, 90))]}))
-PY
+skip_unless_runs "rl-gen in bf16 on the GPU" $DEV pol
+random_prompts $NP 2 5 90 > prompts.jsonl
 gen() { rl-gen -q -m pol -n 3 --max-new-tokens $NEW --max-prompt-tokens 128 --seed 7 --device $DEV "$@" prompts.jsonl | rl-cat; }
 gen -b 1 > g1
 gen -b 64 > g64

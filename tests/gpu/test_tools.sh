@@ -4,12 +4,11 @@
 # rl-logp, rl-dpo, rl-sft, rl-rm and rl-score agree with the CPU within the bound of
 # the GEMM mode (tests/gpu/run runs this with RL_CUDA_MATH=fp32). Skips
 # without a GPU. Needs only the tools and python3 (no jq on GPU machines).
-. "$(dirname "$0")/../sh/lib.sh"
+. "$(dirname "$0")/lib.sh"
 cd "$TMP"
 # RL_GPU_DEVICE=devsim runs it all on the CPU behind device pointers: the
 # CPU suite (tests/run) does so, proving every tool device-clean.
 DEV=${RL_GPU_DEVICE:-cuda}
-: "${PYTHON:=python3}"
 # RL_GPU_TEST_QUICK=1: a third of the work (the CPU emulation of the kernels
 # in make check is slow); B is the training batch, so both runs take NP/B steps
 NP=24 NEW=24 B=8
@@ -17,17 +16,8 @@ NP=24 NEW=24 B=8
 export NP
 cfg=$RL_ROOT/tests/data/configs
 rl-init --config "$cfg/tiny-llama.json" -o pol --seed 3 --std 0.1 2>/dev/null
-if ! err=$(rl-logp --device $DEV -m pol </dev/null 2>&1 >/dev/null); then
-    skip "the tools on the GPU" "${err#*: }"
-    finish
-fi
-"$PYTHON" - > prompts.jsonl <<'PY'
-import json, random
-r = random.Random(1)
-import os
-for i in range(int(os.environ["NP"])):
-    print(json.dumps({"id": "q%d" % i, "prompt_ids": [r.randrange(3, 256) for _ in range(r.randint(2, 40))]}))
-PY
+skip_unless_runs "the tools on the GPU" $DEV pol
+random_prompts $NP 1 2 40 > prompts.jsonl
 
 # agree FILE_A FILE_B N FIELD...: both JSON Lines files have N records and
 # every number of the FIELDs (numbers or lists of numbers) agrees within 1e-3
