@@ -16,9 +16,8 @@
 #define FB_BC 16              /* tiled backward: keys per block (4 per warp) */
 
 #define TC_HD 64                      /* the tensor-core kernels: head_dim, */
-#define TC_BR 64                      /* queries per block, */
-#define TC_BC 32                      /* keys (queries) per tile, */
-#define TC_BK 64                      /* and keys per block of the backward */
+#define TC_BR 64                      /* queries per block (and per tile of the dk/dv kernel), */
+#define TC_BK 64                      /* keys per tile (and per block of the dk/dv kernel) */
 
 struct seq_desc {
     const float *k, *v;

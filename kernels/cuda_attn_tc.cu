@@ -1,139 +1,254 @@
 /* The CUDA backend's attention on tensor cores (bf16 mode, head_dim 64):
- * FlashAttention-2's scheme with WMMA bf16 products and fp32 accumulation:
- * a block of 4 warps takes TC_BR = 64 queries of one head, warp w the rows
- * 16w..16w+15; the keys they see come in tiles of TC_BC = 32 through shared
- * memory as bf16. Per tile a warp computes its 16 x 32 scores on the tensor
- * cores, updates the online softmax in shared memory (lane pair 2r, 2r+1
- * owns row r, sixteen columns each), and adds P V to its output rows, which
- * live in shared memory because the softmax rescales them by row. Nothing
- * n x ctx is stored. Q, K, V (and dO) are first copied once as bf16,
- * head-major and zero-padded to whole tiles (k_pack), so that every
- * fragment loads straight from global memory: the warps run without block
- * barriers. Inputs are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
+ * FlashAttention-2's scheme with mma.sync (m16n8k16: bf16 products, fp32
+ * accumulation). Unlike WMMA's, this instruction's fragment layout is
+ * specified by PTX, so scores, probabilities and outputs stay in registers:
+ * a score tile's accumulators are, lane for lane, the A operand of the next
+ * product once rounded to bf16, and the online softmax works on them where
+ * they are (the four lanes of a group share a row).
+ *
+ * A block of 4 warps takes TC_BR = 64 rows (queries, or in the dk/dv kernel
+ * keys) of one head, warp w the rows 16w..16w+15, whose fragments it keeps in
+ * registers. The other side comes in tiles of 64 rows through shared memory,
+ * staged as they are and, for the products that contract over rows,
+ * transposed: every product here is C = A Bt^T with both operands stored k
+ * contiguous, which is what the fragments load. Q, K, V (and dO) are first
+ * copied once as bf16, head-major and zero-padded to whole tiles (k_pack),
+ * so tiles load without bounds checks. Nothing n x ctx is stored. Inputs are
+ * rounded to bf16, as the GEMMs of bf16 mode round theirs. */
 #include "cuda_attention.cuh"
 
-#define TC_LDS (TC_BC + 4)            /* fp32 pitch of a warp's score tile */
-#define TC_LDP (TC_BC + 8)            /* bf16 pitch of a warp's P tile */
-#define TC_LDO (TC_HD + 4)            /* fp32 pitch of a warp's output rows */
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_a;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> frag_b;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> frag_bt;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+#define TC_LD (TC_HD + 8)             /* pitch of a shared tile row (bf16): the 8 rows x 4 lanes of a
+                                         fragment load fall in 32 distinct banks */
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 
 #define TC_PAD 64                     /* rows of the head-major copies are padded to this */
-struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][TC_HD] */
-    const __nv_bfloat16 *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
+struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][TC_HD] bf16 bits */
+    const unsigned short *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
 };
 __host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / TC_PAD * TC_PAD; }
 
-/* sb (16 x TC_BC fp32, pitch TC_LDS) = A B^T: A the warp's 16 rows as
- * fragments over head_dim, B the TC_BC rows at b (bf16, pitch TC_HD). */
-__device__ static void scores_tile(float *sb, const frag_a *a, const __nv_bfloat16 *b)
-{
-#pragma unroll
-    for (int nf = 0; nf < TC_BC / 16; nf++) {
-        frag_c c;
-        wmma::fill_fragment(c, 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < TC_HD / 16; kk++) {
-            frag_bt bt;
-            wmma::load_matrix_sync(bt, b + (size_t)16 * nf * TC_HD + 16 * kk, TC_HD);
-            wmma::mma_sync(c, a[kk], bt, c);
-        }
-        wmma::store_matrix_sync(sb + 16 * nf, c, TC_LDS, wmma::mem_row_major);
-    }
-}
-/* acc (16 x 16, columns 16 nf..) += P B: P the warp's 16 x TC_BC tile
- * (bf16, pitch TC_LDP), B the TC_BC rows at b (bf16, pitch TC_HD). */
-__device__ static void accumulate_cols(frag_c &acc, int nf, const __nv_bfloat16 *p, const __nv_bfloat16 *b)
-{
-#pragma unroll
-    for (int kk = 0; kk < TC_BC / 16; kk++) {
-        frag_a pa;
-        frag_b br;
-        wmma::load_matrix_sync(pa, p + 16 * kk, TC_LDP);
-        wmma::load_matrix_sync(br, b + (size_t)16 * kk * TC_HD + 16 * nf, TC_HD);
-        wmma::mma_sync(acc, pa, br, acc);
-    }
-}
-/* the same for all head_dim columns */
-__device__ static void accumulate_tile(frag_c *acc, const __nv_bfloat16 *p, const __nv_bfloat16 *b)
-{
-#pragma unroll
-    for (int nf = 0; nf < TC_HD / 16; nf++)
-        accumulate_cols(acc[nf], nf, p, b);
-}
-/* The warp's 16 x head_dim accumulators to shared memory (pitch TC_LDO),
- * where its lanes can read them by row. */
-__device__ static void store_rows_tile(float *os, const frag_c *acc)
-{
-#pragma unroll
-    for (int nf = 0; nf < TC_HD / 16; nf++)
-        wmma::store_matrix_sync(os + 16 * nf, acc[nf], TC_LDO, wmma::mem_row_major);
-}
+typedef unsigned short tile_t[TC_LD];   /* a shared tile is tile_t[64] */
 
-__global__ static void k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B, int group, float scale)
+/* ---- the fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"): with
+ * g = lane / 4 and t = lane % 4, a lane holds of A (16 x 16) the rows g and
+ * g + 8 at columns 2t, 2t + 1 and 2t + 8, 2t + 9 (registers: (g, 2t), (g + 8,
+ * 2t), (g, 2t + 8), (g + 8, 2t + 8), two bf16 each, the lower column in the
+ * low half); of B (16 x 8) the column g at rows 2t, 2t + 1 and 2t + 8, 2t + 9;
+ * of C (16 x 8, fp32) the rows g, g + 8 at columns 2t, 2t + 1. ---- */
+
+/* two bf16 at p (4-byte aligned) as one register */
+__device__ static inline unsigned ld_pair(const unsigned short *p)
 {
-    __shared__ __align__(32) float ss[4][16 * TC_LDS];
-    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
-    __shared__ __align__(32) float os_all[4][16 * TC_LDO];
-    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
-    const seq_desc &S = A.s[si];
-    int q0 = (blockIdx.x - A.first[si]) * TC_BR, nq = S.n - q0 < TC_BR ? S.n - q0 : TC_BR;
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
-    int npad = padded(S.n), cpad = padded(S.pos + S.n);
-    const __nv_bfloat16 *kb = B.k[si] + (size_t)g * cpad * TC_HD, *vb = B.v[si] + (size_t)g * cpad * TC_HD;
-    frag_a qa[TC_HD / 16];
+#ifdef RL_CUDA_EMU
+    unsigned v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
+    return *(const unsigned *)p;
+#endif
+}
+/* lo and hi rounded to bf16, lo in the low half */
+__device__ static inline unsigned pack_bf16(float lo, float hi)
+{
+#ifdef RL_CUDA_EMU
+    return bf16_rne(lo) | (unsigned)bf16_rne(hi) << 16;
+#else
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *(unsigned *)&h;
+#endif
+}
+/* c (16 x 8) += a (16 x 16) b (16 x 8) */
+__device__ static inline void mma_bf16(float c[4], const unsigned a[4], const unsigned b[2])
+{
+#ifdef RL_CUDA_EMU
+    emu::mma_m16n8k16_bf16(c, a, b);
+#else
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+/* A = the 16 x 16 at m (bf16, pitch ld, k contiguous) */
+__device__ static inline void load_a(unsigned a[4], const unsigned short *m, int ld, int lane)
+{
+    const unsigned short *p = m + (lane >> 2) * ld + 2 * (lane & 3);
+    a[0] = ld_pair(p), a[1] = ld_pair(p + 8 * ld), a[2] = ld_pair(p + 8), a[3] = ld_pair(p + 8 * ld + 8);
+}
+/* B = M^T for the 8 x 16 M at m (rows n, k contiguous, pitch ld) */
+__device__ static inline void load_bt(unsigned b[2], const unsigned short *m, int ld, int lane)
+{
+    const unsigned short *p = m + (lane >> 2) * ld + 2 * (lane & 3);
+    b[0] = ld_pair(p), b[1] = ld_pair(p + 8);
+}
+/* The A operand for columns 16kk..16kk+15 of a warp's 16 x 64 fp32 tile
+ * held as accumulators x[8][4] (the register reuse of FlashAttention-2). */
+__device__ static inline void tile_as_a(unsigned a[4], const float (*x)[4], int kk)
+{
+    a[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+    a[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+    a[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+    a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+}
+/* x[8][4] = the warp's 16 rows (fragments a, over TC_HD) times the 64 rows
+ * of shared tile s transposed: a 16 x 64 tile of scores */
+__device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], const tile_t *s, int lane)
+{
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+        x[nt][0] = x[nt][1] = x[nt][2] = x[nt][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < TC_HD / 16; kk++)
-        wmma::load_matrix_sync(qa[kk], B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD + 16 * kk, TC_HD);
-    float *os = os_all[w];
-    for (int t = lane; t < 16 * TC_LDO; t += 32)
-        os[t] = 0.0f;
-    __syncwarp();
-    float m = -INFINITY, l = 0.0f;                 /* row r's running max and sum (both lanes of the pair) */
-    int row = q0 + 16 * w + r, qpos = S.pos + row;
-    int kend = S.pos + q0 + (16 * w + 16 < nq ? 16 * w + 16 : nq);   /* keys the warp's last row sees */
-    for (int k0 = 0; k0 < kend; k0 += TC_BC) {
-        scores_tile(ss[w], qa, kb + (size_t)k0 * TC_HD);   /* S = Q K^T: 16 rows, 32 keys */
-        __syncwarp();
-        /* online softmax of row r over the tile, P as bf16, the output rows rescaled */
-        float x[TC_BC / 2], mx = -INFINITY;
 #pragma unroll
-        for (int c = 0; c < TC_BC / 2; c++) {
-            int key = k0 + c0 + c;
-            x[c] = key <= qpos && row < S.n ? scale * ss[w][r * TC_LDS + c0 + c] : -INFINITY;
-            mx = fmaxf(mx, x[c]);
+        for (int nt = 0; nt < 8; nt++) {
+            unsigned b[2];
+            load_bt(b, &s[8 * nt][16 * kk], TC_LD, lane);
+            mma_bf16(x[nt], a[kk], b);
         }
-        float mnew = fmaxf(m, fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)));
-        /* a row with no valid key yet (or past the end) keeps m = -inf: no exp of inf - inf */
-        float alpha = mnew == -INFINITY ? 1.0f : m == -INFINITY ? 0.0f : expf(m - mnew), sum = 0.0f;
+}
+/* acc[8][4] (16 x TC_HD) += x (16 x 64, accumulators, rounded to bf16)
+ * times the 64 rows of a tile whose transpose st holds (TC_HD rows of 64) */
+__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tile_t *st, int lane)
+{
 #pragma unroll
-        for (int c = 0; c < TC_BC / 2; c++) {
-            float p = x[c] == -INFINITY ? 0.0f : expf(x[c] - mnew);
-            sum += p;
-            ps[w][r * TC_LDP + c0 + c] = __float2bfloat16(p);
-        }
-        l = l * alpha + sum + __shfl_xor_sync(0xffffffffu, sum, 1);
-        m = mnew;
-        for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
-            os[r * TC_LDO + d] *= alpha;
-        __syncwarp();
+    for (int kk = 0; kk < 4; kk++) {
+        unsigned a[4];
+        tile_as_a(a, x, kk);
 #pragma unroll
-        for (int nf = 0; nf < TC_HD / 16; nf++) {   /* O += P V, a column block at a time */
-            frag_c oc;
-            wmma::load_matrix_sync(oc, os + 16 * nf, TC_LDO, wmma::mem_row_major);
-            accumulate_cols(oc, nf, ps[w], vb + (size_t)k0 * TC_HD);
-            wmma::store_matrix_sync(os + 16 * nf, oc, TC_LDO, wmma::mem_row_major);
+        for (int dt = 0; dt < TC_HD / 8; dt++) {
+            unsigned b[2];
+            load_bt(b, &st[8 * dt][16 * kk], TC_LD, lane);
+            mma_bf16(acc[dt], a, b);
         }
-        __syncwarp();
     }
-    if (row < S.n) {
-        float inv = 1.0f / l, *orow = out + (size_t)(S.row + row) * out_stride + (size_t)h * TC_HD;
-        for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
-            orow[d] = os[r * TC_LDO + d] * inv;
-        if (S.lse && !(lane & 1))
-            S.lse[(size_t)h * S.n + row] = m + logf(l);
+}
+
+/* ---- shared tiles: 64 rows of a head-major copy (pitch TC_HD) at src ---- */
+__device__ static inline void copy16(unsigned short *dst, const unsigned short *src)
+{
+#ifdef RL_CUDA_EMU
+    memcpy(dst, src, 16);
+#else
+    *(uint4 *)dst = *(const uint4 *)src;
+#endif
+}
+/* as they are: s[r][c] = src[r][c] */
+__device__ static void stage_rows(tile_t *s, const unsigned short *src)
+{
+    for (int i = threadIdx.x; i < 64 * TC_HD / 8; i += blockDim.x) {
+        int r = i / (TC_HD / 8), c = 8 * (i % (TC_HD / 8));
+        copy16(&s[r][c], src + (size_t)r * TC_HD + c);
+    }
+}
+/* transposed: s[c][r] = src[r][c] (consecutive threads take consecutive
+ * rows, so that their 2-byte stores fall in distinct banks) */
+__device__ static void stage_cols(tile_t *s, const unsigned short *src)
+{
+    for (int i = threadIdx.x; i < 64 * TC_HD / 8; i += blockDim.x) {
+        int r = i % 64, c = 8 * (i / 64);
+        unsigned short v[8];
+        copy16(v, src + (size_t)r * TC_HD + c);
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            s[c + e][r] = v[e];
+    }
+}
+
+/* A warp's 16 rows of a head-major copy as A fragments over TC_HD */
+__device__ static inline void rows_as_a(unsigned (*a)[4], const unsigned short *rows, int lane)
+{
+#pragma unroll
+    for (int kk = 0; kk < TC_HD / 16; kk++)
+        load_a(a[kk], rows + 16 * kk, TC_HD, lane);
+}
+/* the max over the four lanes of a group (the lanes of one row) */
+__device__ static inline float group_max(float v)
+{
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ static inline float group_sum(float v)
+{
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/* The forward for 64 queries of head h: per key tile, S = Q K^T (scaled to
+ * base 2), the online softmax on the accumulators, O += P V. A lane's rows
+ * are row0 and row0 + 8 (r = 0, 1); its score x[nt][i] is at row r = i / 2,
+ * key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every row
+ * (the padding's included) sees key 0, so a row's max is finite from then
+ * on: no exp of inf - inf. */
+__global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B,
+                                                             int group, float scale)
+{
+    __shared__ __align__(16) tile_t ks[64], vt[TC_HD];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
+    const seq_desc &S = A.s[si];
+    int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
+    int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
+    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * TC_HD, *vb = B.v[si] + (size_t)kvh * cpad * TC_HD;
+    unsigned qa[TC_HD / 16][4];
+    rows_as_a(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD, lane);
+    float o[TC_HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
+    int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;   /* the block's last key */
+    int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;          /* its warp's first and last row's */
+    for (int k0 = 0; k0 <= last; k0 += 64) {
+        __syncthreads();                 /* the previous tiles are read */
+        stage_rows(ks, kb + (size_t)k0 * TC_HD);
+        stage_cols(vt, vb + (size_t)k0 * TC_HD);
+        __syncthreads();
+        if (k0 > wlast)
+            continue;                    /* the warp's rows see none of these keys */
+        float x[8][4], mx[2] = {m[0], m[1]};
+        scores(x, qa, ks, lane);
+        bool diag = k0 + 63 > wfirst;    /* some key after some row: mask */
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1;
+                x[nt][i] = diag && key > S.pos + row0 + 8 * r ? -INFINITY : x[nt][i] * sl2;
+                mx[r] = fmaxf(mx[r], x[nt][i]);
+            }
+        float alpha[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = group_max(mx[r]);
+            alpha[r] = exp2f(m[r] - mx[r]);   /* 0 on the first tile (m = -inf) */
+            m[r] = mx[r];
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                x[nt][i] = exp2f(x[nt][i] - m[i >> 1]);
+                sum[i >> 1] += x[nt][i];
+            }
+#pragma unroll
+        for (int dt = 0; dt < TC_HD / 8; dt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                o[dt][i] *= alpha[i >> 1];
+        l[0] = l[0] * alpha[0] + sum[0];  /* this lane's part of the row sum */
+        l[1] = l[1] * alpha[1] + sum[1];
+        accumulate(o, x, vt, lane);       /* O += P V */
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float lr = group_sum(l[r]);
+        int row = row0 + 8 * r;
+        if (row >= S.n)
+            continue;
+        float inv = 1.0f / lr, *orow = out + (size_t)(S.row + row) * out_stride + (size_t)h * TC_HD;
+#pragma unroll
+        for (int dt = 0; dt < TC_HD / 8; dt++) {
+            orow[8 * dt + 2 * t] = o[dt][2 * r] * inv;
+            orow[8 * dt + 2 * t + 1] = o[dt][2 * r + 1] * inv;
+        }
+        if (S.lse && t == 0)
+            S.lse[(size_t)h * S.n + row] = (m[r] + log2f(lr)) * LN2;
     }
 }
 
@@ -157,131 +272,131 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
         D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
 }
 
-/* dq for TC_BR queries of one head (warp w: rows 16w..16w+15), over the key
- * tiles they see: S = Q K^T, P, dP = dO V^T, dS = P (dP - D) scale, dq += dS K. */
-__global__ static void k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A, tc_bf16 B, int group,
-                                         float scale)
+
+/* dq for 64 queries of head h, over the key tiles they see: S = Q K^T,
+ * P = exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
+ * scale dS K. x, dp: [8][4] as in the forward (rows row0, row0 + 8). */
+__global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A,
+                                                                tc_bf16 B, int group, float scale)
 {
-    __shared__ __align__(32) float sb[4][16 * TC_LDS];
-    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
-    __shared__ __align__(32) float os_all[4][16 * TC_LDO];
-    int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group, nh = gridDim.y;
+    __shared__ __align__(16) tile_t ks[64], vs[64], kt[TC_HD];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const seq_desc &S = A.s[si];
-    int q0 = (blockIdx.x - A.first[si]) * TC_BR, nq = S.n - q0 < TC_BR ? S.n - q0 : TC_BR;
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
-    int npad = padded(S.n), cpad = padded(S.pos + S.n);
-    const __nv_bfloat16 *qb = B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD;
-    const __nv_bfloat16 *ob = B.dout[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD;
-    const __nv_bfloat16 *kb = B.k[si] + (size_t)g * cpad * TC_HD, *vb = B.v[si] + (size_t)g * cpad * TC_HD;
-    frag_a qa[TC_HD / 16], da[TC_HD / 16];
-#pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++) {
-        wmma::load_matrix_sync(qa[kk], qb + 16 * kk, TC_HD);
-        wmma::load_matrix_sync(da[kk], ob + 16 * kk, TC_HD);
+    int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
+    int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
+    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * TC_HD, *vb = B.v[si] + (size_t)kvh * cpad * TC_HD;
+    unsigned qa[TC_HD / 16][4], da[TC_HD / 16][4];
+    rows_as_a(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD, lane);
+    rows_as_a(da, B.dout[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD, lane);
+    float lse[2], dd[2], acc[TC_HD / 8][4] = {}, sl2 = scale * LOG2E;
+    for (int r = 0; r < 2; r++) {
+        int row = row0 + 8 * r;
+        lse[r] = row < S.n ? S.lse[(size_t)h * S.n + row] * LOG2E : 0.0f;
+        dd[r] = row < S.n ? D[(size_t)nh * S.row + (size_t)h * S.n + row] : 0.0f;
     }
-    frag_c dqc[TC_HD / 16];
+    int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;
+    int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;
+    for (int k0 = 0; k0 <= last; k0 += 64) {
+        __syncthreads();
+        stage_rows(ks, kb + (size_t)k0 * TC_HD);
+        stage_rows(vs, vb + (size_t)k0 * TC_HD);
+        stage_cols(kt, kb + (size_t)k0 * TC_HD);
+        __syncthreads();
+        if (k0 > wlast)
+            continue;
+        float x[8][4], dp[8][4];
+        scores(x, qa, ks, lane);         /* S = Q K^T */
+        scores(dp, da, vs, lane);        /* dP = dO V^T */
 #pragma unroll
-    for (int nf = 0; nf < TC_HD / 16; nf++)
-        wmma::fill_fragment(dqc[nf], 0.0f);
-    int row = q0 + 16 * w + r, qpos = S.pos + row;
-    float lse = row < S.n ? S.lse[(size_t)h * S.n + row] : 0.0f;
-    float delta = row < S.n ? D[(size_t)nh * S.row + (size_t)h * S.n + row] : 0.0f;
-    int kend = S.pos + q0 + (16 * w + 16 < nq ? 16 * w + 16 : nq);   /* keys the warp's last row sees */
-    for (int k0 = 0; k0 < kend; k0 += TC_BC) {
-        float p[TC_BC / 2];
-        scores_tile(sb[w], qa, kb + (size_t)k0 * TC_HD);   /* S = Q K^T */
-        __syncwarp();
+        for (int nt = 0; nt < 8; nt++)
 #pragma unroll
-        for (int c = 0; c < TC_BC / 2; c++) {
-            int key = k0 + c0 + c;
-            p[c] = row < S.n && key <= qpos ? expf(scale * sb[w][r * TC_LDS + c0 + c] - lse) : 0.0f;
-        }
-        __syncwarp();
-        scores_tile(sb[w], da, vb + (size_t)k0 * TC_HD);   /* dP = dO V^T */
-        __syncwarp();
-#pragma unroll
-        for (int c = 0; c < TC_BC / 2; c++)
-            ps[w][r * TC_LDP + c0 + c] = __float2bfloat16(p[c] * (sb[w][r * TC_LDS + c0 + c] - delta) * scale);
-        __syncwarp();
-        accumulate_tile(dqc, ps[w], kb + (size_t)k0 * TC_HD);   /* dq += dS K */
+            for (int i = 0; i < 4; i++) {
+                int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1, row = row0 + 8 * r;
+                float p = row < S.n && key <= S.pos + row ? exp2f(x[nt][i] * sl2 - lse[r]) : 0.0f;
+                x[nt][i] = p * (dp[nt][i] - dd[r]);   /* dS / scale */
+            }
+        accumulate(acc, x, kt, lane);    /* dq += dS K */
     }
-    float *os = os_all[w];
-    store_rows_tile(os, dqc);
-    __syncwarp();
-    if (row < S.n) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = row0 + 8 * r;
+        if (row >= S.n)
+            continue;
         float *drow = dq + (size_t)(S.row + row) * q_stride + (size_t)h * TC_HD;
-        for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
-            drow[d] = os[r * TC_LDO + d];
+#pragma unroll
+        for (int dt = 0; dt < TC_HD / 8; dt++) {
+            drow[8 * dt + 2 * t] = acc[dt][2 * r] * scale;
+            drow[8 * dt + 2 * t + 1] = acc[dt][2 * r + 1] * scale;
+        }
     }
 }
 
-/* One query head's share of dk and dv for TC_BK keys (warp w: keys
- * 16w..16w+15), over the query tiles (TC_BC rows) that see them:
- * S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D) scale,
- * dv_h = P^T dO, dk_h = dS^T Q, written to the sequence's partials (S.p:
- * [2][head][ctx][TC_HD]); k_dkv_sum adds a kv head's shares in order. A
- * block per query head rather than per kv head: eight times the blocks
- * for TinyLlama's groups, each an eighth of the work. */
-__global__ static void k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group, float scale)
+/* One query head's share of dk and dv for 64 keys (warp w: keys 16w..16w+15,
+ * a lane's keys key0 and key0 + 8), over the query tiles that see them:
+ * S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D), dv_h = P^T dO,
+ * dk_h = scale dS^T Q, written to the sequence's partials (S.p: [2][head]
+ * [ctx][TC_HD]); k_dkv_sum adds a kv head's shares in order. A block per
+ * query head rather than per kv head: group times the blocks (eight for
+ * TinyLlama), each a group-th of the work. */
+__global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
+                                                                 float scale)
 {
-    __shared__ __align__(32) float sb[4][16 * TC_LDS];
-    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP], dss[4][16 * TC_LDP];
-    __shared__ __align__(32) float os_all[4][16 * TC_LDO];
-    int si = find_seq(A, blockIdx.x), h = blockIdx.y, c = h / group, nh = gridDim.y;
+    __shared__ __align__(16) tile_t qs[64], dos[64], qt[TC_HD], dot[TC_HD];
+    __shared__ float lse_s[64], d_s[64];
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const seq_desc &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BK, ctx = S.pos + S.n;
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r = lane >> 1, c0 = (lane & 1) * (TC_BC / 2);
-    int key = k0 + 16 * w + r, npad = padded(S.n), cpad = padded(ctx);
-    const __nv_bfloat16 *qb = B.q[si] + (size_t)h * npad * TC_HD, *ob = B.dout[si] + (size_t)h * npad * TC_HD;
-    frag_a ka[TC_HD / 16], va[TC_HD / 16];
-#pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++) {
-        wmma::load_matrix_sync(ka[kk], B.k[si] + ((size_t)c * cpad + k0 + 16 * w) * TC_HD + 16 * kk, TC_HD);
-        wmma::load_matrix_sync(va[kk], B.v[si] + ((size_t)c * cpad + k0 + 16 * w) * TC_HD + 16 * kk, TC_HD);
-    }
-    frag_c dkc[TC_HD / 16], dvc[TC_HD / 16];
-#pragma unroll
-    for (int nf = 0; nf < TC_HD / 16; nf++) {
-        wmma::fill_fragment(dkc[nf], 0.0f);
-        wmma::fill_fragment(dvc[nf], 0.0f);
-    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
+    int npad = padded(S.n), cpad = padded(ctx);
+    const unsigned short *qb = B.q[si] + (size_t)h * npad * TC_HD, *ob = B.dout[si] + (size_t)h * npad * TC_HD;
+    unsigned ka[TC_HD / 16][4], va[TC_HD / 16][4];
+    rows_as_a(ka, B.k[si] + ((size_t)kvh * cpad + k0 + 16 * w) * TC_HD, lane);
+    rows_as_a(va, B.v[si] + ((size_t)kvh * cpad + k0 + 16 * w) * TC_HD, lane);
+    float dk[TC_HD / 8][4] = {}, dv[TC_HD / 8][4] = {}, sl2 = scale * LOG2E;
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
-    int first = k0 + 16 * w - S.pos;               /* the warp's first key is seen from query `first` on */
-    first = first > 0 ? first / TC_BC * TC_BC : 0;
-    for (int i0 = first; i0 < S.n; i0 += TC_BC) {
-        float p[TC_BC / 2];
-        scores_tile(sb[w], ka, qb + (size_t)i0 * TC_HD);   /* S^T = K Q^T */
-        __syncwarp();
-#pragma unroll
-        for (int j = 0; j < TC_BC / 2; j++) {
-            int i = i0 + c0 + j;
-            bool valid = i < S.n && key <= S.pos + i && key < ctx;
-            p[j] = valid ? expf(scale * sb[w][r * TC_LDS + c0 + j] - lse[i]) : 0.0f;
-            ps[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j]);
+    int first = k0 - S.pos > 0 ? (k0 - S.pos) / 64 * 64 : 0;   /* the first query tile that sees key k0 */
+    for (int i0 = first; i0 < S.n; i0 += 64) {
+        __syncthreads();
+        stage_rows(qs, qb + (size_t)i0 * TC_HD);
+        stage_rows(dos, ob + (size_t)i0 * TC_HD);
+        stage_cols(qt, qb + (size_t)i0 * TC_HD);
+        stage_cols(dot, ob + (size_t)i0 * TC_HD);
+        for (int j = threadIdx.x; j < 64; j += blockDim.x) {
+            bool in = i0 + j < S.n;
+            lse_s[j] = in ? lse[i0 + j] * LOG2E : 0.0f;
+            d_s[j] = in ? dd[i0 + j] : 0.0f;
         }
-        __syncwarp();
-        scores_tile(sb[w], va, ob + (size_t)i0 * TC_HD);   /* dP^T = V dO^T */
-        __syncwarp();
+        __syncthreads();
+        if (S.pos + i0 + 63 < k0 + 16 * w)
+            continue;                    /* every query of the tile comes before the warp's keys */
+        float x[8][4], dp[8][4];
+        scores(x, ka, qs, lane);         /* S^T = K Q^T */
+        scores(dp, va, dos, lane);       /* dP^T = V dO^T */
 #pragma unroll
-        for (int j = 0; j < TC_BC / 2; j++) {
-            int i = i0 + c0 + j;
-            float dj = i < S.n ? dd[i] : 0.0f;
-            dss[w][r * TC_LDP + c0 + j] = __float2bfloat16(p[j] * (sb[w][r * TC_LDS + c0 + j] - dj) * scale);
-        }
-        __syncwarp();
-        accumulate_tile(dvc, ps[w], ob + (size_t)i0 * TC_HD);    /* dv += P^T dO */
-        accumulate_tile(dkc, dss[w], qb + (size_t)i0 * TC_HD);   /* dk += dS^T Q */
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int j = 8 * nt + 2 * t + (i & 1), key = key0 + 8 * (i >> 1);
+                bool valid = i0 + j < S.n && key <= S.pos + i0 + j;
+                x[nt][i] = valid ? exp2f(x[nt][i] * sl2 - lse_s[j]) : 0.0f;           /* P^T */
+                dp[nt][i] = x[nt][i] * (dp[nt][i] - d_s[j]);                           /* dS^T / scale */
+            }
+        accumulate(dv, x, dot, lane);    /* dv += P^T dO */
+        accumulate(dk, dp, qt, lane);    /* dk += dS^T Q */
     }
-    float *os = os_all[w];
-    for (int which = 0; which < 2; which++) {
-        __syncwarp();
-        store_rows_tile(os, which ? dvc : dkc);
-        __syncwarp();
-        if (key < ctx) {
-            float *dst = S.p + (((size_t)which * nh + h) * ctx + key) * TC_HD;
-            for (int d = (lane & 1) * (TC_HD / 2); d < (lane & 1 ? TC_HD : TC_HD / 2); d++)
-                dst[d] = os[r * TC_LDO + d];
-        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int key = key0 + 8 * r;
+        if (key >= ctx)
+            continue;
+        float *pk = S.p + ((size_t)h * ctx + key) * TC_HD, *pv = S.p + (((size_t)nh + h) * ctx + key) * TC_HD;
+#pragma unroll
+        for (int dt = 0; dt < TC_HD / 8; dt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                pk[8 * dt + 2 * t + e] = dk[dt][2 * r + e] * scale;
+                pv[8 * dt + 2 * t + e] = dv[dt][2 * r + e];
+            }
     }
 }
 
@@ -313,7 +428,7 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
         int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx);
-        struct { const float *src; int stride, rows, pad, heads; const __nv_bfloat16 **dst; } c[4] = {
+        struct { const float *src; int stride, rows, pad, heads; const unsigned short **dst; } c[4] = {
             {q + (size_t)x->row * q_stride, q_stride, x->n, np, n_heads, &B->q[i - s0]},
             {x->k, x->kv_stride, ctx, cpd, n_kv, &B->k[i - s0]},
             {x->v, x->kv_stride, ctx, cpd, n_kv, &B->v[i - s0]},
@@ -322,7 +437,7 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
             size_t n = (size_t)c[j].heads * c[j].pad * TC_HD;
             LAUNCH_OVER(n, k_pack<unsigned short>, "attention (bf16 copies)", cp, c[j].src, c[j].rows, c[j].pad,
                         TC_HD, c[j].stride, TC_HD, n);
-            *c[j].dst = (const __nv_bfloat16 *)cp;     /* the same bits */
+            *c[j].dst = cp;
             cp += n;
         }
     }

@@ -13,7 +13,6 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 #define LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
 #endif
 #include <stdarg.h>
@@ -24,7 +23,6 @@
 extern "C" {
 #include "backend.h"
 }
-using namespace nvcuda;
 
 #define THREADS 256
 

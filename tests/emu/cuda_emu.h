@@ -13,8 +13,8 @@
  * statics, shared by the threads of the block running. A thread that returns
  * early drops out of the block's barriers, as on the GPU. cuBLAS column-major GEMMs go to OpenBLAS
  * in column-major, which also checks the row-major mapping above them.
- * WMMA fragments hold the whole tile in every lane; bf16 tile products sum
- * in fp32 in k order.
+ * mma.sync's fragments are exchanged across the warp in the layout PTX
+ * specifies; bf16 tile products sum in fp32 in k order.
  * Not emulated: timing, memory-model subtleties, warp divergence beyond
  * uniform branches, and bf16 arithmetic (bf16 and tf32 modes compute in fp32).
  * Not part of the library: built only into rlflow-cuda-emu.so for the tests. */
@@ -37,6 +37,7 @@
 #define __host__
 #define __shared__ static
 #define __forceinline__
+#define __launch_bounds__(...)
 
 struct alignas(16) float4 {
     float x, y, z, w;
@@ -291,110 +292,57 @@ inline float __bfloat162float(__nv_bfloat16 h)
     return f;
 }
 
-/* ---- WMMA (mma.h): every lane holds the whole tile, row-major in its
- * logical shape (A: M x K, B: K x N, accumulator: M x N). On a GPU a lane
- * holds an unspecified part, so only uniform element-wise use of x[] is
- * portable, and that behaves the same here. A kernel that writes shared
- * memory before a load must __syncwarp itself, as on a GPU (here a lane that
- * runs ahead would load before the others wrote). Each load ends with a warp
- * barrier: on a GPU the lanes of a collective load all read before any of
- * them stores (load, mma, store back to the same tile is the usual pattern),
- * while here a lane's store would otherwise land before the next lane's load. ---- */
-namespace nvcuda {
-namespace wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-
-template <class Use, int M, int N, int K> struct emu_shape;
-template <int M, int N, int K> struct emu_shape<matrix_a, M, N, K> {
-    static constexpr int rows = M, cols = K;
+/* ---- mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (c += a b), with
+ * the fragments laid out as the PTX ISA specifies ("Matrix Fragments for
+ * mma.m16n8k16"): every lane deposits its registers, then computes its own
+ * four results from the whole warp's, so a kernel that loads fragments in
+ * the wrong layout computes the wrong product here as on a GPU. Lane l,
+ * g = l / 4, t = l % 4: A register j holds row g + 8 (j % 2), columns
+ * 2t + 8 (j / 2) and the next (the lower in the low half); B register j
+ * holds column g, rows 2t + 8 j and the next; C element i is at row
+ * g + 8 (i / 2), column 2t + i % 2. The sum runs over k in order with fmaf
+ * (the tensor cores' order and rounding differ in the last bits). ---- */
+namespace emu {
+struct mma_regs {
+    unsigned a[4], b[2];
 };
-template <int M, int N, int K> struct emu_shape<matrix_b, M, N, K> {
-    static constexpr int rows = K, cols = N;
-};
-template <int M, int N, int K> struct emu_shape<accumulator, M, N, K> {
-    static constexpr int rows = M, cols = N;
-};
-
-template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
-    static constexpr int num_elements = emu_shape<Use, M, N, K>::rows * emu_shape<Use, M, N, K>::cols;
-    T x[num_elements];
-};
-
-/* What fill_fragment's value becomes: to or from bf16 through the functions above. */
-template <class T, class V> T emu_convert(V v)
+inline mma_regs mma_slot[1024];
+inline float bf16_bits(unsigned bits)
 {
-    if constexpr (std::is_same_v<T, V>)
-        return v;
-    else if constexpr (std::is_same_v<T, __nv_bfloat16>)
-        return __float2bfloat16((float)v);
-    else if constexpr (std::is_same_v<V, __nv_bfloat16>)
-        return (T)__bfloat162float(v);
-    else
-        return (T)v;
+    unsigned u = (bits & 0xffffu) << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
-
-template <class Use, int M, int N, int K, class T, class Layout, class V>
-void fill_fragment(fragment<Use, M, N, K, T, Layout> &f, const V &v)
+inline void mma_m16n8k16_bf16(float c[4], const unsigned a[4], const unsigned b[2])
 {
-    T t = emu_convert<T>(v);
-    for (int i = 0; i < f.num_elements; i++)
-        f.x[i] = t;
+    fiber *me = cur;
+    int base = me->warp * 32;
+    memcpy(mma_slot[base + me->lane].a, a, sizeof mma_slot[0].a);
+    memcpy(mma_slot[base + me->lane].b, b, sizeof mma_slot[0].b);
+    wait(warp_gate[me->warp]);
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        const mma_regs &r = mma_slot[base + l];
+        int g = l >> 2, t = l & 3;
+        for (int j = 0; j < 4; j++)
+            for (int e = 0; e < 2; e++)
+                A[g + 8 * (j & 1)][2 * t + e + 8 * (j >> 1)] = bf16_bits(r.a[j] >> (16 * e));
+        for (int j = 0; j < 2; j++)
+            for (int e = 0; e < 2; e++)
+                B[2 * t + e + 8 * j][g] = bf16_bits(r.b[j] >> (16 * e));
+    }
+    int g = me->lane >> 2, t = me->lane & 3;
+    for (int i = 0; i < 4; i++) {
+        int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        float acc = c[i];
+        for (int k = 0; k < 16; k++)
+            acc = fmaf(A[row][k], B[k][col], acc);
+        c[i] = acc;
+    }
+    wait(warp_gate[me->warp]);        /* no lane deposits again before all have read */
 }
-
-/* A or B: the layout is the fragment's type, as on the GPU. */
-template <class Use, int M, int N, int K, class T, class Layout>
-void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f, const T *p, unsigned ldm)
-{
-    static_assert(std::is_same_v<Use, matrix_a> || std::is_same_v<Use, matrix_b>,
-                  "an accumulator is loaded with a layout_t");
-    static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>,
-                  "matrix_a and matrix_b fragments need row_major or col_major");
-    constexpr int rows = emu_shape<Use, M, N, K>::rows, cols = emu_shape<Use, M, N, K>::cols;
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            f.x[r * cols + c] = std::is_same_v<Layout, row_major> ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
-    __syncwarp();
-}
-template <int M, int N, int K>
-void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ldm, layout_t layout)
-{
-    for (int r = 0; r < M; r++)
-        for (int c = 0; c < N; c++)
-            f.x[r * N + c] = layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
-    __syncwarp();
-}
-template <int M, int N, int K>
-void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ldm, layout_t layout)
-{
-    for (int r = 0; r < M; r++)
-        for (int c = 0; c < N; c++)
-            (layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r]) = f.x[r * N + c];
-}
-
-/* bf16 products are exact in fp32; the sum runs over k in order with fmaf
- * (the tensor cores' order and rounding differ, so a GPU result may differ
- * in the last bits). d may be c: the tile is computed aside first. */
-template <int M, int N, int K, class LA, class LB>
-void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, __nv_bfloat16, LA> &a,
-              const fragment<matrix_b, M, N, K, __nv_bfloat16, LB> &b, const fragment<accumulator, M, N, K, float> &c)
-{
-    float t[M * N];
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float acc = c.x[i * N + j];
-            for (int k = 0; k < K; k++)
-                acc = fmaf(__bfloat162float(a.x[i * K + k]), __bfloat162float(b.x[k * N + j]), acc);
-            t[i * N + j] = acc;
-        }
-    memcpy(d.x, t, sizeof t);
-}
-} // namespace wmma
-} // namespace nvcuda
+} // namespace emu
 
 /* ---- runtime ---- */
 typedef int cudaError_t;

@@ -53,6 +53,24 @@ static struct two rand_both(size_t n, float scale)
     free(h);
     return t;
 }
+/* x rounded to bf16 values (to nearest, ties to even), still as floats */
+static void bf16_values(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;   /* finite inputs */
+        memcpy(&x[i], &u, sizeof u);
+    }
+}
+static struct two rand_bf16_both(size_t n)
+{
+    float *h = rand_host(n, 1);
+    bf16_values(h, n);
+    struct two t = both(h, n);
+    free(h);
+    return t;
+}
 /* An output the op overwrites: zeros on the CPU, NaN on the GPU. */
 static struct two poisoned(size_t n)
 {
@@ -215,16 +233,19 @@ static void test_rope(void)
 /* Attention over sequences of several shapes: fresh prompts (pos 0), a
  * continuation after cached tokens (pos > 0), single-token decode steps;
  * grouped-query heads (head_dim 64); then the backward of the pos-0 batch.
- * The prompts take the route $RL_CUDA_ATTN picks (in bf16 mode by default
- * the tensor cores forward, cuBLAS backward; tc, cublas, tiled, simple:
- * tests/gpu/run and the emulation run each). */
+ * The prompts take the route $RL_CUDA_ATTN picks (by default cuBLAS; tc,
+ * cublas, tiled, simple: tests/gpu/run and the emulation run each). */
 static void test_attention(void)
 {
     enum { NS = 5 };
     int nh = 6, nkv = 2, hd = 64, qs = nh * hd, kvs = 2 * nkv * hd;
-    /* 70 and 37 rows span several 32-row tiles of the tiled kernel; the
-     * 37 continue 21 cached positions (a prompt after a shared prefix) */
-    int len[NS] = {17, 1, 70, 5, 37}, pos[NS] = {0, 30, 0, 11, 21};
+    /* 70 and 80 rows span several tiles of the tiled (32 rows) and the
+     * tensor-core (64) kernels; the 80 continue 129 cached positions (a
+     * prompt after a shared prefix), so their keys span four tiles, and the
+     * last query of their first tile (position 192) is the only one to see
+     * the first key of the fourth: a tile edge that each kernel's skipping
+     * of masked tiles must get right */
+    int len[NS] = {17, 1, 70, 5, 80}, pos[NS] = {0, 30, 0, 11, 129};
     int rows = 0, keys = 0;
     size_t p_total = 0;
     for (int s = 0; s < NS; s++) {
@@ -232,8 +253,19 @@ static void test_attention(void)
         keys += pos[s] + len[s];
         p_total += (size_t)nh * len[s] * (pos[s] + len[s]);
     }
-    float scale = 1.0f / sqrtf((float)hd);
-    struct two q = rand_both((size_t)rows * qs, 1), kv = rand_both((size_t)keys * kvs, 1);
+    /* Inputs are bf16 values, so that the bf16 routes round only P and
+     * dS; and each query row of each head is its sequence's new key row
+     * (of the head's kv head), with a scale that makes that key about half
+     * of the row's weight. A kernel that drops a key at a tile's edge, or
+     * a tile of them, drops the heaviest one: far beyond the bf16 bound. */
+    float scale = 0.25f;
+    float *hq = rand_host((size_t)rows * qs, 1), *hknew = rand_host((size_t)rows * qs, 1);
+    bf16_values(hknew, (size_t)rows * qs);
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < nh; h++)
+            memcpy(hq + (size_t)r * qs + (size_t)h * hd, hknew + (size_t)r * qs + (size_t)(h / (nh / nkv)) * hd,
+                   hd * sizeof *hq);
+    struct two q = both(hq, (size_t)rows * qs), kv = rand_bf16_both((size_t)keys * kvs);
     struct two out = poisoned((size_t)rows * qs), lse = poisoned((size_t)rows * nh);
     struct two p = rand_both(p_total, 1);
     struct bk_attn_seq sc[NS], sg[NS];
@@ -254,7 +286,8 @@ static void test_attention(void)
     }
     /* the new rows of each sequence appended at its positions, as generation
      * does before attending (here in place: the rows are their own cache) */
-    struct two knew = rand_both((size_t)rows * qs, 1), vnew = rand_both((size_t)rows * qs, 1);
+    struct two knew = both(hknew, (size_t)rows * qs), vnew = rand_bf16_both((size_t)rows * qs);
+    free(hq), free(hknew);
     cpu->kv_append(sc, NS, knew.c, vnew.c, qs, nkv * hd);
     gpu->kv_append(sg, NS, knew.g, vnew.g, qs, nkv * hd);
     expect("kv_append: each sequence's new K/V rows at its positions", &kv, 0);
@@ -264,12 +297,14 @@ static void test_attention(void)
     expect("attention: output (prefill, continuation, decode; GQA)", &out, attn_tol);
     expect("attention: log-sum-exp per query row and head", &lse, attn_tol);
 
-    /* backward on the sequences at pos 0 (training's case) */
-    int bs[2] = {0, 2};
-    struct bk_attn_seq bc[2], bg[2];
-    struct two dout = rand_both((size_t)rows * qs, 1), dq = poisoned((size_t)rows * qs);
+    /* backward on the sequences at pos 0 (training's case) and on the
+     * continuation (the interface allows it) */
+    enum { NB = 3 };
+    int bs[NB] = {0, 2, 4};
+    struct bk_attn_seq bc[NB], bg[NB];
+    struct two dout = rand_bf16_both((size_t)rows * qs), dq = poisoned((size_t)rows * qs);
     struct two dkv = rand_both((size_t)keys * kvs, 1), dp = rand_both(p_total, 1);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NB; i++) {
         int s = bs[i];
         bc[i] = sc[s];
         bg[i] = sg[s];
@@ -282,19 +317,19 @@ static void test_attention(void)
         bg[i].dv = dkv.g + ko + nkv * hd;
         bg[i].dp = dp.g + po;
     }
-    cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, out.c, qs, bc, 2, nh, nkv, hd, scale);
-    gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, out.g, qs, bg, 2, nh, nkv, hd, scale);
-    /* only the two sequences' rows of dq are written: compare those */
-    float *hq = rl_malloc((size_t)rows * qs * sizeof *hq);
-    gpu->download(hq, dq.g, (size_t)rows * qs * sizeof *hq);
+    cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, out.c, qs, bc, NB, nh, nkv, hd, scale);
+    gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, out.g, qs, bg, NB, nh, nkv, hd, scale);
+    /* only these sequences' rows of dq are written: compare those */
+    float *hdq = rl_malloc((size_t)rows * qs * sizeof *hdq);
+    gpu->download(hdq, dq.g, (size_t)rows * qs * sizeof *hdq);
     double e = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NB; i++) {
         size_t o = (size_t)sc[bs[i]].row * qs, n = (size_t)len[bs[i]] * qs;
-        double ei = harness_max_rel_err(hq + o, dq.c + o, n);
+        double ei = harness_max_rel_err(hdq + o, dq.c + o, n);
         e = ei > e || ei != ei ? ei : e;
     }
     CHECKF("attention_bwd: dq (overwritten)", e <= attn_tol, "normalized error %.3g", e);
-    free(hq);
+    free(hdq);
     expect("attention_bwd: dk, dv += (no other rows touched)", &dkv, attn_tol);
     drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
 }
