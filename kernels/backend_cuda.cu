@@ -45,12 +45,29 @@ static void *cu_alloc(size_t bytes)
     CU(cudaMemset(p, 0, bytes ? bytes : 256));
     return p;
 }
-static void cu_free(void *p) { if (p) CU(cudaFree(p)); }
-static void cu_upload(void *dst, const void *src, size_t n) { if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice)); }
+/* The writing memory ops tell cuda_params.cu, whose bf16 copies of
+ * parameters go stale when the parameters change. */
+static void cu_free(void *p)
+{
+    if (p) {
+        params_forget(p);
+        CU(cudaFree(p));
+    }
+}
+static void cu_upload(void *dst, const void *src, size_t n)
+{
+    params_written(dst, n);
+    if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
+}
 static void cu_download(void *dst, const void *src, size_t n) { if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost)); }
-static void cu_zero(float *x, size_t n) { if (n) CU(cudaMemsetAsync(x, 0, n * sizeof *x, 0)); }
+static void cu_zero(float *x, size_t n)
+{
+    params_written(x, n * sizeof *x);
+    if (n) CU(cudaMemsetAsync(x, 0, n * sizeof *x, 0));
+}
 static void cu_copy(float *dst, const float *src, size_t n)
 {
+    params_written(dst, n * sizeof *dst);
     if (n) CU(cudaMemcpyAsync(dst, src, n * sizeof *dst, cudaMemcpyDeviceToDevice, 0));
 }
 
@@ -71,6 +88,7 @@ static struct backend make_table(void)
     b.download = cu_download;
     b.zero = cu_zero;
     b.copy = cu_copy;
+    cuda_params_ops(&b);
     cuda_gemm_ops(&b);
     cuda_elementwise_ops(&b);
     cuda_attention_ops(&b);

@@ -180,7 +180,17 @@ static inline operand f32(const float *p) { return operand{p, false}; }
 void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
              int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch);
 
+/* cuda_params.cu: the bf16 copy of the parameters at p.. p + n when they lie
+ * in a marked range (made fresh first), else NULL (bf16 mode only); the
+ * part of it adamw writes beside w.. w + n when fresh (else NULL, and the
+ * copy goes stale); and the hooks of the memory ops */
+const unsigned short *param_bf16(const float *p, size_t n);
+unsigned short *param_bf16_update(const float *w, size_t n);
+void params_written(const void *p, size_t bytes);
+void params_forget(const void *p);
+
 /* each file's ops into the table */
+void cuda_params_ops(struct backend *b);
 void cuda_gemm_ops(struct backend *b);
 void cuda_elementwise_ops(struct backend *b);
 void cuda_attention_ops(struct backend *b);

@@ -333,11 +333,14 @@ static double cu_sumsq(const float *x, size_t n)
 __global__ static void k_scale(float *x, float a, size_t n) { GRID_STRIDE(i, n) x[i] *= a; }
 static void cu_scale(float *x, float a, size_t n)
 {
+    params_written(x, n * sizeof *x);
     LAUNCH_OVER(n, k_scale, "scale", x, a, n);
 }
 
-__global__ static void k_adamw(float *w, const float *g, float *m, float *v, size_t n, float decay, float step,
-                               float beta1, float beta2, float omb1, float omb2, float eps, float bc2s)
+/* w16: the weights' bf16 copy (cuda_params.cu), written beside them; may be NULL */
+__global__ static void k_adamw(float *w, unsigned short *w16, const float *g, float *m, float *v, size_t n,
+                               float decay, float step, float beta1, float beta2, float omb1, float omb2, float eps,
+                               float bc2s)
 {
     GRID_STRIDE(i, n) {
         float wi = w[i] * decay, gi = g[i];
@@ -346,7 +349,10 @@ __global__ static void k_adamw(float *w, const float *g, float *m, float *v, siz
         m[i] = mi;
         v[i] = vi;
         float denom = sqrtf(vi) / bc2s + eps;
-        w[i] = wi - step * (mi / denom);
+        float wn = wi - step * (mi / denom);
+        w[i] = wn;
+        if (w16)
+            w16[i] = bf16_rne(wn);
     }
 }
 static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
@@ -355,7 +361,8 @@ static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, flo
     /* the scalars exactly as the CPU forms them (torch's Python floats) */
     float decay = (float)(1.0 - (double)lr * wd), step = (float)(lr / bc1), bc2s = (float)bc2_sqrt;
     float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
-    LAUNCH_OVER(n, k_adamw, "adamw", w, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
+    unsigned short *w16 = param_bf16_update(w, n);
+    LAUNCH_OVER(n, k_adamw, "adamw", w, w16, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
 }
 
 void cuda_elementwise_ops(struct backend *b)

@@ -51,6 +51,14 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     return p;
 }
 
+/* The bf16 copy of an operand (rows x cols, row pitch ld) that lies in a
+ * marked range of parameters, else the operand as it is. */
+static operand param_operand(operand x, int rows, int cols, int ld)
+{
+    const unsigned short *p = x.bf16 ? NULL : param_bf16((const float *)x.p, (size_t)(rows - 1) * ld + cols);
+    return p ? operand{p, true} : x;
+}
+
 /* `batch` row-major products c = alpha op(a) op(b) + beta c at once, the
  * i-th on a + i*sa, b + i*sb and c + i*sc (a stride may be 0: every product
  * shares that operand). Row-major C = op(A) op(B) is column-major C^T =
@@ -63,7 +71,10 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
  * prompt's few hundred) they cost more than FAST_16BF loses; such single
  * products keep the fp32 operands (on an H100 a decode step of 64 sequences
  * ran 1.2x slower with the copies). Batched products (attention) always
- * take the copies: that is the path measured on the GPU. */
+ * take the copies: that is the path measured on the GPU. An operand that
+ * lies in marked parameters comes from their bf16 copy instead (rounded
+ * the same way); then even a thin product takes the bf16 path, where the
+ * copy halves the bytes of the weights it reads. */
 void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
                     int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
 {
@@ -79,6 +90,10 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     }
     cudaDataType type = CUDA_R_32F;
     cublasComputeType_t compute = gemm_compute;
+    if (gemm_bf16 && batch == 1 && k > 0) {   /* parameters: their bf16 copies (cuda_params.cu) */
+        a = param_operand(a, ta ? k : m, ta ? m : k, lda);
+        b = param_operand(b, tb ? n : k, tb ? k : n, ldb);
+    }
     bool thin = batch == 1 && (double)m * n / (m + n) < 512;
     if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
         if (!a.bf16 && k > 0) {

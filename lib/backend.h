@@ -44,6 +44,13 @@ struct backend {
     void (*download)(void *host_dst, const void *src, size_t bytes);
     void (*zero)(float *x, size_t n);
     void (*copy)(float *dst, const float *src, size_t n);      /* device to device */
+    /* Optional (NULL where a backend has no use for it): the n floats at w
+     * are parameters, read by many matmuls and written only by upload, copy,
+     * zero, scale and adamw (after any other write, call this again). The
+     * CUDA backend keeps a bf16 copy of them for the products of its bf16
+     * mode, rounded once per update instead of once per product: the
+     * products' values stay the same. Forgotten when w is freed. */
+    void (*mark_params)(const float *w, size_t n);
 
     /* c = alpha * op(a) @ op(b) + beta * c; op(a) is [m,k], op(b) is [k,n];
      * ta/tb: a/b are stored transposed. */

@@ -169,6 +169,8 @@ struct model *model_new(const struct model_config *cfg, const char *device)
         model_close(m);
         return NULL;
     }
+    if (bk->mark_params)                 /* the weights: bf16 copies for the GPU's products */
+        bk->mark_params(m->w_mem, m->n_params);
     point_params(m);
     for (int l = 0; l < m->L; l++) {
         const struct layer_tensors *t = &m->w.layer[l];

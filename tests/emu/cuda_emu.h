@@ -244,6 +244,7 @@ inline void run(dim3 grid, dim3 blk, const std::function<void()> &fn)
                 blockIdx = {x, y, z};
                 run_block(nt);
             }
+    body = nullptr;                      /* fn lives only for this launch */
 }
 
 template <class K> auto launcher(K kernel, dim3 grid, dim3 blk)

@@ -436,6 +436,83 @@ static void test_adamw(void)
     drop(&w), drop(&g), drop(&m), drop(&v);
 }
 
+/* The product x w^T (m x n x k) on the GPU into a fresh host array. */
+static float *product_nt(const float *x, const float *w, int m, int n, int k)
+{
+    float *c = gpu->alloc((size_t)m * n * sizeof *c), *h = rl_malloc((size_t)m * n * sizeof *h);
+    gpu->matmul(false, true, m, n, k, 1.0f, x, k, w, k, 0.0f, c, n);
+    gpu->download(h, c, (size_t)m * n * sizeof *h);
+    gpu->free(c);
+    return h;
+}
+/* x w^T with w marked as parameters must be the same bits as with an
+ * unmarked copy of w (a wide product: both take bf16 operands in bf16 mode) */
+static void same_product(const char *name, const float *x, const float *wm, const float *wu, int m, int n, int k)
+{
+    float *a = product_nt(x, wm, m, n, k), *b = product_nt(x, wu, m, n, k);
+    CHECK(name, !memcmp(a, b, (size_t)m * n * sizeof *a));
+    free(a), free(b);
+}
+/* Parameters (mark_params): the CUDA backend's products read a bf16 copy of
+ * them in bf16 mode. The products must not change, after each kind of
+ * write to the parameters too (a stale copy would keep the old values);
+ * and thin products (decode steps), which take the copy where unmarked
+ * weights take cuBLAS's own rounding, must agree with the CPU. */
+static void test_params(void)
+{
+    if (!gpu->mark_params) {
+        harness_skip("mark_params: products with marked parameters", "not used by this backend");
+        return;
+    }
+    int m = 1024, n = 1024, k = 64;   /* m n / (m + n) = 512: wide */
+    size_t nw = (size_t)n * k;
+    float *hw = rand_host(nw, 1), *hx = rand_host((size_t)m * k, 1), *hg = rand_host(nw, 1);
+    float *x = gpu->alloc((size_t)m * k * sizeof *x), *g = gpu->alloc(nw * sizeof *g);
+    float *wm = gpu->alloc(nw * sizeof *wm), *wu = gpu->alloc(nw * sizeof *wu);
+    float *mom = gpu->alloc(4 * nw * sizeof *mom);   /* AdamW moments: marked m, v; unmarked m, v */
+    gpu->upload(x, hx, (size_t)m * k * sizeof *x);
+    gpu->upload(g, hg, nw * sizeof *g);
+    gpu->upload(wm, hw, nw * sizeof *wm);
+    gpu->upload(wu, hw, nw * sizeof *wu);
+    gpu->mark_params(wm, nw);
+    same_product("mark_params: x w^T, w marked, is the unmarked product bit for bit", x, wm, wu, m, n, k);
+    gpu->upload(wm + 100, hx, 1000 * sizeof *hx), gpu->upload(wu + 100, hx, 1000 * sizeof *hx);
+    same_product("mark_params: ... after an upload into the parameters", x, wm, wu, m, n, k);
+    gpu->copy(wm + 5000, x + 77, 2000), gpu->copy(wu + 5000, x + 77, 2000);
+    same_product("mark_params: ... after a copy into them", x, wm, wu, m, n, k);
+    gpu->zero(wm + 7, 300), gpu->zero(wu + 7, 300);
+    same_product("mark_params: ... after zeroing part of them", x, wm, wu, m, n, k);
+    gpu->scale(wm, 0.5f, nw), gpu->scale(wu, 0.5f, nw);
+    same_product("mark_params: ... after scaling them", x, wm, wu, m, n, k);
+    for (int part = 0; part < 2; part++) {     /* all of them, then one tensor's worth */
+        size_t off = part ? 64 : 0, len = part ? 640 : nw;
+        gpu->adamw(wm + off, g + off, mom + off, mom + nw + off, len, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1, 0.2);
+        gpu->adamw(wu + off, g + off, mom + 2 * nw + off, mom + 3 * nw + off, len, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                   0.1, 0.2);
+        same_product(part ? "mark_params: ... after adamw on part of them"
+                          : "mark_params: ... after adamw (the copy written beside the weights)",
+                     x, wm, wu, m, n, k);
+    }
+    /* thin products: a decode step's x w^T and a backward's dy w, against the CPU */
+    float *hwm = rl_malloc(nw * sizeof *hwm);
+    gpu->download(hwm, wm, nw * sizeof *hwm);
+    struct two xs = both(hx, (size_t)64 * n), c1 = poisoned((size_t)3 * n), c2 = poisoned((size_t)64 * k);
+    cpu->matmul(false, true, 3, n, k, 1.0f, xs.c, k, hwm, k, 0.0f, c1.c, n);
+    gpu->matmul(false, true, 3, n, k, 1.0f, xs.g, k, wm, k, 0.0f, c1.g, n);
+    expect("mark_params: thin x w^T (a decode step) against the CPU", &c1, gemm_tol);
+    cpu->matmul(false, false, 64, k, n, 1.0f, xs.c, n, hwm, k, 0.0f, c2.c, k);
+    gpu->matmul(false, false, 64, k, n, 1.0f, xs.g, n, wm, k, 0.0f, c2.g, k);
+    expect("mark_params: dy w (the backward's product) against the CPU", &c2, gemm_tol);
+    drop(&xs), drop(&c1), drop(&c2);
+    gpu->free(wm);                  /* forgotten: memory at that address may be anything else now */
+    float *again = gpu->alloc(nw * sizeof *again);
+    gpu->upload(again, hg, nw * sizeof *again);
+    gpu->upload(wu, hg, nw * sizeof *wu);
+    same_product("mark_params: products on memory reused after freeing marked parameters", x, again, wu, m, n, k);
+    gpu->free(again), gpu->free(wu), gpu->free(x), gpu->free(g), gpu->free(mom);
+    free(hw), free(hx), free(hg), free(hwm);
+}
+
 static void test_memory(void)
 {
     CHECK("every op of the table is implemented",
@@ -512,6 +589,7 @@ int main(void)
     fprintf(stderr, "test_cuda_ops: %s; seed %llu (RL_TEST_SEED replays it)\n", d, (unsigned long long)seed);
     test_memory();
     test_matmul();
+    test_params();
     test_matmul_rows(577);
     test_matmul_rows(576);
     test_norms(33);
