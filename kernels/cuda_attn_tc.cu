@@ -16,6 +16,7 @@
  * so tiles load without bounds checks. Nothing n x ctx is stored. Inputs are
  * rounded to bf16, as the GEMMs of bf16 mode round theirs. */
 #include "cuda_attention.cuh"
+#include "cuda_mma.cuh"
 
 #define TC_LD (TC_HD + 8)             /* pitch of a shared tile row (bf16): the 8 rows x 4 lanes of a
                                          fragment load fall in 32 distinct banks */
@@ -30,58 +31,6 @@ __host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / T
 
 typedef unsigned short tile_t[TC_LD];   /* a shared tile is tile_t[64] */
 
-/* ---- the fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"): with
- * g = lane / 4 and t = lane % 4, a lane holds of A (16 x 16) the rows g and
- * g + 8 at columns 2t, 2t + 1 and 2t + 8, 2t + 9 (registers: (g, 2t), (g + 8,
- * 2t), (g, 2t + 8), (g + 8, 2t + 8), two bf16 each, the lower column in the
- * low half); of B (16 x 8) the column g at rows 2t, 2t + 1 and 2t + 8, 2t + 9;
- * of C (16 x 8, fp32) the rows g, g + 8 at columns 2t, 2t + 1. ---- */
-
-/* two bf16 at p (4-byte aligned) as one register */
-__device__ static inline unsigned ld_pair(const unsigned short *p)
-{
-#ifdef RL_CUDA_EMU
-    unsigned v;
-    memcpy(&v, p, sizeof v);
-    return v;
-#else
-    return *(const unsigned *)p;
-#endif
-}
-/* lo and hi rounded to bf16, lo in the low half */
-__device__ static inline unsigned pack_bf16(float lo, float hi)
-{
-#ifdef RL_CUDA_EMU
-    return bf16_rne(lo) | (unsigned)bf16_rne(hi) << 16;
-#else
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *(unsigned *)&h;
-#endif
-}
-/* c (16 x 8) += a (16 x 16) b (16 x 8) */
-__device__ static inline void mma_bf16(float c[4], const unsigned a[4], const unsigned b[2])
-{
-#ifdef RL_CUDA_EMU
-    emu::mma_m16n8k16_bf16(c, a, b);
-#else
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-/* A = the 16 x 16 at m (bf16, pitch ld, k contiguous) */
-__device__ static inline void load_a(unsigned a[4], const unsigned short *m, int ld, int lane)
-{
-    const unsigned short *p = m + (lane >> 2) * ld + 2 * (lane & 3);
-    a[0] = ld_pair(p), a[1] = ld_pair(p + 8 * ld), a[2] = ld_pair(p + 8), a[3] = ld_pair(p + 8 * ld + 8);
-}
-/* B = M^T for the 8 x 16 M at m (rows n, k contiguous, pitch ld) */
-__device__ static inline void load_bt(unsigned b[2], const unsigned short *m, int ld, int lane)
-{
-    const unsigned short *p = m + (lane >> 2) * ld + 2 * (lane & 3);
-    b[0] = ld_pair(p), b[1] = ld_pair(p + 8);
-}
 /* The A operand for columns 16kk..16kk+15 of a warp's 16 x 64 fp32 tile
  * held as accumulators x[8][4] (the register reuse of FlashAttention-2). */
 __device__ static inline void tile_as_a(unsigned a[4], const float (*x)[4], int kk)

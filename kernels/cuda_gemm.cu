@@ -1,6 +1,7 @@
 /* The CUDA backend's GEMMs: cuBLAS (with bf16 copies of the operands in
  * bf16 mode), and matmul_rows, the batch-invariant kernel of decode steps. */
 #include "cuda_common.cuh"
+#include "cuda_mma.cuh"
 
 cublasHandle_t blas;
 cublasComputeType_t gemm_compute;
@@ -205,9 +206,87 @@ __global__ static void k_matmul_rows(float *c, const float *a, const float *b, i
                     c[(size_t)(r0 + r) * n + j0 + q] = sum;
             }
 }
+/* matmul_rows on the tensor cores, in bf16 mode where b is a marked
+ * parameter (its bf16 copy, cuda_params.cu), k a multiple of 16 and n of 8:
+ * a block of MRT_SPLIT warps takes 16 columns (two 8-column tiles) and up
+ * to 64 rows (four 16-row tiles); warp w sums the w-th quarter of the
+ * 16-wide steps of k, in order, with mma.sync, and the block adds the
+ * quarters in order. Each element's arithmetic is fixed by k alone (the
+ * tensor cores compute an element from its own row and column): a row's
+ * bits do not depend on m or on the other rows. The rows of a are first
+ * rounded to bf16 (zero rows up to a whole tile), as bf16 mode rounds every
+ * product's operands. */
+#define MRT_SPLIT 4
+#define MRT_ROWS 64
+__global__ static void k_rows_bf16(unsigned short *dst, const float *src, size_t valid, size_t n)
+{
+    GRID_STRIDE(i, n) dst[i] = i < valid ? bf16_rne(src[i]) : 0;
+}
+__global__ static void __launch_bounds__(32 * MRT_SPLIT)
+    k_matmul_rows_tc(float *c, const unsigned short *a16, const unsigned short *b16, int m, int n, int k)
+{
+    __shared__ float part[MRT_SPLIT][MRT_ROWS][16];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    int r0 = blockIdx.y * MRT_ROWS, j0 = blockIdx.x * 16, mp = (m + 15) / 16 * 16;
+    int tiles = (mp - r0) / 16 < 4 ? (mp - r0) / 16 : 4, cols = n - j0 < 16 ? (n - j0) / 8 : 2;
+    int steps = k / 16, s0 = w * steps / MRT_SPLIT, s1 = (w + 1) * steps / MRT_SPLIT;
+    float acc[4][2][4] = {};
+    for (int s = s0; s < s1; s++) {
+        unsigned b[2][2];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+            if (nt < cols)
+                load_bt(b[nt], b16 + (size_t)(j0 + 8 * nt) * k + 16 * s, k, lane);
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+            if (mt < tiles) {
+                unsigned a[4];
+                load_a(a, a16 + (size_t)(r0 + 16 * mt) * k + 16 * s, k, lane);
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    if (nt < cols)
+                        mma_bf16(acc[mt][nt], a, b[nt]);
+            }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                part[w][16 * mt + g + 8 * (i >> 1)][8 * nt + 2 * t + (i & 1)] = acc[mt][nt][i];
+    __syncthreads();
+    for (int e = threadIdx.x; e < MRT_ROWS * 16; e += blockDim.x) {
+        int r = e / 16, j = e % 16;
+        float v = part[0][r][j];
+        for (int q = 1; q < MRT_SPLIT; q++)
+            v += part[q][r][j];
+        if (r0 + r < m && j0 + j < n)
+            c[(size_t)(r0 + r) * n + j0 + j] = v;
+    }
+}
+/* The tensor-core route when it applies (see above); false to take the fp32 kernel. Which route a
+ * call takes depends on the mode, b, n and k, never on m. */
+static bool matmul_rows_tc(float *c, const float *a, const float *b, int m, int n, int k)
+{
+    if (!gemm_bf16 || k % 16 || n % 8)
+        return false;
+    const unsigned short *b16 = param_bf16(b, (size_t)n * k);
+    if (!b16 || (size_t)b16 % 4)
+        return false;
+    size_t na = (size_t)(m + 15) / 16 * 16 * k;
+    unsigned short *a16 = (unsigned short *)workspace(WS_GEMM_A, na * sizeof *a16);
+    LAUNCH_OVER(na, k_rows_bf16, "matmul_rows (bf16 rows)", a16, a, (size_t)m * k, na);
+    LAUNCH(k_matmul_rows_tc, dim3((n + 15) / 16, (m + MRT_ROWS - 1) / MRT_ROWS), 32 * MRT_SPLIT)(c, a16, b16, m, n, k);
+    LAUNCHED("matmul_rows (tensor cores)");
+    return true;
+}
+
 static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
 {
     if (m <= 0 || n <= 0)
+        return;
+    if (matmul_rows_tc(c, a, b, m, n, k))
         return;
     bool vec = k % 4 == 0 && (size_t)a % 16 == 0 && (size_t)b % 16 == 0;
     unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;

@@ -60,7 +60,9 @@ struct backend {
 
     /* c[m, n] = a[m, k] @ b[n, k]^T for a few rows, each element one dot
      * product in a fixed order: a row's result never depends on m or on the
-     * other rows (sgemm's does), so batched decoding stays batch-invariant. */
+     * other rows (sgemm's does), so batched decoding stays batch-invariant.
+     * In the CUDA backend's bf16 mode, with b marked as parameters, the
+     * products are bf16 (tensor cores) like the mode's other products. */
     void (*matmul_rows)(float *c, const float *a, const float *b, int m, int n, int k);
 
     /* y = x * w / sqrt(mean(x^2) + eps) per row of d; rstd[n] saved */
