@@ -11,8 +11,8 @@
  *     batch-invariant kernel (rl-gen's default) and with cuBLAS.
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
- *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t]
- * (-t: the training step only)
+ *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t | -g]
+ * (-t: the training step only; -g: the decode steps only)
  * (-D devsim runs the same code on the CPU: a smoke test of this program.)
  * With RL_PROFILE=1 it also prints the per-op times of the last training
  * step and of the decode steps (lib/backend_prof.c); its rates are then
@@ -182,8 +182,11 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     }
     double dt = now() - t0, per_step = dt / timed;
     /* bytes a step must read: every weight but the embedding table (one row
-     * each), and the K/V of every cached position */
-    double wbytes = 4.0 * ((double)m->n_params - (m->cfg.tie_word_embeddings ? 0 : (double)m->V * m->H));
+     * each), and the K/V of every cached position; a weight is 2 bytes in
+     * bf16 mode, whose products read the weights' bf16 copy (marked
+     * parameters), else 4 */
+    double wsize = m->bk->detail && strstr(m->bk->detail, "bf16 GEMMs") && m->bk->mark_params ? 2.0 : 4.0;
+    double wbytes = wsize * ((double)m->n_params - (m->cfg.tie_word_embeddings ? 0 : (double)m->V * m->H));
     double ctx = prompt + 2 + timed / 2.0;
     double kvbytes = 2.0 * 4 * m->L * m->kv_dim * ctx * batch;
     double floor_s = (wbytes + kvbytes) / (gbps * 1e9);   /* at the copy's bytes per second */
@@ -205,8 +208,8 @@ int main(int argc, char **argv)
     rl_set_prog("gpu_bench");
     const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
     int batch = 4, seq = 1024, layers = 0, steps = 34, opt;
-    bool train_only = false;
-    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:th")) != -1)
+    bool train_only = false, decode_only = false;
+    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:tgh")) != -1)
         switch (opt) {
         case 'c': cfg_path = optarg; break;
         case 'b': batch = atoi(optarg); break;
@@ -215,9 +218,10 @@ int main(int argc, char **argv)
         case 'd': steps = atoi(optarg); break;
         case 'D': device = optarg; break;
         case 't': train_only = true; break;
+        case 'g': decode_only = true; break;
         default:
             fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] "
-                            "[-D device] [-t]\n");
+                            "[-D device] [-t | -g]\n");
             return opt == 'h' ? 0 : 2;
         }
     const struct backend *bk = backend_get(device);
@@ -252,7 +256,8 @@ int main(int argc, char **argv)
     printf("model_params %.3fB\n", m->n_params / 1e9);
     printf("train_shape %dx%d\n", batch, seq);
     fflush(stdout);
-    bench_train(m, batch, seq, bf16);
+    if (!decode_only)
+        bench_train(m, batch, seq, bf16);
     fflush(stdout);
     for (int inv = 1; inv >= 0 && !train_only; inv--) {
         bench_decode(m, 1, steps, inv, gbps);

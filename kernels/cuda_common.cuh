@@ -167,7 +167,7 @@ __global__ static void k_pack(T *dst, const float *src, int rows, int pad, int c
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
-enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_COUNT };
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_COUNT };
 void *workspace(int which, size_t bytes);
 
 /* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */

@@ -215,7 +215,10 @@ __global__ static void k_matmul_rows(float *c, const float *a, const float *b, i
  * tensor cores compute an element from its own row and column): a row's
  * bits do not depend on m or on the other rows. The rows of a are first
  * rounded to bf16 (zero rows up to a whole tile), as bf16 mode rounds every
- * product's operands. */
+ * product's operands. The shape (16 columns, four quarters of k) is a first
+ * choice, not yet tuned on a GPU: each block reads all of a from L2, so
+ * wider blocks would read less of it but give fewer warps to keep the
+ * weights' bytes in flight. */
 #define MRT_SPLIT 4
 #define MRT_ROWS 64
 __global__ static void k_rows_bf16(unsigned short *dst, const float *src, size_t valid, size_t n)
@@ -231,7 +234,8 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
     int tiles = (mp - r0) / 16 < 4 ? (mp - r0) / 16 : 4, cols = n - j0 < 16 ? (n - j0) / 8 : 2;
     int steps = k / 16, s0 = w * steps / MRT_SPLIT, s1 = (w + 1) * steps / MRT_SPLIT;
     float acc[4][2][4] = {};
-    for (int s = s0; s < s1; s++) {
+#pragma unroll 2
+    for (int s = s0; s < s1; s++) {   /* unrolled: more loads of b in flight */
         unsigned b[2][2];
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
