@@ -82,12 +82,12 @@ static struct backend make_table(void)
     /* 256 MB of logits per LM-head chunk: the head's GEMMs ran at half
      * speed on the 524-row chunks of 64 MB (a 32k vocabulary) on an H100 */
     b.head_chunk_mb = 256;
-    b.alloc = cu_alloc;
-    b.free = cu_free;
-    b.upload = cu_upload;
-    b.download = cu_download;
-    b.zero = cu_zero;
-    b.copy = cu_copy;
+    b.alloc = STAMPED(cu_alloc);
+    b.free = STAMPED(cu_free);
+    b.upload = STAMPED(cu_upload);
+    b.download = cu_download;   /* writes nothing of the caller's: not STAMPED */
+    b.zero = STAMPED(cu_zero);
+    b.copy = STAMPED(cu_copy);
     cuda_params_ops(&b);
     cuda_gemm_ops(&b);
     cuda_elementwise_ops(&b);

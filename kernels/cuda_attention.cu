@@ -126,8 +126,8 @@ const char *cuda_attention_desc(void)
 
 void cuda_attention_ops(struct backend *b)
 {
-    b->attention = cu_attention;
-    b->attention_bwd = cu_attention_bwd;
-    b->kv_append = attn_kv_append;
-    b->attn_scratch = cu_attn_scratch;
+    b->attention = STAMPED(cu_attention);
+    b->attention_bwd = STAMPED(cu_attention_bwd);
+    b->kv_append = STAMPED(attn_kv_append);
+    b->attn_scratch = cu_attn_scratch;   /* writes nothing of the caller's: not STAMPED */
 }

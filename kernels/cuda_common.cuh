@@ -189,6 +189,27 @@ unsigned short *param_bf16_update(const float *w, size_t n);
 void params_written(const void *p, size_t bytes);
 void params_forget(const void *p);
 
+/* Every op that may write the caller's memory, matmul aside, bumps op_epoch
+ * as it starts and as it ends (STAMPED around its entry in the table):
+ * gemm_ex reuses its bf16 copy of an A operand only while the epoch stands
+ * still, i.e. while only matmuls and reading ops (download, sumsq, the
+ * profiler's waits) ran; a matmul that wrote over the operand forgets the
+ * copy itself. The backward of a linear layer reads dy as the A of two
+ * products in a row: dx = dy w, dw += dy^T x. */
+extern unsigned long op_epoch;
+template <class F> struct stamp_t;
+template <class R, class... A> struct stamp_t<R (*)(A...)> {
+    template <R (*F)(A...)> static R call(A... a)
+    {
+        struct after {
+            ~after() { op_epoch++; }
+        } at_return;
+        op_epoch++;
+        return F(a...);
+    }
+};
+#define STAMPED(f) (&stamp_t<decltype(&f)>::template call<&f>)
+
 /* each file's ops into the table */
 void cuda_params_ops(struct backend *b);
 void cuda_gemm_ops(struct backend *b);

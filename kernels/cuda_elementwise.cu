@@ -393,22 +393,22 @@ static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, flo
 
 void cuda_elementwise_ops(struct backend *b)
 {
-    b->rmsnorm = cu_rmsnorm;
-    b->rmsnorm_bwd = cu_rmsnorm_bwd;
-    b->rope = cu_rope;
-    b->swiglu = cu_swiglu;
-    b->swiglu_bwd = cu_swiglu_bwd;
-    b->gather_rows = cu_gather_rows;
-    b->scatter_add_rows = cu_scatter_add_rows;
-    b->add = cu_add;
-    b->add_bias = cu_add_bias;
-    b->bias_bwd = cu_bias_bwd;
-    b->embed = cu_embed;
-    b->embed_bwd = cu_embed_bwd;
-    b->logsoftmax = cu_logsoftmax;
-    b->logsoftmax_bwd = cu_logsoftmax_bwd;
-    b->softmax = cu_softmax;
-    b->sumsq = cu_sumsq;
-    b->scale = cu_scale;
-    b->adamw = cu_adamw;
+    b->rmsnorm = STAMPED(cu_rmsnorm);
+    b->rmsnorm_bwd = STAMPED(cu_rmsnorm_bwd);
+    b->rope = STAMPED(cu_rope);
+    b->swiglu = STAMPED(cu_swiglu);
+    b->swiglu_bwd = STAMPED(cu_swiglu_bwd);
+    b->gather_rows = STAMPED(cu_gather_rows);
+    b->scatter_add_rows = STAMPED(cu_scatter_add_rows);
+    b->add = STAMPED(cu_add);
+    b->add_bias = STAMPED(cu_add_bias);
+    b->bias_bwd = STAMPED(cu_bias_bwd);
+    b->embed = STAMPED(cu_embed);
+    b->embed_bwd = STAMPED(cu_embed_bwd);
+    b->logsoftmax = STAMPED(cu_logsoftmax);
+    b->logsoftmax_bwd = STAMPED(cu_logsoftmax_bwd);
+    b->softmax = STAMPED(cu_softmax);
+    b->sumsq = cu_sumsq;   /* writes nothing of the caller's: not STAMPED */
+    b->scale = STAMPED(cu_scale);
+    b->adamw = STAMPED(cu_adamw);
 }

@@ -7,6 +7,7 @@ cublasHandle_t blas;
 cublasComputeType_t gemm_compute;
 bool gemm_exact, gemm_bf16;
 int sm_count = 1;
+unsigned long op_epoch;
 
 /* The workspaces of cuda_common.cuh: grown on demand, never shrunk. */
 void *workspace(int which, size_t bytes)
@@ -52,6 +53,32 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     return p;
 }
 
+/* The last A operand gemm_ex rounded to bf16 (in WS_GEMM_A): reused by the
+ * next product whose A is the same matrix, while op_epoch has not moved
+ * and no product has written over it (cuda_common.cuh, STAMPED). */
+static struct {
+    const float *src;
+    int rows, cols, ld;
+    unsigned long epoch;
+    const void *copy;
+} last_a;
+static const void *packed_a(const float *x, int rows, int cols, int ld)
+{
+    if (last_a.copy && last_a.src == x && last_a.rows == rows && last_a.cols == cols && last_a.ld == ld &&
+        last_a.epoch == op_epoch)
+        return last_a.copy;
+    long long unused;
+    const void *p = packed_bf16(WS_GEMM_A, x, rows, cols, ld, 0, 1, &unused);
+    last_a = {x, rows, cols, ld, op_epoch, p};
+    return p;
+}
+/* A product wrote c (rows x ld floats from c): forget a copy of what it overwrote. */
+static void wrote(const float *c, int rows, int ld)
+{
+    if (last_a.copy && c < last_a.src + (size_t)last_a.rows * last_a.ld && last_a.src < c + (size_t)rows * ld)
+        last_a.copy = NULL;
+}
+
 /* The bf16 copy of an operand (rows x cols, row pitch ld) that lies in a
  * marked range of parameters, else the operand as it is. */
 static operand param_operand(operand x, int rows, int cols, int ld)
@@ -84,6 +111,10 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     if ((a.bf16 || b.bf16) && !gemm_bf16)
         fatal("matmul", "a bf16 operand outside bf16 mode");
+    if (batch > 1)
+        last_a.copy = NULL;              /* batches write more than m rows; and take the workspace */
+    else
+        wrote(c, m, ldc);                /* (before the product: a copy is of what it reads) */
     if (gemm_exact) {
         BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
                                        (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
@@ -99,7 +130,10 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
         if (!a.bf16 && k > 0) {
             int rows = ta ? k : m, cols = ta ? m : k;
-            a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
+            if (batch == 1)
+                a.p = packed_a((const float *)a.p, rows, cols, lda);
+            else
+                a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
             lda = cols;
         }
         if (!b.bf16 && k > 0) {
@@ -366,5 +400,5 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
 void cuda_gemm_ops(struct backend *b)
 {
     b->matmul = cu_matmul;
-    b->matmul_rows = cu_matmul_rows;
+    b->matmul_rows = STAMPED(cu_matmul_rows);
 }

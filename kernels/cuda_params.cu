@@ -86,4 +86,4 @@ static void cu_mark_params(const float *w, size_t n)
     /* more sets than slots: the rest take per-product copies */
 }
 
-void cuda_params_ops(struct backend *b) { b->mark_params = cu_mark_params; }
+void cuda_params_ops(struct backend *b) { b->mark_params = STAMPED(cu_mark_params); }

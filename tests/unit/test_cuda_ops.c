@@ -452,6 +452,44 @@ static void test_adamw(void)
     drop(&w), drop(&g), drop(&m), drop(&v);
 }
 
+/* A linear layer's backward: din = dout w, then dw += dout^T in, on both
+ * devices; square 1024 products, wide enough for bf16 mode's copies. */
+enum { LB = 1024 };
+static void linear_backward(struct two *din, struct two *dw, const struct two *dout, const struct two *w,
+                            const struct two *in)
+{
+    cpu->matmul(false, false, LB, LB, LB, 1.0f, dout->c, LB, w->c, LB, 0.0f, din->c, LB);
+    gpu->matmul(false, false, LB, LB, LB, 1.0f, dout->g, LB, w->g, LB, 0.0f, din->g, LB);
+    cpu->matmul(true, false, LB, LB, LB, 1.0f, dout->c, LB, in->c, LB, 1.0f, dw->c, LB);
+    gpu->matmul(true, false, LB, LB, LB, 1.0f, dout->g, LB, in->g, LB, 1.0f, dw->g, LB);
+}
+/* The CUDA backend reuses its bf16 copy of a product's A for the next
+ * product with the same A (dout above), but only while nothing else ran and
+ * no product wrote over it: a stale copy would use the old dout. */
+static void test_operand_reuse(void)
+{
+    size_t n = (size_t)LB * LB;
+    struct two dout = rand_both(n, 1), w = rand_both(n, 1), in = rand_both(n, 1), din = poisoned(n);
+    struct two dw = rand_both(n, 1);
+    linear_backward(&din, &dw, &dout, &w, &in);
+    expect("matmul: dx = dy w, then dw += dy^T x (the same A twice)", &dw, gemm_tol);
+    cpu->matmul(false, false, LB, LB, LB, 1.0f, dout.c, LB, w.c, LB, 0.0f, din.c, LB);
+    gpu->matmul(false, false, LB, LB, LB, 1.0f, dout.g, LB, w.g, LB, 0.0f, din.g, LB);
+    cpu->scale(dout.c, -0.5f, n), gpu->scale(dout.g, -0.5f, n);   /* another op changes A between them */
+    cpu->matmul(true, false, LB, LB, LB, 1.0f, dout.c, LB, in.c, LB, 1.0f, dw.c, LB);
+    gpu->matmul(true, false, LB, LB, LB, 1.0f, dout.g, LB, in.g, LB, 1.0f, dw.g, LB);
+    expect("matmul: ... with A scaled between the two", &dw, gemm_tol);
+    cpu->matmul(false, false, LB, LB, LB, 1.0f, dout.c, LB, w.c, LB, 0.0f, din.c, LB);
+    gpu->matmul(false, false, LB, LB, LB, 1.0f, dout.g, LB, w.g, LB, 0.0f, din.g, LB);
+    /* a product writes 64 rows of A: a thin one, which copies no A of its own */
+    cpu->matmul(false, true, 64, LB, LB, 1.0f, in.c, LB, w.c, LB, 0.0f, dout.c, LB);
+    gpu->matmul(false, true, 64, LB, LB, 1.0f, in.g, LB, w.g, LB, 0.0f, dout.g, LB);
+    cpu->matmul(true, false, LB, LB, LB, 1.0f, dout.c, LB, in.c, LB, 1.0f, dw.c, LB);
+    gpu->matmul(true, false, LB, LB, LB, 1.0f, dout.g, LB, in.g, LB, 1.0f, dw.g, LB);
+    expect("matmul: ... with A written by a product between the two", &dw, gemm_tol);
+    drop(&dout), drop(&w), drop(&in), drop(&din), drop(&dw);
+}
+
 /* The product x w^T (m x n x k) on the GPU into a fresh host array. */
 static float *product_nt(const float *x, const float *w, int m, int n, int k)
 {
@@ -605,6 +643,7 @@ int main(void)
     fprintf(stderr, "test_cuda_ops: %s; seed %llu (RL_TEST_SEED replays it)\n", d, (unsigned long long)seed);
     test_memory();
     test_matmul();
+    test_operand_reuse();
     test_params();
     test_matmul_rows(577, false);
     test_matmul_rows(576, false);
