@@ -53,9 +53,12 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     return p;
 }
 
-/* The last A operand gemm_ex rounded to bf16 (in WS_GEMM_A): reused by the
- * next product whose A is the same matrix, while op_epoch has not moved
- * and no product has written over it (cuda_common.cuh, STAMPED). */
+/* The last A operand the matmul op rounded to bf16 (in WS_GEMM_A): reused
+ * by the next matmul whose A is the same matrix, while op_epoch has not
+ * moved and no product has written over it (cuda_common.cuh, STAMPED).
+ * Only the op's own products take part: inside another op (attention),
+ * kernels rewrite buffers between products without moving the epoch. */
+static bool in_matmul_op;
 static struct {
     const float *src;
     int rows, cols, ld;
@@ -130,10 +133,12 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
         if (!a.bf16 && k > 0) {
             int rows = ta ? k : m, cols = ta ? m : k;
-            if (batch == 1)
+            if (batch == 1 && in_matmul_op)
                 a.p = packed_a((const float *)a.p, rows, cols, lda);
-            else
+            else {
                 a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
+                last_a.copy = NULL;      /* the workspace holds another now */
+            }
             lda = cols;
         }
         if (!b.bf16 && k > 0) {
@@ -155,7 +160,9 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
 static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc)
 {
+    in_matmul_op = true;
     gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
+    in_matmul_op = false;
 }
 
 /* c[m, n] = a[m, k] b[n, k]^T with one fixed order per element, whatever m
@@ -379,6 +386,7 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
             st = cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, a, CUDA_R_16BF, k,
                               &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         else {                       /* exits on a cuBLAS error */
+            op_epoch++;              /* each rep copies its operands, as a forward's product does */
             cu_matmul(false, true, m, n, k, alpha, (const float *)a, k, (const float *)b, k, beta, (float *)c, n);
             st = CUBLAS_STATUS_SUCCESS;
         }
