@@ -182,10 +182,11 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     }
     double dt = now() - t0, per_step = dt / timed;
     /* bytes a step must read: every weight but the embedding table (one row
-     * each), and the K/V of every cached position; a weight is 2 bytes in
-     * bf16 mode, whose products read the weights' bf16 copy (marked
-     * parameters), else 4 */
-    double wsize = m->bk->detail && strstr(m->bk->detail, "bf16 GEMMs") && m->bk->mark_params ? 2.0 : 4.0;
+     * each), and the K/V of every cached position; a weight is 2 bytes where
+     * the products read the weights' bf16 copy (cuBLAS in bf16 mode, the
+     * tensor-core matmul_rows), else 4 */
+    double wsize = invariant ? (m->bk->detail && strstr(m->bk->detail, "tensor-core decoding") ? 2.0 : 4.0)
+                             : (m->bk->detail && strstr(m->bk->detail, "bf16 GEMMs") && m->bk->mark_params ? 2.0 : 4.0);
     double wbytes = wsize * ((double)m->n_params - (m->cfg.tie_word_embeddings ? 0 : (double)m->V * m->H));
     double ctx = prompt + 2 + timed / 2.0;
     double kvbytes = 2.0 * 4 * m->L * m->kv_dim * ctx * batch;

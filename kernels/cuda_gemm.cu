@@ -9,6 +9,24 @@ bool gemm_exact, gemm_bf16;
 int sm_count = 1;
 unsigned long op_epoch;
 
+/* $RL_CUDA_ROWS: the products of batch-invariant decoding (matmul_rows) on
+ * the tensor cores where they apply (tc), or in fp32 (fp32); auto, the
+ * default, is the route measured on a GPU: fp32 until the tensor-core
+ * kernel has run on one. */
+#define AUTO_ROWS_TC 0
+static bool rows_tc;
+int cuda_rows_mode(const char *name)
+{
+    if (!name || !*name || !strcmp(name, "auto"))
+        rows_tc = AUTO_ROWS_TC;
+    else if (!strcmp(name, "tc") || !strcmp(name, "fp32"))
+        rows_tc = !strcmp(name, "tc");
+    else
+        return -1;
+    return 0;
+}
+bool cuda_rows_tc(void) { return rows_tc && gemm_bf16; }
+
 /* The workspaces of cuda_common.cuh: grown on demand, never shrunk. */
 void *workspace(int which, size_t bytes)
 {
@@ -310,11 +328,12 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
             c[(size_t)(r0 + r) * n + j0 + j] = v;
     }
 }
-/* The tensor-core route when it applies (see above); false to take the fp32 kernel. Which route a
- * call takes depends on the mode, b, n and k, never on m. */
+/* The tensor-core route when it applies (see above; and $RL_CUDA_ROWS
+ * allows it); false to take the fp32 kernel. Which route a call takes
+ * depends on the modes, b, n and k, never on m. */
 static bool matmul_rows_tc(float *c, const float *a, const float *b, int m, int n, int k)
 {
-    if (!gemm_bf16 || k % 16 || n % 8)
+    if (!rows_tc || !gemm_bf16 || k % 16 || n % 8)
         return false;
     const unsigned short *b16 = param_bf16(b, (size_t)n * k);
     if (!b16 || (size_t)b16 % 4)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # rl-gen and rl-logp in the GPU's default bf16 mode, on a tiny random model
-# with head_dim 64, so that prompts take the tensor-core attention kernels
-# (RL_CUDA_ATTN=tc unless the caller names a route; tests/gpu/run runs auto too):
+# with head_dim 64, so that prompts take the tensor-core attention kernels and
+# decode steps the tensor-core matmul_rows (RL_CUDA_ATTN=tc, RL_CUDA_ROWS=tc
+# unless the caller names routes; tests/gpu/run runs auto too):
 # samples are the same bits at --batch 1 and --batch 64, and the GPU's
 # sequence log-probs agree with the CPU's within bf16 rounding (2e-2 of
 # max(1, |log-prob|)). Skips without a GPU. RL_GPU_DEVICE=devsim runs it on
@@ -12,7 +13,7 @@ DEV=${RL_GPU_DEVICE:-cuda}
 # RL_GPU_TEST_QUICK=1: less work (the CPU emulation of the kernels in make check is slow)
 NP=12 NEW=16
 [ "${RL_GPU_TEST_QUICK:-0}" = 1 ] && NP=4 NEW=6
-export RL_CUDA_MATH=bf16 NP RL_CUDA_ATTN=${RL_CUDA_ATTN:-tc}
+export RL_CUDA_MATH=bf16 NP RL_CUDA_ATTN=${RL_CUDA_ATTN:-tc} RL_CUDA_ROWS=${RL_CUDA_ROWS:-tc}
 "$PYTHON" - > cfg.json <<'PY'
 import json
 print(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128,
@@ -27,7 +28,7 @@ random_prompts $NP 2 5 90 > prompts.jsonl
 gen() { rl-gen -q -m pol -n 3 --max-new-tokens $NEW --max-prompt-tokens 128 --seed 7 --device $DEV "$@" prompts.jsonl | rl-cat; }
 gen -b 1 > g1
 gen -b 64 > g64
-check "rl-gen in bf16 ($RL_CUDA_ATTN attention): identical samples for --batch 1 and --batch 64" cmp g1 g64
+check "rl-gen in bf16 ($RL_CUDA_ATTN attention, $RL_CUDA_ROWS rows): identical samples for --batch 1 and --batch 64" cmp g1 g64
 rl-logp -q -m pol --device $DEV < g1 | rl-cat > lg
 rl-logp -q -m pol --device cpu < g1 | rl-cat > lc
 close() {
