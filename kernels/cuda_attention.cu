@@ -41,7 +41,7 @@ static attn_route_t attn_route(int n, int ctx, int n_heads, int hd, bool backwar
 {
     bool tc = attn_mode == ATTN_TC || (attn_mode == ATTN_TC_FWD && !backward) ||
               (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
-    if (n > 4 && tc && gemm_bf16 && hd == TC_HD)
+    if (n > 4 && tc && gemm_bf16 && attn_tc_applies(hd))
         return BY_TC;
     if (n > 4 && attn_mode <= ATTN_CUBLAS && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES)
         return BY_GEMM;
@@ -83,7 +83,7 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
             attn_gemm_fwd(out, out_stride, q, q_stride, &s[i], n_heads, n_kv, hd, scale);
     int nt, nk;
     struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &nt);
-    attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
+    attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, false, BY_KERNELS, &nk);
     attn_kernels(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
@@ -100,7 +100,7 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
             attn_gemm_bwd(dq, q_stride, dout, dout_stride, q, &s[i], n_heads, n_kv, hd, scale);
     int nt, nk;
     struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &nt);
-    attn_tc_bwd(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
+    attn_tc_bwd(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, true, BY_KERNELS, &nk);
     attn_bwd_kernels(dq, q_stride, dout, dout_stride, q, out, out_stride, k, nk, n_heads, n_kv, hd, scale);

@@ -15,9 +15,7 @@
 #define FA_HD 128             /* and the largest head_dim it takes (else the per-query one) */
 #define FB_BC 16              /* tiled backward: keys per block (4 per warp) */
 
-#define TC_HD 64                      /* the tensor-core kernels: head_dim, */
-#define TC_BR 64                      /* queries per block (and per tile of the dk/dv kernel), */
-#define TC_BK 64                      /* keys per tile (and per block of the dk/dv kernel) */
+#define TC_BR 64                      /* the tensor-core kernels: rows per block (queries; keys in dk/dv) */
 
 struct seq_desc {
     const float *k, *v;
@@ -66,7 +64,7 @@ static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n
                    : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR
                    : per == PER_KEY_TILE ? (x->pos + x->n + FB_BC - 1) / FB_BC
                    : per == PER_QUERY_TC ? (x->n + TC_BR - 1) / TC_BR
-                                         : (x->pos + x->n + TC_BK - 1) / TC_BK;
+                                         : (x->pos + x->n + TC_BR - 1) / TC_BR;
         A->first[i + 1] = A->first[i] + blocks;
     }
     return A->first[cnt];
@@ -87,9 +85,10 @@ void attn_gemm_fwd(float *out, int out_stride, const float *q, int q_stride, con
                    int nkv, int hd, float scale);
 void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
                    const struct bk_attn_seq *x, int nh, int nkv, int hd, float scale);
-/* the tensor cores, head_dim TC_HD (the backward points t[i].p at scratch of its own) */
+/* the tensor cores, where attn_tc_applies(head_dim) (the backward points t[i].p at scratch of its own) */
+bool attn_tc_applies(int hd);
 void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
-                 int n_heads, int n_kv, float scale);
+                 int n_heads, int n_kv, int hd, float scale);
 void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
-                 int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale);
+                 int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, int hd, float scale);
 #endif

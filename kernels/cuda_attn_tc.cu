@@ -1,38 +1,41 @@
-/* The CUDA backend's attention on tensor cores (bf16 mode, head_dim 64):
- * FlashAttention-2's scheme with mma.sync (m16n8k16: bf16 products, fp32
- * accumulation). Unlike WMMA's, this instruction's fragment layout is
- * specified by PTX, so scores, probabilities and outputs stay in registers:
- * a score tile's accumulators are, lane for lane, the A operand of the next
- * product once rounded to bf16, and the online softmax works on them where
- * they are (the four lanes of a group share a row).
+/* The CUDA backend's attention on tensor cores (bf16 mode, head_dim 64 or
+ * 128): FlashAttention-2's scheme with mma.sync (m16n8k16: bf16 products,
+ * fp32 accumulation). Unlike WMMA's, this instruction's fragment layout is
+ * specified by PTX (cuda_mma.cuh), so scores, probabilities and outputs stay
+ * in registers: a score tile's accumulators are, lane for lane, the A
+ * operand of the next product once rounded to bf16, and the online softmax
+ * works on them where they are (the four lanes of a group share a row).
  *
  * A block of 4 warps takes TC_BR = 64 rows (queries, or in the dk/dv kernel
- * keys) of one head, warp w the rows 16w..16w+15, whose fragments it keeps in
- * registers. The other side comes in tiles of 64 rows through shared memory,
+ * keys) of one head, warp w the rows 16w..16w+15, whose fragments it keeps
+ * in registers. The other side comes in tiles of BK rows (64 at head_dim
+ * 64, 32 at 128, for registers and shared memory) through shared memory,
  * staged as they are and, for the products that contract over rows,
  * transposed: every product here is C = A Bt^T with both operands stored k
  * contiguous, which is what the fragments load. Q, K, V (and dO) are first
- * copied once as bf16, head-major and zero-padded to whole tiles (k_pack),
- * so tiles load without bounds checks. Nothing n x ctx is stored. Inputs are
- * rounded to bf16, as the GEMMs of bf16 mode round theirs. */
+ * copied once as bf16, head-major and zero-padded to whole blocks (k_pack),
+ * so tiles load without bounds checks. Nothing n x ctx is stored. Inputs
+ * are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
 #include "cuda_attention.cuh"
 #include "cuda_mma.cuh"
 
-#define TC_LD (TC_HD + 8)             /* pitch of a shared tile row (bf16): the 8 rows x 4 lanes of a
-                                         fragment load fall in 32 distinct banks */
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
 #define TC_PAD 64                     /* rows of the head-major copies are padded to this */
-struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][TC_HD] bf16 bits */
+struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][hd] bf16 bits */
     const unsigned short *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
 };
 __host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / TC_PAD * TC_PAD; }
 
-typedef unsigned short tile_t[TC_LD];   /* a shared tile is tile_t[64] */
+/* A shared tile: R rows of C bf16, pitched C + 8 so that the 8 rows x 4
+ * lanes of a fragment load fall in 32 distinct banks. */
+template <int R, int C> struct tile {
+    unsigned short at[R][C + 8];
+};
 
-/* The A operand for columns 16kk..16kk+15 of a warp's 16 x 64 fp32 tile
- * held as accumulators x[8][4] (the register reuse of FlashAttention-2). */
+/* The A operand for columns 16kk..16kk+15 of a warp's 16-row fp32 tile
+ * held as accumulators x[][4] (the register reuse of FlashAttention-2). */
 __device__ static inline void tile_as_a(unsigned a[4], const float (*x)[4], int kk)
 {
     a[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
@@ -40,40 +43,42 @@ __device__ static inline void tile_as_a(unsigned a[4], const float (*x)[4], int 
     a[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
     a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
 }
-/* x[8][4] = the warp's 16 rows (fragments a, over TC_HD) times the 64 rows
- * of shared tile s transposed: a 16 x 64 tile of scores */
-__device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], const tile_t *s, int lane)
+/* x[BK/8][4] = the warp's 16 rows (fragments a, over HD) times the BK rows
+ * of shared tile s transposed: a 16 x BK tile of scores */
+template <int HD, int BK>
+__device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], const tile<BK, HD> &s, int lane)
 {
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+    for (int nt = 0; nt < BK / 8; nt++)
         x[nt][0] = x[nt][1] = x[nt][2] = x[nt][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
+    for (int kk = 0; kk < HD / 16; kk++)
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
+        for (int nt = 0; nt < BK / 8; nt++) {
             unsigned b[2];
-            load_bt(b, &s[8 * nt][16 * kk], TC_LD, lane);
+            load_bt(b, &s.at[8 * nt][16 * kk], HD + 8, lane);
             mma_bf16(x[nt], a[kk], b);
         }
 }
-/* acc[8][4] (16 x TC_HD) += x (16 x 64, accumulators, rounded to bf16)
- * times the 64 rows of a tile whose transpose st holds (TC_HD rows of 64) */
-__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tile_t *st, int lane)
+/* acc[HD/8][4] (16 x HD) += x (16 x BK, accumulators, rounded to bf16)
+ * times the BK rows of a tile whose transpose st holds (HD rows of BK) */
+template <int HD, int BK>
+__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tile<HD, BK> &st, int lane)
 {
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
+    for (int kk = 0; kk < BK / 16; kk++) {
         unsigned a[4];
         tile_as_a(a, x, kk);
 #pragma unroll
-        for (int dt = 0; dt < TC_HD / 8; dt++) {
+        for (int dt = 0; dt < HD / 8; dt++) {
             unsigned b[2];
-            load_bt(b, &st[8 * dt][16 * kk], TC_LD, lane);
+            load_bt(b, &st.at[8 * dt][16 * kk], BK + 8, lane);
             mma_bf16(acc[dt], a, b);
         }
     }
 }
 
-/* ---- shared tiles: 64 rows of a head-major copy (pitch TC_HD) at src ---- */
+/* ---- shared tiles: R rows of a head-major copy (pitch C) at src ---- */
 __device__ static inline void copy16(unsigned short *dst, const unsigned short *src)
 {
 #ifdef RL_CUDA_EMU
@@ -83,35 +88,35 @@ __device__ static inline void copy16(unsigned short *dst, const unsigned short *
 #endif
 }
 /* as they are: s[r][c] = src[r][c] */
-__device__ static void stage_rows(tile_t *s, const unsigned short *src)
+template <int R, int C> __device__ static void stage_rows(tile<R, C> &s, const unsigned short *src)
 {
-    for (int i = threadIdx.x; i < 64 * TC_HD / 8; i += blockDim.x) {
-        int r = i / (TC_HD / 8), c = 8 * (i % (TC_HD / 8));
-        copy16(&s[r][c], src + (size_t)r * TC_HD + c);
+    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
+        int r = i / (C / 8), c = 8 * (i % (C / 8));
+        copy16(&s.at[r][c], src + (size_t)r * C + c);
     }
 }
 /* transposed: s[c][r] = src[r][c] (consecutive threads take consecutive
  * rows, so that their 2-byte stores fall in distinct banks) */
-__device__ static void stage_cols(tile_t *s, const unsigned short *src)
+template <int R, int C> __device__ static void stage_cols(tile<C, R> &s, const unsigned short *src)
 {
-    for (int i = threadIdx.x; i < 64 * TC_HD / 8; i += blockDim.x) {
-        int r = i % 64, c = 8 * (i / 64);
+    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
+        int r = i % R, c = 8 * (i / R);
         unsigned short v[8];
-        copy16(v, src + (size_t)r * TC_HD + c);
+        copy16(v, src + (size_t)r * C + c);
 #pragma unroll
         for (int e = 0; e < 8; e++)
-            s[c + e][r] = v[e];
+            s.at[c + e][r] = v[e];
     }
 }
 
-/* A warp's 16 rows of a head-major copy as A fragments over TC_HD */
-__device__ static inline void rows_as_a(unsigned (*a)[4], const unsigned short *rows, int lane)
+/* A warp's 16 rows of a head-major copy as A fragments over HD */
+template <int HD> __device__ static inline void rows_as_a(unsigned (*a)[4], const unsigned short *rows, int lane)
 {
 #pragma unroll
-    for (int kk = 0; kk < TC_HD / 16; kk++)
-        load_a(a[kk], rows + 16 * kk, TC_HD, lane);
+    for (int kk = 0; kk < HD / 16; kk++)
+        load_a(a[kk], rows + 16 * kk, HD, lane);
 }
-/* the max over the four lanes of a group (the lanes of one row) */
+/* the max and the sum over the four lanes of a group (the lanes of one row) */
 __device__ static inline float group_max(float v)
 {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -122,6 +127,26 @@ __device__ static inline float group_sum(float v)
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
+/* The warp's 16 x HD accumulators (rows row0, row0 + 8) times `mul` into
+ * rows of dst (pitch ld floats, from column col0), rows below `rows` only */
+template <int HD>
+__device__ static inline void store_rows(float *dst, size_t ld, size_t col0, const float (*acc)[4], int row0,
+                                         int rows, float mul0, float mul1, int lane)
+{
+    int t = lane & 3;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = row0 + 8 * r;
+        if (row >= rows)
+            continue;
+        float *d = dst + (size_t)row * ld + col0, mul = r ? mul1 : mul0;
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++) {
+            d[8 * dt + 2 * t] = acc[dt][2 * r] * mul;
+            d[8 * dt + 2 * t + 1] = acc[dt][2 * r + 1] * mul;
+        }
+    }
+}
 
 /* The forward for 64 queries of head h: per key tile, S = Q K^T (scaled to
  * base 2), the online softmax on the accumulators, O += P V. A lane's rows
@@ -129,32 +154,34 @@ __device__ static inline float group_sum(float v)
  * key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every row
  * (the padding's included) sees key 0, so a row's max is finite from then
  * on: no exp of inf - inf. */
+template <int HD, int BK>
 __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B,
                                                              int group, float scale)
 {
-    __shared__ __align__(16) tile_t ks[64], vt[TC_HD];
+    __shared__ __align__(16) tile<BK, HD> ks;
+    __shared__ __align__(16) tile<HD, BK> vt;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
     const seq_desc &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
-    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * TC_HD, *vb = B.v[si] + (size_t)kvh * cpad * TC_HD;
-    unsigned qa[TC_HD / 16][4];
-    rows_as_a(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD, lane);
-    float o[TC_HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
+    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
+    unsigned qa[HD / 16][4];
+    rows_as_a<HD>(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * HD, lane);
+    float o[HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;   /* the block's last key */
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;          /* its warp's first and last row's */
-    for (int k0 = 0; k0 <= last; k0 += 64) {
+    for (int k0 = 0; k0 <= last; k0 += BK) {
         __syncthreads();                 /* the previous tiles are read */
-        stage_rows(ks, kb + (size_t)k0 * TC_HD);
-        stage_cols(vt, vb + (size_t)k0 * TC_HD);
+        stage_rows(ks, kb + (size_t)k0 * HD);
+        stage_cols<BK, HD>(vt, vb + (size_t)k0 * HD);
         __syncthreads();
         if (k0 > wlast)
             continue;                    /* the warp's rows see none of these keys */
-        float x[8][4], mx[2] = {m[0], m[1]};
-        scores(x, qa, ks, lane);
-        bool diag = k0 + 63 > wfirst;    /* some key after some row: mask */
+        float x[BK / 8][4], mx[2] = {m[0], m[1]};
+        scores<HD, BK>(x, qa, ks, lane);
+        bool diag = k0 + BK - 1 > wfirst;   /* some key after some row: mask */
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1;
@@ -169,36 +196,28 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
             m[r] = mx[r];
         }
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 x[nt][i] = exp2f(x[nt][i] - m[i >> 1]);
                 sum[i >> 1] += x[nt][i];
             }
 #pragma unroll
-        for (int dt = 0; dt < TC_HD / 8; dt++)
+        for (int dt = 0; dt < HD / 8; dt++)
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 o[dt][i] *= alpha[i >> 1];
         l[0] = l[0] * alpha[0] + sum[0];  /* this lane's part of the row sum */
         l[1] = l[1] * alpha[1] + sum[1];
-        accumulate(o, x, vt, lane);       /* O += P V */
+        accumulate<HD, BK>(o, x, vt, lane);   /* O += P V */
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float lr = group_sum(l[r]);
-        int row = row0 + 8 * r;
-        if (row >= S.n)
-            continue;
-        float inv = 1.0f / lr, *orow = out + (size_t)(S.row + row) * out_stride + (size_t)h * TC_HD;
-#pragma unroll
-        for (int dt = 0; dt < TC_HD / 8; dt++) {
-            orow[8 * dt + 2 * t] = o[dt][2 * r] * inv;
-            orow[8 * dt + 2 * t + 1] = o[dt][2 * r + 1] * inv;
-        }
-        if (S.lse && t == 0)
-            S.lse[(size_t)h * S.n + row] = (m[r] + log2f(lr)) * LN2;
-    }
+    float l0 = group_sum(l[0]), l1 = group_sum(l[1]);
+    store_rows<HD>(out + (size_t)S.row * out_stride, out_stride, (size_t)h * HD, o, row0, S.n, 1.0f / l0,
+                   1.0f / l1, lane);
+    if (S.lse && t == 0)
+        for (int r = 0; r < 2; r++)
+            if (row0 + 8 * r < S.n)
+                S.lse[(size_t)h * S.n + row0 + 8 * r] = (m[r] + log2f(r ? l1 : l0)) * LN2;
 }
 
 /* The backward on tensor cores, in two kernels like the tiled one (no block
@@ -221,23 +240,24 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
         D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
 }
 
-
 /* dq for 64 queries of head h, over the key tiles they see: S = Q K^T,
  * P = exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
- * scale dS K. x, dp: [8][4] as in the forward (rows row0, row0 + 8). */
+ * scale dS K. x, dp: [BK/8][4] as in the forward (rows row0, row0 + 8). */
+template <int HD, int BK>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
 {
-    __shared__ __align__(16) tile_t ks[64], vs[64], kt[TC_HD];
+    __shared__ __align__(16) tile<BK, HD> ks, vs;
+    __shared__ __align__(16) tile<HD, BK> kt;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const seq_desc &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
-    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * TC_HD, *vb = B.v[si] + (size_t)kvh * cpad * TC_HD;
-    unsigned qa[TC_HD / 16][4], da[TC_HD / 16][4];
-    rows_as_a(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD, lane);
-    rows_as_a(da, B.dout[si] + ((size_t)h * npad + q0 + 16 * w) * TC_HD, lane);
-    float lse[2], dd[2], acc[TC_HD / 8][4] = {}, sl2 = scale * LOG2E;
+    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
+    unsigned qa[HD / 16][4], da[HD / 16][4];
+    rows_as_a<HD>(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * HD, lane);
+    rows_as_a<HD>(da, B.dout[si] + ((size_t)h * npad + q0 + 16 * w) * HD, lane);
+    float lse[2], dd[2], acc[HD / 8][4] = {}, sl2 = scale * LOG2E;
     for (int r = 0; r < 2; r++) {
         int row = row0 + 8 * r;
         lse[r] = row < S.n ? S.lse[(size_t)h * S.n + row] * LOG2E : 0.0f;
@@ -245,84 +265,75 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
     }
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;
-    for (int k0 = 0; k0 <= last; k0 += 64) {
+    for (int k0 = 0; k0 <= last; k0 += BK) {
         __syncthreads();
-        stage_rows(ks, kb + (size_t)k0 * TC_HD);
-        stage_rows(vs, vb + (size_t)k0 * TC_HD);
-        stage_cols(kt, kb + (size_t)k0 * TC_HD);
+        stage_rows(ks, kb + (size_t)k0 * HD);
+        stage_rows(vs, vb + (size_t)k0 * HD);
+        stage_cols<BK, HD>(kt, kb + (size_t)k0 * HD);
         __syncthreads();
         if (k0 > wlast)
             continue;
-        float x[8][4], dp[8][4];
-        scores(x, qa, ks, lane);         /* S = Q K^T */
-        scores(dp, da, vs, lane);        /* dP = dO V^T */
+        float x[BK / 8][4], dp[BK / 8][4];
+        scores<HD, BK>(x, qa, ks, lane);     /* S = Q K^T */
+        scores<HD, BK>(dp, da, vs, lane);    /* dP = dO V^T */
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1, row = row0 + 8 * r;
                 float p = row < S.n && key <= S.pos + row ? exp2f(x[nt][i] * sl2 - lse[r]) : 0.0f;
                 x[nt][i] = p * (dp[nt][i] - dd[r]);   /* dS / scale */
             }
-        accumulate(acc, x, kt, lane);    /* dq += dS K */
+        accumulate<HD, BK>(acc, x, kt, lane);   /* dq += dS K */
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = row0 + 8 * r;
-        if (row >= S.n)
-            continue;
-        float *drow = dq + (size_t)(S.row + row) * q_stride + (size_t)h * TC_HD;
-#pragma unroll
-        for (int dt = 0; dt < TC_HD / 8; dt++) {
-            drow[8 * dt + 2 * t] = acc[dt][2 * r] * scale;
-            drow[8 * dt + 2 * t + 1] = acc[dt][2 * r + 1] * scale;
-        }
-    }
+    store_rows<HD>(dq + (size_t)S.row * q_stride, q_stride, (size_t)h * HD, acc, row0, S.n, scale, scale, lane);
 }
 
 /* One query head's share of dk and dv for 64 keys (warp w: keys 16w..16w+15,
  * a lane's keys key0 and key0 + 8), over the query tiles that see them:
  * S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D), dv_h = P^T dO,
  * dk_h = scale dS^T Q, written to the sequence's partials (S.p: [2][head]
- * [ctx][TC_HD]); k_dkv_sum adds a kv head's shares in order. A block per
+ * [ctx][HD]); k_dkv_sum adds a kv head's shares in order. A block per
  * query head rather than per kv head: group times the blocks (eight for
  * TinyLlama), each a group-th of the work. */
+template <int HD, int BK>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
                                                                  float scale)
 {
-    __shared__ __align__(16) tile_t qs[64], dos[64], qt[TC_HD], dot[TC_HD];
-    __shared__ float lse_s[64], d_s[64];
+    __shared__ __align__(16) tile<BK, HD> qs, dos;
+    __shared__ __align__(16) tile<HD, BK> qt, dot;
+    __shared__ float lse_s[BK], d_s[BK];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const seq_desc &S = A.s[si];
-    int k0 = (blockIdx.x - A.first[si]) * TC_BK, ctx = S.pos + S.n;
+    int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
     int npad = padded(S.n), cpad = padded(ctx);
-    const unsigned short *qb = B.q[si] + (size_t)h * npad * TC_HD, *ob = B.dout[si] + (size_t)h * npad * TC_HD;
-    unsigned ka[TC_HD / 16][4], va[TC_HD / 16][4];
-    rows_as_a(ka, B.k[si] + ((size_t)kvh * cpad + k0 + 16 * w) * TC_HD, lane);
-    rows_as_a(va, B.v[si] + ((size_t)kvh * cpad + k0 + 16 * w) * TC_HD, lane);
-    float dk[TC_HD / 8][4] = {}, dv[TC_HD / 8][4] = {}, sl2 = scale * LOG2E;
+    const unsigned short *qb = B.q[si] + (size_t)h * npad * HD, *ob = B.dout[si] + (size_t)h * npad * HD;
+    unsigned ka[HD / 16][4], va[HD / 16][4];
+    rows_as_a<HD>(ka, B.k[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
+    rows_as_a<HD>(va, B.v[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
+    float dk[HD / 8][4] = {}, dv[HD / 8][4] = {}, sl2 = scale * LOG2E;
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
-    int first = k0 - S.pos > 0 ? (k0 - S.pos) / 64 * 64 : 0;   /* the first query tile that sees key k0 */
-    for (int i0 = first; i0 < S.n; i0 += 64) {
+    int first = k0 - S.pos > 0 ? (k0 - S.pos) / BK * BK : 0;   /* the first query tile that sees key k0 */
+    for (int i0 = first; i0 < S.n; i0 += BK) {
         __syncthreads();
-        stage_rows(qs, qb + (size_t)i0 * TC_HD);
-        stage_rows(dos, ob + (size_t)i0 * TC_HD);
-        stage_cols(qt, qb + (size_t)i0 * TC_HD);
-        stage_cols(dot, ob + (size_t)i0 * TC_HD);
-        for (int j = threadIdx.x; j < 64; j += blockDim.x) {
+        stage_rows(qs, qb + (size_t)i0 * HD);
+        stage_rows(dos, ob + (size_t)i0 * HD);
+        stage_cols<BK, HD>(qt, qb + (size_t)i0 * HD);
+        stage_cols<BK, HD>(dot, ob + (size_t)i0 * HD);
+        for (int j = threadIdx.x; j < BK; j += blockDim.x) {
             bool in = i0 + j < S.n;
             lse_s[j] = in ? lse[i0 + j] * LOG2E : 0.0f;
             d_s[j] = in ? dd[i0 + j] : 0.0f;
         }
         __syncthreads();
-        if (S.pos + i0 + 63 < k0 + 16 * w)
+        if (S.pos + i0 + BK - 1 < k0 + 16 * w)
             continue;                    /* every query of the tile comes before the warp's keys */
-        float x[8][4], dp[8][4];
-        scores(x, ka, qs, lane);         /* S^T = K Q^T */
-        scores(dp, va, dos, lane);       /* dP^T = V dO^T */
+        float x[BK / 8][4], dp[BK / 8][4];
+        scores<HD, BK>(x, ka, qs, lane);     /* S^T = K Q^T */
+        scores<HD, BK>(dp, va, dos, lane);   /* dP^T = V dO^T */
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int j = 8 * nt + 2 * t + (i & 1), key = key0 + 8 * (i >> 1);
@@ -330,49 +341,40 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
                 x[nt][i] = valid ? exp2f(x[nt][i] * sl2 - lse_s[j]) : 0.0f;           /* P^T */
                 dp[nt][i] = x[nt][i] * (dp[nt][i] - d_s[j]);                           /* dS^T / scale */
             }
-        accumulate(dv, x, dot, lane);    /* dv += P^T dO */
-        accumulate(dk, dp, qt, lane);    /* dk += dS^T Q */
+        accumulate<HD, BK>(dv, x, dot, lane);   /* dv += P^T dO */
+        accumulate<HD, BK>(dk, dp, qt, lane);   /* dk += dS^T Q */
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int key = key0 + 8 * r;
-        if (key >= ctx)
-            continue;
-        float *pk = S.p + ((size_t)h * ctx + key) * TC_HD, *pv = S.p + (((size_t)nh + h) * ctx + key) * TC_HD;
-#pragma unroll
-        for (int dt = 0; dt < TC_HD / 8; dt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                pk[8 * dt + 2 * t + e] = dk[dt][2 * r + e] * scale;
-                pv[8 * dt + 2 * t + e] = dv[dt][2 * r + e];
-            }
-    }
+    size_t pitch = (size_t)ctx * HD;
+    float *pk = S.p + (size_t)h * pitch, *pv = S.p + ((size_t)nh + h) * pitch;
+    store_rows<HD>(pk, HD, 0, dk, key0, ctx, scale, scale, lane);
+    store_rows<HD>(pv, HD, 0, dv, key0, ctx, 1.0f, 1.0f, lane);
 }
 
-/* dk, dv += the group's shares, heads in order; a block per (key, kv head). */
+/* dk, dv += the group's shares, heads in order; a block (hd threads) per (key, kv head). */
 __global__ static void k_dkv_sum(attn_args A, int group, int nh)
 {
     int si = find_seq(A, blockIdx.x), c = blockIdx.y, key = blockIdx.x - A.first[si], d = threadIdx.x;
+    int hd = blockDim.x;
     const seq_desc &S = A.s[si];
     size_t ctx = S.pos + S.n;
     float k = 0.0f, v = 0.0f;
     for (int h = c * group; h < (c + 1) * group; h++) {
-        k += S.p[((size_t)h * ctx + key) * TC_HD + d];
-        v += S.p[(((size_t)nh + h) * ctx + key) * TC_HD + d];
+        k += S.p[((size_t)h * ctx + key) * hd + d];
+        v += S.p[(((size_t)nh + h) * ctx + key) * hd + d];
     }
-    S.dk[(size_t)key * S.kv_stride + (size_t)c * TC_HD + d] += k;
-    S.dv[(size_t)key * S.kv_stride + (size_t)c * TC_HD + d] += v;
+    S.dk[(size_t)key * S.kv_stride + (size_t)c * hd + d] += k;
+    S.dv[(size_t)key * S.kv_stride + (size_t)c * hd + d] += v;
 }
 
 /* The bf16 head-major copies of Q (and dO when given), K and V for the
  * sequences t[s0 .. s0 + ATTN_SEQS) (nt in all), in the WS_TCB workspace. */
 static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, const float *q, int q_stride,
-                      const float *dout, int dout_stride, int n_heads, int n_kv)
+                      const float *dout, int dout_stride, int n_heads, int n_kv, int hd)
 {
     int end = nt < s0 + ATTN_SEQS ? nt : s0 + ATTN_SEQS;
     size_t total = 0;
     for (int i = s0; i < end; i++)
-        total += (size_t)((dout ? 2 : 1) * n_heads * padded(t[i].n) + 2 * n_kv * padded(t[i].pos + t[i].n)) * TC_HD;
+        total += (size_t)((dout ? 2 : 1) * n_heads * padded(t[i].n) + 2 * n_kv * padded(t[i].pos + t[i].n)) * hd;
     unsigned short *cp = (unsigned short *)workspace(WS_TCB, total * sizeof(unsigned short));
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
@@ -383,63 +385,99 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
             {x->v, x->kv_stride, ctx, cpd, n_kv, &B->v[i - s0]},
             {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[i - s0]}};
         for (int j = 0; j < (dout ? 4 : 3); j++) {
-            size_t n = (size_t)c[j].heads * c[j].pad * TC_HD;
+            size_t n = (size_t)c[j].heads * c[j].pad * hd;
             LAUNCH_OVER(n, k_pack<unsigned short>, "attention (bf16 copies)", cp, c[j].src, c[j].rows, c[j].pad,
-                        TC_HD, c[j].stride, TC_HD, n);
+                        hd, c[j].stride, hd, n);
             *c[j].dst = cp;
             cp += n;
         }
     }
 }
 
-void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t,
-                        int nt, int n_heads, int n_kv, float scale)
+/* The kernels' shapes per head_dim: BK, the other side's tile, halves at
+ * 128 so that registers (two tiles of scores beside two of accumulators)
+ * and static shared memory (48 KB) hold. */
+template <int HD> struct tc_shape;
+template <> struct tc_shape<64> {
+    static constexpr int bk = 64;
+};
+template <> struct tc_shape<128> {
+    static constexpr int bk = 32;
+};
+
+template <int HD>
+static void tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
+                   int n_heads, int n_kv, float scale)
 {
     for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
         tc_bf16 B = {};
-        tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv);
+        tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD);
         attn_args A = {};
         int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH(k_flash_fwd_tc, dim3(tiles, n_heads), 128)(out, out_stride, A, B, n_heads / n_kv, scale);
+        LAUNCH((k_flash_fwd_tc<HD, tc_shape<HD>::bk>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
+                                                                                 n_heads / n_kv, scale);
         LAUNCHED("attention (tensor cores)");
     }
 }
 
 /* The tensor-core backward of the sequences t (their copies: t[i].p is set
  * to each one's dk, dv partials). */
-void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
-                        int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale)
+template <int HD>
+static void tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+                   int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale)
 {
-    if (!nt)
-        return;
+    constexpr int BK = tc_shape<HD>::bk;
     int rows = 0;                          /* D is laid out like lse: nh floats per row of the batch */
     size_t part = 0;                       /* dk, dv partials [2][head][ctx][hd] */
     for (int i = 0; i < nt; i++) {
         rows = t[i].row + t[i].n > rows ? t[i].row + t[i].n : rows;
-        part += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
+        part += (size_t)2 * n_heads * (t[i].pos + t[i].n) * HD;
     }
     float *D = (float *)workspace(WS_DELTA, (size_t)n_heads * rows * sizeof(float));
     float *parts = (float *)workspace(WS_DKV, part * sizeof(float));
     for (int i = 0; i < nt; i++) {
         t[i].p = parts;                    /* the scratch field, unused on this route */
-        parts += (size_t)2 * n_heads * (t[i].pos + t[i].n) * TC_HD;
+        parts += (size_t)2 * n_heads * (t[i].pos + t[i].n) * HD;
     }
     for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
         tc_bf16 B = {};
-        tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv);
+        tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv, HD);
         attn_args A = {};
         int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
-        LAUNCH(k_attn_delta, dim3(nq, n_heads), 32)(D, dout, dout_stride, out, out_stride, A, n_heads, TC_HD);
+        LAUNCH(k_attn_delta, dim3(nq, n_heads), 32)(D, dout, dout_stride, out, out_stride, A, n_heads, HD);
         LAUNCHED("attention_bwd (D, tensor cores)");
         int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH(k_flash_bwd_dq_tc, dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B, n_heads / n_kv, scale);
+        LAUNCH((k_flash_bwd_dq_tc<HD, BK>), dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B, n_heads / n_kv, scale);
         LAUNCHED("attention_bwd (queries, tensor cores)");
         int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-        LAUNCH(k_flash_bwd_dkv_tc, dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
+        LAUNCH((k_flash_bwd_dkv_tc<HD, BK>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
         LAUNCHED("attention_bwd (keys, tensor cores)");
         int keys = attn_describe(&A, t, nt, s0, PER_KEY);
-        LAUNCH(k_dkv_sum, dim3(keys, n_kv), TC_HD)(A, n_heads / n_kv, n_heads);
+        LAUNCH(k_dkv_sum, dim3(keys, n_kv), HD)(A, n_heads / n_kv, n_heads);
         LAUNCHED("attention_bwd (dk, dv sums)");
     }
 }
 
+bool attn_tc_applies(int hd) { return hd == 64 || hd == 128; }
+
+void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
+                 int n_heads, int n_kv, int hd, float scale)
+{
+    if (!nt)
+        return;
+    if (hd == 64)
+        tc_fwd<64>(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
+    else
+        tc_fwd<128>(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
+}
+
+void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+                 int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, int hd, float scale)
+{
+    if (!nt)
+        return;
+    if (hd == 64)
+        tc_bwd<64>(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
+    else
+        tc_bwd<128>(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
+}

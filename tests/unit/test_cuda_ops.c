@@ -247,13 +247,14 @@ static void test_rope(void)
 
 /* Attention over sequences of several shapes: fresh prompts (pos 0), a
  * continuation after cached tokens (pos > 0), single-token decode steps;
- * grouped-query heads (head_dim 64); then the backward of the pos-0 batch.
- * The prompts take the route $RL_CUDA_ATTN picks (by default cuBLAS; tc,
- * cublas, tiled, simple: tests/gpu/run and the emulation run each). */
-static void test_attention(void)
+ * grouped-query heads (head_dim 64: 6 heads, 2 kv heads; 128: 4 and 2);
+ * then the backward. The prompts take the route $RL_CUDA_ATTN picks (by
+ * default cuBLAS; tc, cublas, tiled, simple: tests/gpu/run and the
+ * emulation run each; the tensor-core kernels take both head_dims). */
+static void test_attention(int hd)
 {
     enum { NS = 5 };
-    int nh = 6, nkv = 2, hd = 64, qs = nh * hd, kvs = 2 * nkv * hd;
+    int nh = hd == 64 ? 6 : 4, nkv = 2, qs = nh * hd, kvs = 2 * nkv * hd;
     /* 70 and 80 rows span several tiles of the tiled (32 rows) and the
      * tensor-core (64) kernels; the 80 continue 129 cached positions (a
      * prompt after a shared prefix), so their keys span four tiles, and the
@@ -273,7 +274,7 @@ static void test_attention(void)
      * (of the head's kv head), with a scale that makes that key about half
      * of the row's weight. A kernel that drops a key at a tile's edge, or
      * a tile of them, drops the heaviest one: far beyond the bf16 bound. */
-    float scale = 0.25f;
+    float scale = 16.0f / hd;       /* own-key score about 5 at either head_dim */
     float *hq = rand_host((size_t)rows * qs, 1), *hknew = rand_host((size_t)rows * qs, 1);
     bf16_values(hknew, (size_t)rows * qs);
     for (int r = 0; r < rows; r++)
@@ -305,12 +306,12 @@ static void test_attention(void)
     free(hq), free(hknew);
     cpu->kv_append(sc, NS, knew.c, vnew.c, qs, nkv * hd);
     gpu->kv_append(sg, NS, knew.g, vnew.g, qs, nkv * hd);
-    expect("kv_append: each sequence's new K/V rows at its positions", &kv, 0);
+    expect(named("kv_append: each sequence's new K/V rows at its positions (head_dim %d)", hd), &kv, 0);
     drop(&knew), drop(&vnew);
     cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
     gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
-    expect("attention: output (prefill, continuation, decode; GQA)", &out, attn_tol);
-    expect("attention: log-sum-exp per query row and head", &lse, attn_tol);
+    expect(named("attention: output (prefill, continuation, decode; GQA; head_dim %d)", hd), &out, attn_tol);
+    expect(named("attention: log-sum-exp per query row and head (head_dim %d)", hd), &lse, attn_tol);
 
     /* backward on the sequences at pos 0 (training's case) and on the
      * continuation (the interface allows it) */
@@ -343,9 +344,9 @@ static void test_attention(void)
         double ei = harness_max_rel_err(hdq + o, dq.c + o, n);
         e = ei > e || ei != ei ? ei : e;
     }
-    CHECKF("attention_bwd: dq (overwritten)", e <= attn_tol, "normalized error %.3g", e);
+    CHECKF(named("attention_bwd: dq (overwritten; head_dim %d)", hd), e <= attn_tol, "normalized error %.3g", e);
     free(hdq);
-    expect("attention_bwd: dk, dv += (no other rows touched)", &dkv, attn_tol);
+    expect(named("attention_bwd: dk, dv += (no other rows touched; head_dim %d)", hd), &dkv, attn_tol);
     drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
 }
 
@@ -651,7 +652,8 @@ int main(void)
     test_norms(33);
     test_norms(300);
     test_rope();
-    test_attention();
+    test_attention(64);
+    test_attention(128);
     test_elementwise();
     test_vocab();
     test_adamw();
