@@ -132,32 +132,75 @@ static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd,
 
 /* ---------------- elementwise ---------------- */
 
+/* SwiGLU's element: silu(g) u, and its backward (d gate, d up) for dh */
+__device__ static inline float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+__device__ static inline void swiglu1_bwd(float *dg, float *du, float d, float g, float u)
+{
+    float sg = 1.0f / (1.0f + expf(-g));
+    *du = d * g * sg;
+    *dg = d * u * sg * (1.0f + g * (1.0f - sg));
+}
+/* A block per (row, 4 * THREADS columns), four columns a thread as float4
+ * where f % 4 == 0 and the rows are 16-byte aligned: no index division per
+ * element (the grid-stride form divided a 64-bit index by f for each). */
+__global__ static void k_swiglu4(float *h, const float *gu, int f)
+{
+    int j = blockIdx.y * blockDim.x + threadIdx.x;
+    if (4 * j >= f)
+        return;
+    size_t i = blockIdx.x;
+    float4 g = ((const float4 *)(gu + i * 2 * f))[j], u = ((const float4 *)(gu + i * 2 * f + f))[j];
+    ((float4 *)(h + i * f))[j] = float4{swiglu1(g.x, u.x), swiglu1(g.y, u.y), swiglu1(g.z, u.z), swiglu1(g.w, u.w)};
+}
 __global__ static void k_swiglu(float *h, const float *gu, int n, int f)
 {
     GRID_STRIDE(t, (size_t)n * f) {
         size_t i = t / f, j = t % f;
-        float g = gu[i * 2 * f + j], u = gu[i * 2 * f + f + j];
-        h[t] = g / (1.0f + expf(-g)) * u;
+        h[t] = swiglu1(gu[i * 2 * f + j], gu[i * 2 * f + f + j]);
     }
+}
+static bool by_float4(int n, int f, const void *a, const void *b, const void *c)
+{
+    return n > 0 && f % 4 == 0 && ((size_t)a | (size_t)b | (size_t)c) % 16 == 0 && (f / 4 + THREADS - 1) / THREADS < 65536;
 }
 static void cu_swiglu(float *h, const float *gu, int n, int f)
 {
-    LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, gu, n, f);
+    if (by_float4(n, f, h, gu, gu)) {
+        LAUNCH(k_swiglu4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(h, gu, f);
+        LAUNCHED("swiglu");
+    } else
+        LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, gu, n, f);
 }
 
+__global__ static void k_swiglu_bwd4(float *dgu, const float *dh, const float *gu, int f)
+{
+    int j = blockIdx.y * blockDim.x + threadIdx.x;
+    if (4 * j >= f)
+        return;
+    size_t i = blockIdx.x;
+    float4 g = ((const float4 *)(gu + i * 2 * f))[j], u = ((const float4 *)(gu + i * 2 * f + f))[j];
+    float4 d = ((const float4 *)(dh + i * f))[j], dg, du;
+    swiglu1_bwd(&dg.x, &du.x, d.x, g.x, u.x);
+    swiglu1_bwd(&dg.y, &du.y, d.y, g.y, u.y);
+    swiglu1_bwd(&dg.z, &du.z, d.z, g.z, u.z);
+    swiglu1_bwd(&dg.w, &du.w, d.w, g.w, u.w);
+    ((float4 *)(dgu + i * 2 * f))[j] = dg;
+    ((float4 *)(dgu + i * 2 * f + f))[j] = du;
+}
 __global__ static void k_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
     GRID_STRIDE(t, (size_t)n * f) {
         size_t i = t / f, j = t % f, o = i * 2 * f + j;
-        float g = gu[o], u = gu[o + f], d = dh[t];
-        float sg = 1.0f / (1.0f + expf(-g));
-        dgu[o + f] = d * g * sg;
-        dgu[o] = d * u * sg * (1.0f + g * (1.0f - sg));
+        swiglu1_bwd(&dgu[o], &dgu[o + f], dh[t], gu[o], gu[o + f]);
     }
 }
 static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
-    LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, dh, gu, n, f);
+    if (by_float4(n, f, dgu, dh, gu)) {
+        LAUNCH(k_swiglu_bwd4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(dgu, dh, gu, f);
+        LAUNCHED("swiglu_bwd");
+    } else
+        LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, dh, gu, n, f);
 }
 
 __global__ static void k_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
@@ -179,9 +222,19 @@ static void cu_scatter_add_rows(float *dst, const float *src, const int *idx, in
 }
 
 __global__ static void k_add(float *y, const float *x, size_t n) { GRID_STRIDE(i, n) y[i] += x[i]; }
+__global__ static void k_add4(float4 *y, const float4 *x, size_t n4)
+{
+    GRID_STRIDE(i, n4) {
+        float4 a = y[i], b = x[i];
+        y[i] = float4{a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w};
+    }
+}
 static void cu_add(float *y, const float *x, size_t n)
 {
-    LAUNCH_OVER(n, k_add, "add", y, x, n);
+    if (n % 4 == 0 && ((size_t)y | (size_t)x) % 16 == 0)
+        LAUNCH_OVER(n / 4, k_add4, "add", (float4 *)y, (const float4 *)x, n / 4);
+    else
+        LAUNCH_OVER(n, k_add, "add", y, x, n);
 }
 
 __global__ static void k_add_bias(float *y, const float *b, int n, int d)

@@ -352,16 +352,20 @@ static void test_attention(int hd)
 
 static void test_elementwise(void)
 {
-    int n = 29, f = 700, d = 300;
-    struct two gu = rand_both((size_t)n * 2 * f, 4), h = poisoned((size_t)n * f);
-    cpu->swiglu(h.c, gu.c, n, f);
-    gpu->swiglu(h.g, gu.g, n, f);
-    expect("swiglu", &h, 1e-5);
-    struct two dh = rand_both((size_t)n * f, 1), dgu = poisoned((size_t)n * 2 * f);
-    cpu->swiglu_bwd(dgu.c, dh.c, gu.c, n, f);
-    gpu->swiglu_bwd(dgu.g, dh.g, gu.g, n, f);
-    expect("swiglu_bwd (overwrites d gate | d up)", &dgu, 1e-5);
-    drop(&gu), drop(&h), drop(&dh), drop(&dgu);
+    int n = 29, d = 300;
+    /* f = 2052: four columns a thread, three column blocks (the last one
+     * partial); 1030: not a multiple of four, an element a thread */
+    for (int f = 2052; f >= 1030; f -= 1022) {
+        struct two gu = rand_both((size_t)n * 2 * f, 4), h = poisoned((size_t)n * f);
+        cpu->swiglu(h.c, gu.c, n, f);
+        gpu->swiglu(h.g, gu.g, n, f);
+        expect(named("swiglu, f = %d", f), &h, 1e-5);
+        struct two dh = rand_both((size_t)n * f, 1), dgu = poisoned((size_t)n * 2 * f);
+        cpu->swiglu_bwd(dgu.c, dh.c, gu.c, n, f);
+        gpu->swiglu_bwd(dgu.g, dh.g, gu.g, n, f);
+        expect(named("swiglu_bwd (overwrites d gate | d up), f = %d", f), &dgu, 1e-5);
+        drop(&gu), drop(&h), drop(&dh), drop(&dgu);
+    }
 
     int idx[7] = {5, 0, 12, 3, 28, 17, 9};
     int *gidx = ints_gpu(idx, 7);
@@ -376,9 +380,11 @@ static void test_elementwise(void)
     gpu->free(gidx);
 
     struct two y = rand_both((size_t)n * d, 1);
-    cpu->add(y.c, src.c, (size_t)n * d);
+    cpu->add(y.c, src.c, (size_t)n * d - 3);        /* an element a thread */
+    gpu->add(y.g, src.g, (size_t)n * d - 3);
+    cpu->add(y.c, src.c, (size_t)n * d);            /* four a thread */
     gpu->add(y.g, src.g, (size_t)n * d);
-    expect("add", &y, 1e-6);
+    expect("add (n not a multiple of 4, then one)", &y, 1e-6);
     struct two b = rand_both(d, 1);
     cpu->add_bias(y.c, b.c, n, d);
     gpu->add_bias(y.g, b.g, n, d);
