@@ -108,18 +108,19 @@ static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x
 
 /* ---------------- RoPE ---------------- */
 
-__global__ static void k_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
+/* A block per row: its position and table row are read once, and the
+ * (head, pair) index of a thread needs 32-bit arithmetic only (the
+ * grid-stride form divided a 64-bit index three times per pair). */
+__global__ static void k_rope(float *x, int stride, const int *pos, int nh, int hd, const float *cs,
                               const float *sn, float sgn)
 {
-    int half = hd / 2;
-    size_t total = (size_t)n * nh * half;
-    GRID_STRIDE(t, total) {
-        int j = (int)(t % half);
-        size_t ih = t / half;
-        int h = (int)(ih % nh), i = (int)(ih / nh);
-        float *v = x + (size_t)i * stride + (size_t)h * hd;
-        size_t tab = (size_t)pos[i] * half + j;
-        float c = cs[tab], s = sgn * sn[tab], a = v[j], b = v[j + half];
+    int half = hd / 2, i = blockIdx.x;
+    const float *ci = cs + (size_t)pos[i] * half, *si = sn + (size_t)pos[i] * half;
+    float *row = x + (size_t)i * stride;
+    for (int t = threadIdx.x; t < nh * half; t += blockDim.x) {
+        int h = t / half, j = t - h * half;
+        float *v = row + (size_t)h * hd;
+        float c = ci[j], s = sgn * si[j], a = v[j], b = v[j + half];
         v[j] = a * c - b * s;
         v[j + half] = b * c + a * s;
     }
@@ -127,7 +128,10 @@ __global__ static void k_rope(float *x, int stride, const int *pos, int n, int n
 static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
                     const float *sn, bool inverse)
 {
-    LAUNCH_OVER((size_t)n * nh * (hd / 2), k_rope, "rope", x, stride, pos, n, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
+    if (n <= 0 || nh <= 0 || hd < 2)
+        return;
+    LAUNCH(k_rope, n, THREADS)(x, stride, pos, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
+    LAUNCHED("rope");
 }
 
 /* ---------------- elementwise ---------------- */
