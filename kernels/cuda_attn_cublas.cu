@@ -86,11 +86,9 @@ static operand heads_major(int half, const float *src, int stride, int n, int nh
     char *ws = (char *)workspace(WS_ATTN, 2 * count * (gemm_bf16 ? 2 : 4));
     void *dst = ws + half * count * (gemm_bf16 ? 2 : 4);
     if (gemm_bf16)
-        LAUNCH_OVER(count, k_pack<unsigned short>, "attention (head-major copy)", (unsigned short *)dst, src, n, n,
-                    hd, stride, hd, count);
+        pack((unsigned short *)dst, src, n, n, hd, stride, hd, nh, "attention (head-major copy)");
     else
-        LAUNCH_OVER(count, k_pack<float>, "attention (head-major copy)", (float *)dst, src, n, n, hd, stride, hd,
-                    count);
+        pack((float *)dst, src, n, n, hd, stride, hd, nh, "attention (head-major copy)");
     return operand{dst, gemm_bf16};
 }
 /* element offset into an operand of either width */

@@ -386,8 +386,7 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
             {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[i - s0]}};
         for (int j = 0; j < (dout ? 4 : 3); j++) {
             size_t n = (size_t)c[j].heads * c[j].pad * hd;
-            LAUNCH_OVER(n, k_pack<unsigned short>, "attention (bf16 copies)", cp, c[j].src, c[j].rows, c[j].pad,
-                        hd, c[j].stride, hd, n);
+            pack(cp, c[j].src, c[j].rows, c[j].pad, hd, c[j].stride, hd, c[j].heads, "attention (bf16 copies)");
             *c[j].dst = cp;
             cp += n;
         }

@@ -151,16 +151,32 @@ __device__ static inline void put(float *p, size_t i, float v) { p[i] = v; }
 __device__ static inline void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
 
 /* dst[i][r][c] = src[i * stride + r * ld + c] for r < rows and 0 for rows <= r
- * < pad (n elements in all): a strided batch of matrices packed back to back
- * (a GEMM's operands, or a matrix's heads stacked head-major: stride = the
- * head's width), as fp32 or as bf16. */
+ * < pad: a strided batch of matrices packed back to back (a GEMM's
+ * operands, or a matrix's heads stacked head-major: stride = the head's
+ * width), as fp32 or as bf16. A block per (row r, item i0 + y), threads
+ * over the columns: no index division per element (the grid-stride form
+ * divided a 64-bit index three times for each). */
 template <class T>
-__global__ static void k_pack(T *dst, const float *src, int rows, int pad, int cols, int ld, long long stride,
-                              size_t n)
+__global__ static void k_pack(T *dst, const float *src, int rows, int cols, int ld, long long stride, int i0)
 {
-    GRID_STRIDE(t, n) {
-        size_t per = (size_t)pad * cols, i = t / per, r = t % per / cols, col = t % cols;
-        put(dst, t, r < (size_t)rows ? src[i * stride + r * ld + col] : 0.0f);
+    int r = blockIdx.x;
+    size_t i = (size_t)i0 + blockIdx.y;
+    T *d = dst + (i * gridDim.x + r) * cols;
+    const float *s = src + i * stride + (size_t)r * ld;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        put(d, c, r < rows ? s[c] : 0.0f);
+}
+template <class T>
+static inline void pack(T *dst, const float *src, int rows, int pad, int cols, int ld, long long stride, int items,
+                        const char *name)
+{
+    if (pad <= 0 || cols <= 0 || items <= 0)
+        return;
+    int threads = cols < THREADS ? (cols + 31) / 32 * 32 : THREADS;
+    for (int i0 = 0; i0 < items; i0 += 65535) {   /* the grid's y limit */
+        int n = items - i0 < 65535 ? items - i0 : 65535;
+        LAUNCH(k_pack<T>, dim3(pad, n), threads)(dst, src, rows, cols, ld, stride, i0);
+        LAUNCHED(name);
     }
 }
 

@@ -66,7 +66,7 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     if (flat)
         LAUNCH_OVER(n / 4, k_pack_bf16_flat, "bf16 copy of a GEMM operand", p, x, n / 4);
     else
-        LAUNCH_OVER(n, k_pack<unsigned short>, "bf16 copy of a GEMM operand", p, x, rows, rows, cols, ld, stride, n);
+        pack(p, x, rows, rows, cols, ld, stride, (int)items, "bf16 copy of a GEMM operand");
     *packed_stride = stride ? (long long)rows * cols : 0;
     return p;
 }
