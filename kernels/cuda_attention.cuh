@@ -17,15 +17,10 @@
 
 #define TC_BR 64                      /* the tensor-core kernels: rows per block (queries; keys in dk/dv) */
 
-struct seq_desc {
-    const float *k, *v;
-    float *p, *lse, *dk, *dv, *dp;
-    int row, n, pos, kv_stride;
-};
 struct attn_args {
     int n_seq;
     int first[ATTN_SEQS + 1];       /* prefix sums of the block rows per sequence */
-    struct seq_desc s[ATTN_SEQS];
+    struct bk_attn_seq s[ATTN_SEQS];  /* the call's descriptions, copied to the kernel's parameters */
 };
 
 __device__ static inline int find_seq(const attn_args &A, int b)
@@ -47,18 +42,7 @@ static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n
     A->first[0] = 0;
     for (int i = 0; i < cnt; i++) {
         const struct bk_attn_seq *x = &s[s0 + i];
-        seq_desc *d = &A->s[i];
-        d->k = x->k;
-        d->v = x->v;
-        d->p = x->p;
-        d->lse = x->lse;
-        d->dk = x->dk;
-        d->dv = x->dv;
-        d->dp = x->dp;
-        d->row = x->row;
-        d->n = x->n;
-        d->pos = x->pos;
-        d->kv_stride = x->kv_stride;
+        A->s[i] = *x;
         int blocks = per == PER_KEY ? x->pos + x->n
                    : per == PER_QUERY ? x->n
                    : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR

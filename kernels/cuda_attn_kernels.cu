@@ -60,7 +60,7 @@ __global__ static void k_attention(float *out, int out_stride, const float *q, i
 {
     __shared__ float qs[MAX_HD], os[MAX_HD];
     int b = blockIdx.x / nh, h = blockIdx.x % nh, si = find_seq(A, b), g = h / group;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int i = b - A.first[si], ctx = S.pos + S.n, len = S.pos + i + 1;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const float *qi = q + (size_t)(S.row + i) * q_stride + (size_t)h * hd;
@@ -95,7 +95,7 @@ __global__ static void k_attention_bwd_q(float *dq, int q_stride, const float *d
 {
     __shared__ float qs[MAX_HD], dos[MAX_HD], os[MAX_HD];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int i = blockIdx.x - A.first[si], ctx = S.pos + S.n, len = S.pos + i + 1;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const float *qi = q + (size_t)(S.row + i) * q_stride + (size_t)h * hd;
@@ -136,7 +136,7 @@ __global__ static void k_attention_bwd_kv(const float *dout, int dout_stride, co
 {
     __shared__ float part_k[ATTN_WARPS][MAX_HD], part_v[ATTN_WARPS][MAX_HD];
     int si = find_seq(A, blockIdx.x), g = blockIdx.y;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int j = blockIdx.x - A.first[si], ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     int i0 = j - S.pos > 0 ? j - S.pos : 0;         /* query i sees keys up to pos + i */
@@ -266,7 +266,7 @@ __global__ static void k_flash_fwd(float *out, int out_stride, const float *q, i
 {
     __shared__ float Qs[FA_BR * FA_HD], KV[32 * FA_HD];   /* Q row after row; K, then V, skewed */
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * FA_BR, nq = S.n - q0 < FA_BR ? S.n - q0 : FA_BR;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     load_rows(Qs, FA_BR, q + (size_t)S.row * q_stride + (size_t)h * hd, q_stride, q0, S.n, hd, false);
@@ -345,7 +345,7 @@ __global__ static void k_flash_bwd_dq(float *dq, int q_stride, const float *dout
     __shared__ float Qs[FA_BR * FA_HD], dOs[FA_BR * FA_HD];   /* row after row */
     __shared__ float KV[32 * FA_HD];                          /* skewed: lane j reads row j */
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, g = h / group;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * FA_BR, nq = S.n - q0 < FA_BR ? S.n - q0 : FA_BR;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     load_rows(Qs, FA_BR, q + (size_t)S.row * q_stride + (size_t)h * hd, q_stride, q0, S.n, hd, false);
@@ -401,7 +401,7 @@ __global__ static void k_flash_bwd_dkv(const float *dout, int dout_stride, const
     __shared__ float Ks[FB_BC * FA_HD], Vs[FB_BC * FA_HD];   /* row after row (broadcast reads) */
     __shared__ float Qs[32 * FA_HD], dOs[32 * FA_HD];      /* skewed: lane i reads row i */
     int si = find_seq(A, blockIdx.x), g = blockIdx.y;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int ctx = S.pos + S.n, k0 = (blockIdx.x - A.first[si]) * FB_BC, nk = ctx - k0 < FB_BC ? ctx - k0 : FB_BC;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
@@ -510,7 +510,7 @@ void attn_kernels(float *out, int out_stride, const float *q, int q_stride, cons
 __global__ static void k_kv_append(attn_args A, const float *k_src, const float *v_src, int src_stride, int kv_dim)
 {
     int si = find_seq(A, blockIdx.x);
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int i = blockIdx.x - A.first[si];
     size_t src = (size_t)(S.row + i) * src_stride, dst = (size_t)(S.pos + i) * S.kv_stride;
     for (int d = threadIdx.x; d < kv_dim; d += blockDim.x) {

@@ -161,7 +161,7 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
     __shared__ __align__(16) tile<BK, HD> ks;
     __shared__ __align__(16) tile<HD, BK> vt;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
     const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
@@ -229,7 +229,7 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
                                     attn_args A, int nh, int hd)
 {
     int si = find_seq(A, blockIdx.x), h = blockIdx.y;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int i = blockIdx.x - A.first[si];
     size_t r = S.row + i;
     float acc = 0;
@@ -250,7 +250,7 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
     __shared__ __align__(16) tile<BK, HD> ks, vs;
     __shared__ __align__(16) tile<HD, BK> kt;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
     const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
@@ -304,7 +304,7 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     __shared__ __align__(16) tile<HD, BK> qt, dot;
     __shared__ float lse_s[BK], d_s[BK];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
     int npad = padded(S.n), cpad = padded(ctx);
@@ -355,7 +355,7 @@ __global__ static void k_dkv_sum(attn_args A, int group, int nh)
 {
     int si = find_seq(A, blockIdx.x), c = blockIdx.y, key = blockIdx.x - A.first[si], d = threadIdx.x;
     int hd = blockDim.x;
-    const seq_desc &S = A.s[si];
+    const bk_attn_seq &S = A.s[si];
     size_t ctx = S.pos + S.n;
     float k = 0.0f, v = 0.0f;
     for (int h = c * group; h < (c + 1) * group; h++) {

@@ -75,7 +75,9 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
  * by the next matmul whose A is the same matrix, while op_epoch has not
  * moved and no product has written over it (cuda_common.cuh, STAMPED).
  * Only the op's own products take part: inside another op (attention),
- * kernels rewrite buffers between products without moving the epoch. */
+ * kernels rewrite buffers between products without moving the epoch, and
+ * the stamps around that op retire any copy made before it (its products
+ * reuse WS_GEMM_A). */
 static bool in_matmul_op;
 static struct {
     const float *src;
@@ -132,10 +134,6 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     if ((a.bf16 || b.bf16) && !gemm_bf16)
         fatal("matmul", "a bf16 operand outside bf16 mode");
-    if (batch > 1)
-        last_a.copy = NULL;              /* batches write more than m rows; and take the workspace */
-    else
-        wrote(c, m, ldc);                /* (before the product: a copy is of what it reads) */
     if (gemm_exact) {
         BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
                                        (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
@@ -151,12 +149,10 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
         if (!a.bf16 && k > 0) {
             int rows = ta ? k : m, cols = ta ? m : k;
-            if (batch == 1 && in_matmul_op)
+            if (in_matmul_op)            /* a single product, sa = 0 */
                 a.p = packed_a((const float *)a.p, rows, cols, lda);
-            else {
+            else                         /* inside another op, whose epoch stamps retire last_a */
                 a.p = packed_bf16(WS_GEMM_A, (const float *)a.p, rows, cols, lda, sa, batch, &sa);
-                last_a.copy = NULL;      /* the workspace holds another now */
-            }
             lda = cols;
         }
         if (!b.bf16 && k > 0) {
@@ -178,6 +174,7 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
 static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc)
 {
+    wrote(c, m, ldc);                    /* before the product: a copy is of what it reads */
     in_matmul_op = true;
     gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
     in_matmul_op = false;
@@ -333,7 +330,7 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
  * depends on the modes, b, n and k, never on m. */
 static bool matmul_rows_tc(float *c, const float *a, const float *b, int m, int n, int k)
 {
-    if (!rows_tc || !gemm_bf16 || k % 16 || n % 8)
+    if (!cuda_rows_tc() || k % 16 || n % 8)
         return false;
     const unsigned short *b16 = param_bf16(b, (size_t)n * k);
     if (!b16 || (size_t)b16 % 4)

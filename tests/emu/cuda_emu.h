@@ -308,13 +308,7 @@ struct mma_regs {
     unsigned a[4], b[2];
 };
 inline mma_regs mma_slot[1024];
-inline float bf16_bits(unsigned bits)
-{
-    unsigned u = (bits & 0xffffu) << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+inline float bf16_bits(unsigned bits) { return __bfloat162float({(unsigned short)(bits & 0xffffu)}); }
 inline void mma_m16n8k16_bf16(float c[4], const unsigned a[4], const unsigned b[2])
 {
     fiber *me = cur;

@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "err.h"
 #include "rng.h"
+#include "safetensors.h"
 
 static const struct backend *gpu, *cpu = &backend_cpu;
 static struct rng R;
@@ -58,12 +59,8 @@ static struct two rand_both(size_t n, float scale)
 /* x rounded to bf16 values (to nearest, ties to even), still as floats */
 static void bf16_values(float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], sizeof u);
-        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;   /* finite inputs */
-        memcpy(&x[i], &u, sizeof u);
-    }
+    for (size_t i = 0; i < n; i++)
+        x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
 }
 static struct two rand_bf16_both(size_t n)
 {
