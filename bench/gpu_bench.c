@@ -8,7 +8,9 @@
  *     utilisation against the bf16 GEMM rate;
  *   - decode tokens/s at batch 1 and 64 against the memory-bandwidth floor
  *     (weights + KV cache bytes per step over the copy bandwidth), with the
- *     batch-invariant kernel (rl-gen's default) and with cuBLAS.
+ *     batch-invariant kernel (rl-gen's default) and with cuBLAS; and, with
+ *     the former, rl-gen's whole step: a token drawn per sequence on the
+ *     backend (sample_rows) or on the host's threads from the logits.
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
  *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t | -g]
@@ -19,6 +21,7 @@
  * lowered by the profiler's waits. */
 #include <getopt.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,8 @@
 #include "err.h"
 #include "model.h"
 #include "optim.h"
+#include "rng.h"
+#include "sample.h"
 
 static double now(void)
 {
@@ -144,12 +149,67 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops)
     free(len), free(tok), free(tgt), free(dlogp);
 }
 
+/* How a timed decode step ends: with the logits on the host (the model's
+ * own speed), or with a token per sequence drawn (temperature 1) on the
+ * backend (model_step_draw, rl-gen's way) or on the host's threads from
+ * the downloaded logits (rl-gen's way with top-k, top-p or min-p). */
+enum step_end { LOGITS, DRAW_BACKEND, DRAW_HOST };
+
+/* Seconds per step of `steps` decode steps after two warm-up ones. */
+static double time_steps(struct model *m, struct kv_cache *c, int batch, int steps, enum step_end end,
+                         const int *slots, const int *ntok, int *tok, float *logits)
+{
+    int threads = omp_get_max_threads();
+    struct sample_scratch *sc = rl_calloc(threads, sizeof *sc);
+    for (int i = 0; i < threads; i++)
+        sample_scratch_init(&sc[i], m->V);
+    struct rng *rng = rl_malloc(batch * sizeof *rng);
+    double *u = rl_malloc(batch * sizeof *u), *lp = rl_malloc(batch * sizeof *lp);
+    int *drawn = rl_malloc(batch * sizeof *drawn);
+    for (int s = 0; s < batch; s++)
+        rng_seed(&rng[s], (uint64_t)s + 1);
+    struct sampler plain = {.temperature = 1, .top_p = 1};
+    double t0 = 0;
+    for (int k = 0; k < steps + 2; k++) {
+        if (k == 2) {                    /* two warm-up steps */
+            sync_gpu(m->bk, m->w_mem);
+            backend_prof_reset();
+            t0 = now();
+        }
+        for (int s = 0; s < batch; s++)
+            tok[s] = (k * 31 + s * 17) % m->V;
+        int rc;
+        if (end == DRAW_BACKEND) {
+            for (int s = 0; s < batch; s++)
+                u[s] = rng_uniform_double(&rng[s]);
+            rc = model_step_draw(m, c, batch, slots, ntok, tok, 1.0f, u, drawn, lp);
+        } else {
+            rc = model_step(m, c, batch, slots, ntok, tok, logits);
+        }
+        if (rc)
+            rl_die_err();
+        if (end == DRAW_HOST) {
+#pragma omp parallel for schedule(dynamic) if (batch > 1)
+            for (int s = 0; s < batch; s++)
+                drawn[s] = sample_next(&plain, logits + (size_t)s * m->V, m->V, &rng[s],
+                                       &sc[omp_get_thread_num()], &lp[s]);
+        }
+    }
+    double per_step = (now() - t0) / steps;
+    for (int i = 0; i < threads; i++)
+        sample_scratch_free(&sc[i]);
+    free(sc), free(rng), free(u), free(lp), free(drawn);
+    return per_step;
+}
+
 /* Decode `steps` tokens for `batch` sequences after a 128-token prompt each
- * (the prompt's prefill shared: one slot prefilled, then forked). */
+ * (the prompt's prefill shared: one slot prefilled, then forked); then, in
+ * the batch-invariant mode rl-gen uses, as many steps again with a token
+ * drawn on the backend, then on the host. */
 static void bench_decode(struct model *m, int batch, int steps, bool invariant, double gbps)
 {
-    int prompt = 128;
-    struct kv_cache *c = kv_cache_new(m, batch, prompt + steps + 1);
+    int prompt = 128, timed = steps > 2 ? steps - 2 : 1;
+    struct kv_cache *c = kv_cache_new(m, batch, prompt + 3 * (timed + 2) + 1);
     if (!c)
         rl_die_err();
     m->batch_invariant = invariant;
@@ -166,21 +226,7 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
         ntok[s] = 1;
         kv_cache_copy(c, s, 0);
     }
-    double t0 = 0;
-    int timed = 0;
-    for (int k = 0; k < steps; k++) {
-        if (k == 2) {                    /* two warm-up steps */
-            sync_gpu(m->bk, m->w_mem);
-            backend_prof_reset();
-            t0 = now();
-        }
-        for (int s = 0; s < batch; s++)
-            tok[s] = (k * 31 + s * 17) % m->V;
-        if (model_step(m, c, batch, slots, ntok, tok, logits))
-            rl_die_err();
-        timed += k >= 2;
-    }
-    double dt = now() - t0, per_step = dt / timed;
+    double per_step = time_steps(m, c, batch, timed, LOGITS, slots, ntok, tok, logits);
     /* bytes a step must read: every weight but the embedding table (one row
      * each), and the K/V of every cached position; a weight is 2 bytes where
      * the products read the weights' bf16 copy (cuBLAS in bf16 mode, the
@@ -199,6 +245,12 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
         char title[64];
         snprintf(title, sizeof title, "%d decode steps, batch %d, %s", timed, batch, mode);
         backend_prof_report(stdout, title);
+    }
+    if (invariant) {
+        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, slots, ntok, tok, logits);
+        double host = time_steps(m, c, batch, timed, DRAW_HOST, slots, ntok, tok, logits);
+        printf("decode_b%d_%s_draw_tokens_per_s %.0f\n", batch, mode, batch / dev);
+        printf("decode_b%d_%s_hostdraw_tokens_per_s %.0f\n", batch, mode, batch / host);
     }
     kv_cache_free(c);
     free(slots), free(ntok), free(tok), free(logits);

@@ -92,6 +92,7 @@ static struct backend make_table(void)
     cuda_gemm_ops(&b);
     cuda_elementwise_ops(&b);
     cuda_attention_ops(&b);
+    cuda_sample_ops(&b);
     return b;
 }
 static struct backend table;

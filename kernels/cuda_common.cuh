@@ -231,6 +231,7 @@ void cuda_params_ops(struct backend *b);
 void cuda_gemm_ops(struct backend *b);
 void cuda_elementwise_ops(struct backend *b);
 void cuda_attention_ops(struct backend *b);
+void cuda_sample_ops(struct backend *b);
 /* $RL_CUDA_ROWS (cuda_gemm.cu): 0, or -1 when it names no mode; and whether
  * matmul_rows may take the tensor cores */
 int cuda_rows_mode(const char *name);

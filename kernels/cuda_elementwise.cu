@@ -1,6 +1,6 @@
 /* The CUDA backend's row and elementwise kernels: RMSNorm and its
  * backward (column sums in two fixed-order passes), RoPE, SwiGLU, gathers
- * and scatters, the embedding, the vocabulary's (log-)softmax, and the
+ * and scatters, the embedding, the vocabulary's log-softmax, and the
  * optimizer's norm and AdamW. */
 #include "cuda_common.cuh"
 
@@ -359,26 +359,6 @@ static void cu_logsoftmax_bwd(float *logits, const float *lse, const int *target
     LAUNCHED("logsoftmax_bwd");
 }
 
-__global__ static void k_softmax(float *x, int v)
-{
-    float *r = x + (size_t)blockIdx.x * v;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < v; j += blockDim.x)
-        mx = fmaxf(mx, r[j]);
-    mx = block_max_f(mx);
-    double s = block_exp_sum(r, v, mx);
-    float inv = (float)(1.0 / s);
-    for (int j = threadIdx.x; j < v; j += blockDim.x)
-        r[j] *= inv;
-}
-static void cu_softmax(float *x, int n, int v)
-{
-    if (n <= 0)
-        return;
-    LAUNCH(k_softmax, n, THREADS)(x, v);
-    LAUNCHED("softmax");
-}
-
 /* ---------------- optimizer ---------------- */
 
 __global__ static void k_sumsq_part(double *part, const float *x, size_t n)
@@ -464,7 +444,6 @@ void cuda_elementwise_ops(struct backend *b)
     b->embed_bwd = STAMPED(cu_embed_bwd);
     b->logsoftmax = STAMPED(cu_logsoftmax);
     b->logsoftmax_bwd = STAMPED(cu_logsoftmax_bwd);
-    b->softmax = STAMPED(cu_softmax);
     b->sumsq = cu_sumsq;   /* writes nothing of the caller's: not STAMPED */
     b->scale = STAMPED(cu_scale);
     b->adamw = STAMPED(cu_adamw);

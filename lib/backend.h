@@ -123,8 +123,16 @@ struct backend {
     /* In place: logits row r -> g[r] * (onehot(target) - softmax) = d loss / d logits
      * for d loss / d logp[r] = g[r] (rows with target < 0 get zeros). */
     void (*logsoftmax_bwd)(float *logits, const float *lse, const int *targets, const float *g, int n, int v);
-    /* In place softmax of each row (for sampling). */
-    void (*softmax)(float *x, int n, int v);
+    /* Sampling (rl-gen) without top-k, top-p or min-p: row r of logits
+     * [n, v] gives tok[r] = sample_plain(row, v, temperature, u[r]) (lib/
+     * sample.h: greedy at temperature <= 0, else the first token whose running
+     * sum of tempered probabilities exceeds u[r] times their total) and
+     * logp1[r], the token's temperature-1 log-softmax. Only n ids and n
+     * log-probs cross to the host instead of n x v logits. The CPU's is
+     * sample_plain itself; a device's sums run in another order, so a u within
+     * rounding of a boundary between two tokens may pick the other one. */
+    void (*sample_rows)(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
+                        float temperature);
 
     double (*sumsq)(const float *x, size_t n);          /* sum of squares, in double */
     void (*scale)(float *x, float a, size_t n);

@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "err.h"
+#include "sample.h"
 
 /* Elementwise work below this many elements runs on the calling thread: a
  * parallel region costs more than it saves (decode steps, per-row ops). */
@@ -533,24 +534,12 @@ static void cpu_logsoftmax_bwd(float *logits, const float *lse, const int *targe
     }
 }
 
-static void cpu_softmax(float *x, int n, int v)
+static void cpu_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
+                            float temperature)
 {
-#pragma omp parallel for schedule(static) if (PAR((size_t)n * v))
-    for (int i = 0; i < n; i++) {
-        float *r = x + (size_t)i * v;
-        float mx = -INFINITY;
-        for (int j = 0; j < v; j++)
-            if (r[j] > mx)
-                mx = r[j];
-        double s = 0;
-        for (int j = 0; j < v; j++) {
-            r[j] = expf(r[j] - mx);
-            s += r[j];
-        }
-        float inv = (float)(1.0 / s);
-        for (int j = 0; j < v; j++)
-            r[j] *= inv;
-    }
+#pragma omp parallel for schedule(static) if (n > 1)
+    for (int i = 0; i < n; i++)
+        tok[i] = sample_plain(logits + (size_t)i * v, v, temperature, u[i], NULL, &logp1[i]);
 }
 
 static double cpu_sumsq(const float *x, size_t n)
@@ -618,7 +607,7 @@ const struct backend backend_cpu = {
     .embed_bwd = cpu_embed_bwd,
     .logsoftmax = cpu_logsoftmax,
     .logsoftmax_bwd = cpu_logsoftmax_bwd,
-    .softmax = cpu_softmax,
+    .sample_rows = cpu_sample_rows,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
     .adamw = cpu_adamw,

@@ -127,7 +127,10 @@ static void sim_logsoftmax_bwd(float *x, const float *lse, const int *t, const f
 {
     backend_cpu.logsoftmax_bwd(F(x), F(lse), I(t), F(g), n, v);
 }
-static void sim_softmax(float *x, int n, int v) { backend_cpu.softmax(F(x), n, v); }
+static void sim_sample_rows(int *tok, double *lp, const float *x, const double *u, int n, int v, float t)
+{
+    backend_cpu.sample_rows((int *)real(tok), (double *)real(lp), F(x), (const double *)real(u), n, v, t);
+}
 static double sim_sumsq(const float *x, size_t n) { return backend_cpu.sumsq(F(x), n); }
 static void sim_scale(float *x, float a, size_t n) { backend_cpu.scale(F(x), a, n); }
 static void sim_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
@@ -166,7 +169,7 @@ const struct backend backend_devsim = {
     .embed_bwd = sim_embed_bwd,
     .logsoftmax = sim_logsoftmax,
     .logsoftmax_bwd = sim_logsoftmax_bwd,
-    .softmax = sim_softmax,
+    .sample_rows = sim_sample_rows,
     .sumsq = sim_sumsq,
     .scale = sim_scale,
     .adamw = sim_adamw,

@@ -200,7 +200,10 @@ static void p_logsoftmax_bwd(float *x, const float *lse, const int *t, const flo
 {
     TIMED("logsoftmax_bwd", 0, inner->logsoftmax_bwd(x, lse, t, g, n, v));
 }
-static void p_softmax(float *x, int n, int v) { TIMED("softmax", 0, inner->softmax(x, n, v)); }
+static void p_sample_rows(int *tok, double *lp, const float *x, const double *u, int n, int v, float t)
+{
+    TIMED("sample_rows", 0, inner->sample_rows(tok, lp, x, u, n, v, t));
+}
 static double p_sumsq(const float *x, size_t n)
 {
     double r;
@@ -244,7 +247,7 @@ const struct backend *backend_profiled(const struct backend *bk)
     table.embed_bwd = p_embed_bwd;
     table.logsoftmax = p_logsoftmax;
     table.logsoftmax_bwd = p_logsoftmax_bwd;
-    table.softmax = p_softmax;
+    table.sample_rows = p_sample_rows;
     table.sumsq = p_sumsq;
     table.scale = p_scale;
     table.adamw = p_adamw;

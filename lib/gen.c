@@ -1,6 +1,7 @@
 #include "gen.h"
 
 #include <jansson.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,10 @@ struct gen {
     int cap, count;
     float *logits;
     int *step_slots, *step_tok, *ones;
-    struct sample_scratch scratch;
+    int *step_drawn;             /* a decode step's tokens and their log-probs */
+    double *step_u, *step_logp;
+    struct sample_scratch *scratch;   /* one per host thread that samples */
+    int n_scratch;
     int32_t *stop;               /* all stop ids */
     int n_stop;
     size_t max_stop_len;
@@ -214,8 +218,33 @@ static void accept_token(struct gen *g, struct sample *s, int tok, double logp)
 static void sample_from(struct gen *g, struct sample *s, const float *logits)
 {
     double logp;
-    int tok = sample_next(&g->o->sampler, logits, g->m->V, &s->rng, &g->scratch, &logp);
+    int tok = sample_next(&g->o->sampler, logits, g->m->V, &s->rng, &g->scratch[0], &logp);
     accept_token(g, s, tok, logp);
+}
+
+/* Decode steps draw on the backend, next to the logits (model_step_draw),
+ * unless a warper needs the host's sort. */
+static bool draws_on_backend(const struct gen *g)
+{
+    const struct sampler *c = &g->o->sampler;
+    return !g->o->host_sampling && (c->temperature <= 0 || sampler_plain(c));
+}
+
+static struct sample *slot_sample(struct gen *g, int slot)
+{
+    return &g->slot[slot].job->s[g->slot[slot].j];
+}
+
+/* The host's draws for the n rows of g->logits, rows in parallel: each
+ * sample has its own rng, so the threads change nothing in the result. */
+static void draw_on_host(struct gen *g, int n)
+{
+#pragma omp parallel for schedule(dynamic) num_threads(g->n_scratch) if (n > 1)
+    for (int k = 0; k < n; k++) {
+        struct sample *s = slot_sample(g, g->step_slots[k]);
+        g->step_drawn[k] = sample_next(&g->o->sampler, g->logits + (size_t)k * g->m->V, g->m->V, &s->rng,
+                                       &g->scratch[omp_get_thread_num()], &g->step_logp[k]);
+    }
 }
 
 /* ---------------- scheduling ---------------- */
@@ -309,12 +338,22 @@ static int decode_step(struct gen *g)
         }
     if (!n)
         return 0;
-    if (model_step(g->m, g->cache, n, g->step_slots, g->ones, g->step_tok, g->logits))
-        return -1;
+    float t = g->o->sampler.temperature;
+    if (draws_on_backend(g)) {
+        for (int k = 0; k < n; k++)          /* the uniform sample_next would take */
+            g->step_u[k] = t > 0 ? rng_uniform_double(&slot_sample(g, g->step_slots[k])->rng) : 0;
+        if (model_step_draw(g->m, g->cache, n, g->step_slots, g->ones, g->step_tok, t, g->step_u, g->step_drawn,
+                            g->step_logp))
+            return -1;
+    } else {
+        if (model_step(g->m, g->cache, n, g->step_slots, g->ones, g->step_tok, g->logits))
+            return -1;
+        draw_on_host(g, n);
+    }
     for (int k = 0; k < n; k++) {
         struct slot *sl = &g->slot[g->step_slots[k]];
         struct sample *s = &sl->job->s[sl->j];
-        sample_from(g, s, g->logits + (size_t)k * g->m->V);
+        accept_token(g, s, g->step_drawn[k], g->step_logp[k]);
         sl->last = s->ids.v[s->ids.n - 1];
         if (s->finish != RUNNING)
             finish_sample(g, g->step_slots[k]);
@@ -405,7 +444,16 @@ static int setup(struct gen *g, struct model *m, struct tok_ctx *tc, const struc
     g->ones = rl_malloc((size_t)o->batch * sizeof(int));
     for (int i = 0; i < o->batch; i++)
         g->ones[i] = 1;
-    sample_scratch_init(&g->scratch, m->V);
+    g->step_drawn = rl_malloc((size_t)o->batch * sizeof(int));
+    g->step_u = rl_malloc((size_t)o->batch * sizeof(double));
+    g->step_logp = rl_malloc((size_t)o->batch * sizeof(double));
+    /* scratches of 3 doubles a token: one for the prefill's draws, one per
+     * thread when decode steps draw on the host */
+    int threads = omp_get_max_threads();
+    g->n_scratch = draws_on_backend(g) ? 1 : threads < o->batch ? threads : o->batch;
+    g->scratch = rl_calloc((size_t)g->n_scratch, sizeof *g->scratch);
+    for (int i = 0; i < g->n_scratch; i++)
+        sample_scratch_init(&g->scratch[i], m->V);
     for (int i = 0; i < o->n_stop_ids; i++)
         add_id(&g->stop, &g->n_stop, o->stop_ids[i]);
     for (int i = 0; i < o->n_stop_strs; i++)
@@ -422,7 +470,10 @@ static void teardown(struct gen *g)
     kv_cache_free(g->cache);
     free(g->slot); free(g->jobs); free(g->logits); free(g->step_slots); free(g->step_tok); free(g->ones);
     free(g->stop); free(g->input_error);
-    sample_scratch_free(&g->scratch);
+    free(g->step_drawn); free(g->step_u); free(g->step_logp);
+    for (int i = 0; i < g->n_scratch; i++)
+        sample_scratch_free(&g->scratch[i]);
+    free(g->scratch);
 }
 
 int gen_run(struct model *m, struct tok_ctx *tc, const struct gen_opts *o, struct rec_reader *in,

@@ -28,6 +28,7 @@ struct gen_opts {
     uint64_t seed;
     int batch;                   /* KV-cache slots: samples decoded together */
     bool unordered;              /* write records as they complete */
+    bool host_sampling;          /* draw on the host even without warpers (benchmarks) */
     bool quiet;
 };
 

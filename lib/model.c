@@ -428,6 +428,8 @@ void model_acts_free(struct model *m)
     m->bk->free(a->mem);
     if (!m->bk->host)
         m->bk->free(a->dimem);
+    if (a->draw_mem)
+        m->bk->free(a->draw_mem);
     free(a->hmem);
     free(a->imem);
     free(a->layer);

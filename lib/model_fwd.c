@@ -356,8 +356,9 @@ void kv_cache_copy(struct kv_cache *c, int dst, int src)
     c->len[dst] = c->len[src];
 }
 
-int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
-               const int *tokens, float *logits)
+/* model_step up to the last hidden states */
+static int step_trunk(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
+                      const int *tokens)
 {
     if (n <= 0)
         return rl_err("model_step: no sequences");
@@ -414,6 +415,38 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
     m->hidden = a->hf;
     m->logp = NULL;
     m->logits = NULL;
+    return 0;
+}
+
+/* The LM head's rows of a step: each sequence's last new token */
+static void step_head_plan(struct model *m, int n)
+{
+    struct model_acts *a = m->acts;
+    a->n_rows = n;
+    for (int s = 0; s < n; s++)
+        a->rows[s] = a->seq_row[s] + a->seq_len[s] - 1;
+    model_ints_upload(m, a->d_rows, a->rows, n);
+}
+
+/* Their logits k0..k0+nr (at most a->Tc rows) into a->chunk: row-invariant
+ * matmul_rows when batch-invariant (at any row count) */
+static void step_head_logits(struct model *m, int n, int k0, int nr)
+{
+    struct model_acts *a = m->acts;
+    if (m->batch_invariant || n <= FEW_ROWS) {
+        m->bk->gather_rows(a->hg, a->hf, a->d_rows + k0, nr, m->H);
+        m->bk->matmul_rows(a->chunk, a->hg, m->w.lm_head, nr, m->V, m->H);
+    } else {
+        model_head_logits(m, k0, nr);
+    }
+}
+
+int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
+               const int *tokens, float *logits)
+{
+    if (step_trunk(m, c, n, slots, ntok, tokens))
+        return -1;
+    struct model_acts *a = m->acts;
     if (!logits)
         return 0;
     if (m->cfg.head == HEAD_SCORE) {
@@ -421,23 +454,59 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
         m->bk->download(logits, a->scores, (size_t)n * m->cfg.num_labels * sizeof(float));
         return 0;
     }
-    /* the logits of each sequence's last new token: one row per sequence
-     * (row-invariant matmul_rows when batch-invariant) */
-    a->n_rows = n;
-    for (int s = 0; s < n; s++)
-        a->rows[s] = a->seq_row[s] + a->seq_len[s] - 1;
-    model_ints_upload(m, a->d_rows, a->rows, n);
-    bool use_rows = m->batch_invariant || n <= FEW_ROWS;
-    int step = a->Tc;          /* matmul_rows is row-invariant at any row count */
-    for (int k0 = 0; k0 < n; k0 += step) {
-        int nr = n - k0 < step ? n - k0 : step;
-        if (use_rows) {
-            m->bk->gather_rows(a->hg, a->hf, a->d_rows + k0, nr, m->H);
-            m->bk->matmul_rows(a->chunk, a->hg, m->w.lm_head, nr, m->V, m->H);
-        } else {
-            model_head_logits(m, k0, nr);
-        }
+    step_head_plan(m, n);
+    for (int k0 = 0; k0 < n; k0 += a->Tc) {
+        int nr = n - k0 < a->Tc ? n - k0 : a->Tc;
+        step_head_logits(m, n, k0, nr);
         m->bk->download(logits + (size_t)k0 * m->V, a->chunk, (size_t)nr * m->V * sizeof(float));
+    }
+    return 0;
+}
+
+/* Backend memory for a step's draws: n uniforms in, n ids and log-probs out
+ * (the caller's arrays themselves on a host backend) */
+static int draw_reserve(struct model *m, int n)
+{
+    struct model_acts *a = m->acts;
+    if (m->bk->host || n <= a->draw_cap)
+        return 0;
+    if (a->draw_mem)
+        m->bk->free(a->draw_mem);
+    a->draw_cap = 0;
+    if (!(a->draw_mem = m->bk->alloc((size_t)n * (2 * sizeof(double) + sizeof(int)))))
+        return rl_err("out of memory for the draws of %d sequences", n);
+    a->draw_cap = n;
+    return 0;
+}
+
+int model_step_draw(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
+                    const int *tokens, float temperature, const double *u, int *tok, double *logp1)
+{
+    if (m->cfg.head != HEAD_LM)
+        return rl_err("model_step_draw: drawing tokens needs a causal LM head; this model has a score head");
+    if (step_trunk(m, c, n, slots, ntok, tokens) || draw_reserve(m, n))
+        return -1;
+    struct model_acts *a = m->acts;
+    const struct backend *bk = m->bk;
+    const double *du = u;
+    double *dlp = logp1;
+    int *dtok = tok;
+    if (!bk->host) {
+        double *mem = a->draw_mem;
+        bk->upload(mem, u, (size_t)n * sizeof *u);
+        du = mem;
+        dlp = mem + a->draw_cap;
+        dtok = (int *)(dlp + a->draw_cap);
+    }
+    step_head_plan(m, n);
+    for (int k0 = 0; k0 < n; k0 += a->Tc) {
+        int nr = n - k0 < a->Tc ? n - k0 : a->Tc;
+        step_head_logits(m, n, k0, nr);
+        bk->sample_rows(dtok + k0, dlp + k0, a->chunk, du + k0, nr, m->V, temperature);
+    }
+    if (!bk->host) {
+        bk->download(tok, dtok, (size_t)n * sizeof *tok);
+        bk->download(logp1, dlp, (size_t)n * sizeof *logp1);
     }
     return 0;
 }

@@ -51,6 +51,8 @@ struct model_acts {
      * themselves when bk->host). */
     void *dimem;
     int *d_tokens, *d_pos, *d_rows, *d_gtargets;
+    void *draw_mem;             /* model_step_draw's uniforms, log-probs and ids */
+    int draw_cap;
     /* Host memory for results and the backward's inputs when the backend's
      * is not (else NULL and the backend buffers are used directly). */
     float *hmem;

@@ -9,16 +9,14 @@
 void sample_scratch_init(struct sample_scratch *s, int V)
 {
     s->p = rl_malloc((size_t)V * sizeof *s->p);
-    s->q = rl_malloc((size_t)V * sizeof *s->q);
-    s->idx = rl_malloc((size_t)V * sizeof *s->idx);
+    s->cand = rl_malloc((size_t)V * sizeof *s->cand);
     s->V = V;
 }
 
 void sample_scratch_free(struct sample_scratch *s)
 {
     free(s->p);
-    free(s->q);
-    free(s->idx);
+    free(s->cand);
     *s = (struct sample_scratch){0};
 }
 
@@ -42,13 +40,56 @@ static double logsumexp(const float *x, int V, double scale)
     return mx + log(s);
 }
 
-static const double *sort_base;
+/* A token's probability at the temperature: one expression for every path,
+ * so that the stored and the recomputed values are the same bits. */
+static inline double tempered(float x, double inv_t, double lse) { return exp(x * inv_t - lse); }
+
+/* The first token with p > 0 whose running sum exceeds u times the total
+ * (the last with p > 0 when rounding leaves none). */
+static int draw(const double *p, int V, double u)
+{
+    double tot = 0, acc = 0;
+    for (int i = 0; i < V; i++)
+        tot += p[i];
+    double target = u * tot;
+    int tok = -1;
+    for (int i = 0; i < V; i++) {
+        if (p[i] <= 0)
+            continue;
+        acc += p[i];
+        tok = i;
+        if (target < acc)
+            break;
+    }
+    return tok;
+}
+
+/* draw() with each p recomputed instead of stored */
+static int draw_tempered(const float *x, int V, double inv_t, double lse, double u)
+{
+    double tot = 0, acc = 0;
+    for (int i = 0; i < V; i++)
+        tot += tempered(x[i], inv_t, lse);
+    double target = u * tot;
+    int tok = -1;
+    for (int i = 0; i < V; i++) {
+        double p = tempered(x[i], inv_t, lse);
+        if (p <= 0)
+            continue;
+        acc += p;
+        tok = i;
+        if (target < acc)
+            break;
+    }
+    return tok;
+}
+
 static int by_prob_desc(const void *a, const void *b)
 {
-    double x = sort_base[*(const int *)a], y = sort_base[*(const int *)b];
-    if (x != y)
-        return x < y ? 1 : -1;
-    return *(const int *)a - *(const int *)b;        /* ties: lower id first */
+    const struct sample_cand *x = a, *y = b;
+    if (x->p != y->p)
+        return x->p < y->p ? 1 : -1;
+    return x->id - y->id;                             /* ties: lower id first */
 }
 
 /* Candidates sorted by probability, enough of them for top-k and top-p:
@@ -64,23 +105,23 @@ static int sorted_candidates(const struct sampler *c, struct sample_scratch *s, 
         double mass = 0;
         for (int i = 0; i < V; i++)
             if (s->p[i] >= t || t < 1e-300) {
-                s->idx[n++] = i;
+                s->cand[n++] = (struct sample_cand){s->p[i], i};
                 mass += s->p[i];
             }
         if ((mass >= need_mass && n >= need_k) || n == V || t < 1e-300) {
-            sort_base = s->p;
-            qsort(s->idx, (size_t)n, sizeof *s->idx, by_prob_desc);
+            qsort(s->cand, (size_t)n, sizeof *s->cand, by_prob_desc);
             return n;
         }
     }
 }
 
-/* Leaves s->p as the final (unnormalized) distribution: 0 for dropped tokens. */
-static void warp(const struct sampler *c, const float *logits, int V, struct sample_scratch *s)
+/* Leaves s->p as the final (unnormalized) distribution: 0 for dropped
+ * tokens. Returns the log-sum-exp of the tempered logits. */
+static double warp(const struct sampler *c, const float *logits, int V, struct sample_scratch *s)
 {
     double inv_t = 1.0 / c->temperature, lse = logsumexp(logits, V, inv_t), pmax = 0;
     for (int i = 0; i < V; i++) {
-        s->p[i] = exp(logits[i] * inv_t - lse);
+        s->p[i] = tempered(logits[i], inv_t, lse);
         if (s->p[i] > pmax)
             pmax = s->p[i];
     }
@@ -93,18 +134,16 @@ static void warp(const struct sampler *c, const float *logits, int V, struct sam
              * top-k that is the whole (normalized) vocabulary */
             double total = c->top_k > 0 ? 0 : 1, mass = 0;
             for (int i = 0; c->top_k > 0 && i < keep; i++)
-                total += s->p[s->idx[i]];
+                total += s->cand[i].p;
             int k = 0;
             while (k < keep && mass < c->top_p * total)     /* the smallest prefix reaching top_p */
-                mass += s->p[s->idx[k++]];
+                mass += s->cand[k++].p;
             keep = k > 0 ? k : 1;
         }
         /* keep the first `keep` candidates, drop everything else */
-        for (int i = 0; i < keep; i++)
-            s->q[i] = s->p[s->idx[i]];
         memset(s->p, 0, (size_t)V * sizeof *s->p);
         for (int i = 0; i < keep; i++)
-            s->p[s->idx[i]] = s->q[i];
+            s->p[s->cand[i].id] = s->cand[i].p;
     }
     if (c->min_p > 0) {                  /* relative to the most likely token */
         double top = 0;
@@ -114,6 +153,7 @@ static void warp(const struct sampler *c, const float *logits, int V, struct sam
             if (s->p[i] < c->min_p * top)
                 s->p[i] = 0;
     }
+    return lse;
 }
 
 void sample_distribution(const struct sampler *c, const float *logits, int V, struct sample_scratch *s,
@@ -132,28 +172,36 @@ void sample_distribution(const struct sampler *c, const float *logits, int V, st
         prob[i] = s->p[i] / tot;
 }
 
+bool sampler_plain(const struct sampler *c) { return c->top_k <= 0 && !(c->top_p < 1) && !(c->min_p > 0); }
+
+int sample_plain(const float *logits, int V, float temperature, double u, double *p, double *logp1)
+{
+    if (temperature <= 0) {
+        int tok = argmax(logits, V);
+        *logp1 = logits[tok] - logsumexp(logits, V, 1.0);
+        return tok;
+    }
+    double inv_t = 1.0 / temperature, lse = logsumexp(logits, V, inv_t);
+    int tok;
+    if (p) {
+        for (int i = 0; i < V; i++)
+            p[i] = tempered(logits[i], inv_t, lse);
+        tok = draw(p, V, u);
+    } else {
+        tok = draw_tempered(logits, V, inv_t, lse, u);
+    }
+    *logp1 = logits[tok] - (inv_t == 1.0 ? lse : logsumexp(logits, V, 1.0));
+    return tok;
+}
+
 int sample_next(const struct sampler *c, const float *logits, int V, struct rng *r, struct sample_scratch *s,
                 double *logp1)
 {
-    int tok;
-    if (c->temperature <= 0) {
-        tok = argmax(logits, V);
-    } else {
-        warp(c, logits, V, s);
-        double tot = 0;
-        for (int i = 0; i < V; i++)
-            tot += s->p[i];
-        double u = rng_uniform_double(r) * tot, acc = 0;
-        tok = -1;
-        for (int i = 0; i < V; i++) {
-            if (s->p[i] <= 0)
-                continue;
-            acc += s->p[i];
-            tok = i;
-            if (u < acc)
-                break;
-        }
-    }
-    *logp1 = logits[tok] - logsumexp(logits, V, 1.0);
+    double u = c->temperature > 0 ? rng_uniform_double(r) : 0;
+    if (c->temperature <= 0 || sampler_plain(c))
+        return sample_plain(logits, V, c->temperature, u, s->p, logp1);
+    double lse = warp(c, logits, V, s);
+    int tok = draw(s->p, V, u);
+    *logp1 = logits[tok] - (c->temperature == 1.0f ? lse : logsumexp(logits, V, 1.0));
     return tok;
 }

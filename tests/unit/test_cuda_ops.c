@@ -24,6 +24,7 @@
 #include "err.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "sample.h"
 
 static const struct backend *gpu, *cpu = &backend_cpu;
 static struct rng R;
@@ -426,12 +427,83 @@ static void test_vocab(void)
     cpu->logsoftmax_bwd(logits.c, lse.c, tg, g.c, n, v);
     gpu->logsoftmax_bwd(logits.g, lse.g, gt, g.g, n, v);
     expect("logsoftmax_bwd (in place; rows without target or g zeroed)", &logits, 1e-5);
-    struct two x = rand_both((size_t)n * v, 8);
-    cpu->softmax(x.c, n, v);
-    gpu->softmax(x.g, n, v);
-    expect("softmax", &x, 1e-5);
     gpu->free(gt);
-    drop(&logits), drop(&lse), drop(&logp), drop(&g), drop(&x);
+    drop(&logits), drop(&lse), drop(&logp), drop(&g);
+}
+
+/* sample_rows on n rows of logits h [n, v] with uniforms u, both sides: the
+ * same tokens (a device's sums run in another order, but no u here lies
+ * within rounding of a boundary) and log-probs within double rounding. The
+ * GPU's outputs start as garbage. */
+static void check_sample(const char *what, const float *h, int n, int v, const double *u, float temp)
+{
+    struct two x = both(h, (size_t)n * v);
+    int *tc = cpu->alloc(n * sizeof *tc), *tg = gpu->alloc(n * sizeof *tg), *tok = rl_malloc(n * sizeof *tok);
+    double *lc = cpu->alloc(n * sizeof *lc), *lg = gpu->alloc(n * sizeof *lg), *lp = rl_malloc(n * sizeof *lp);
+    double *ug = gpu->alloc(n * sizeof *ug);
+    for (int r = 0; r < n; r++)
+        tok[r] = -7, lp[r] = NAN;
+    gpu->upload(tg, tok, n * sizeof *tok);
+    gpu->upload(lg, lp, n * sizeof *lp);
+    gpu->upload(ug, u, n * sizeof *u);
+    cpu->sample_rows(tc, lc, x.c, u, n, v, temp);
+    gpu->sample_rows(tg, lg, x.g, ug, n, v, temp);
+    gpu->download(tok, tg, n * sizeof *tok);
+    gpu->download(lp, lg, n * sizeof *lp);
+    int same = 0, worst = -1;
+    double e = 0;
+    for (int r = 0; r < n; r++) {
+        same += tok[r] == tc[r];
+        double d = fabs(lp[r] - lc[r]) / fmax(1, fabs(lc[r]));
+        if (!(d <= e))
+            e = d, worst = r;
+    }
+    CHECKF(named("sample_rows, %s, temperature %g: the CPU's tokens", what, temp), same == n,
+           "%d of %d rows differ", n - same, n);
+    CHECKF(named("sample_rows, %s, temperature %g: log-probs", what, temp), e <= 1e-12,
+           "row %d: %.17g against %.17g", worst, worst >= 0 ? lp[worst] : 0.0, worst >= 0 ? lc[worst] : 0.0);
+    drop(&x);
+    cpu->free(tc), gpu->free(tg), cpu->free(lc), gpu->free(lg), gpu->free(ug);
+    free(tok), free(lp);
+}
+
+static void test_sample_rows(void)
+{
+    enum { N = 10 };
+    int v = 50257;                     /* not a multiple of the GPU's threads */
+    float *h = rand_host((size_t)N * v, 8);
+    for (size_t i = v; i < 2 * (size_t)v; i++)
+        h[i] *= 0.125f;                                   /* row 1: nearly flat */
+    h[2 * (size_t)v + 40000] = h[2 * (size_t)v + 100] = 50;  /* row 2: a tie across two runs */
+    for (size_t i = 3 * (size_t)v; i < 4 * (size_t)v; i++)
+        h[i] = 0.5f;                                      /* row 3: all equal */
+    double u[N];
+    for (int r = 0; r < N; r++)
+        u[r] = rng_uniform_double(&R);
+    u[4] = 0;                                             /* the first token with p > 0 */
+    u[5] = 1 - 0x1p-53;                                   /* the last */
+    float temps[] = {0, 1, 0.7f, 2.5f};
+    for (int t = 0; t < 4; t++)
+        check_sample("50257 logits", h, N, v, u, temps[t]);
+    int cpu_tok, tie_tok;
+    double lp;
+    float greedy[] = {1, 3, 3, 2};                        /* ties: the lower id */
+    int *tg = gpu->alloc(sizeof *tg);
+    double *lg = gpu->alloc(sizeof *lg), *ug = gpu->alloc(sizeof *ug);
+    struct two x = both(greedy, 4);
+    gpu->sample_rows(tg, lg, x.g, ug, 1, 4, 0);
+    gpu->download(&tie_tok, tg, sizeof tie_tok);
+    cpu_tok = sample_plain(greedy, 4, 0, 0, NULL, &lp);
+    CHECKF("sample_rows: greedy ties go to the lower id", tie_tok == 1 && cpu_tok == 1, "%d, CPU %d", tie_tok,
+           cpu_tok);
+    drop(&x);
+    gpu->free(tg), gpu->free(lg), gpu->free(ug);
+    /* fewer logits than the GPU's threads, and a single one */
+    for (int t = 0; t < 4; t++) {
+        check_sample("37 logits", h, N, 37, u, temps[t]);
+        check_sample("1 logit", h, N, 1, u, temps[t]);
+    }
+    free(h);
 }
 
 static void test_adamw(void)
@@ -600,7 +672,7 @@ static void test_memory(void)
         gpu->embed_bwd &&
         gpu->logsoftmax &&
         gpu->logsoftmax_bwd &&
-        gpu->softmax &&
+        gpu->sample_rows &&
         gpu->sumsq &&
         gpu->scale &&
         gpu->adamw);
@@ -659,6 +731,7 @@ int main(void)
     test_attention(128);
     test_elementwise();
     test_vocab();
+    test_sample_rows();
     test_adamw();
     return harness_exit();
 }

@@ -130,8 +130,51 @@ static void test_large_vocab(void)
     sample_scratch_free(&s);
 }
 
+/* The plain draw (what a backend's sample_rows computes): its token's
+ * cumulative interval holds u, by an independent long-double computation;
+ * stored and recomputed probabilities give the same token; and sample_next
+ * draws exactly that token for the uniform it takes from its rng. */
+static void test_plain(void)
+{
+    int n = 5000, bad_interval = 0, bad_paths = 0, bad_next = 0;
+    float *lg = malloc(n * sizeof *lg);
+    struct rng r;
+    rng_seed(&r, 11);
+    for (int i = 0; i < n; i++) lg[i] = 2 * rng_normal(&r);
+    struct sample_scratch s;
+    sample_scratch_init(&s, n);
+    long double *cum = malloc((n + 1) * sizeof *cum);
+    float temps[] = {1, 0.6f, 1.9f};
+    for (int t = 0; t < 3; t++) {
+        long double z = 0;
+        cum[0] = 0;
+        for (int i = 0; i < n; i++) cum[i + 1] = z += expl((long double)lg[i] / temps[t]);
+        for (int k = 0; k < 300; k++) {
+            struct rng a = r;
+            double u = rng_uniform_double(&a), lp1, lp2, lp3;
+            int tok = sample_plain(lg, n, temps[t], u, NULL, &lp1);
+            int tok2 = sample_plain(lg, n, temps[t], u, s.p, &lp2);
+            int tok3 = sample_next(&(struct sampler){temps[t], 1, 0, 0}, lg, n, &r, &s, &lp3);
+            bad_interval += !(cum[tok] / z <= u * (1 + 1e-12L) && u < cum[tok + 1] / z * (1 + 1e-12L));
+            bad_paths += tok != tok2 || lp1 != lp2;
+            bad_next += tok != tok3 || lp1 != lp3;
+        }
+    }
+    CHECKF("sample_plain: the token's cumulative interval holds u", !bad_interval, "%d of 900", bad_interval);
+    CHECKF("sample_plain: stored and recomputed probabilities, the same token and log-prob", !bad_paths,
+           "%d of 900", bad_paths);
+    CHECKF("sample_next with a plain sampler draws sample_plain's token for its uniform", !bad_next, "%d of 900",
+           bad_next);
+    CHECK("samplers without top-k, top-p and min-p are plain",
+          sampler_plain(&(struct sampler){0.7f, 1, 0, 0}) && !sampler_plain(&(struct sampler){1, 0.9f, 0, 0}) &&
+              !sampler_plain(&(struct sampler){1, 1, 0.1f, 0}) && !sampler_plain(&(struct sampler){1, 1, 0, 5}));
+    free(lg); free(cum);
+    sample_scratch_free(&s);
+}
+
 int main(void)
 {
+    test_plain();
     check_config("temperature 1", (struct sampler){1, 1, 0, 0}, 200000);
     check_config("temperature 0.5", (struct sampler){0.5f, 1, 0, 0}, 200000);
     check_config("temperature 1.7", (struct sampler){1.7f, 1, 0, 0}, 200000);
