@@ -11,7 +11,13 @@
  * exchange with its own barrier, and a barrier that not every thread reaches
  * stops the run with a message instead of hanging. __shared__ variables are
  * statics, shared by the threads of the block running. A thread that returns
- * early drops out of the block's barriers, as on the GPU. cuBLAS column-major GEMMs go to OpenBLAS
+ * early drops out of the block's barriers, as on the GPU.
+ * RL_EMU_ORDER=reverse runs the blocks of a launch, and the threads of a
+ * block between two barriers, last first. Both orders are schedules a GPU
+ * may take, so a kernel must give the same result in both: a thread that
+ * reads what another writes with no barrier in between sees the write in
+ * one order and not in the other (tests/run runs the GPU suites both ways).
+ * cuBLAS column-major GEMMs go to OpenBLAS
  * in column-major, which also checks the row-major mapping above them.
  * mma.sync's fragments are exchanged across the warp in the layout PTX
  * specifies; bf16 tile products sum in fp32 in k order.
@@ -136,6 +142,16 @@ inline double slot[1024];
 inline long progress;            /* gate releases and finished threads: a stall is a deadlock */
 inline const std::function<void()> *body;
 enum { STACK = 1 << 16 };
+/* RL_EMU_ORDER=reverse: blocks and threads last first */
+inline bool reverse_order()
+{
+    static int r = -1;
+    if (r < 0) {
+        const char *e = getenv("RL_EMU_ORDER");
+        r = e && !strcmp(e, "reverse");
+    }
+    return r;
+}
 
 inline void enter(fiber *f)
 {
@@ -207,7 +223,8 @@ inline void run_block(int nt)
     for (int alive = nt; alive > 0;) {
         long before = progress;
         alive = 0;
-        for (int t = 0; t < nt; t++) {
+        for (int i = 0; i < nt; i++) {
+            int t = reverse_order() ? nt - 1 - i : i;
             if (fibers[t].done)
                 continue;
             enter(&fibers[t]);
@@ -238,10 +255,11 @@ inline void run(dim3 grid, dim3 blk, const std::function<void()> &fn)
     body = &fn;
     blockDim = blk;
     gridDim = grid;
+    bool rev = reverse_order();
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = {x, y, z};
+                blockIdx = {rev ? grid.x - 1 - x : x, rev ? grid.y - 1 - y : y, rev ? grid.z - 1 - z : z};
                 run_block(nt);
             }
     body = nullptr;                      /* fn lives only for this launch */
