@@ -13,8 +13,10 @@
  *     backend (sample_rows) or on the host's threads from the logits.
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
- *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t | -g]
- * (-t: the training step only; -g: the decode steps only)
+ *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t | -g] [-I]
+ * (-t: the training step only; -g: the decode steps only; -I: the training
+ * step batch-invariant, one product per sequence, as the trainers run it
+ * without --batch-gemm)
  * (-D devsim runs the same code on the CPU: a smoke test of this program.)
  * With RL_PROFILE=1 it also prints the per-op times of the last training
  * step and of the decode steps (lib/backend_prof.c); its rates are then
@@ -106,7 +108,7 @@ static double train_flops(const struct model *m, int batch, int seq)
     return 6 * matmul_params * tokens + 6.0 * seq * seq * m->q_dim * m->L * batch;
 }
 
-static void bench_train(struct model *m, int batch, int seq, double bf16_tflops)
+static void bench_train(struct model *m, int batch, int seq, double bf16_tflops, bool invariant)
 {
     int T = batch * seq;
     int *len = rl_malloc(batch * sizeof *len), *tok = rl_malloc(T * sizeof *tok), *tgt = rl_malloc(T * sizeof *tgt);
@@ -123,7 +125,7 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops)
     struct adamw *opt = adamw_new(m->bk, m->n_params, &ac);
     if (!opt)
         rl_die_err();
-    m->batch_invariant = false;          /* training packs the batch into one GEMM per layer */
+    m->batch_invariant = invariant;      /* off: one GEMM per layer for the batch (--batch-gemm) */
     double best = 1e30;
     for (int r = 0; r < 4; r++) {
         if (r == 3)
@@ -261,8 +263,8 @@ int main(int argc, char **argv)
     rl_set_prog("gpu_bench");
     const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
     int batch = 4, seq = 1024, layers = 0, steps = 34, opt;
-    bool train_only = false, decode_only = false;
-    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:tgh")) != -1)
+    bool train_only = false, decode_only = false, invariant = false;
+    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:tgIh")) != -1)
         switch (opt) {
         case 'c': cfg_path = optarg; break;
         case 'b': batch = atoi(optarg); break;
@@ -272,9 +274,10 @@ int main(int argc, char **argv)
         case 'D': device = optarg; break;
         case 't': train_only = true; break;
         case 'g': decode_only = true; break;
+        case 'I': invariant = true; break;
         default:
             fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] "
-                            "[-D device] [-t | -g]\n");
+                            "[-D device] [-t | -g] [-I]\n");
             return opt == 'h' ? 0 : 2;
         }
     const struct backend *bk = backend_get(device);
@@ -310,7 +313,7 @@ int main(int argc, char **argv)
     printf("train_shape %dx%d\n", batch, seq);
     fflush(stdout);
     if (!decode_only)
-        bench_train(m, batch, seq, bf16);
+        bench_train(m, batch, seq, bf16, invariant);
     fflush(stdout);
     for (int inv = 1; inv >= 0 && !train_only; inv--) {
         bench_decode(m, 1, steps, inv, gbps);

@@ -6,7 +6,9 @@
  *   score  rl-score's forward passes (no gradients)
  * Reports pairs/s (responses/s for score), tokens/s, achieved GFLOPS as a
  * fraction of sgemm, and peak memory.
- *   train_bench [-m dpo|rm|score] [-c CONFIG.json] [-p PAIRS=8] [-u MICRO=2] [-n STEPS=2] [-t THREADS=2] [-L LAYERS] */
+ *   train_bench [-m dpo|rm|score] [-c CONFIG.json] [-p PAIRS=8] [-u MICRO=2] [-n STEPS=2] [-t THREADS=2] [-L LAYERS] [-B]
+ * -B: the trainers' --batch-gemm (one product per layer for the whole
+ * micro-batch, not one per sequence). */
 #include <getopt.h>
 #include <omp.h>
 #include <stdio.h>
@@ -27,7 +29,8 @@ int main(int argc, char **argv)
     rl_set_prog(argv[0]);
     const char *cfg_path = "tests/data/configs/smollm2-135m.json", *mode = "dpo";
     int pairs = 8, micro = 2, steps = 2, threads = 2, layers = 0, c;
-    while ((c = getopt(argc, argv, "m:c:p:u:n:t:L:h")) != -1) {
+    bool batch_gemm = false;
+    while ((c = getopt(argc, argv, "m:c:p:u:n:t:L:Bh")) != -1) {
         switch (c) {
         case 'm': mode = optarg; break;
         case 'c': cfg_path = optarg; break;
@@ -36,8 +39,9 @@ int main(int argc, char **argv)
         case 'n': steps = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'L': layers = atoi(optarg); break;
+        case 'B': batch_gemm = true; break;
         default:
-            printf("usage: train_bench [-m dpo|rm|score] [-c CONFIG] [-p PAIRS] [-u MICRO] [-n STEPS] [-t THREADS] [-L LAYERS]\n");
+            printf("usage: train_bench [-m dpo|rm|score] [-c CONFIG] [-p PAIRS] [-u MICRO] [-n STEPS] [-t THREADS] [-L LAYERS] [-B]\n");
             return c != 'h';
         }
     }
@@ -46,6 +50,7 @@ int main(int argc, char **argv)
     rng_seed(&r, 1);
     struct model *m = bench_model(cfg_path, layers, rm, threads, &r);
     const struct model_config cfg = m->cfg;
+    m->batch_invariant = !batch_gemm;
     /* 128-token prompt, two 128-token responses: 256-token sequences */
     enum { P = 128, R = 128 };
     struct dpo_data data = {0};
@@ -105,9 +110,9 @@ int main(int argc, char **argv)
     double sgemm2 = bench_sgemm_gflops(T, cfg.hidden_size, cfg.intermediate_size, 5);
     if (sgemm2 > sgemm) sgemm = sgemm2;
     double gf = flops / best / 1e9;
-    printf("%s on %s (%d layers, %.1fM params), %d pairs of 256-token sequences, micro-batch %d, %d threads:\n",
+    printf("%s on %s (%d layers, %.1fM params), %d pairs of 256-token sequences, micro-batch %d, %d threads%s:\n",
            score ? "rl-score forward" : rm ? "rl-rm step" : "rl-dpo step", cfg_path, L, m->n_params / 1e6, pairs, micro,
-           threads);
+           threads, batch_gemm ? ", --batch-gemm" : "");
     printf("  best of %d: %.2f s, %.2f %s/s, %.0f tokens/s\n", steps, best, (score ? 2 : 1) * pairs / best,
            score ? "responses" : "pairs", tokens / best);
     printf("  achieved %.1f GFLOPS = %.0f%% of OpenBLAS sgemm (%.1f GFLOPS on %dx%dx%d, same run)\n", gf,

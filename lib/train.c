@@ -333,6 +333,7 @@ static int prepare(struct run *r)
                                       : r->task->open(r->task, c->model_dir, c->device);
     if (!r->m)
         return -1;
+    r->m->batch_invariant = !c->batch_gemm;
     struct adamw_cfg ac = ADAMW_DEFAULTS;
     ac.weight_decay = (float)c->weight_decay;
     if (!(r->opt = adamw_new(r->m->bk, r->m->n_params, &ac)))

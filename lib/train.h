@@ -23,6 +23,7 @@ struct train_cfg {
     long save_every;             /* steps between checkpoints (0: only at the end) */
     long max_steps;              /* stop this run after so many steps, saving (0: no limit) */
     bool resume, keep_state, force, quiet;
+    bool batch_gemm;             /* one product per layer for a micro-batch (model.h batch_invariant off) */
     uint64_t seed;
 };
 

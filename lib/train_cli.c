@@ -13,7 +13,7 @@
 
 enum {
     O_LR = 256, O_SCHED, O_WARM, O_WD, O_CLIP, O_BATCH, O_MICRO, O_EPOCHS, O_MAXLEN, O_MAXPROMPT, O_SAVE,
-    O_MAXSTEPS, O_RESUME, O_KEEP, O_FORCE, O_SEED, O_DEVICE, O_TEMPLATE,
+    O_MAXSTEPS, O_RESUME, O_KEEP, O_FORCE, O_SEED, O_DEVICE, O_TEMPLATE, O_BATCHGEMM,
 };
 
 static const struct option shared[] = {
@@ -27,6 +27,7 @@ static const struct option shared[] = {
     {"resume", no_argument, 0, O_RESUME}, {"keep-state", no_argument, 0, O_KEEP},
     {"force", no_argument, 0, O_FORCE}, {"seed", required_argument, 0, O_SEED},
     {"device", required_argument, 0, O_DEVICE}, {"template", required_argument, 0, O_TEMPLATE},
+    {"batch-gemm", no_argument, 0, O_BATCHGEMM},
     {"level", required_argument, 0, 'L'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
 };
 
@@ -50,6 +51,9 @@ const char train_cli_usage[] =
     "      --force                replace an existing OUT_DIR\n"
     "      --seed S               data order, default 0\n"
     "      --device D             auto (default: $RL_DEVICE, else cuda on a GPU, else cpu), cpu, cuda\n"
+    "      --batch-gemm           one product per layer for a whole micro-batch, not one per\n"
+    "                             sequence: faster on a GPU; results then depend on the\n"
+    "                             micro-batch in the last bits\n"
     "      --template NAME        chat template for records with messages\n"
     "  -L, --level N              zstd level of the metrics stream (0: raw msgpack)\n"
     "  -q, --quiet                no progress on stderr\n"
@@ -103,6 +107,7 @@ bool train_cli_handle(struct train_cli *c, int opt, const char *arg)
     case O_FORCE: t->force = true; break;
     case O_SEED: t->seed = (uint64_t)cli_int("--seed", arg, 0, INT64_MAX); break;
     case O_DEVICE: t->device = arg; break;
+    case O_BATCHGEMM: t->batch_gemm = true; break;
     case O_TEMPLATE: c->template_name = arg; break;
     case 'L': c->level = (int)cli_int("--level", arg, -7, 19); break;
     case 'q': t->quiet = true; break;

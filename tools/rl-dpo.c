@@ -97,6 +97,7 @@ static int fill_refs(struct dpo_data *d, const struct dpo_opts *o)
     struct model *ref = model_open(o->ref_dir, o->cli.train.device);
     if (!ref)
         return rl_err_prefix("--ref");
+    ref->batch_invariant = !o->cli.train.batch_gemm;
     enum { CHUNK = 8 };
     const int *prompt[2 * CHUNK], *resp[2 * CHUNK];
     int plen[2 * CHUNK], rlen[2 * CHUNK];

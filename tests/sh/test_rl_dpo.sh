@@ -33,6 +33,13 @@ rl-dpo -m pol -o out2 $common --ref pol pairs.jsonl > metrics2.zst
 check "--ref gives the same training as precomputed rl-logp values" \
     bash -c "rl-cat metrics.zst | jq -c '[.loss, .grad_norm]' > a; rl-cat metrics2.zst | jq -c '[.loss, .grad_norm]' > b; cmp a b"
 
+# --batch-gemm: one product per layer for a micro-batch (policy and --ref)
+rl-dpo -m pol -o out3 $common --batch-gemm --ref pol pairs.jsonl > metrics3.zst
+check "--batch-gemm: the same losses to 1e-4, first step log 2" \
+    bash -c "paste <(rl-cat metrics.zst | jq .loss) <(rl-cat metrics3.zst | jq .loss) |
+        awk 'NR == 1 && (\$2 - 0.6931471805599453 > 1e-5 || \$2 - 0.6931471805599453 < -1e-5) { exit 1 }
+             { d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-4 * \$1 + 1e-7) exit 1 }'"
+
 # resume: 5 steps, stop, resume the rest == one straight run, bit for bit
 rl-dpo -m pol -o half $common --max-steps 5 pairs.ref.zst > h1.zst
 check "--max-steps leaves a resumable checkpoint" test -f half/trainer_state/state.json -a "$(rl-cat -c h1.zst)" = 5

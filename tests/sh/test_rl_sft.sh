@@ -19,6 +19,11 @@ check "the loss falls below 1 when memorizing ten examples" bash -c "rl-cat ma.z
 rl-sft -m base -o b $common --pack sft.jsonl > mb.zst
 check "--pack gives the same losses as unpacked training (to 1e-6)" bash -c \
     "paste <(rl-cat ma.zst | jq .loss) <(rl-cat mb.zst | jq .loss) | awk '{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-6 * (\$2 < 0 ? -\$2 : \$2) + 1e-9) exit 1 }'"
+rl-sft -m base -o d $common --micro-batch 2 --batch-gemm sft.jsonl > md.zst
+check "--batch-gemm gives the same losses as one product per sequence (to 1e-5)" bash -c \
+    "paste <(rl-cat ma.zst | jq .loss) <(rl-cat md.zst | jq .loss) | awk '{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-5 * (\$2 < 0 ? -\$2 : \$2) + 1e-9) exit 1 }'"
+check "--batch-gemm changes how the products run (the losses differ in the last bits)" \
+    bash -c "! cmp -s <(rl-cat ma.zst | jq .loss) <(rl-cat md.zst | jq .loss)"
 rl-sft -m base -o c $common --micro-batch 2 --max-steps 7 sft.jsonl > /dev/null
 rl-sft -m base -o c $common --micro-batch 2 --resume sft.jsonl > /dev/null
 check "resume after 7 steps is bitwise the straight run" cmp a/model.safetensors c/model.safetensors
