@@ -14,6 +14,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #define LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
+#define NOTE_LAUNCH(name) ((void)0)
+#endif
+#ifdef RL_CUDA_EMU
+#define NOTE_LAUNCH(name) emu::note_launch(name)
 #endif
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,6 +51,7 @@ static inline void fatal(const char *what, const char *why)
  * the next synchronising call; CUDA_LAUNCH_BLOCKING=1 pins it to its kernel. */
 #define LAUNCHED(name)                                             \
     do {                                                           \
+        NOTE_LAUNCH(name);                                         \
         cudaError_t e_ = cudaGetLastError();                       \
         if (e_ != cudaSuccess) fatal(name, cudaGetErrorString(e_)); \
     } while (0)
@@ -195,6 +200,22 @@ static inline operand f32(const float *p) { return operand{p, false}; }
 
 void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
              int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch);
+
+/* A producer's bf16 copy of its output y (rows x cols, row pitch cols), to
+ * be written by the kernel that writes y, beside it (put_bf16_4 or
+ * bf16_rne): the A operand of the products that read y next (a norm's
+ * output into a linear layer, swiglu's, the backward's dy), which then skip
+ * their own copy of it, a read of 4 bytes an element. NULL where it would not
+ * pay: outside bf16 mode, or for fewer rows than a product copies at all.
+ * Call it inside a STAMPED op, after which the copy stands as long as an A
+ * operand's copy does (cuda_gemm.cu). */
+unsigned short *a_copy_for(const float *y, int rows, int cols);
+__device__ static inline void put_bf16_4(unsigned short *p, float4 v)
+{
+    unsigned *q = (unsigned *)p;         /* 8-byte aligned: 4 elements in from a row start of 4 k */
+    q[0] = bf16_rne(v.x) | (unsigned)bf16_rne(v.y) << 16;
+    q[1] = bf16_rne(v.z) | (unsigned)bf16_rne(v.w) << 16;
+}
 
 /* cuda_params.cu: the bf16 copy of the parameters at p.. p + n when they lie
  * in a marked range (made fresh first), else NULL (bf16 mode only); the

@@ -8,7 +8,9 @@ double *red_buf;
 
 /* ---------------- RMSNorm ---------------- */
 
-__global__ static void k_rmsnorm(float *y, float *rstd, const float *x, const float *w, int d, float eps)
+/* y16: the bf16 copy of y for the next product (a_copy_for), or NULL */
+__global__ static void k_rmsnorm(float *y, unsigned short *y16, float *rstd, const float *x, const float *w, int d,
+                                 float eps)
 {
     const float *xi = x + (size_t)blockIdx.x * d;
     float *yi = y + (size_t)blockIdx.x * d;
@@ -19,20 +21,24 @@ __global__ static void k_rmsnorm(float *y, float *rstd, const float *x, const fl
     float r = (float)(1.0 / sqrt(ss / d + eps));
     if (threadIdx.x == 0)
         rstd[blockIdx.x] = r;
-    for (int j = threadIdx.x; j < d; j += blockDim.x)
-        yi[j] = w[j] * (xi[j] * r);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float v = w[j] * (xi[j] * r);
+        yi[j] = v;
+        if (y16)
+            y16[(size_t)blockIdx.x * d + j] = bf16_rne(v);
+    }
 }
 static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps)
 {
     if (n <= 0)
         return;
-    LAUNCH(k_rmsnorm, n, THREADS)(y, rstd, x, w, d, eps);
+    LAUNCH(k_rmsnorm, n, THREADS)(y, a_copy_for(y, n, d), rstd, x, w, d, eps);
     LAUNCHED("rmsnorm");
 }
 
 /* dx += r w dy - x r^3/d sum(w dy x), per row */
-__global__ static void k_rmsnorm_bwd_rows(float *dx, const float *dy, const float *x, const float *w,
-                                         const float *rstd, int d)
+__global__ static void k_rmsnorm_bwd_rows(float *dx, unsigned short *dx16, const float *dy, const float *x,
+                                         const float *w, const float *rstd, int d)
 {
     size_t o = (size_t)blockIdx.x * d;
     double dot = 0;
@@ -41,8 +47,12 @@ __global__ static void k_rmsnorm_bwd_rows(float *dx, const float *dy, const floa
     dot = block_sum_d(dot);
     float r = rstd[blockIdx.x];
     float c = (float)(dot * r * r * r / d);
-    for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dx[o + j] += r * w[j] * dy[o + j] - x[o + j] * c;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float v = dx[o + j] + (r * w[j] * dy[o + j] - x[o + j] * c);
+        dx[o + j] = v;
+        if (dx16)
+            dx16[o + j] = bf16_rne(v);
+    }
 }
 
 /* out[j] += sum over rows i of a[i, j] (* b[i, j]) (* s[i]), in double, in
@@ -101,7 +111,7 @@ static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x
 {
     if (n <= 0)
         return;
-    LAUNCH(k_rmsnorm_bwd_rows, n, THREADS)(dx, dy, x, w, rstd, d);
+    LAUNCH(k_rmsnorm_bwd_rows, n, THREADS)(dx, a_copy_for(dx, n, d), dy, x, w, rstd, d);
     LAUNCHED("rmsnorm_bwd");
     colsum(dw, dy, x, rstd, n, d);
 }
@@ -147,20 +157,26 @@ __device__ static inline void swiglu1_bwd(float *dg, float *du, float d, float g
 /* A block per (row, 4 * THREADS columns), four columns a thread as float4
  * where f % 4 == 0 and the rows are 16-byte aligned: no index division per
  * element (the grid-stride form divided a 64-bit index by f for each). */
-__global__ static void k_swiglu4(float *h, const float *gu, int f)
+/* (h16, dgu16: the outputs' bf16 copies for the next product, or NULL) */
+__global__ static void k_swiglu4(float *h, unsigned short *h16, const float *gu, int f)
 {
     int j = blockIdx.y * blockDim.x + threadIdx.x;
     if (4 * j >= f)
         return;
     size_t i = blockIdx.x;
     float4 g = ((const float4 *)(gu + i * 2 * f))[j], u = ((const float4 *)(gu + i * 2 * f + f))[j];
-    ((float4 *)(h + i * f))[j] = float4{swiglu1(g.x, u.x), swiglu1(g.y, u.y), swiglu1(g.z, u.z), swiglu1(g.w, u.w)};
+    float4 v = float4{swiglu1(g.x, u.x), swiglu1(g.y, u.y), swiglu1(g.z, u.z), swiglu1(g.w, u.w)};
+    ((float4 *)(h + i * f))[j] = v;
+    if (h16)
+        put_bf16_4(h16 + i * f + 4 * j, v);
 }
-__global__ static void k_swiglu(float *h, const float *gu, int n, int f)
+__global__ static void k_swiglu(float *h, unsigned short *h16, const float *gu, int n, int f)
 {
     GRID_STRIDE(t, (size_t)n * f) {
         size_t i = t / f, j = t % f;
         h[t] = swiglu1(gu[i * 2 * f + j], gu[i * 2 * f + f + j]);
+        if (h16)
+            h16[t] = bf16_rne(h[t]);
     }
 }
 static bool by_float4(int n, int f, const void *a, const void *b, const void *c)
@@ -170,13 +186,13 @@ static bool by_float4(int n, int f, const void *a, const void *b, const void *c)
 static void cu_swiglu(float *h, const float *gu, int n, int f)
 {
     if (by_float4(n, f, h, gu, gu)) {
-        LAUNCH(k_swiglu4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(h, gu, f);
+        LAUNCH(k_swiglu4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(h, a_copy_for(h, n, f), gu, f);
         LAUNCHED("swiglu");
     } else
-        LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, gu, n, f);
+        LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, a_copy_for(h, n, f), gu, n, f);
 }
 
-__global__ static void k_swiglu_bwd4(float *dgu, const float *dh, const float *gu, int f)
+__global__ static void k_swiglu_bwd4(float *dgu, unsigned short *dgu16, const float *dh, const float *gu, int f)
 {
     int j = blockIdx.y * blockDim.x + threadIdx.x;
     if (4 * j >= f)
@@ -190,21 +206,28 @@ __global__ static void k_swiglu_bwd4(float *dgu, const float *dh, const float *g
     swiglu1_bwd(&dg.w, &du.w, d.w, g.w, u.w);
     ((float4 *)(dgu + i * 2 * f))[j] = dg;
     ((float4 *)(dgu + i * 2 * f + f))[j] = du;
+    if (dgu16) {
+        put_bf16_4(dgu16 + i * 2 * f + 4 * j, dg);
+        put_bf16_4(dgu16 + i * 2 * f + f + 4 * j, du);
+    }
 }
-__global__ static void k_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
+__global__ static void k_swiglu_bwd(float *dgu, unsigned short *dgu16, const float *dh, const float *gu, int n, int f)
 {
     GRID_STRIDE(t, (size_t)n * f) {
         size_t i = t / f, j = t % f, o = i * 2 * f + j;
         swiglu1_bwd(&dgu[o], &dgu[o + f], dh[t], gu[o], gu[o + f]);
+        if (dgu16)
+            dgu16[o] = bf16_rne(dgu[o]), dgu16[o + f] = bf16_rne(dgu[o + f]);
     }
 }
 static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
     if (by_float4(n, f, dgu, dh, gu)) {
-        LAUNCH(k_swiglu_bwd4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(dgu, dh, gu, f);
+        LAUNCH(k_swiglu_bwd4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(dgu, a_copy_for(dgu, n, 2 * f), dh,
+                                                                              gu, f);
         LAUNCHED("swiglu_bwd");
     } else
-        LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, dh, gu, n, f);
+        LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, a_copy_for(dgu, n, 2 * f), dh, gu, n, f);
 }
 
 __global__ static void k_gather_rows(float *dst, const float *src, const int *idx, int n, int d)

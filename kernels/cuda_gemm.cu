@@ -71,9 +71,11 @@ static const void *packed_bf16(int which, const float *x, int rows, int cols, in
     return p;
 }
 
-/* The last A operand the matmul op rounded to bf16 (in WS_GEMM_A): reused
- * by the next matmul whose A is the same matrix, while op_epoch has not
- * moved and no product has written over it (cuda_common.cuh, STAMPED).
+/* The last A operand the matmul op rounded to bf16 (in WS_GEMM_A), or that
+ * a producer op wrote beside its output (a_copy_for): reused by the next
+ * matmuls whose A is that matrix or a block of its rows (a batch-invariant
+ * model's per-sequence products), while op_epoch has not moved and no
+ * product has written over it (cuda_common.cuh, STAMPED).
  * Only the op's own products take part: inside another op (attention),
  * kernels rewrite buffers between products without moving the epoch, and
  * the stamps around that op retire any copy made before it (its products
@@ -87,14 +89,29 @@ static struct {
 } last_a;
 static const void *packed_a(const float *x, int rows, int cols, int ld)
 {
-    if (last_a.copy && last_a.src == x && last_a.rows == rows && last_a.cols == cols && last_a.ld == ld &&
-        last_a.epoch == op_epoch)
-        return last_a.copy;
+    if (last_a.copy && last_a.epoch == op_epoch && last_a.cols == cols && last_a.ld == ld && x >= last_a.src) {
+        size_t off = (size_t)(x - last_a.src), r0 = off / ld;
+        if (off % ld == 0 && r0 + rows <= (size_t)last_a.rows)
+            return (const unsigned short *)last_a.copy + r0 * cols;
+    }
     long long unused;
     const void *p = packed_bf16(WS_GEMM_A, x, rows, cols, ld, 0, 1, &unused);
     last_a = {x, rows, cols, ld, op_epoch, p};
     return p;
 }
+/* Products of fewer rows than this take no copy of a producer's output:
+ * m n / (m + n) < 512 is thin (gemm_ex) for any n, and thin products of an
+ * unmarked weight copy nothing. */
+#define A_COPY_MIN_ROWS 512
+unsigned short *a_copy_for(const float *y, int rows, int cols)
+{
+    if (!gemm_bf16 || gemm_exact || rows < A_COPY_MIN_ROWS || cols <= 0)
+        return NULL;
+    unsigned short *p = (unsigned short *)workspace(WS_GEMM_A, (size_t)rows * cols * sizeof *p);
+    last_a = {y, rows, cols, cols, op_epoch + 1, p};   /* + 1: the STAMPED op's bump on its return */
+    return p;
+}
+
 /* A product wrote c (rows x ld floats from c): forget a copy of what it overwrote. */
 static void wrote(const float *c, int rows, int ld)
 {

@@ -36,6 +36,17 @@ __attribute__((unused)) static void harness_skip(const char *name, const char *w
 
 __attribute__((unused)) static int harness_exit(void) { return harness_failed ? 1 : 0; }
 
+/* A case name with numbers in it (one buffer: use it before the next call). */
+__attribute__((unused, format(printf, 1, 2))) static const char *harness_name(const char *fmt, ...)
+{
+    static char buf[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
 #define CHECK(name, cond) harness_report(!!(cond), (name), "%s (%s:%d)", #cond, __FILE__, __LINE__)
 #define CHECKF(name, cond, ...) harness_report(!!(cond), (name), __VA_ARGS__)
 

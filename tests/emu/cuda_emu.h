@@ -265,6 +265,21 @@ inline void run(dim3 grid, dim3 blk, const std::function<void()> &fn)
     body = nullptr;                      /* fn lives only for this launch */
 }
 
+/* RL_EMU_TRACE=FILE: every launch's name (LAUNCHED in cuda_common.cuh), a
+ * line each, so that a test can count the kernels an op ran (the operand
+ * copies a product made, or did not) */
+inline void note_launch(const char *name)
+{
+    static FILE *trace = [] {
+        const char *p = getenv("RL_EMU_TRACE");
+        return p && *p ? fopen(p, "a") : nullptr;
+    }();
+    if (trace) {
+        fprintf(trace, "%s\n", name);
+        fflush(trace);
+    }
+}
+
 template <class K> auto launcher(K kernel, dim3 grid, dim3 blk)
 {
     return [=](auto... args) { run(grid, blk, [=] { kernel(args...); }); };

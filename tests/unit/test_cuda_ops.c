@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../harness.h"
 #include "backend.h"
@@ -29,6 +30,26 @@
 static const struct backend *gpu, *cpu = &backend_cpu;
 static struct rng R;
 static double gemm_tol, attn_tol;
+static bool bf16_mode;                 /* the backend's products take bf16 operands */
+
+/* The emulation's trace of launches (RL_EMU_TRACE, which main points at a
+ * file of its own): the bf16 operand copies the products made since the last
+ * call, or -1 where nothing is traced (a GPU, devsim). */
+static const char *trace_path;
+static long trace_seen;
+static long operand_copies(void)
+{
+    FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
+    if (!f)
+        return -1;
+    char line[128];
+    long lines = 0, copies = 0;
+    while (fgets(line, sizeof line, f))
+        copies += ++lines > trace_seen && !strcmp(line, "bf16 copy of a GEMM operand\n");
+    fclose(f);
+    trace_seen = lines;
+    return lines ? copies : -1;
+}
 
 static float *rand_host(size_t n, float scale)
 {
@@ -92,17 +113,6 @@ static int *ints_gpu(const int *h, size_t n)
     int *g = gpu->alloc((n ? n : 1) * sizeof *g);
     gpu->upload(g, h, n * sizeof *g);
     return g;
-}
-
-/* A test name with numbers in it (one buffer: use before the next call). */
-static const char *named(const char *fmt, ...)
-{
-    static char buf[160];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return buf;
 }
 
 /* Compare; report under NAME with the bound. */
@@ -186,10 +196,10 @@ static void test_matmul_rows(int k, bool marked)
         cpu->matmul_rows(c.c, a.c, b.c, m, n, k);
         gpu->matmul_rows(c.g, a.g, b.g, m, n, k);
         const char *how = marked ? ", b marked (the GEMM mode)" : " (fp32, fixed order)";
-        expect(named("matmul_rows m=%d k=%d%s", m, k, how), &c, marked ? gemm_tol : 1e-5);
+        expect(harness_name("matmul_rows m=%d k=%d%s", m, k, how), &c, marked ? gemm_tol : 1e-5);
         float *h = rl_malloc((size_t)m * n * sizeof *h);
         gpu->download(h, c.g, (size_t)m * n * sizeof *h);
-        CHECK(named("matmul_rows m=%d k=%d%s: every row the bits of that row alone", m, k, marked ? ", b marked" : ""),
+        CHECK(harness_name("matmul_rows m=%d k=%d%s: every row the bits of that row alone", m, k, marked ? ", b marked" : ""),
               !memcmp(alone, h, (size_t)m * n * sizeof *h));
         free(h);
         drop(&c);
@@ -206,13 +216,13 @@ static void test_norms(int n)
     struct two y = poisoned((size_t)n * d), r = poisoned(n);
     cpu->rmsnorm(y.c, r.c, x.c, w.c, n, d, 1e-5f);
     gpu->rmsnorm(y.g, r.g, x.g, w.g, n, d, 1e-5f);
-    expect(named("rmsnorm: output, n=%d", n), &y, 1e-5);
-    expect(named("rmsnorm: saved 1/rms, n=%d", n), &r, 1e-5);
+    expect(harness_name("rmsnorm: output, n=%d", n), &y, 1e-5);
+    expect(harness_name("rmsnorm: saved 1/rms, n=%d", n), &r, 1e-5);
     struct two dy = rand_both((size_t)n * d, 1), dx = rand_both((size_t)n * d, 1), dw = rand_both(d, 1);
     cpu->rmsnorm_bwd(dx.c, dw.c, dy.c, x.c, w.c, r.c, n, d);
     gpu->rmsnorm_bwd(dx.g, dw.g, dy.g, x.g, w.g, r.g, n, d);
-    expect(named("rmsnorm_bwd: dx +=, n=%d", n), &dx, 1e-5);
-    expect(named("rmsnorm_bwd: dw += (column sums), n=%d", n), &dw, 1e-5);
+    expect(harness_name("rmsnorm_bwd: dx +=, n=%d", n), &dx, 1e-5);
+    expect(harness_name("rmsnorm_bwd: dw += (column sums), n=%d", n), &dw, 1e-5);
     drop(&x), drop(&w), drop(&y), drop(&r), drop(&dy), drop(&dx), drop(&dw);
 }
 
@@ -304,12 +314,12 @@ static void test_attention(int hd)
     free(hq), free(hknew);
     cpu->kv_append(sc, NS, knew.c, vnew.c, qs, nkv * hd);
     gpu->kv_append(sg, NS, knew.g, vnew.g, qs, nkv * hd);
-    expect(named("kv_append: each sequence's new K/V rows at its positions (head_dim %d)", hd), &kv, 0);
+    expect(harness_name("kv_append: each sequence's new K/V rows at its positions (head_dim %d)", hd), &kv, 0);
     drop(&knew), drop(&vnew);
     cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
     gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
-    expect(named("attention: output (prefill, continuation, decode; GQA; head_dim %d)", hd), &out, attn_tol);
-    expect(named("attention: log-sum-exp per query row and head (head_dim %d)", hd), &lse, attn_tol);
+    expect(harness_name("attention: output (prefill, continuation, decode; GQA; head_dim %d)", hd), &out, attn_tol);
+    expect(harness_name("attention: log-sum-exp per query row and head (head_dim %d)", hd), &lse, attn_tol);
 
     /* backward on the sequences at pos 0 (training's case) and on the
      * continuation (the interface allows it) */
@@ -342,9 +352,9 @@ static void test_attention(int hd)
         double ei = harness_max_rel_err(hdq + o, dq.c + o, n);
         e = ei > e || ei != ei ? ei : e;
     }
-    CHECKF(named("attention_bwd: dq (overwritten; head_dim %d)", hd), e <= attn_tol, "normalized error %.3g", e);
+    CHECKF(harness_name("attention_bwd: dq (overwritten; head_dim %d)", hd), e <= attn_tol, "normalized error %.3g", e);
     free(hdq);
-    expect(named("attention_bwd: dk, dv += (no other rows touched; head_dim %d)", hd), &dkv, attn_tol);
+    expect(harness_name("attention_bwd: dk, dv += (no other rows touched; head_dim %d)", hd), &dkv, attn_tol);
     drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
 }
 
@@ -357,11 +367,11 @@ static void test_elementwise(void)
         struct two gu = rand_both((size_t)n * 2 * f, 4), h = poisoned((size_t)n * f);
         cpu->swiglu(h.c, gu.c, n, f);
         gpu->swiglu(h.g, gu.g, n, f);
-        expect(named("swiglu, f = %d", f), &h, 1e-5);
+        expect(harness_name("swiglu, f = %d", f), &h, 1e-5);
         struct two dh = rand_both((size_t)n * f, 1), dgu = poisoned((size_t)n * 2 * f);
         cpu->swiglu_bwd(dgu.c, dh.c, gu.c, n, f);
         gpu->swiglu_bwd(dgu.g, dh.g, gu.g, n, f);
-        expect(named("swiglu_bwd (overwrites d gate | d up), f = %d", f), &dgu, 1e-5);
+        expect(harness_name("swiglu_bwd (overwrites d gate | d up), f = %d", f), &dgu, 1e-5);
         drop(&gu), drop(&h), drop(&dh), drop(&dgu);
     }
 
@@ -458,9 +468,9 @@ static void check_sample(const char *what, const float *h, int n, int v, const d
         if (!(d <= e))
             e = d, worst = r;
     }
-    CHECKF(named("sample_rows, %s, temperature %g: the CPU's tokens", what, temp), same == n,
+    CHECKF(harness_name("sample_rows, %s, temperature %g: the CPU's tokens", what, temp), same == n,
            "%d of %d rows differ", n - same, n);
-    CHECKF(named("sample_rows, %s, temperature %g: log-probs", what, temp), e <= 1e-12,
+    CHECKF(harness_name("sample_rows, %s, temperature %g: log-probs", what, temp), e <= 1e-12,
            "row %d: %.17g against %.17g", worst, worst >= 0 ? lp[worst] : 0.0, worst >= 0 ? lc[worst] : 0.0);
     drop(&x);
     cpu->free(tc), gpu->free(tg), cpu->free(lc), gpu->free(lg), gpu->free(ug);
@@ -547,8 +557,14 @@ static void test_operand_reuse(void)
     size_t n = (size_t)LB * LB;
     struct two dout = rand_both(n, 1), w = rand_both(n, 1), in = rand_both(n, 1), din = poisoned(n);
     struct two dw = rand_both(n, 1);
+    operand_copies();
     linear_backward(&din, &dw, &dout, &w, &in);
+    long copies = operand_copies();
     expect("matmul: dx = dy w, then dw += dy^T x (the same A twice)", &dw, gemm_tol);
+    if (copies < 0 || !bf16_mode)
+        harness_skip("matmul: the second product reuses the first's copy of A", "no launch trace or not in bf16 mode");
+    else   /* dy once, w, x */
+        CHECKF("matmul: the second product reuses the first's copy of A", copies == 3, "%ld operand copies", copies);
     cpu->matmul(false, false, LB, LB, LB, 1.0f, dout.c, LB, w.c, LB, 0.0f, din.c, LB);
     gpu->matmul(false, false, LB, LB, LB, 1.0f, dout.g, LB, w.g, LB, 0.0f, din.g, LB);
     cpu->scale(dout.c, -0.5f, n), gpu->scale(dout.g, -0.5f, n);   /* another op changes A between them */
@@ -583,6 +599,99 @@ static void same_product(const char *name, const float *x, const float *wm, cons
     CHECK(name, !memcmp(a, b, (size_t)m * n * sizeof *a));
     free(a), free(b);
 }
+/* The products check_producer_copy runs, into buffers allocated before
+ * the producer (alloc and free are ops that end an A copy's life, as any
+ * op that may write memory) */
+struct copy_check {
+    const float *wm, *z;              /* marked weights p x 132 and n x q */
+    int n, p, q, r0, rows;
+    float *c, *t, *scratch;           /* GPU: n x p, 132 x q, 1 */
+};
+static float *products_of(const struct copy_check *k, const float *y, int d, bool apart, float **block, float **tr)
+{
+    float *h = rl_malloc((size_t)k->n * k->p * sizeof *h), *hb = rl_malloc(2 * (size_t)k->rows * k->p * sizeof *hb);
+    float *ht = rl_malloc((size_t)d * k->q * sizeof *ht);
+    gpu->matmul(false, true, k->n, k->p, d, 1.0f, y, d, k->wm, d, 0.0f, k->c, k->p);
+    gpu->download(h, k->c, (size_t)k->n * k->p * sizeof *h);
+    if (apart)                                   /* an op between: each product copies A itself */
+        gpu->scale(k->scratch, 1.0f, 1);
+    gpu->matmul(false, true, k->rows, k->p, d, 1.0f, y + (size_t)k->r0 * d, d, k->wm, d, 0.0f, k->c, k->p);
+    gpu->download(hb, k->c, (size_t)k->rows * k->p * sizeof *hb);
+    if (apart)
+        gpu->scale(k->scratch, 1.0f, 1);
+    gpu->matmul(true, false, d, k->q, k->n, 1.0f, y, d, k->z, k->q, 0.0f, k->t, k->q);
+    gpu->download(ht, k->t, (size_t)d * k->q * sizeof *ht);
+    if (apart)
+        gpu->scale(k->scratch, 1.0f, 1);
+    /* rows that start 3 elements into one of y's: no block of the copy's rows */
+    gpu->matmul(false, true, k->rows, k->p, d, 1.0f, y + 3, d, k->wm, d, 0.0f, k->c, k->p);
+    gpu->download(hb + (size_t)k->rows * k->p, k->c, (size_t)k->rows * k->p * sizeof *hb);
+    *block = hb, *tr = ht;
+    return h;
+}
+/* y (n x d, on the GPU) as the A of products with marked weights (x w^T,
+ * of all rows and of a block of them, a per-sequence product) and, transposed
+ * (the dw of a linear layer's backward), with marked z: these thin products
+ * take bf16 operands only with a marked one. Run right after the op that
+ * wrote y, they take the copy the op wrote (no copy of A of their own), and
+ * give the bits of products that each copy A themselves (another op before
+ * each). */
+static void check_producer_copy(const char *op, const struct copy_check *k, const float *y, int d)
+{
+    float *b1, *t1, *b2, *t2;
+    operand_copies();
+    float *a1 = products_of(k, y, d, false, &b1, &t1);
+    long made = operand_copies();
+    gpu->scale(k->scratch, 1.0f, 1);
+    float *a2 = products_of(k, y, d, true, &b2, &t2);
+    long own = operand_copies();
+    CHECK(harness_name("%s: products of its output are the bits of products that copy it themselves", op),
+          !memcmp(a1, a2, (size_t)k->n * k->p * sizeof *a1) && !memcmp(t1, t2, (size_t)d * k->q * sizeof *t1));
+    CHECK(harness_name("%s: ... and of a block of its rows (and of rows that start inside one)", op),
+          !memcmp(b1, b2, 2 * (size_t)k->rows * k->p * sizeof *b1));
+    if (made < 0 || !bf16_mode)
+        harness_skip(harness_name("%s: the products take the op's copy", op), "no launch trace or not in bf16 mode");
+    else
+        CHECKF(harness_name("%s: the products take the op's copy (of whole rows)", op), made == 1 && own == 4,
+               "%ld copies of A with the op's, %ld without (1 and 4 expected)", made, own);
+    free(a1), free(a2), free(b1), free(b2), free(t1), free(t2);
+}
+
+/* Producer ops (rmsnorm, rmsnorm_bwd, swiglu, swiglu_bwd) write a bf16 copy
+ * of their output for the next product in bf16 mode (a_copy_for). */
+static void test_producer_copies(void)
+{
+    int n = 600, d = 64, p = 48, q = 40;         /* 600 rows: enough for a copy */
+    struct two x = rand_both((size_t)n * d, 1), w = rand_both(d, 1), rstd = poisoned(n);
+    struct two y = poisoned((size_t)n * 132), dy = rand_both((size_t)n * d, 1), dw = rand_both(d, 1);
+    struct two gu = rand_both((size_t)n * 132, 2), dh = rand_both((size_t)n * 66, 1);
+    float *hw = rand_host((size_t)p * 132, 1), *hz = rand_host((size_t)n * q, 1);
+    float *wm = gpu->alloc((size_t)p * 132 * sizeof *wm), *z = gpu->alloc((size_t)n * q * sizeof *z);
+    struct copy_check k = {wm, z, n, p, q, 37, 100, gpu->alloc((size_t)n * p * sizeof(float)),
+                           gpu->alloc((size_t)132 * q * sizeof(float)), gpu->alloc(sizeof(float))};
+    gpu->upload(wm, hw, (size_t)p * 132 * sizeof *wm);
+    gpu->upload(z, hz, (size_t)n * q * sizeof *z);
+    if (gpu->mark_params) {
+        gpu->mark_params(wm, (size_t)p * 132);
+        gpu->mark_params(z, (size_t)n * q);
+    }
+    gpu->rmsnorm(y.g, rstd.g, x.g, w.g, n, d, 1e-5f);
+    check_producer_copy("rmsnorm", &k, y.g, d);
+    gpu->rmsnorm_bwd(x.g, dw.g, dy.g, y.g, w.g, rstd.g, n, d);
+    check_producer_copy("rmsnorm_bwd (dx, accumulated)", &k, x.g, d);
+    gpu->swiglu(y.g, gu.g, n, 64);
+    check_producer_copy("swiglu (float4)", &k, y.g, 64);
+    gpu->swiglu(y.g, gu.g, n, 66);
+    check_producer_copy("swiglu (f = 66)", &k, y.g, 66);
+    gpu->swiglu_bwd(y.g, dh.g, gu.g, n, 64);
+    check_producer_copy("swiglu_bwd (float4)", &k, y.g, 128);
+    gpu->swiglu_bwd(y.g, dh.g, gu.g, n, 66);
+    check_producer_copy("swiglu_bwd (f = 66)", &k, y.g, 132);
+    drop(&x), drop(&w), drop(&rstd), drop(&y), drop(&dy), drop(&dw), drop(&gu), drop(&dh);
+    gpu->free(wm), gpu->free(z), gpu->free(k.c), gpu->free(k.t), gpu->free(k.scratch);
+    free(hw), free(hz);
+}
+
 /* Parameters (mark_params): the CUDA backend's products read a bf16 copy of
  * them in bf16 mode. The products must not change, after each kind of
  * write to the parameters too (a stale copy would keep the old values);
@@ -703,6 +812,13 @@ int main(void)
 {
     /* RL_TEST_GPU=devsim runs the suite's own logic on the CPU (tests/run) */
     const char *dev = getenv("RL_TEST_GPU");
+    static char trace[] = "/tmp/rlflow-emu-trace.XXXXXX";
+    int fd = mkstemp(trace);
+    if (fd >= 0) {                                /* read by the emulation at its first launch */
+        close(fd);
+        setenv("RL_EMU_TRACE", trace, 1);
+        trace_path = trace;
+    }
     gpu = backend_get(dev && *dev ? dev : "cuda");
     if (!gpu) {
         harness_skip("CUDA backend ops against the CPU backend", rl_errmsg());
@@ -713,6 +829,7 @@ int main(void)
     rng_seed(&R, seed);
     const char *d = gpu->detail ? gpu->detail : "";
     gemm_tol = strstr(d, "fp32 GEMMs") ? 1e-5 : strstr(d, "tf32 GEMMs") ? 2e-3 : 1e-2;
+    bf16_mode = strstr(d, "bf16 GEMMs") != NULL;
     /* attention's products go through cuBLAS (in the GEMM mode) unless the
      * backend runs its fp32 kernels only */
     attn_tol = strstr(d, "cuBLAS") ? gemm_tol : 1e-5;
@@ -721,6 +838,7 @@ int main(void)
     test_matmul();
     test_operand_reuse();
     test_params();
+    test_producer_copies();
     test_matmul_rows(577, false);
     test_matmul_rows(576, false);
     test_matmul_rows(576, true);
@@ -733,5 +851,7 @@ int main(void)
     test_vocab();
     test_sample_rows();
     test_adamw();
+    if (trace_path)
+        unlink(trace_path);
     return harness_exit();
 }
