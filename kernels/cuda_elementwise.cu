@@ -358,27 +358,40 @@ static void cu_logsoftmax(float *lse, float *logp, const float *logits, const in
     LAUNCHED("logsoftmax");
 }
 
-__global__ static void k_logsoftmax_bwd(float *logits, const float *lse, const int *targets, const float *g, int v)
+/* (x16: the result's bf16 copy for the LM head's two products, or NULL) */
+__global__ static void k_logsoftmax_bwd(float *logits, unsigned short *x16, const float *lse, const int *targets,
+                                        const float *g, int v)
 {
     float *x = logits + (size_t)blockIdx.x * v;
+    unsigned short *c = x16 ? x16 + (size_t)blockIdx.x * v : NULL;
     int t = targets[blockIdx.x];
     float gi = g[blockIdx.x], l = lse[blockIdx.x];
     if (t < 0 || gi == 0) {
-        for (int j = threadIdx.x; j < v; j += blockDim.x)
+        for (int j = threadIdx.x; j < v; j += blockDim.x) {
             x[j] = 0;
+            if (c)
+                c[j] = 0;
+        }
         return;
     }
-    for (int j = threadIdx.x; j < v; j += blockDim.x)
-        x[j] = -gi * expf(x[j] - l);
+    for (int j = threadIdx.x; j < v; j += blockDim.x) {
+        float d = -gi * expf(x[j] - l);
+        x[j] = d;
+        if (c)
+            c[j] = bf16_rne(d);
+    }
     __syncthreads();
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
         x[t] += gi;
+        if (c)
+            c[t] = bf16_rne(x[t]);
+    }
 }
 static void cu_logsoftmax_bwd(float *logits, const float *lse, const int *targets, const float *g, int n, int v)
 {
     if (n <= 0)
         return;
-    LAUNCH(k_logsoftmax_bwd, n, THREADS)(logits, lse, targets, g, v);
+    LAUNCH(k_logsoftmax_bwd, n, THREADS)(logits, a_copy_for(logits, n, v), lse, targets, g, v);
     LAUNCHED("logsoftmax_bwd");
 }
 

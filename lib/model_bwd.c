@@ -60,8 +60,7 @@ static void layer_backward(struct model *m, int l, float *dres)
     }
     bk->attention_bwd(a->dqkv, m->qkv_dim, a->datt, m->q_dim, la->qkv, la->att, m->q_dim, a->seqs, a->n_seq,
                       m->n_heads, m->n_kv, m->hd, 1.0f / sqrtf((float)m->hd));
-    bk->rope(a->dqkv, m->qkv_dim, a->d_pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, true);
-    bk->rope(a->dqkv + m->q_dim, m->qkv_dim, a->d_pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, true);
+    bk->rope(a->dqkv, m->qkv_dim, a->d_pos, T, m->n_heads + m->n_kv, m->hd, m->rope_cos, m->rope_sin, true);
     linear_bwd(m, a->dxn, 0.0f, g->wq, g->bq, a->dqkv, la->xn1, w->wq, T, H, m->qkv_dim);
     bk->rmsnorm_bwd(dres, g->ln1, a->dxn, la->x, w->ln1, la->rstd1, T, H);
 }

@@ -97,8 +97,8 @@ static void layer_forward(struct model *m, int l, struct layer_acts *la, float *
     bk->rmsnorm(la->xn1, la->rstd1, la->x, w->ln1, T, H, m->cfg.rms_norm_eps);
     /* q, k, v in one matmul: their weights (and biases) are adjacent in w_mem */
     linear(m, la->qkv, la->xn1, w->wq, w->bq, T, H, m->qkv_dim);
-    bk->rope(la->qkv, m->qkv_dim, a->d_pos, T, m->n_heads, m->hd, m->rope_cos, m->rope_sin, false);
-    bk->rope(la->qkv + m->q_dim, m->qkv_dim, a->d_pos, T, m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
+    /* q's heads and k's are adjacent in a row (q | k | v): one call rotates both */
+    bk->rope(la->qkv, m->qkv_dim, a->d_pos, T, m->n_heads + m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
     attn_sources(m, la, l, c, slots);
     bk->attention(la->att, m->q_dim, la->qkv, m->qkv_dim, a->seqs, a->n_seq, m->n_heads, m->n_kv,
                   m->hd, 1.0f / sqrtf((float)m->hd));

@@ -687,6 +687,17 @@ static void test_producer_copies(void)
     check_producer_copy("swiglu_bwd (float4)", &k, y.g, 128);
     gpu->swiglu_bwd(y.g, dh.g, gu.g, n, 66);
     check_producer_copy("swiglu_bwd (f = 66)", &k, y.g, 132);
+    int *tg = rl_malloc(n * sizeof *tg), *tgg = gpu->alloc(n * sizeof *tgg);
+    float *hg = rl_malloc(n * sizeof *hg);
+    for (int i = 0; i < n; i++)                   /* rows without a target, or g = 0, become zeros */
+        tg[i] = i % 7 == 3 ? -1 : i % 113, hg[i] = i % 11 == 5 ? 0.0f : 0.5f;
+    gpu->upload(tgg, tg, n * sizeof *tg);
+    gpu->upload(rstd.g, hg, n * sizeof *hg);
+    gpu->logsoftmax(dy.g, x.g, gu.g, tgg, n, 128);   /* gu as n x 128 logits; lse and logp: spare rows */
+    gpu->logsoftmax_bwd(gu.g, dy.g, tgg, rstd.g, n, 128);
+    check_producer_copy("logsoftmax_bwd", &k, gu.g, 128);
+    gpu->free(tgg);
+    free(tg), free(hg);
     drop(&x), drop(&w), drop(&rstd), drop(&y), drop(&dy), drop(&dw), drop(&gu), drop(&dh);
     gpu->free(wm), gpu->free(z), gpu->free(k.c), gpu->free(k.t), gpu->free(k.scratch);
     free(hw), free(hz);
