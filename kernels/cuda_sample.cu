@@ -121,8 +121,8 @@ __device__ static int block_draw(const float *x, int lo, int hi, double inv_t, d
     return l >= 0 ? (int)l : 0;
 }
 
-__global__ static void k_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int v,
-                                     float temperature)
+__global__ static void __launch_bounds__(SAMPLE_THREADS)
+    k_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int v, float temperature)
 {
     const float *x = logits + (size_t)blockIdx.x * v;
     int per = (v + blockDim.x - 1) / blockDim.x;
