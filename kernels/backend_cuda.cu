@@ -159,8 +159,8 @@ static int cuda_init(void)
  * reason in *reason. Initialises once. table_size is the caller's
  * sizeof(struct backend): a library built from another version of
  * backend.h is refused rather than called through a shifted table. */
-extern "C" __attribute__((visibility("default"))) const struct backend *rlflow_cuda_backend(const char **reason,
-                                                                                           size_t table_size)
+extern "C" __attribute__((visibility("default"))) const struct backend *RL_CUDA_ENTRY(const char **reason,
+                                                                                     size_t table_size)
 {
     static int state;                /* 0 untried, 1 ready, -1 failed */
     if (state == 0 && table_size != sizeof(struct backend))

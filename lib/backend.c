@@ -54,8 +54,9 @@ const struct backend *backend_cuda_get(void)
             snprintf(why, sizeof why, "cannot load the CUDA backend: %s", dlerror());
         if (h) {
             const struct backend *(*entry)(const char **, size_t) =
-                (const struct backend *(*)(const char **, size_t))dlsym(h, "rlflow_cuda_backend");
-            const char *reason = "no entry point rlflow_cuda_backend";
+                (const struct backend *(*)(const char **, size_t))dlsym(h, RL_STR(RL_CUDA_ENTRY));
+            const char *reason = "rlflow-cuda.so was built from another version of rlflow (no entry point "
+                                 RL_STR(RL_CUDA_ENTRY) "): rebuild it";
             bk = entry ? entry(&reason, sizeof(struct backend)) : NULL;
             if (!bk)
                 snprintf(why, sizeof why, "%s", reason);

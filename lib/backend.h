@@ -155,6 +155,15 @@ extern const struct backend backend_devsim;
  * a GPU is usable, else cpu. NULL with rl_err set when unknown or unusable. */
 const struct backend *backend_get(const char *name);
 
+/* rlflow-cuda.so's entry point. Its name carries the table's version, one
+ * more whenever an op is added, removed or changes its meaning (2: softmax
+ * became sample_rows): a library built from another version has another
+ * name and is refused, where a check of the table's size alone would let a
+ * same-sized table with other ops through. */
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v2
+#define RL_STR_(x) #x
+#define RL_STR(x) RL_STR_(x)
+
 /* The CUDA backend, or NULL with rl_err saying why (not built, no device,
  * driver error). It lives in rlflow-cuda.so (kernels/, built when nvcc is
  * found), loaded on first use from $RL_CUDA_LIB or beside the program. */

@@ -73,6 +73,18 @@ check "--device auto (here RL_DEVICE=cpu, as in the suite) gives the CPU's outpu
 check "--device devsim gives the CPU's output bit for bit" \
     sh -c "rl-logp -q -m '$model' --device devsim < '$in' | rl-cat | cmp - '$TMP/dev-cpu'"
 
+# a CUDA backend built from another version of the backend table (here one
+# with the old entry point's name) is refused with a reason, never called
+if command -v cc > /dev/null; then
+    printf 'const void *rlflow_cuda_backend(const char **r, unsigned long n) { (void)r; (void)n; return 0; }\n' \
+        > "$TMP/old.c"
+    cc -shared -fPIC "$TMP/old.c" -o "$TMP/old.so"
+    check_fails "a CUDA backend of another version is refused: rebuild it" 1 'another version of rlflow.*rebuild' \
+        sh -c "RL_CUDA_LIB='$TMP/old.so' rl-logp -q -m '$model' --device cuda < '$in' > /dev/null"
+else
+    skip "a CUDA backend of another version is refused" "no C compiler"
+fi
+
 # RL_PROFILE=1: the same output, and a table of backend ops on stderr
 for dev in cpu devsim; do
     check "RL_PROFILE=1 on $dev: the same output" \
