@@ -13,6 +13,7 @@
 #include "err.h"
 #include "fsutil.h"
 #include "model.h"
+#include "sample.h"
 
 static char golden[512];
 
@@ -212,6 +213,50 @@ static void test_head_chunks(void)
            "rc %d, %.3g %.3g", rc, e1, e2);
     free(lp);
     free(g);
+    model_close(m);
+}
+
+/* model_step_draw draws, for each slot, sample_plain's token and log-prob
+ * from the logits model_step gives for the same step (two caches stepped
+ * alike), with the LM head in 3-row chunks; on the CPU and on devsim, whose
+ * memory the host cannot touch (the uniforms, ids and log-probs cross by
+ * upload and download). Greedy, temperature 1 and 0.7. */
+static void test_step_draw(const char *dev)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/gqa_tied", golden);
+    struct model *m = model_open(dir, dev);
+    if (!m) {
+        harness_report(0, harness_name("model_step_draw on %s", dev), "%s", rl_errmsg());
+        return;
+    }
+    enum { N = 7, STEPS = 3 };
+    m->head_rows = 3;
+    struct kv_cache *ka = kv_cache_new(m, N, 16), *kb = kv_cache_new(m, N, 16);
+    int slots[N], four[N], ones[N], tok[4 * N], drawn[N], bad = 0, rc = !ka || !kb;
+    float *logits = rl_malloc((size_t)N * m->V * sizeof *logits);
+    double u[N], lp[N];
+    for (int s = 0; s < N; s++)
+        slots[s] = s, four[s] = 4, ones[s] = 1;
+    for (int i = 0; i < 4 * N; i++)
+        tok[i] = (int)(urand() * m->V);
+    rc = rc || model_step(m, ka, N, slots, four, tok, NULL) || model_step(m, kb, N, slots, four, tok, NULL);
+    float temps[STEPS] = {0, 1, 0.7f};
+    for (int k = 0; k < STEPS && !rc; k++) {
+        for (int s = 0; s < N; s++)
+            tok[s] = (int)(urand() * m->V), u[s] = urand();
+        rc = model_step(m, ka, N, slots, ones, tok, logits) ||
+             model_step_draw(m, kb, N, slots, ones, tok, temps[k], u, drawn, lp);
+        for (int s = 0; s < N && !rc; s++) {
+            double want_lp;
+            int want = sample_plain(logits + (size_t)s * m->V, m->V, temps[k], u[s], NULL, &want_lp);
+            bad += drawn[s] != want || lp[s] != want_lp;
+        }
+    }
+    CHECKF(harness_name("model_step_draw on %s: sample_plain's tokens and log-probs from model_step's logits", dev),
+           !rc && !bad, "rc %d (%s), %d of %d draws differ", rc, rc ? rl_errmsg() : "", bad, N * STEPS);
+    kv_cache_free(ka), kv_cache_free(kb);
+    free(logits);
     model_close(m);
 }
 
@@ -454,6 +499,8 @@ int main(void)
     test_hidden_grad();
     test_response_logps();
     test_head_chunks();
+    test_step_draw("cpu");
+    test_step_draw("devsim");
     test_finite_differences();
     test_save_roundtrip("mha_untied", ST_BF16);
     test_save_roundtrip("gqa_tied", ST_F32);
