@@ -105,7 +105,16 @@ static const void *packed_a(const float *x, int rows, int cols, int ld)
 #define A_COPY_MIN_ROWS 512
 unsigned short *a_copy_for(const float *y, int rows, int cols)
 {
-    if (!gemm_bf16 || gemm_exact || rows < A_COPY_MIN_ROWS || cols <= 0)
+    if (!gemm_bf16 || gemm_exact || rows <= 0 || cols <= 0)
+        return NULL;
+    size_t n = (size_t)rows * cols;
+    /* a marked range (a model's saved activations): its own copy, made
+     * fresh first, written at any row count, so that it stays fresh for the
+     * backward's products */
+    if (unsigned short *kept = (unsigned short *)param_bf16(y, n))
+        return kept;
+    params_written(y, n * sizeof *y);   /* partly marked: those copies go stale */
+    if (rows < A_COPY_MIN_ROWS)
         return NULL;
     unsigned short *p = (unsigned short *)workspace(WS_GEMM_A, (size_t)rows * cols * sizeof *p);
     last_a = {y, rows, cols, cols, op_epoch + 1, p};   /* + 1: the STAMPED op's bump on its return */
@@ -192,6 +201,8 @@ static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const 
                       const float *b, int ldb, float beta, float *c, int ldc)
 {
     wrote(c, m, ldc);                    /* before the product: a copy is of what it reads */
+    if (m > 0 && n > 0)
+        params_written(c, ((size_t)(m - 1) * ldc + n) * sizeof *c);
     in_matmul_op = true;
     gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
     in_matmul_op = false;
@@ -364,6 +375,7 @@ static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int 
 {
     if (m <= 0 || n <= 0)
         return;
+    params_written(c, (size_t)m * n * sizeof *c);
     if (matmul_rows_tc(c, a, b, m, n, k))
         return;
     bool vec = k % 4 == 0 && (size_t)a % 16 == 0 && (size_t)b % 16 == 0;

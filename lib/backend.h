@@ -45,11 +45,13 @@ struct backend {
     void (*zero)(float *x, size_t n);
     void (*copy)(float *dst, const float *src, size_t n);      /* device to device */
     /* Optional (NULL where a backend has no use for it): the n floats at w
-     * are parameters, read by many matmuls and written only by upload, copy,
-     * zero, scale and adamw (after any other write, call this again). The
-     * CUDA backend keeps a bf16 copy of them for the products of its bf16
-     * mode, rounded once per update instead of once per product: the
-     * products' values stay the same. Forgotten when w is freed. */
+     * are read by many matmuls and written only by upload, copy, zero,
+     * scale, matmul and adamw, or by rmsnorm and swiglu as their whole
+     * output (after any other write, call this again): parameters, and the
+     * saved activations that a backward reads again. The CUDA backend keeps
+     * a bf16 copy of them for the products of its bf16 mode, rounded once
+     * per write instead of once per product: the products' values stay the
+     * same. Forgotten when w is freed. */
     void (*mark_params)(const float *w, size_t n);
 
     /* c = alpha * op(a) @ op(b) + beta * c; op(a) is [m,k], op(b) is [k,n];

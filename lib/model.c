@@ -378,19 +378,26 @@ static size_t layout_acts(struct model *m, struct model_acts *a, char *base)
 {
     size_t off = 0, T = a->T_cap, H = m->H, F = m->ffn;
     int nl = a->layers_cap;
+    /* first, what only rmsnorm and swiglu write and the backward reads
+     * again as weight gradients' operands: marked for the backend in
+     * training (mark_params), which may keep bf16 copies of them */
+    for (int l = 0; l < nl; l++) {
+        struct layer_acts *la = &a->layer[l];
+        la->xn1 = carve(base, &off, T * H);
+        la->xn2 = carve(base, &off, T * H);
+        la->h = carve(base, &off, T * F);
+    }
+    a->saved_bytes = off;
     for (int l = 0; l < nl; l++) {
         struct layer_acts *la = &a->layer[l];
         la->x = carve(base, &off, T * H);
-        la->xn1 = carve(base, &off, T * H);
         la->rstd1 = carve(base, &off, T);
         la->qkv = carve(base, &off, T * m->qkv_dim);
         la->lse = carve(base, &off, T * m->n_heads);
         la->att = carve(base, &off, T * m->q_dim);
         la->x2 = carve(base, &off, T * H);
-        la->xn2 = carve(base, &off, T * H);
         la->rstd2 = carve(base, &off, T);
         la->gu = carve(base, &off, T * 2 * F);
-        la->h = carve(base, &off, T * F);
     }
     a->xf = carve(base, &off, T * H);
     a->rstd_f = carve(base, &off, T);
@@ -501,6 +508,8 @@ int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, 
         return rl_err("out of memory for activations of %d tokens (%.1f GiB)", T, bytes / 1073741824.0);
     }
     layout_acts(m, &na, na.mem);
+    if (na.train_cap && m->bk->mark_params)
+        m->bk->mark_params(na.mem, na.saved_bytes / sizeof(float));
     size_t ib = (size_t)na.T_cap * 7 * sizeof(int) + (size_t)na.seq_cap * (3 * sizeof(int) + sizeof(struct bk_attn_seq));
     na.imem = rl_malloc(ib);
     na.seqs = na.imem;

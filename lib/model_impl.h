@@ -24,6 +24,7 @@ struct model_acts {
     size_t p_cap;
     bool train_cap, logits_cap;
     void *mem;                  /* one backend allocation for all float buffers */
+    size_t saved_bytes;         /* the first of them: xn1, xn2 and h of every layer */
     struct layer_acts *layer;   /* [layers_cap] */
     float *xf, *rstd_f, *hf;    /* [T, H] final residual, 1/rms, normed hidden */
     float *logp;                /* [T] log-prob per token (0 without target) */

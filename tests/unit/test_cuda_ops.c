@@ -33,23 +33,25 @@ static double gemm_tol, attn_tol;
 static bool bf16_mode;                 /* the backend's products take bf16 operands */
 
 /* The emulation's trace of launches (RL_EMU_TRACE, which main points at a
- * file of its own): the bf16 operand copies the products made since the last
- * call, or -1 where nothing is traced (a GPU, devsim). */
+ * file of its own): the launches since the last call whose names start
+ * with `name`, or -1 where nothing is traced (a GPU, devsim). */
 static const char *trace_path;
 static long trace_seen;
-static long operand_copies(void)
+static long traced(const char *name)
 {
     FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
     if (!f)
         return -1;
     char line[128];
-    long lines = 0, copies = 0;
+    long lines = 0, hits = 0;
     while (fgets(line, sizeof line, f))
-        copies += ++lines > trace_seen && !strcmp(line, "bf16 copy of a GEMM operand\n");
+        hits += ++lines > trace_seen && !strncmp(line, name, strlen(name));
     fclose(f);
     trace_seen = lines;
-    return lines ? copies : -1;
+    return lines ? hits : -1;
 }
+/* the bf16 copies the products made of their operands */
+static long operand_copies(void) { return traced("bf16 copy of a GEMM operand\n"); }
 
 static float *rand_host(size_t n, float scale)
 {
@@ -703,6 +705,88 @@ static void test_producer_copies(void)
     free(hw), free(hz);
 }
 
+/* x (n x d) as A against marked w (p x d), and as B against marked dy
+ * (n x q) transposed: the two products of a linear layer, into host arrays */
+static float *both_products(const float *x, const float *w, const float *dy, int n, int d, int p, int q)
+{
+    float *c = gpu->alloc((size_t)(n * p + q * d) * sizeof *c), *h = rl_malloc((size_t)(n * p + q * d) * sizeof *h);
+    gpu->matmul(false, true, n, p, d, 1.0f, x, d, w, d, 0.0f, c, p);
+    gpu->matmul(true, false, q, d, n, 1.0f, dy, q, x, d, 0.0f, c + (size_t)n * p, d);
+    gpu->download(h, c, (size_t)(n * p + q * d) * sizeof *h);
+    gpu->free(c);
+    return h;
+}
+/* Saved activations, marked like parameters (the model marks xn1, xn2 and h
+ * in training): rmsnorm and swiglu write the marked range's bf16 copy at
+ * any row count, and the products read it for A and for B (no copies of
+ * their own) with the bits of products of an unmarked copy; an upload into
+ * the range makes the copy stale. */
+static void test_saved_copies(void)
+{
+    if (!gpu->mark_params) {
+        harness_skip("saved activations: products read the bf16 copy their op wrote", "not used by this backend");
+        return;
+    }
+    int n = 100, d = 64, p = 48, q = 40;               /* 100 rows: fewer than an unmarked output's copy needs */
+    size_t nd = (size_t)n * d;
+    float *saved = gpu->alloc(2 * nd * sizeof *saved), *u = gpu->alloc(nd * sizeof *u);
+    float *w = gpu->alloc((size_t)p * d * sizeof *w), *dy = gpu->alloc((size_t)n * q * sizeof *dy);
+    struct two x = rand_both(nd, 1), g = rand_both(d, 1), rstd = poisoned(n), gu = rand_both(2 * nd, 2);
+    float *hw = rand_host((size_t)p * d, 1), *hdy = rand_host((size_t)n * q, 1), *hx = rand_host(nd, 1);
+    gpu->upload(w, hw, (size_t)p * d * sizeof *w);
+    gpu->upload(dy, hdy, (size_t)n * q * sizeof *dy);
+    gpu->mark_params(w, (size_t)p * d);
+    gpu->mark_params(dy, (size_t)n * q);
+    gpu->mark_params(saved, 2 * nd);
+    free(both_products(saved, w, dy, n, d, p, q));     /* the marked ranges' copies made once */
+    gpu->rmsnorm(saved, rstd.g, x.g, g.g, n, d, 1e-5f);
+    gpu->swiglu(saved + nd, gu.g, n, d);
+    const char *what[2] = {"rmsnorm", "swiglu"};
+    for (int i = 0; i < 2; i++) {
+        const float *y = saved + i * nd;
+        traced("");
+        float *a = both_products(y, w, dy, n, d, p, q);
+        long copies = traced("bf16 copy of");         /* of operands or of marked ranges */
+        gpu->copy(u, y, nd);
+        float *b = both_products(u, w, dy, n, d, p, q);
+        CHECK(harness_name("saved activations (%s): products of the marked output are the bits of an unmarked copy's",
+                           what[i]), !memcmp(a, b, (size_t)(n * p + q * d) * sizeof *a));
+        if (copies < 0 || !bf16_mode)
+            harness_skip(harness_name("saved activations (%s): the products copy nothing", what[i]),
+                         "no launch trace or not in bf16 mode");
+        else
+            CHECKF(harness_name("saved activations (%s): the products copy nothing", what[i]), copies == 0,
+                   "%ld operand copies", copies);
+        free(a), free(b);
+    }
+    gpu->upload(saved, hx, nd * sizeof *hx);           /* not through rmsnorm: the copy goes stale */
+    gpu->upload(u, hx, nd * sizeof *hx);
+    float *a = both_products(saved, w, dy, n, d, p, q), *b = both_products(u, w, dy, n, d, p, q);
+    CHECK("saved activations: after an upload, products read the new values",
+          !memcmp(a, b, (size_t)(n * p + q * d) * sizeof *a));
+    free(a), free(b);
+    /* a product that writes into the range (c = saved + nd) */
+    gpu->matmul(false, true, n, d, d, 1.0f, u, d, u, d, 0.0f, saved + nd, d);
+    gpu->copy(u, saved + nd, nd);
+    a = both_products(saved + nd, w, dy, n, d, p, q), b = both_products(u, w, dy, n, d, p, q);
+    CHECK("saved activations: after a product wrote them, products read the new values",
+          !memcmp(a, b, (size_t)(n * p + q * d) * sizeof *a));
+    free(a), free(b);
+    /* an output that covers a marked range only in part: that copy goes stale */
+    float *part = gpu->alloc(nd * sizeof *part), *half = part + nd / 2;
+    gpu->mark_params(half, nd / 2);
+    free(both_products(half, w, dy, n / 2, d, p, q));
+    gpu->rmsnorm(part, rstd.g, x.g, g.g, n, d, 1e-5f);
+    gpu->copy(u, half, nd / 2);
+    a = both_products(half, w, dy, n / 2, d, p, q), b = both_products(u, w, dy, n / 2, d, p, q);
+    CHECK("saved activations: an output over part of a marked range makes its copy stale",
+          !memcmp(a, b, (size_t)(n / 2 * p + q * d) * sizeof *a));
+    gpu->free(part);
+    free(a), free(b), free(hw), free(hdy), free(hx);
+    drop(&x), drop(&g), drop(&rstd), drop(&gu);
+    gpu->free(saved), gpu->free(u), gpu->free(w), gpu->free(dy);
+}
+
 /* Parameters (mark_params): the CUDA backend's products read a bf16 copy of
  * them in bf16 mode. The products must not change, after each kind of
  * write to the parameters too (a stale copy would keep the old values);
@@ -850,6 +934,7 @@ int main(void)
     test_operand_reuse();
     test_params();
     test_producer_copies();
+    test_saved_copies();
     test_matmul_rows(577, false);
     test_matmul_rows(576, false);
     test_matmul_rows(576, true);
