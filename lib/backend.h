@@ -46,9 +46,9 @@ struct backend {
     void (*copy)(float *dst, const float *src, size_t n);      /* device to device */
     /* Optional (NULL where a backend has no use for it): the n floats at w
      * are read by many matmuls and written only by upload, copy, zero,
-     * scale, matmul and adamw, or by rmsnorm and swiglu as their whole
-     * output (after any other write, call this again): parameters, and the
-     * saved activations that a backward reads again. The CUDA backend keeps
+     * scale, matmul, adamw, or as the output of rmsnorm or swiglu (after any
+     * other write, call this again): parameters, and the saved activations
+     * that a backward reads again. The CUDA backend keeps
      * a bf16 copy of them for the products of its bf16 mode, rounded once
      * per write instead of once per product: the products' values stay the
      * same. Forgotten when w is freed. */
