@@ -19,7 +19,7 @@ __global__ static void k_softmax_causal(const float *s, T *p, float *lse, int n,
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < len; j += blockDim.x)
         mx = fmaxf(mx, s[o + j]);
-    mx = block_max_f(mx);
+    mx = block_max(mx);
     double sum = 0;
     for (int j = threadIdx.x; j < len; j += blockDim.x)
         sum += expf(s[o + j] - mx);

@@ -76,7 +76,7 @@ __global__ static void k_attention(float *out, int out_stride, const float *q, i
             pr[j] = s;
         mx = fmaxf(mx, s);
     }
-    mx = block_max_f(mx);            /* its barriers also publish pr[] to the block */
+    mx = block_max(mx);            /* its barriers also publish pr[] to the block */
     double sum = block_exp_sum(pr, len, mx);
     weighted_rows(os, pr, vg, S.kv_stride, 0, len, hd);
     float inv = (float)(1.0 / sum);
@@ -292,7 +292,7 @@ __global__ static void k_flash_fwd(float *out, int out_stride, const float *q, i
             int R = w * FA_ROWS + r, key = k0 + lane;
             bool valid = R < nq && key <= S.pos + q0 + R;
             float x = valid ? scale * sc[r] : -INFINITY;
-            float mnew = fmaxf(m[r], warp_max_f(x));
+            float mnew = fmaxf(m[r], warp_max(x));
             /* a row with no valid key yet keeps m = -inf: no exp of inf - inf */
             float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mnew);
             p[r] = valid ? expf(x - mnew) : 0.0f;

@@ -98,10 +98,12 @@ __device__ static inline float warp_sum_f(float v)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
-__device__ static inline float warp_max_f(float v)
+__device__ static inline float max_of(float a, float b) { return fmaxf(a, b); }
+__device__ static inline double max_of(double a, double b) { return fmax(a, b); }
+template <class T> __device__ static inline T warp_max(T v)
 {
     for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+        v = max_of(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 /* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
@@ -117,17 +119,18 @@ __device__ static inline double block_sum_d(double v)
     v = lane < nw ? part[lane] : 0.0;
     return warp_sum_d(v);
 }
-__device__ static inline float block_max_f(float v)
+/* Max over the block (float or double), to every thread. */
+template <class T> __device__ static inline T block_max(T v)
 {
-    __shared__ float part[32];
+    __shared__ T part[32];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max_f(v);
+    v = warp_max(v);
     __syncthreads();
     if (lane == 0)
         part[w] = v;
     __syncthreads();
-    v = lane < nw ? part[lane] : -INFINITY;
-    return warp_max_f(v);
+    v = lane < nw ? part[lane] : (T)-INFINITY;
+    return warp_max(v);
 }
 /* In place: r[j] = exp(r[j] - mx) for j < len, each thread its own j; the
  * sum over the block, in double, to every thread. */

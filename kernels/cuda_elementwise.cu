@@ -330,7 +330,7 @@ __device__ static float row_lse(const float *x, int v)
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < v; j += blockDim.x)
         mx = fmaxf(mx, x[j]);
-    mx = block_max_f(mx);
+    mx = block_max(mx);
     double s = 0;
     for (int j = threadIdx.x; j < v; j += blockDim.x)
         s += expf(x[j] - mx);

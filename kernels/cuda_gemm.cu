@@ -116,16 +116,18 @@ unsigned short *a_copy_for(const float *y, int rows, int cols)
     params_written(y, n * sizeof *y);   /* partly marked: those copies go stale */
     if (rows < A_COPY_MIN_ROWS)
         return NULL;
-    unsigned short *p = (unsigned short *)workspace(WS_GEMM_A, (size_t)rows * cols * sizeof *p);
+    unsigned short *p = (unsigned short *)workspace(WS_GEMM_A, n * sizeof *p);
     last_a = {y, rows, cols, cols, op_epoch + 1, p};   /* + 1: the STAMPED op's bump on its return */
     return p;
 }
 
-/* A product wrote c (rows x ld floats from c): forget a copy of what it overwrote. */
-static void wrote(const float *c, int rows, int ld)
+/* A product writes c (rows x cols, row pitch ld): forget the A copy of
+ * what it overwrites, and mark the copies of marked ranges it touches stale. */
+static void wrote(const float *c, int rows, int cols, int ld)
 {
     if (last_a.copy && c < last_a.src + (size_t)last_a.rows * last_a.ld && last_a.src < c + (size_t)rows * ld)
         last_a.copy = NULL;
+    params_written(c, ((size_t)(rows - 1) * ld + cols) * sizeof *c);
 }
 
 /* The bf16 copy of an operand (rows x cols, row pitch ld) that lies in a
@@ -200,9 +202,8 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
 static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc)
 {
-    wrote(c, m, ldc);                    /* before the product: a copy is of what it reads */
     if (m > 0 && n > 0)
-        params_written(c, ((size_t)(m - 1) * ldc + n) * sizeof *c);
+        wrote(c, m, n, ldc);             /* before the product: a copy is of what it reads */
     in_matmul_op = true;
     gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
     in_matmul_op = false;
@@ -375,7 +376,7 @@ static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int 
 {
     if (m <= 0 || n <= 0)
         return;
-    params_written(c, (size_t)m * n * sizeof *c);
+    wrote(c, m, n, n);
     if (matmul_rows_tc(c, a, b, m, n, k))
         return;
     bool vec = k % 4 == 0 && (size_t)a % 16 == 0 && (size_t)b % 16 == 0;

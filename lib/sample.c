@@ -45,38 +45,20 @@ static double logsumexp(const float *x, int V, double scale)
 static inline double tempered(float x, double inv_t, double lse) { return exp(x * inv_t - lse); }
 
 /* The first token with p > 0 whose running sum exceeds u times the total
- * (the last with p > 0 when rounding leaves none). */
-static int draw(const double *p, int V, double u)
+ * (the last with p > 0 when rounding leaves none); p_i is p[i], or, where
+ * p is NULL, tempered(x[i], inv_t, lse) computed on the way. */
+static int draw(const double *p, const float *x, double inv_t, double lse, int V, double u)
 {
     double tot = 0, acc = 0;
     for (int i = 0; i < V; i++)
-        tot += p[i];
+        tot += p ? p[i] : tempered(x[i], inv_t, lse);
     double target = u * tot;
     int tok = -1;
     for (int i = 0; i < V; i++) {
-        if (p[i] <= 0)
+        double pi = p ? p[i] : tempered(x[i], inv_t, lse);
+        if (pi <= 0)
             continue;
-        acc += p[i];
-        tok = i;
-        if (target < acc)
-            break;
-    }
-    return tok;
-}
-
-/* draw() with each p recomputed instead of stored */
-static int draw_tempered(const float *x, int V, double inv_t, double lse, double u)
-{
-    double tot = 0, acc = 0;
-    for (int i = 0; i < V; i++)
-        tot += tempered(x[i], inv_t, lse);
-    double target = u * tot;
-    int tok = -1;
-    for (int i = 0; i < V; i++) {
-        double p = tempered(x[i], inv_t, lse);
-        if (p <= 0)
-            continue;
-        acc += p;
+        acc += pi;
         tok = i;
         if (target < acc)
             break;
@@ -182,14 +164,9 @@ int sample_plain(const float *logits, int V, float temperature, double u, double
         return tok;
     }
     double inv_t = 1.0 / temperature, lse = logsumexp(logits, V, inv_t);
-    int tok;
-    if (p) {
-        for (int i = 0; i < V; i++)
-            p[i] = tempered(logits[i], inv_t, lse);
-        tok = draw(p, V, u);
-    } else {
-        tok = draw_tempered(logits, V, inv_t, lse, u);
-    }
+    for (int i = 0; p && i < V; i++)      /* stored: each exp once */
+        p[i] = tempered(logits[i], inv_t, lse);
+    int tok = draw(p, logits, inv_t, lse, V, u);
     *logp1 = logits[tok] - (inv_t == 1.0 ? lse : logsumexp(logits, V, 1.0));
     return tok;
 }
@@ -201,7 +178,7 @@ int sample_next(const struct sampler *c, const float *logits, int V, struct rng 
     if (c->temperature <= 0 || sampler_plain(c))
         return sample_plain(logits, V, c->temperature, u, s->p, logp1);
     double lse = warp(c, logits, V, s);
-    int tok = draw(s->p, V, u);
+    int tok = draw(s->p, logits, 0, 0, V, u);
     *logp1 = logits[tok] - (c->temperature == 1.0f ? lse : logsumexp(logits, V, 1.0));
     return tok;
 }

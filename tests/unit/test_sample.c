@@ -98,14 +98,21 @@ static void test_logp_and_greedy(void)
     sample_scratch_free(&s);
 }
 
+/* n logits, scale times standard normals from the rng r seeded by seed */
+static float *normal_logits(int n, float scale, struct rng *r, uint64_t seed)
+{
+    float *lg = malloc(n * sizeof *lg);
+    rng_seed(r, seed);
+    for (int i = 0; i < n; i++) lg[i] = scale * rng_normal(r);
+    return lg;
+}
+
 /* A large vocabulary: top-p and top-k pick from candidates without sorting all. */
 static void test_large_vocab(void)
 {
     int n = 50000;
-    float *lg = malloc(n * sizeof *lg);
     struct rng r;
-    rng_seed(&r, 3);
-    for (int i = 0; i < n; i++) lg[i] = 3 * rng_normal(&r);
+    float *lg = normal_logits(n, 3, &r, 3);
     struct sample_scratch s;
     sample_scratch_init(&s, n);
     double *p = malloc(n * sizeof *p);
@@ -137,10 +144,8 @@ static void test_large_vocab(void)
 static void test_plain(void)
 {
     int n = 5000, bad_interval = 0, bad_paths = 0, bad_next = 0;
-    float *lg = malloc(n * sizeof *lg);
     struct rng r;
-    rng_seed(&r, 11);
-    for (int i = 0; i < n; i++) lg[i] = 2 * rng_normal(&r);
+    float *lg = normal_logits(n, 2, &r, 11);
     struct sample_scratch s;
     sample_scratch_init(&s, n);
     long double *cum = malloc((n + 1) * sizeof *cum);
