@@ -3,8 +3,11 @@
  * achieved GFLOPS as a fraction of the sgemm rate of the same cores measured
  * in the same run, and peak memory.
  *   gen_bench [-c CONFIG] [-p PROMPTS=16] [-l PROMPT_LEN=64] [-n SAMPLES=8] [-g NEW=32]
- *             [-b BATCH=64] [-t THREADS=2] [-L LAYERS]
- * The issue's full setting is -p 64 -n 8 -g 128 (long on 2 cores). */
+ *             [-b BATCH=64] [-t THREADS=2] [-L LAYERS] [-s STOP_EVERY=0]
+ * The issue's full setting is -p 64 -n 8 -g 128 (long on 2 cores).
+ * -s K makes every K-th token id a stop id, so that (the random model's
+ * distribution being near uniform) responses end after about K tokens, at
+ * lengths as varied as real ones, and slots free up at different times. */
 #include <fcntl.h>
 #include <getopt.h>
 #include <omp.h>
@@ -37,8 +40,8 @@ int main(int argc, char **argv)
 {
     rl_set_prog(argv[0]);
     const char *cfg_path = "tests/data/configs/smollm2-135m.json";
-    int prompts = 16, plen = 64, n = 8, new_tok = 32, batch = 64, threads = 2, layers = 0, c;
-    while ((c = getopt(argc, argv, "c:p:l:n:g:b:t:L:h")) != -1) {
+    int prompts = 16, plen = 64, n = 8, new_tok = 32, batch = 64, threads = 2, layers = 0, stop_every = 0, c;
+    while ((c = getopt(argc, argv, "c:p:l:n:g:b:t:L:s:h")) != -1) {
         switch (c) {
         case 'c': cfg_path = optarg; break;
         case 'p': prompts = atoi(optarg); break;
@@ -48,7 +51,8 @@ int main(int argc, char **argv)
         case 'b': batch = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'L': layers = atoi(optarg); break;
-        default: printf("usage: gen_bench [-c CONFIG] [-p PROMPTS] [-l LEN] [-n SAMPLES] [-g NEW] [-b BATCH] [-t THREADS] [-L LAYERS]\n"); return c != 'h';
+        case 's': stop_every = atoi(optarg); break;
+        default: printf("usage: gen_bench [-c CONFIG] [-p PROMPTS] [-l LEN] [-n SAMPLES] [-g NEW] [-b BATCH] [-t THREADS] [-L LAYERS] [-s STOP_EVERY]\n"); return c != 'h';
         }
     }
     struct rng r;
@@ -67,6 +71,13 @@ int main(int argc, char **argv)
     fclose(f);
     struct gen_opts o = {.n = n, .sampler = {.temperature = 1, .top_p = 1}, .max_new = new_tok,
                          .max_prompt = plen, .seed = 1, .batch = batch, .quiet = true};
+    int32_t *stops = NULL;
+    if (stop_every > 0) {
+        stops = rl_malloc((size_t)(cfg.vocab_size / stop_every + 1) * sizeof *stops);
+        for (int id = 0; id < cfg.vocab_size; id += stop_every)
+            stops[o.n_stop_ids++] = id;
+        o.stop_ids = stops;
+    }
     struct gen_stats big, one;
     double t_big = run(m, &o, path, &big);
     /* batch 1 on a quarter of the prompts: the same per-token work, less waiting */
@@ -88,14 +99,18 @@ int main(int argc, char **argv)
     double ctx = plen + new_tok / 2.0;
     double flops_tok = 2.0 * (double)m->n_params + 4.0 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * ctx;
     double sgemm = bench_sgemm_gflops(batch, cfg.intermediate_size, cfg.hidden_size, 5);
-    printf("rl-gen on %s (%d layers, %.1fM params), %d prompts x %d tokens, n = %d, %d new tokens, %d threads:\n",
+    printf("rl-gen on %s (%d layers, %.1fM params), %d prompts x %d tokens, n = %d, %d new tokens, %d threads",
            cfg_path, cfg.num_hidden_layers, m->n_params / 1e6, prompts, plen, n, new_tok, threads);
+    printf(stop_every > 0 ? ", every %d-th id a stop id:\n" : ":\n", stop_every);
     printf("  batch %d: %llu tokens in %.2f s = %.1f tokens/s (%.1f GFLOPS = %.0f%% of sgemm %.1f GFLOPS at M=%d)\n",
            batch, (unsigned long long)big.tokens, t_big, rate_big, rate_big * flops_tok / 1e9,
            100 * rate_big * flops_tok / 1e9 / sgemm, sgemm, batch);
+    printf("  batch %d: %llu prefills, %llu decode steps, slots %.0f%% busy\n", batch, (unsigned long long)big.prefills,
+           (unsigned long long)big.steps, 100.0 * big.rows / ((double)big.steps * batch));
     printf("  batch 1:  %llu tokens in %.2f s = %.1f tokens/s\n", (unsigned long long)one.tokens, t_one, rate_one);
     printf("  batched / batch-1 throughput: %.1fx (target >= 5x)\n", rate_big / rate_one);
     printf("  peak resident memory %.0f MiB\n", bench_peak_rss_mib());
+    free(stops);
     model_close(m);
     return 0;
 }

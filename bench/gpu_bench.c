@@ -226,7 +226,7 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     for (int s = 0; s < batch; s++) {
         slots[s] = s;
         ntok[s] = 1;
-        kv_cache_copy(c, s, 0);
+        kv_cache_fork(c, s, 0, prompt);
     }
     double per_step = time_steps(m, c, batch, timed, LOGITS, slots, ntok, tok, logits);
     /* bytes a step must read: every weight but the embedding table (one row

@@ -30,9 +30,14 @@ struct job {                     /* one input record in flight */
     size_t id_len;
     int started, done;
     struct sample *s;            /* n */
+    float *head;                 /* the prompt's last logits, while samples wait to start */
 };
 
-struct slot { struct job *job; int j, last; };   /* job NULL: free */
+/* A KV-cache slot: the sample it decodes (job NULL: free), and the job whose
+ * prompt fills its first positions, which outlives the sample so that the
+ * job's next sample can start there, or be forked from there, without
+ * another prefill. */
+struct slot { struct job *job, *prefix; int j, last; };
 
 struct gen {
     struct model *m;
@@ -106,7 +111,11 @@ static void job_free(struct gen *g, struct job *j)
         free(j->s[i].ids.v);
         rl_buf_free(&j->s[i].text);
     }
+    for (int i = 0; i < g->o->batch; i++)        /* no slot may name a freed job */
+        if (g->slot[i].prefix == j)
+            g->slot[i].prefix = NULL;
     free(j->s);
+    free(j->head);
     free(j->raw);
     free(j->prompt.v);
     free(j);
@@ -249,16 +258,26 @@ static void draw_on_host(struct gen *g, int n)
 
 /* ---------------- scheduling ---------------- */
 
-static int free_slots(const struct gen *g, int *first)
+/* A free slot, preferring one that holds j's prompt; -1 when none is free. */
+static int free_slot(const struct gen *g, const struct job *j)
 {
-    int n = 0;
-    *first = -1;
+    int any = -1;
     for (int i = 0; i < g->o->batch; i++)
         if (!g->slot[i].job) {
-            if (*first < 0) *first = i;
-            n++;
+            if (g->slot[i].prefix == j)
+                return i;
+            if (any < 0)
+                any = i;
         }
-    return n;
+    return any;
+}
+
+static int prefix_slot(const struct gen *g, const struct job *j)
+{
+    for (int i = 0; i < g->o->batch; i++)
+        if (g->slot[i].prefix == j)
+            return i;
+    return -1;
 }
 
 static void finish_sample(struct gen *g, int slot)
@@ -272,21 +291,35 @@ static void finish_sample(struct gen *g, int slot)
     g->st->samples++;
 }
 
-/* Prefill the prompt of job k once and start as many of its samples as there
- * are free slots; samples that end on their first token never take a slot. */
-static int start_samples(struct gen *g, struct job *j, int nfree)
+/* Prefill j's prompt into a free slot and keep its last logits, from which
+ * each sample draws its first token. The slot's index, or -1. */
+static int prefill(struct gen *g, struct job *j)
 {
-    int first;
-    free_slots(g, &first);
-    kv_cache_clear(g->cache, first);
-    int plen = (int)j->prompt.n;
-    if (model_step(g->m, g->cache, 1, &first, &plen, j->prompt.v, g->logits))
+    int slot = free_slot(g, NULL), plen = (int)j->prompt.n;
+    kv_cache_clear(g->cache, slot);
+    g->slot[slot].prefix = NULL;
+    if (model_step(g->m, g->cache, 1, &slot, &plen, j->prompt.v, g->logits))
         return rl_err_prefix("%s: record %llu", j->rec.input, (unsigned long long)j->rec.index);
-    int src = first, used = 0;
-    while (j->started < g->o->n && used < nfree) {
-        int jj = j->started++, slot = -1;
+    g->slot[slot].prefix = j;
+    if (!j->head)
+        j->head = rl_malloc((size_t)g->m->V * sizeof *j->head);
+    memcpy(j->head, g->logits, (size_t)g->m->V * sizeof *j->head);
+    g->st->prefills++;
+    return slot;
+}
+
+/* Start j's waiting samples in the free slots. The prompt is prefilled once:
+ * a sample starts in a slot that holds it (cut back to the prompt) or in a
+ * copy of one. Samples that end on their first token never take a slot. */
+static int start_samples(struct gen *g, struct job *j)
+{
+    int src = prefix_slot(g, j), plen = (int)j->prompt.n, slot;
+    if (src < 0 && (src = prefill(g, j)) < 0)
+        return -1;
+    while (j->started < g->o->n && (slot = free_slot(g, j)) >= 0) {
+        int jj = j->started++;
         struct sample *s = &j->s[jj];
-        sample_from(g, s, g->logits);
+        sample_from(g, s, j->head);
         if (s->finish != RUNNING) {
             if (g->tc->tok)
                 tok_stream_finish(&s->ts, &s->text);
@@ -294,38 +327,32 @@ static int start_samples(struct gen *g, struct job *j, int nfree)
             g->st->samples++;
             continue;
         }
-        for (int i = 0; i < g->o->batch && slot < 0; i++)
-            if (!g->slot[i].job)
-                slot = i;
-        if (slot != src)
-            kv_cache_copy(g->cache, slot, src);
-        g->slot[slot] = (struct slot){j, jj, s->ids.v[s->ids.n - 1]};
-        used++;
+        kv_cache_fork(g->cache, slot, g->slot[slot].prefix == j ? slot : src, plen);
+        g->slot[slot] = (struct slot){.job = j, .prefix = j, .j = jj, .last = s->ids.v[s->ids.n - 1]};
     }
-    /* the prefill slot is free again if no sample kept it */
+    if (j->started == g->o->n) {
+        free(j->head);
+        j->head = NULL;
+    }
     return 0;
 }
 
-/* Start work while slots are free. A job waits for enough free slots for all
- * its remaining samples (up to the batch), so that one prefill serves them. */
+/* Give every free slot work: the waiting samples of the oldest job first,
+ * then the next record's. A record starts as soon as one slot is free; its
+ * other samples follow as slots free up, forked from its prompt's cache. */
 static int admit(struct gen *g, struct rec_reader *in)
 {
-    for (;;) {
-        int first, nfree = free_slots(g, &first), busy = g->o->batch - nfree;
-        if (!nfree)
-            return 0;
+    while (free_slot(g, NULL) >= 0) {
         struct job *j = NULL;
         for (int k = 0; k < g->count && !j; k++)
             if (g->jobs[k]->started < g->o->n)
                 j = g->jobs[k];
         if (!j && !(j = read_job(g, in)))
             return 0;
-        int want = g->o->n - j->started < g->o->batch ? g->o->n - j->started : g->o->batch;
-        if (nfree < want && busy > 0)
-            return 0;
-        if (start_samples(g, j, nfree))
+        if (start_samples(g, j))
             return -1;
     }
+    return 0;
 }
 
 static int decode_step(struct gen *g)
@@ -338,6 +365,8 @@ static int decode_step(struct gen *g)
         }
     if (!n)
         return 0;
+    g->st->steps++;
+    g->st->rows += (uint64_t)n;
     float t = g->o->sampler.temperature;
     if (draws_on_backend(g)) {
         for (int k = 0; k < n; k++)          /* the uniform sample_next would take */

@@ -1,7 +1,8 @@
 /* Best-of-n sampling with a KV cache (rl-gen). Each prompt is prefilled once
  * and its cache copied to its n samples; decoding runs one batch across all
  * live samples of all prompts, and a finished sample's slot takes the next
- * waiting work at once (continuous batching). Sample j of record `id` draws
+ * waiting sample at once (continuous batching): a prompt's samples need not
+ * start together, the later ones fork from a slot that holds its prompt. Sample j of record `id` draws
  * from an RNG seeded by hash(seed, id, j), and the model computes every slot
  * independently of the others, so the output depends on neither the batch
  * size, the thread count, nor how the input was split. */
@@ -34,6 +35,8 @@ struct gen_opts {
 
 struct gen_stats {
     uint64_t records, samples, tokens, prompt_tokens, truncated_prompts;
+    uint64_t prefills;           /* prompts run through the model */
+    uint64_t steps, rows;        /* decode steps, and the samples they advanced */
     double seconds;
 };
 

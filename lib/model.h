@@ -140,8 +140,10 @@ struct kv_cache {
 struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len);
 void kv_cache_free(struct kv_cache *c);
 void kv_cache_clear(struct kv_cache *c, int slot);
-/* Fork: slot dst becomes a copy of slot src (e.g. one prompt's prefill shared by n samples). */
-void kv_cache_copy(struct kv_cache *c, int dst, int src);
+/* Fork: slot dst becomes the first len tokens of slot src (len <= its
+ * length), e.g. one prompt's prefill shared by n samples; dst == src cuts
+ * the slot back to len. */
+void kv_cache_fork(struct kv_cache *c, int dst, int src, int len);
 
 /* Feed ntok[i] new tokens (packed in tokens) to slot slots[i] for i < n
  * (distinct slots): prefill when ntok is the prompt length, a decode step

@@ -343,17 +343,17 @@ void kv_cache_free(struct kv_cache *c)
 
 void kv_cache_clear(struct kv_cache *c, int slot) { c->len[slot] = 0; }
 
-void kv_cache_copy(struct kv_cache *c, int dst, int src)
+void kv_cache_fork(struct kv_cache *c, int dst, int src, int len)
 {
-    if (dst == src)
-        return;
-    size_t layer = (size_t)c->max_len * c->kv_dim, n = (size_t)c->len[src] * c->kv_dim;
-    for (int l = 0; l < c->n_layers; l++) {
-        size_t d = ((size_t)dst * c->n_layers + l) * layer, s = ((size_t)src * c->n_layers + l) * layer;
-        c->bk->copy(c->k + d, c->k + s, n);
-        c->bk->copy(c->v + d, c->v + s, n);
+    if (dst != src) {
+        size_t layer = (size_t)c->max_len * c->kv_dim, n = (size_t)len * c->kv_dim;
+        for (int l = 0; l < c->n_layers; l++) {
+            size_t d = ((size_t)dst * c->n_layers + l) * layer, s = ((size_t)src * c->n_layers + l) * layer;
+            c->bk->copy(c->k + d, c->k + s, n);
+            c->bk->copy(c->v + d, c->v + s, n);
+        }
     }
-    c->len[dst] = c->len[src];
+    c->len[dst] = len;
 }
 
 /* model_step up to the last hidden states */

@@ -36,13 +36,14 @@ static const char usage[] =
     "  -L, --level N               zstd level of the output (0: raw msgpack; default 3)\n"
     "      --force                 write the stream even to a terminal\n"
     "  -q, --quiet                 no progress or summary on stderr\n"
+    "  -v, --verbose               the summary even when stderr is not a terminal\n"
     "  -h, --help                  show this help\n";
 
 struct gen_tool_opts {
     struct gen_opts gen;
     const char *model_dir, *template_name, *device;
     int level;
-    bool force;
+    bool force, verbose;
     int32_t *stop_ids;
     char **stop_strs;
 };
@@ -61,14 +62,14 @@ static struct gen_tool_opts parse_args(int argc, char **argv)
         {"batch", required_argument, 0, 'b'}, {"unordered", no_argument, 0, O_UNORDERED},
         {"template", required_argument, 0, O_TEMPLATE}, {"device", required_argument, 0, O_DEVICE},
         {"level", required_argument, 0, 'L'}, {"force", no_argument, 0, O_FORCE},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     struct gen_tool_opts o = {
         .gen = {.n = 8, .sampler = {.temperature = 1, .top_p = 1}, .max_new = 2048, .max_prompt = 1024, .batch = 16},
         .device = "auto", .level = 3,
     };
     int c;
-    while ((c = getopt_long(argc, argv, "m:n:t:b:L:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:n:t:b:L:qvh", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o.model_dir = optarg; break;
         case 'n': o.gen.n = (int)cli_int("--samples", optarg, 1, 1 << 16); break;
@@ -97,6 +98,7 @@ static struct gen_tool_opts parse_args(int argc, char **argv)
         case 'L': o.level = (int)cli_int("--level", optarg, -7, 19); break;
         case O_FORCE: o.force = true; break;
         case 'q': o.gen.quiet = true; break;
+        case 'v': o.verbose = true; break;
         case 'h': fputs(usage, stdout); exit(0);
         default: rl_usage_error("unknown option");
         }
@@ -104,6 +106,23 @@ static struct gen_tool_opts parse_args(int argc, char **argv)
     if (!o.model_dir)
         rl_usage_error("-m MODEL_DIR is required");
     return o;
+}
+
+static void add_stats(struct gen_stats *t, const struct gen_stats *s)
+{
+    t->records += s->records, t->samples += s->samples, t->tokens += s->tokens;
+    t->prompt_tokens += s->prompt_tokens, t->truncated_prompts += s->truncated_prompts;
+    t->prefills += s->prefills, t->steps += s->steps, t->rows += s->rows, t->seconds += s->seconds;
+}
+
+/* How the run went; "slots busy" is the share of the batch that decode
+ * steps kept at work (the batch's tail and short inputs lower it). */
+static void print_summary(const struct gen_stats *t, int batch)
+{
+    fprintf(stderr, "%s: %llu prompts, %llu tokens in %.1f s (%.1f tokens/s); %llu prefills, %llu decode steps, "
+            "slots %.0f%% busy\n", rl_prog, (unsigned long long)t->records, (unsigned long long)t->tokens, t->seconds,
+            t->seconds > 0 ? t->tokens / t->seconds : 0, (unsigned long long)t->prefills,
+            (unsigned long long)t->steps, t->steps ? 100.0 * t->rows / ((double)t->steps * batch) : 0);
 }
 
 int main(int argc, char **argv)
@@ -146,14 +165,11 @@ int main(int argc, char **argv)
         rec_flush_on_wait(r, w);
         rc = gen_run(m, &tc, &o.gen, r, w, &st);
         rec_reader_close(r);
-        total.records += st.records, total.tokens += st.tokens, total.seconds += st.seconds;
-        total.truncated_prompts += st.truncated_prompts;
+        add_stats(&total, &st);
     }
     rc = rec_writer_finish(w, rc);
-    if (!o.gen.quiet && isatty(STDERR_FILENO))
-        fprintf(stderr, "%s: %llu prompts, %llu tokens in %.1f s (%.1f tokens/s)\n", rl_prog,
-                (unsigned long long)total.records, (unsigned long long)total.tokens, total.seconds,
-                total.seconds > 0 ? total.tokens / total.seconds : 0);
+    if (o.verbose || (!o.gen.quiet && isatty(STDERR_FILENO)))
+        print_summary(&total, o.gen.batch);
     if (!o.gen.quiet && total.truncated_prompts)
         rl_warn("%llu prompts were longer than --max-prompt-tokens %d and kept their end",
                 (unsigned long long)total.truncated_prompts, o.gen.max_prompt);

@@ -26,6 +26,26 @@ check "--device devsim gives the CPU's samples bit for bit (top-p: drawn on the 
     sh -c "rl-gen -q -m m -n 4 --max-new-tokens 16 --max-prompt-tokens 32 --seed 7 -b 5 -t 0.8 --top-p 0.9 --device devsim p.jsonl | rl-cat | cmp - tp"
 OMP_NUM_THREADS=1 gen -b 5 -t 0.8 --top-p 0.9 p.jsonl | rl-cat > tp1
 check "top-p samples drawn on the host by 1 and 2 threads are identical" cmp tp tp1
+# continuous batching: stop ids end responses at varied lengths, so slots
+# free at different times and a record's samples start apart, the later
+# ones in a copy of its prompt's cache (or in the slot where it still is)
+stops="--stop-id 5 --stop-id 17 --stop-id 33 --stop-id 40 --stop-id 77 --stop-id 99 --stop-id 120 --stop-id 150 --stop-id 200"
+gen -b 1 $stops p.jsonl | rl-cat > s1
+check "stop ids give responses of varied lengths" jq -se '[.[].response_ids[] | length] | (min < 8 and max == 16)' s1
+for b in 3 4 7 64; do
+    gen -v -b $b $stops p.jsonl 2> sum$b | rl-cat > s$b
+    check "samples that start apart (--batch $b) are those of --batch 1, bit for bit" cmp s1 s$b
+    # greedy list scheduling: a slot never idles while a sample waits, so
+    # the steps stay within Graham's bound, sum/B + the longest sample
+    check "--batch $b: no slot idles while a sample waits (steps <= work / $b + longest)" \
+        jq -se --argjson b $b --argjson steps "$(grep -o '[0-9]* decode steps' sum$b | cut -d' ' -f1)" \
+        '[.[].response_ids[] | length - 1] | $steps <= (add / $b | floor) + max' s1
+done
+check "-v: the summary on stderr; one prefill a prompt" grep -q "12 prompts, .* 12 prefills" sum3
+gen -v -b 1 p.jsonl 2> sum1 > /dev/null
+check "--batch 1: one prefill a prompt, its samples in turn in the same slot" grep -q " 12 prefills" sum1
+gen -v -b 3 --device devsim $stops p.jsonl 2> /dev/null | rl-cat > sdev
+check "--device devsim: forked caches give the CPU's samples bit for bit" cmp s1 sdev
 sed -n 3p p.jsonl | gen -b 2 | rl-cat > third
 check "sample j of a record depends on (seed, id, j) only" bash -c "sed -n 3p b1 | cmp - third"
 check "another seed gives other samples" bash -c "! rl-gen -q -m m -n 4 --max-new-tokens 16 --max-prompt-tokens 32 --seed 8 p.jsonl | rl-cat | cmp -s - b1"

@@ -139,8 +139,8 @@ static void test_kv_cache(const char *c)
     int next[3] = {3, 7, 11}, next2[6] = {5, 6, 9, 8, 1, 2};
     kv_cache_clear(kv, 0);
     rc = model_step(m, kv, 1, &slot, &prompt, seq, NULL);
-    kv_cache_copy(kv, 1, 0);
-    kv_cache_copy(kv, 2, 0);
+    kv_cache_fork(kv, 1, 0, prompt);
+    kv_cache_fork(kv, 2, 0, prompt);
     float *got = rl_malloc((size_t)3 * V * sizeof *got);
     rc = rc || model_step(m, kv, 3, slots, ones, next, out);
     if (rc == 0)
