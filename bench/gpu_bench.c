@@ -152,14 +152,15 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops,
 }
 
 /* How a timed decode step ends: with the logits on the host (the model's
- * own speed), or with a token per sequence drawn (temperature 1) on the
- * backend (model_step_draw, rl-gen's way) or on the host's threads from
- * the downloaded logits (rl-gen's way with top-k, top-p or min-p). */
+ * own speed), or with a token per sequence drawn on the backend
+ * (model_step_draw, rl-gen's way) or on the host's threads from the
+ * downloaded logits (rl-gen's way before the sixth session, with top-k,
+ * top-p or min-p). */
 enum step_end { LOGITS, DRAW_BACKEND, DRAW_HOST };
 
 /* Seconds per step of `steps` decode steps after two warm-up ones. */
 static double time_steps(struct model *m, struct kv_cache *c, int batch, int steps, enum step_end end,
-                         const int *slots, const int *ntok, int *tok, float *logits)
+                         const struct sampler *sampler, const int *slots, const int *ntok, int *tok, float *logits)
 {
     int threads = omp_get_max_threads();
     struct sample_scratch *sc = rl_calloc(threads, sizeof *sc);
@@ -170,7 +171,6 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
     int *drawn = rl_malloc(batch * sizeof *drawn);
     for (int s = 0; s < batch; s++)
         rng_seed(&rng[s], (uint64_t)s + 1);
-    struct sampler plain = {.temperature = 1, .top_p = 1};
     double t0 = 0;
     for (int k = 0; k < steps + 2; k++) {
         if (k == 2) {                    /* two warm-up steps */
@@ -184,7 +184,7 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
         if (end == DRAW_BACKEND) {
             for (int s = 0; s < batch; s++)
                 u[s] = rng_uniform_double(&rng[s]);
-            rc = model_step_draw(m, c, batch, slots, ntok, tok, 1.0f, u, drawn, lp);
+            rc = model_step_draw(m, c, batch, slots, ntok, tok, sampler, u, drawn, lp);
         } else {
             rc = model_step(m, c, batch, slots, ntok, tok, logits);
         }
@@ -193,7 +193,7 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
         if (end == DRAW_HOST) {
 #pragma omp parallel for schedule(dynamic) if (batch > 1)
             for (int s = 0; s < batch; s++)
-                drawn[s] = sample_next(&plain, logits + (size_t)s * m->V, m->V, &rng[s],
+                drawn[s] = sample_next(sampler, logits + (size_t)s * m->V, m->V, &rng[s],
                                        &sc[omp_get_thread_num()], &lp[s]);
         }
     }
@@ -207,7 +207,8 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
 /* Decode `steps` tokens for `batch` sequences after a 128-token prompt each
  * (the prompt's prefill shared: one slot prefilled, then forked); then, in
  * the batch-invariant mode rl-gen uses, as many steps again with a token
- * drawn on the backend, then on the host. */
+ * drawn on the backend, then on the host, at temperature 1 and with top-p
+ * 0.9. */
 static void bench_decode(struct model *m, int batch, int steps, bool invariant, double gbps)
 {
     int prompt = 128, timed = steps > 2 ? steps - 2 : 1;
@@ -228,7 +229,8 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
         ntok[s] = 1;
         kv_cache_fork(c, s, 0, prompt);
     }
-    double per_step = time_steps(m, c, batch, timed, LOGITS, slots, ntok, tok, logits);
+    struct sampler plain = {.temperature = 1, .top_p = 1}, nucleus = {.temperature = 1, .top_p = 0.9f};
+    double per_step = time_steps(m, c, batch, timed, LOGITS, &plain, slots, ntok, tok, logits);
     /* bytes a step must read: every weight but the embedding table (one row
      * each), and the K/V of every cached position; a weight is 2 bytes where
      * the products read the weights' bf16 copy (cuBLAS in bf16 mode, the
@@ -248,11 +250,12 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
         snprintf(title, sizeof title, "%d decode steps, batch %d, %s", timed, batch, mode);
         backend_prof_report(stdout, title);
     }
-    if (invariant) {
-        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, slots, ntok, tok, logits);
-        double host = time_steps(m, c, batch, timed, DRAW_HOST, slots, ntok, tok, logits);
-        printf("decode_b%d_%s_draw_tokens_per_s %.0f\n", batch, mode, batch / dev);
-        printf("decode_b%d_%s_hostdraw_tokens_per_s %.0f\n", batch, mode, batch / host);
+    for (int k = 0; invariant && k < 2; k++) {      /* temperature 1, then top-p 0.9 */
+        const struct sampler *s = k ? &nucleus : &plain;
+        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, s, slots, ntok, tok, logits);
+        double host = time_steps(m, c, batch, timed, DRAW_HOST, s, slots, ntok, tok, logits);
+        printf("decode_b%d_%s_%sdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / dev);
+        printf("decode_b%d_%s_%shostdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / host);
     }
     kv_cache_free(c);
     free(slots), free(ntok), free(tok), free(logits);

@@ -100,6 +100,9 @@ __device__ static inline float warp_sum_f(float v)
 }
 __device__ static inline float max_of(float a, float b) { return fmaxf(a, b); }
 __device__ static inline double max_of(double a, double b) { return fmax(a, b); }
+__device__ static inline int max_of(int a, int b) { return a > b ? a : b; }
+template <class T> __device__ static inline T lowest() { return (T)-INFINITY; }
+template <> __device__ inline int lowest<int>() { return -0x7fffffff - 1; }
 template <class T> __device__ static inline T warp_max(T v)
 {
     for (int o = 16; o > 0; o >>= 1)
@@ -119,7 +122,7 @@ __device__ static inline double block_sum_d(double v)
     v = lane < nw ? part[lane] : 0.0;
     return warp_sum_d(v);
 }
-/* Max over the block (float or double), to every thread. */
+/* Max over the block (float, double or int), to every thread. */
 template <class T> __device__ static inline T block_max(T v)
 {
     __shared__ T part[32];
@@ -129,7 +132,7 @@ template <class T> __device__ static inline T block_max(T v)
     if (lane == 0)
         part[w] = v;
     __syncthreads();
-    v = lane < nw ? part[lane] : (T)-INFINITY;
+    v = lane < nw ? part[lane] : lowest<T>();
     return warp_max(v);
 }
 /* In place: r[j] = exp(r[j] - mx) for j < len, each thread its own j; the
@@ -191,7 +194,8 @@ static inline void pack(T *dst, const float *src, int rows, int pad, int cols, i
 /* Buffers of the backend's own that grow on demand (bf16 copies of GEMM
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
-enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_COUNT };
+enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_SAMPLE,
+       WS_COUNT };
 void *workspace(int which, size_t bytes);
 
 /* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */

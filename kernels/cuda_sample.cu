@@ -1,15 +1,29 @@
-/* rl-gen's plain sampling on the device (sample_rows): a block per row of
+/* rl-gen's token draws on the device (sample_rows): a block per row of
  * logits draws the token and its log-prob, so that a decode step sends the
  * host n ids and n doubles instead of n rows of logits (8 MB a step at batch
- * 64 over a 32k vocabulary), and the host no longer spends three passes of
- * exp over every row (a quarter of a millisecond per token on one core).
+ * 64 over a 32k vocabulary), and the host no longer spends passes of exp (and
+ * with top-k or top-p a sort) over every row.
  *
  * The arithmetic is lib/sample.c's, element for element (double, the same
  * expressions); only the sums run in another, fixed, order: per thread over
  * a contiguous run of the row, then a scan across the block. So the token is
- * the CPU's unless u falls within rounding of a boundary between two, and a
- * row's result never depends on the other rows. */
+ * the CPU's unless u, or the top-p mass, falls within rounding of a boundary
+ * between two, and a row's result never depends on the other rows.
+ *
+ * Top-k and top-p keep a prefix of the tokens sorted by probability
+ * (descending, ties to the lower id), as sample.c's sort does. The device
+ * sorts nothing: a prefix ends at a "cut", the last kept token, found by
+ * searching the probabilities' bits for the largest p that still leaves
+ * enough tokens (top-k) or mass (top-p) at or above it, then counting the
+ * tokens of exactly that p in id order. The searches run over candidates,
+ * the tokens above a threshold that holds the needed count and mass (as in
+ * sample.c, 1e-3 of the top probability, lowered until it does), which
+ * are few unless the distribution is flat. */
 #include "cuda_common.cuh"
+
+extern "C" {
+#include "sample.h"
+}
 
 #define SAMPLE_THREADS 1024
 
@@ -27,12 +41,22 @@ __device__ static double block_logsumexp(const float *x, int v, double scale)
 
 __device__ static inline double tempered(float x, double inv_t, double lse) { return exp(x * inv_t - lse); }
 
+/* This thread's contiguous run [lo, hi) of n items. */
+__device__ static inline void run_of(int n, int *lo, int *hi)
+{
+    int per = (n + blockDim.x - 1) / blockDim.x;
+    *lo = (int)threadIdx.x * per < n ? (int)threadIdx.x * per : n;
+    *hi = *lo + per < n ? *lo + per : n;
+}
+
 /* The first maximal logit: each thread's run in order, then the runs by
  * value, ties to the lower id. */
-__device__ static int block_argmax(const float *x, int lo, int hi)
+__device__ static int block_argmax(const float *x, int v)
 {
     __shared__ float best_x[SAMPLE_THREADS];
     __shared__ int best_i[SAMPLE_THREADS];
+    int lo, hi;
+    run_of(v, &lo, &hi);
     int b = lo;
     for (int i = lo + 1; i < hi; i++)
         if (x[i] > x[b])
@@ -54,56 +78,177 @@ __device__ static int block_argmax(const float *x, int lo, int hi)
     return best_i[0] == 0x7fffffff ? 0 : best_i[0];
 }
 
-/* sample.c's draw over the tempered probabilities: each thread sums its
- * run, the block scans the sums (every thread's running total kept, so a
- * thread's start is exactly its neighbour's end), and the one thread whose
- * span holds u * total walks its run to the token. */
-__device__ static int block_draw(const float *x, int lo, int hi, double inv_t, double lse, double u)
+/* Inclusive scan of one value a thread, in a fixed order (Hillis-Steele,
+ * every running total kept, so a thread's start is exactly its neighbour's
+ * end): *start = the sum over the threads before this one, *total = over
+ * all; returns the sum up to this one. */
+__device__ static double block_scan(double part, double *start, double *total)
 {
     __shared__ double incl[SAMPLE_THREADS];
-    __shared__ int chosen;
-    double part = 0;
-    int last = -1;
-    for (int i = lo; i < hi; i++) {
-        double p = tempered(x[i], inv_t, lse);
-        part += p;
-        if (p > 0)
-            last = i;
-    }
     int t = threadIdx.x;
+    __syncthreads();                 /* a previous call may still read incl */
     incl[t] = part;
-    if (t == 0)
-        chosen = -1;
     __syncthreads();
-    for (int h = 1; h < (int)blockDim.x; h <<= 1) {   /* Hillis-Steele: a fixed order */
+    for (int h = 1; h < (int)blockDim.x; h <<= 1) {
         double add = t >= h ? incl[t - h] : 0;
         __syncthreads();
         incl[t] += add;
         __syncthreads();
     }
-    double start = t > 0 ? incl[t - 1] : 0, target = u * incl[blockDim.x - 1];
-    if (start <= target && target < incl[t]) {
-        double acc = start;
-        int tok = last;
+    *start = t > 0 ? incl[t - 1] : 0;
+    *total = incl[blockDim.x - 1];
+    return incl[t];
+}
+
+__device__ static inline int block_min_int(int v) { return -block_max(-v); }
+
+/* The first item i < n with value(i) > 0 whose running sum in item order,
+ * started at base, reaches the goal, goal_of_total * (the values' total) +
+ * goal: goal < sum when strict (sample.c's draw), goal <= sum otherwise (its
+ * top-p prefix, or a count). Where rounding leaves none, the last item with
+ * value > 0; -1 when there is none. Each thread sums its run, the block
+ * scans the sums, and the thread whose span holds the goal walks its run.
+ * The scan's totals are tree sums, so a span of zeros can round to a sliver
+ * that seems to hold the goal: only a run with an item may own it, and
+ * were rounding to give two the goal, the lower item wins. */
+template <class F>
+__device__ static int block_first_reaching(F value, int n, double base, double goal_of_total, double goal,
+                                           bool strict)
+{
+    int lo, hi, last = -1;
+    run_of(n, &lo, &hi);
+    double part = 0;
+    for (int i = lo; i < hi; i++) {
+        double p = value(i);
+        part += p;
+        if (p > 0)
+            last = i;
+    }
+    double start, total, end = block_scan(part, &start, &total);
+    goal += goal_of_total * total;
+    auto reaches = [&](double sum) { return strict ? goal < sum : goal <= sum; };
+    int mine = 0x7fffffff;
+    if (last >= 0 && !reaches(base + start) && reaches(base + end)) {
+        double acc = base + start;
+        mine = last;
         for (int i = lo; i < hi; i++) {
-            double p = tempered(x[i], inv_t, lse);
+            double p = value(i);
             if (p <= 0)
                 continue;
             acc += p;
-            if (target < acc) {
-                tok = i;
+            if (reaches(acc)) {
+                mine = i;
                 break;
             }
         }
-        chosen = tok;
     }
-    __syncthreads();
-    if (chosen >= 0)
-        return chosen;
-    /* u * total rounded up to the total: the last token with p > 0, as on the CPU */
-    double l = block_max((double)last);
-    return l >= 0 ? (int)l : 0;
+    int first = block_min_int(mine);
+    return first != 0x7fffffff ? first : block_max(last);
 }
+
+/* ---------------- top-k and top-p ---------------- */
+
+/* The last kept token in the order by (p descending, id ascending); every
+ * token at or before it is kept. key: p's bits, whose order as integers is
+ * p's for p >= 0. key -1 keeps everything. */
+struct cut {
+    long long key;
+    int id;
+};
+__device__ static inline long long key_of(double p) { return __double_as_longlong(p); }
+__device__ static inline bool within(long long key, int id, cut c) { return key > c.key || (key == c.key && id <= c.id); }
+
+/* Over the candidates (cp[j], ci[j]) that c keeps, with key >= k (above k
+ * when strict): their count, or with weigh their probability mass. */
+__device__ static double mass_from(const double *cp, const int *ci, int nc, cut c, long long k, bool strict,
+                                   bool weigh)
+{
+    double s = 0;
+    for (int j = threadIdx.x; j < nc; j += blockDim.x) {
+        long long kj = key_of(cp[j]);
+        if ((strict ? kj > k : kj >= k) && within(kj, ci[j], c))
+            s += weigh ? cp[j] : 1.0;
+    }
+    return block_sum_d(s);
+}
+
+/* The last token of the shortest prefix, of those c keeps, whose count
+ * (or mass) reaches goal: the largest key whose tokens at or above it
+ * reach it, bit by bit, then the tokens of exactly that key in id order.
+ * The caller makes sure that all of c reaches it. */
+__device__ static cut shortest_prefix(const double *cp, const int *ci, int nc, cut c, double goal, bool weigh)
+{
+    long long k = 0;
+    for (int b = 62; b >= 0; b--)
+        if (mass_from(cp, ci, nc, c, k | (1LL << b), false, weigh) >= goal)
+            k |= 1LL << b;
+    double before = mass_from(cp, ci, nc, c, k, true, weigh);
+    int j = block_first_reaching(
+        [&](int j) {
+            long long kj = key_of(cp[j]);
+            return kj == k && within(kj, ci[j], c) ? (weigh ? cp[j] : 1.0) : 0.0;
+        },
+        nc, before, 0, goal, false);
+    return cut{k, ci[j < 0 ? 0 : j]};
+}
+
+/* The candidates in id order: every token with p >= th (all when th < 0).
+ * Returns their count. */
+__device__ static int gather(const double *p, int v, double th, double *cp, int *ci)
+{
+    int lo, hi;
+    run_of(v, &lo, &hi);
+    double mine = 0, start, total;
+    for (int i = lo; i < hi; i++)
+        mine += p[i] >= th;
+    block_scan(mine, &start, &total);
+    for (int i = lo, o = (int)start; i < hi; i++)
+        if (p[i] >= th) {
+            cp[o] = p[i];
+            ci[o++] = i;
+        }
+    __syncthreads();
+    return (int)total;
+}
+
+/* sample.c's threshold: 1e-3 of the top probability, lowered 1e-3 at a time
+ * until the tokens above it hold top-k's count and top-p's mass (with a
+ * margin for the other order of the sum: more candidates change nothing). */
+__device__ static double threshold(const double *p, int v, const sampler &c, double pmax)
+{
+    double need_mass = c.top_p < 1 ? c.top_p * (1 + 1e-9) : 0, need_k = c.top_k > 0 ? c.top_k : 0;
+    for (double th = pmax * 1e-3;; th *= 1e-3) {
+        double n = 0, mass = 0;
+        for (int i = threadIdx.x; i < v; i += blockDim.x)
+            if (p[i] >= th) {
+                n += 1;
+                mass += p[i];
+            }
+        n = block_sum_d(n);
+        mass = block_sum_d(mass);
+        if ((mass >= need_mass && n >= need_k) || n == v || !(th >= 1e-300))   /* NaN logits end it too */
+            return th >= 1e-300 ? th : -1;
+    }
+}
+
+/* The cut that top-k, then top-p within what top-k keeps, leave. */
+__device__ static cut warp_cut(const double *p, int v, const sampler &c, double pmax, double *cp, int *ci)
+{
+    int nc = gather(p, v, threshold(p, v, c, pmax), cp, ci);
+    cut keep = {-1, 0};
+    if (c.top_k > 0 && c.top_k < nc)
+        keep = shortest_prefix(cp, ci, nc, keep, c.top_k, false);
+    if (c.top_p < 1) {
+        /* sample.c: the mass of top-k's tokens, else the vocabulary's, 1 */
+        double kept = mass_from(cp, ci, nc, keep, 0, false, true);
+        double target = c.top_p * (c.top_k > 0 ? kept : 1.0);
+        if (kept >= target)
+            keep = shortest_prefix(cp, ci, nc, keep, target, true);
+    }
+    return keep;
+}
+
+/* ---------------- the draws ---------------- */
 
 /* 1024 threads, one block per SM at least: ptxas keeps within the 64
  * registers that leaves (61 on sm_90), where the bound alone made it aim at
@@ -112,16 +257,15 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
     k_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int v, float temperature)
 {
     const float *x = logits + (size_t)blockIdx.x * v;
-    int per = (v + blockDim.x - 1) / blockDim.x;
-    int lo = (int)threadIdx.x * per < v ? (int)threadIdx.x * per : v, hi = lo + per < v ? lo + per : v;
     double lse1 = block_logsumexp(x, v, 1.0);
     int t;
     if (temperature <= 0) {
-        t = block_argmax(x, lo, hi);
+        t = block_argmax(x, v);
     } else {
         double inv_t = 1.0 / temperature;
         double lse = inv_t == 1.0 ? lse1 : block_logsumexp(x, v, inv_t);
-        t = block_draw(x, lo, hi, inv_t, lse, u[blockIdx.x]);
+        t = block_first_reaching([&](int i) { return tempered(x[i], inv_t, lse); }, v, 0, u[blockIdx.x], 0, true);
+        t = t < 0 ? 0 : t;
     }
     if (threadIdx.x == 0) {
         tok[blockIdx.x] = t;
@@ -129,13 +273,46 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
     }
 }
 
+/* With top-k, top-p or min-p (temperature > 0): sample.c's warp and draw.
+ * ws: per row, v probabilities, then v candidates' and v candidate ids. */
+__global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
+    k_sample_warped(int *tok, double *logp1, const float *logits, const double *u, int v, sampler c, char *ws)
+{
+    const float *x = logits + (size_t)blockIdx.x * v;
+    double *p = (double *)(ws + (size_t)blockIdx.x * v * 20), *cp = p + v;
+    int *ci = (int *)(cp + v);
+    double lse1 = block_logsumexp(x, v, 1.0), inv_t = 1.0 / c.temperature;
+    double lse = inv_t == 1.0 ? lse1 : block_logsumexp(x, v, inv_t), pmax = 0;
+    for (int i = threadIdx.x; i < v; i += blockDim.x) {
+        p[i] = tempered(x[i], inv_t, lse);
+        pmax = fmax(pmax, p[i]);
+    }
+    pmax = block_max(pmax);          /* a barrier: p is whole from here */
+    cut keep = c.top_k > 0 || c.top_p < 1 ? warp_cut(p, v, c, pmax, cp, ci) : cut{-1, 0};
+    double floor = c.min_p > 0 ? c.min_p * pmax : -1;   /* min-p: relative to the top token, always kept */
+    int t = block_first_reaching(
+        [&](int i) { return within(key_of(p[i]), i, keep) && !(p[i] < floor) ? p[i] : 0.0; }, v, 0,
+        u[blockIdx.x], 0, true);
+    t = t < 0 ? 0 : t;
+    if (threadIdx.x == 0) {
+        tok[blockIdx.x] = t;
+        logp1[blockIdx.x] = x[t] - lse1;
+    }
+}
+
 static void cu_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
-                           float temperature)
+                           const sampler *c)
 {
     if (n <= 0 || v <= 0)
         return;
-    LAUNCH(k_sample_rows, n, SAMPLE_THREADS)(tok, logp1, logits, u, v, temperature);
-    LAUNCHED("sample_rows");
+    if (c->temperature <= 0 || sampler_plain(c)) {
+        LAUNCH(k_sample_rows, n, SAMPLE_THREADS)(tok, logp1, logits, u, v, c->temperature);
+        LAUNCHED("sample_rows");
+        return;
+    }
+    char *ws = (char *)workspace(WS_SAMPLE, (size_t)n * v * 20);
+    LAUNCH(k_sample_warped, n, SAMPLE_THREADS)(tok, logp1, logits, u, v, *c, ws);
+    LAUNCHED("sample_warped");
 }
 
 void cuda_sample_ops(struct backend *b) { b->sample_rows = STAMPED(cu_sample_rows); }

@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct sampler;                  /* lib/sample.h */
+
 /* One sequence's slice of an attention call. Queries are rows [row, row+n)
  * of q/out; they sit at absolute positions pos..pos+n-1 and attend causally
  * to key rows 0..pos+i of k/v: n_kv*head_dim floats every kv_stride (the
@@ -125,16 +127,17 @@ struct backend {
     /* In place: logits row r -> g[r] * (onehot(target) - softmax) = d loss / d logits
      * for d loss / d logp[r] = g[r] (rows with target < 0 get zeros). */
     void (*logsoftmax_bwd)(float *logits, const float *lse, const int *targets, const float *g, int n, int v);
-    /* Sampling (rl-gen) without top-k, top-p or min-p: row r of logits
-     * [n, v] gives tok[r] = sample_plain(row, v, temperature, u[r]) (lib/
-     * sample.h: greedy at temperature <= 0, else the first token whose running
-     * sum of tempered probabilities exceeds u[r] times their total) and
+    /* Sampling (rl-gen): row r of logits [n, v] gives tok[r] =
+     * sample_draw(c, row, v, u[r]) (lib/sample.h: greedy at temperature <= 0,
+     * else temperature, top-k, top-p and min-p, then the first kept token
+     * whose running sum of probabilities exceeds u[r] times their total) and
      * logp1[r], the token's temperature-1 log-softmax. Only n ids and n
-     * log-probs cross to the host instead of n x v logits. The CPU's is
-     * sample_plain itself; a device's sums run in another order, so a u within
-     * rounding of a boundary between two tokens may pick the other one. */
+     * log-probs cross to the host instead of n x v logits. c is host memory.
+     * The CPU's is sample_draw itself; a device's sums run in another order,
+     * so where u, or the top-p mass, falls within rounding of a boundary
+     * between two tokens, the other one may be picked. */
     void (*sample_rows)(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
-                        float temperature);
+                        const struct sampler *c);
 
     double (*sumsq)(const float *x, size_t n);          /* sum of squares, in double */
     void (*scale)(float *x, float a, size_t n);
@@ -159,10 +162,10 @@ const struct backend *backend_get(const char *name);
 
 /* rlflow-cuda.so's entry point. Its name carries the table's version, one
  * more whenever an op is added, removed or changes its meaning (2: softmax
- * became sample_rows): a library built from another version has another
+ * became sample_rows; 3: sample_rows takes the warpers): a library built from another version has another
  * name and is refused, where a check of the table's size alone would let a
  * same-sized table with other ops through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v2
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v3
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 

@@ -535,11 +535,19 @@ static void cpu_logsoftmax_bwd(float *logits, const float *lse, const int *targe
 }
 
 static void cpu_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
-                            float temperature)
+                            const struct sampler *c)
 {
-#pragma omp parallel for schedule(static) if (n > 1)
-    for (int i = 0; i < n; i++)
-        tok[i] = sample_plain(logits + (size_t)i * v, v, temperature, u[i], NULL, &logp1[i]);
+    bool sorts = c->temperature > 0 && !sampler_plain(c);    /* the warpers need scratch */
+#pragma omp parallel if (n > 1)
+    {
+        struct sample_scratch s = {0};
+        if (sorts)
+            sample_scratch_init(&s, v);
+#pragma omp for schedule(dynamic)
+        for (int i = 0; i < n; i++)
+            tok[i] = sample_draw(c, logits + (size_t)i * v, v, u[i], sorts ? &s : NULL, &logp1[i]);
+        sample_scratch_free(&s);
+    }
 }
 
 static double cpu_sumsq(const float *x, size_t n)

@@ -127,9 +127,10 @@ static void sim_logsoftmax_bwd(float *x, const float *lse, const int *t, const f
 {
     backend_cpu.logsoftmax_bwd(F(x), F(lse), I(t), F(g), n, v);
 }
-static void sim_sample_rows(int *tok, double *lp, const float *x, const double *u, int n, int v, float t)
+static void sim_sample_rows(int *tok, double *lp, const float *x, const double *u, int n, int v,
+                            const struct sampler *c)
 {
-    backend_cpu.sample_rows((int *)real(tok), (double *)real(lp), F(x), (const double *)real(u), n, v, t);
+    backend_cpu.sample_rows((int *)real(tok), (double *)real(lp), F(x), (const double *)real(u), n, v, c);
 }
 static double sim_sumsq(const float *x, size_t n) { return backend_cpu.sumsq(F(x), n); }
 static void sim_scale(float *x, float a, size_t n) { backend_cpu.scale(F(x), a, n); }

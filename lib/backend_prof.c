@@ -200,9 +200,10 @@ static void p_logsoftmax_bwd(float *x, const float *lse, const int *t, const flo
 {
     TIMED("logsoftmax_bwd", 0, inner->logsoftmax_bwd(x, lse, t, g, n, v));
 }
-static void p_sample_rows(int *tok, double *lp, const float *x, const double *u, int n, int v, float t)
+static void p_sample_rows(int *tok, double *lp, const float *x, const double *u, int n, int v,
+                          const struct sampler *c)
 {
-    TIMED("sample_rows", 0, inner->sample_rows(tok, lp, x, u, n, v, t));
+    TIMED("sample_rows", 0, inner->sample_rows(tok, lp, x, u, n, v, c));
 }
 static double p_sumsq(const float *x, size_t n)
 {

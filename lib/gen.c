@@ -232,12 +232,8 @@ static void sample_from(struct gen *g, struct sample *s, const float *logits)
 }
 
 /* Decode steps draw on the backend, next to the logits (model_step_draw),
- * unless a warper needs the host's sort. */
-static bool draws_on_backend(const struct gen *g)
-{
-    const struct sampler *c = &g->o->sampler;
-    return !g->o->host_sampling && (c->temperature <= 0 || sampler_plain(c));
-}
+ * unless a benchmark asks for the host's draws. */
+static bool draws_on_backend(const struct gen *g) { return !g->o->host_sampling; }
 
 static struct sample *slot_sample(struct gen *g, int slot)
 {
@@ -371,8 +367,8 @@ static int decode_step(struct gen *g)
     if (draws_on_backend(g)) {
         for (int k = 0; k < n; k++)          /* the uniform sample_next would take */
             g->step_u[k] = t > 0 ? rng_uniform_double(&slot_sample(g, g->step_slots[k])->rng) : 0;
-        if (model_step_draw(g->m, g->cache, n, g->step_slots, g->ones, g->step_tok, t, g->step_u, g->step_drawn,
-                            g->step_logp))
+        if (model_step_draw(g->m, g->cache, n, g->step_slots, g->ones, g->step_tok, &g->o->sampler, g->step_u,
+                            g->step_drawn, g->step_logp))
             return -1;
     } else {
         if (model_step(g->m, g->cache, n, g->step_slots, g->ones, g->step_tok, g->logits))

@@ -29,7 +29,7 @@ struct gen_opts {
     uint64_t seed;
     int batch;                   /* KV-cache slots: samples decoded together */
     bool unordered;              /* write records as they complete */
-    bool host_sampling;          /* draw on the host even without warpers (benchmarks) */
+    bool host_sampling;          /* draw on the host from downloaded logits (benchmarks) */
     bool quiet;
 };
 

@@ -155,10 +155,10 @@ int model_step(struct model *m, struct kv_cache *c, int n, const int *slots, con
                const int *tokens, float *logits);
 /* model_step, then a token drawn on the backend from each slot's last
  * logits, which never leave it (bk->sample_rows): tok[i] is
- * sample_plain(logits of slot i, temperature, u[i]) (lib/sample.h; greedy
- * at temperature <= 0, where u is unused) and logp1[i] its temperature-1
- * log-prob. On a GPU that spares the host n x V floats and their softmax
- * per step. LM heads only. */
+ * sample_draw(sampler, logits of slot i, u[i]) (lib/sample.h; greedy at
+ * temperature <= 0, where u is unused) and logp1[i] its temperature-1
+ * log-prob. On a GPU that spares the host n x V floats, their softmax and
+ * the warpers' sort per step. LM heads only. */
 int model_step_draw(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
-                    const int *tokens, float temperature, const double *u, int *tok, double *logp1);
+                    const int *tokens, const struct sampler *sampler, const double *u, int *tok, double *logp1);
 #endif

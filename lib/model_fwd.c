@@ -480,7 +480,7 @@ static int draw_reserve(struct model *m, int n)
 }
 
 int model_step_draw(struct model *m, struct kv_cache *c, int n, const int *slots, const int *ntok,
-                    const int *tokens, float temperature, const double *u, int *tok, double *logp1)
+                    const int *tokens, const struct sampler *sampler, const double *u, int *tok, double *logp1)
 {
     if (m->cfg.head != HEAD_LM)
         return rl_err("model_step_draw: drawing tokens needs a causal LM head; this model has a score head");
@@ -502,7 +502,7 @@ int model_step_draw(struct model *m, struct kv_cache *c, int n, const int *slots
     for (int k0 = 0; k0 < n; k0 += a->Tc) {
         int nr = n - k0 < a->Tc ? n - k0 : a->Tc;
         step_head_logits(m, n, k0, nr);
-        bk->sample_rows(dtok + k0, dlp + k0, a->chunk, du + k0, nr, m->V, temperature);
+        bk->sample_rows(dtok + k0, dlp + k0, a->chunk, du + k0, nr, m->V, sampler);
     }
     if (!bk->host) {
         bk->download(tok, dtok, (size_t)n * sizeof *tok);

@@ -154,8 +154,6 @@ void sample_distribution(const struct sampler *c, const float *logits, int V, st
         prob[i] = s->p[i] / tot;
 }
 
-bool sampler_plain(const struct sampler *c) { return c->top_k <= 0 && !(c->top_p < 1) && !(c->min_p > 0); }
-
 int sample_plain(const float *logits, int V, float temperature, double u, double *p, double *logp1)
 {
     if (temperature <= 0) {
@@ -175,8 +173,14 @@ int sample_next(const struct sampler *c, const float *logits, int V, struct rng 
                 double *logp1)
 {
     double u = c->temperature > 0 ? rng_uniform_double(r) : 0;
+    return sample_draw(c, logits, V, u, s, logp1);
+}
+
+int sample_draw(const struct sampler *c, const float *logits, int V, double u, struct sample_scratch *s,
+                double *logp1)
+{
     if (c->temperature <= 0 || sampler_plain(c))
-        return sample_plain(logits, V, c->temperature, u, s->p, logp1);
+        return sample_plain(logits, V, c->temperature, u, s ? s->p : NULL, logp1);
     double lse = warp(c, logits, V, s);
     int tok = draw(s->p, logits, 0, 0, V, u);
     *logp1 = logits[tok] - (c->temperature == 1.0f ? lse : logsumexp(logits, V, 1.0));

@@ -36,10 +36,18 @@ void sample_scratch_free(struct sample_scratch *s);
  * greedy. Reentrant: threads may sample at once with scratches of their own. */
 int sample_next(const struct sampler *c, const float *logits, int V, struct rng *r, struct sample_scratch *s,
                 double *logp1);
+/* sample_next's draw for the uniform u it would take from its RNG (unused
+ * when greedy): what a backend's sample_rows computes. s may be NULL for a
+ * plain sampler (the probabilities are then computed twice). */
+int sample_draw(const struct sampler *c, const float *logits, int V, double u, struct sample_scratch *s,
+                double *logp1);
 
 /* Whether c draws from the tempered softmax itself (no top-k, top-p or
- * min-p): the draw a backend's sample_rows makes on the device. */
-bool sampler_plain(const struct sampler *c);
+ * min-p), which needs no sort. Inline: the CUDA backend's library asks too. */
+static inline bool sampler_plain(const struct sampler *c)
+{
+    return c->top_k <= 0 && !(c->top_p < 1) && !(c->min_p > 0);
+}
 /* The plain draw for the uniform u in [0, 1) (unused when greedy): the
  * first token whose running sum, in id order, of p_i = exp(x_i / t - lse_t)
  * exceeds u times their total; sample_next's token for a plain sampler and

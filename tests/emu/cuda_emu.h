@@ -297,6 +297,12 @@ inline unsigned __float_as_uint(float x)
     memcpy(&u, &x, sizeof u);
     return u;
 }
+inline long long __double_as_longlong(double x)
+{
+    long long u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
 /* A barrier over the caller's warp; the mask is not emulated: every lane that
  * has not returned must reach it, as the warp gate counts. */
 inline void __syncwarp(unsigned mask = 0xffffffffu)

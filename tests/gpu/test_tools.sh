@@ -40,6 +40,11 @@ gen() { rl-gen -q -m pol -n 4 --max-new-tokens $NEW --max-prompt-tokens 64 --see
 gen --device $DEV -b 1 > g1
 gen --device $DEV -b 64 > g64
 check "rl-gen on the GPU: identical samples for --batch 1 and --batch 64" cmp g1 g64
+warp="-t 0.9 --top-k 20 --top-p 0.8 --min-p 0.01"
+gen --device $DEV -b 1 $warp > w1
+gen --device $DEV -b 7 $warp > w7
+check "rl-gen on the GPU with top-k, top-p and min-p (drawn there): identical samples for --batch 1 and --batch 7" cmp w1 w7
+check "rl-gen on the GPU: the warpers change the samples" bash -c "! cmp -s g1 w1"
 gen --device cpu -b 16 > gc
 # sampled tokens may part ways after a near-tie: compare the log-probs of
 # the GPU's own samples scored on both devices instead

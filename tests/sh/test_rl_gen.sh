@@ -16,16 +16,17 @@ check "identical output when the input is split in two and concatenated" cmp b1 
 gen --unordered -b 7 p.jsonl | rl-cat | jq -c . | sort > un
 sort b1 > b1s
 check "--unordered writes the same records (in some order)" cmp b1s un
-# decode steps draw on the backend (model_step_draw) unless a warper needs
-# the host: devsim's memory is the host's out of reach, so both paths must
-# cross only through upload and download, and give the CPU's bits
+# decode steps draw on the backend (model_step_draw), warpers or not:
+# devsim's memory is the host's out of reach, so the uniforms, ids and
+# log-probs must cross only through upload and download, and give the CPU's
+# bits
 check "--device devsim gives the CPU's samples bit for bit (drawn by the backend)" \
     sh -c "rl-gen -q -m m -n 4 --max-new-tokens 16 --max-prompt-tokens 32 --seed 7 -b 5 --device devsim p.jsonl | rl-cat | cmp - b1"
 gen -b 5 -t 0.8 --top-p 0.9 p.jsonl | rl-cat > tp
-check "--device devsim gives the CPU's samples bit for bit (top-p: drawn on the host)" \
+check "--device devsim gives the CPU's samples bit for bit (top-p: drawn by the backend)" \
     sh -c "rl-gen -q -m m -n 4 --max-new-tokens 16 --max-prompt-tokens 32 --seed 7 -b 5 -t 0.8 --top-p 0.9 --device devsim p.jsonl | rl-cat | cmp - tp"
 OMP_NUM_THREADS=1 gen -b 5 -t 0.8 --top-p 0.9 p.jsonl | rl-cat > tp1
-check "top-p samples drawn on the host by 1 and 2 threads are identical" cmp tp tp1
+check "top-p samples drawn by 1 and 2 threads are identical" cmp tp tp1
 # continuous batching: stop ids end responses at varied lengths, so slots
 # free at different times and a record's samples start apart, the later
 # ones in a copy of its prompt's cache (or in the slot where it still is)

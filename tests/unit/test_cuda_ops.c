@@ -443,11 +443,25 @@ static void test_vocab(void)
     drop(&logits), drop(&lse), drop(&logp), drop(&g);
 }
 
+/* A sampler's settings, for the checks' names. */
+static const char *sampler_name(const struct sampler *c)
+{
+    static char s[96];
+    int k = snprintf(s, sizeof s, "temperature %g", c->temperature);
+    if (c->top_k > 0)
+        k += snprintf(s + k, sizeof s - k, ", top-k %d", c->top_k);
+    if (c->top_p < 1)
+        k += snprintf(s + k, sizeof s - k, ", top-p %g", c->top_p);
+    if (c->min_p > 0)
+        snprintf(s + k, sizeof s - k, ", min-p %g", c->min_p);
+    return s;
+}
+
 /* sample_rows on n rows of logits h [n, v] with uniforms u, both sides: the
- * same tokens (a device's sums run in another order, but no u here lies
- * within rounding of a boundary) and log-probs within double rounding. The
- * GPU's outputs start as garbage. */
-static void check_sample(const char *what, const float *h, int n, int v, const double *u, float temp)
+ * same tokens (a device's sums run in another order, but no u, and no top-p
+ * mass, here lies within rounding of a boundary) and log-probs within double
+ * rounding. The GPU's outputs start as garbage. */
+static void check_sample(const char *what, const float *h, int n, int v, const double *u, const struct sampler *c)
 {
     struct two x = both(h, (size_t)n * v);
     int *tc = cpu->alloc(n * sizeof *tc), *tg = gpu->alloc(n * sizeof *tg), *tok = rl_malloc(n * sizeof *tok);
@@ -458,8 +472,8 @@ static void check_sample(const char *what, const float *h, int n, int v, const d
     gpu->upload(tg, tok, n * sizeof *tok);
     gpu->upload(lg, lp, n * sizeof *lp);
     gpu->upload(ug, u, n * sizeof *u);
-    cpu->sample_rows(tc, lc, x.c, u, n, v, temp);
-    gpu->sample_rows(tg, lg, x.g, ug, n, v, temp);
+    cpu->sample_rows(tc, lc, x.c, u, n, v, c);
+    gpu->sample_rows(tg, lg, x.g, ug, n, v, c);
     gpu->download(tok, tg, n * sizeof *tok);
     gpu->download(lp, lg, n * sizeof *lp);
     int same = 0, worst = -1;
@@ -470,9 +484,9 @@ static void check_sample(const char *what, const float *h, int n, int v, const d
         if (!(d <= e))
             e = d, worst = r;
     }
-    CHECKF(harness_name("sample_rows, %s, temperature %g: the CPU's tokens", what, temp), same == n,
+    CHECKF(harness_name("sample_rows, %s, %s: the CPU's tokens", what, sampler_name(c)), same == n,
            "%d of %d rows differ", n - same, n);
-    CHECKF(harness_name("sample_rows, %s, temperature %g: log-probs", what, temp), e <= 1e-12,
+    CHECKF(harness_name("sample_rows, %s, %s: log-probs", what, sampler_name(c)), e <= 1e-12,
            "row %d: %.17g against %.17g", worst, worst >= 0 ? lp[worst] : 0.0, worst >= 0 ? lc[worst] : 0.0);
     drop(&x);
     cpu->free(tc), gpu->free(tg), cpu->free(lc), gpu->free(lg), gpu->free(ug);
@@ -496,14 +510,14 @@ static void test_sample_rows(void)
     u[5] = 1 - 0x1p-53;                                   /* the last */
     float temps[] = {0, 1, 0.7f, 2.5f};
     for (int t = 0; t < 4; t++)
-        check_sample("50257 logits", h, N, v, u, temps[t]);
+        check_sample("50257 logits", h, N, v, u, &(struct sampler){.temperature = temps[t], .top_p = 1});
     int cpu_tok, tie_tok;
     double lp;
     float greedy[] = {1, 3, 3, 2};                        /* ties: the lower id */
     int *tg = gpu->alloc(sizeof *tg);
     double *lg = gpu->alloc(sizeof *lg), *ug = gpu->alloc(sizeof *ug);
     struct two x = both(greedy, 4);
-    gpu->sample_rows(tg, lg, x.g, ug, 1, 4, 0);
+    gpu->sample_rows(tg, lg, x.g, ug, 1, 4, &(struct sampler){.temperature = 0, .top_p = 1});
     gpu->download(&tie_tok, tg, sizeof tie_tok);
     cpu_tok = sample_plain(greedy, 4, 0, 0, NULL, &lp);
     CHECKF("sample_rows: greedy ties go to the lower id", tie_tok == 1 && cpu_tok == 1, "%d, CPU %d", tie_tok,
@@ -512,8 +526,53 @@ static void test_sample_rows(void)
     gpu->free(tg), gpu->free(lg), gpu->free(ug);
     /* fewer logits than the GPU's threads, and a single one */
     for (int t = 0; t < 4; t++) {
-        check_sample("37 logits", h, N, 37, u, temps[t]);
-        check_sample("1 logit", h, N, 1, u, temps[t]);
+        struct sampler c = {.temperature = temps[t], .top_p = 1};
+        check_sample("37 logits", h, N, 37, u, &c);
+        check_sample("1 logit", h, N, 1, u, &c);
+    }
+    free(h);
+}
+
+/* sample_rows with top-k, top-p and min-p: the kept prefix of the tokens by
+ * probability ends inside runs of equal probabilities (an all-equal row, a
+ * row of logits in steps of 0.5) and in rows from peaked to nearly flat
+ * (many candidates), and the draw then takes the CPU's token. */
+static void test_sample_warped(void)
+{
+    enum { N = 8 };
+    int v = 50257;
+    float *h = rand_host((size_t)N * v, 8);
+    for (size_t i = v; i < 2 * (size_t)v; i++)
+        h[i] *= 0.125f;                                   /* row 1: nearly flat */
+    for (size_t i = 2 * (size_t)v; i < 3 * (size_t)v; i++)
+        h[i] = 0.5f;                                      /* row 2: all equal */
+    for (size_t i = 3 * (size_t)v; i < 4 * (size_t)v; i++)
+        h[i] = roundf(h[i] * 0.25f) * 0.5f;               /* row 3: a few values, each many times */
+    for (size_t i = 4 * (size_t)v; i < 5 * (size_t)v; i++)
+        h[i] *= 3;                                        /* row 4: peaked */
+    h[5 * (size_t)v + 7] = h[5 * (size_t)v + 40000] = 60; /* row 5: two top tokens, tied */
+    double u[N];
+    for (int r = 0; r < N; r++)
+        u[r] = rng_uniform_double(&R);
+    u[6] = 0;
+    u[7] = 1 - 0x1p-53;
+    struct sampler cs[] = {
+        {.temperature = 1, .top_p = 1, .top_k = 1},
+        {.temperature = 1, .top_p = 1, .top_k = 50},
+        {.temperature = 0.7f, .top_p = 1, .top_k = 1000},
+        {.temperature = 1, .top_p = 1, .top_k = 60000},   /* more than the vocabulary */
+        {.temperature = 1, .top_p = 0.9f},
+        {.temperature = 2.5f, .top_p = 0.5f},
+        {.temperature = 1, .top_p = 1e-9f},                /* only the top token */
+        {.temperature = 1, .top_p = 0.8f, .top_k = 40},
+        {.temperature = 1, .top_p = 1, .min_p = 0.05f},
+        {.temperature = 0.8f, .top_p = 0.95f, .top_k = 100, .min_p = 0.02f},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k++)
+        check_sample("50257 logits", h, N, v, u, &cs[k]);
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k += 3) {
+        check_sample("37 logits", h, N, 37, u, &cs[k]);
+        check_sample("1 logit", h, N, 1, u, &cs[k]);
     }
     free(h);
 }
@@ -946,6 +1005,7 @@ int main(void)
     test_elementwise();
     test_vocab();
     test_sample_rows();
+    test_sample_warped();
     test_adamw();
     if (trace_path)
         unlink(trace_path);

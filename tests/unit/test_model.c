@@ -216,11 +216,11 @@ static void test_head_chunks(void)
     model_close(m);
 }
 
-/* model_step_draw draws, for each slot, sample_plain's token and log-prob
+/* model_step_draw draws, for each slot, sample_draw's token and log-prob
  * from the logits model_step gives for the same step (two caches stepped
  * alike), with the LM head in 3-row chunks; on the CPU and on devsim, whose
  * memory the host cannot touch (the uniforms, ids and log-probs cross by
- * upload and download). Greedy, temperature 1 and 0.7. */
+ * upload and download). Greedy, temperature 1 and 0.7, top-k with top-p. */
 static void test_step_draw(const char *dev)
 {
     char dir[600];
@@ -230,7 +230,7 @@ static void test_step_draw(const char *dev)
         harness_report(0, harness_name("model_step_draw on %s", dev), "%s", rl_errmsg());
         return;
     }
-    enum { N = 7, STEPS = 3 };
+    enum { N = 7, STEPS = 4 };
     m->head_rows = 3;
     struct kv_cache *ka = kv_cache_new(m, N, 16), *kb = kv_cache_new(m, N, 16);
     int slots[N], four[N], ones[N], tok[4 * N], drawn[N], bad = 0, rc = !ka || !kb;
@@ -241,19 +241,23 @@ static void test_step_draw(const char *dev)
     for (int i = 0; i < 4 * N; i++)
         tok[i] = (int)(urand() * m->V);
     rc = rc || model_step(m, ka, N, slots, four, tok, NULL) || model_step(m, kb, N, slots, four, tok, NULL);
-    float temps[STEPS] = {0, 1, 0.7f};
+    struct sampler cs[STEPS] = {{.temperature = 0, .top_p = 1}, {.temperature = 1, .top_p = 1},
+                                {.temperature = 0.7f, .top_p = 1}, {.temperature = 1, .top_p = 0.7f, .top_k = 9}};
+    struct sample_scratch sc;
+    sample_scratch_init(&sc, m->V);
     for (int k = 0; k < STEPS && !rc; k++) {
         for (int s = 0; s < N; s++)
             tok[s] = (int)(urand() * m->V), u[s] = urand();
         rc = model_step(m, ka, N, slots, ones, tok, logits) ||
-             model_step_draw(m, kb, N, slots, ones, tok, temps[k], u, drawn, lp);
+             model_step_draw(m, kb, N, slots, ones, tok, &cs[k], u, drawn, lp);
         for (int s = 0; s < N && !rc; s++) {
             double want_lp;
-            int want = sample_plain(logits + (size_t)s * m->V, m->V, temps[k], u[s], NULL, &want_lp);
+            int want = sample_draw(&cs[k], logits + (size_t)s * m->V, m->V, u[s], &sc, &want_lp);
             bad += drawn[s] != want || lp[s] != want_lp;
         }
     }
-    CHECKF(harness_name("model_step_draw on %s: sample_plain's tokens and log-probs from model_step's logits", dev),
+    sample_scratch_free(&sc);
+    CHECKF(harness_name("model_step_draw on %s: sample_draw's tokens and log-probs from model_step's logits", dev),
            !rc && !bad, "rc %d (%s), %d of %d draws differ", rc, rc ? rl_errmsg() : "", bad, N * STEPS);
     kv_cache_free(ka), kv_cache_free(kb);
     free(logits);
