@@ -48,8 +48,10 @@ static inline double bench_sgemm_gflops(int M, int N, int K, int reps)
 
 /* A model of the shape in cfg_path (layers > 0: that many layers; score: a
  * one-label score head instead of the LM head) with N(0, 0.02) weights drawn
- * from r, on `threads` threads. Exits on error. */
-static inline struct model *bench_model(const char *cfg_path, int layers, bool score, int threads, struct rng *r)
+ * from r, on `threads` threads, on `device` (a GPU's weights are drawn on
+ * the host and uploaded). Exits on error. */
+static inline struct model *bench_model_on(const char *device, const char *cfg_path, int layers, bool score,
+                                           int threads, struct rng *r)
 {
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
@@ -62,11 +64,25 @@ static inline struct model *bench_model(const char *cfg_path, int layers, bool s
         cfg.head = HEAD_SCORE;
         cfg.num_labels = 1;
     }
-    struct model *m = model_new(&cfg, "cpu");
+    struct model *m = model_new(&cfg, device);
     if (!m)
         rl_die_err();
-    for (size_t i = 0; i < m->n_params; i++)
-        m->w_mem[i] = 0.02f * rng_normal(r);
+    size_t chunk = m->bk->host ? m->n_params : (size_t)1 << 24;
+    float *h = m->bk->host ? m->w_mem : malloc(chunk * sizeof *h);
+    for (size_t off = 0; off < m->n_params; off += chunk) {
+        size_t n = m->n_params - off < chunk ? m->n_params - off : chunk;
+        for (size_t i = 0; i < n; i++)
+            h[i] = 0.02f * rng_normal(r);
+        if (!m->bk->host)
+            m->bk->upload(m->w_mem + off, h, n * sizeof *h);
+    }
+    if (!m->bk->host)
+        free(h);
     return m;
+}
+
+static inline struct model *bench_model(const char *cfg_path, int layers, bool score, int threads, struct rng *r)
+{
+    return bench_model_on("cpu", cfg_path, layers, score, threads, r);
 }
 #endif

@@ -11,14 +11,16 @@
  * between two, and a row's result never depends on the other rows.
  *
  * Top-k and top-p keep a prefix of the tokens sorted by probability
- * (descending, ties to the lower id), as sample.c's sort does. The device
- * sorts nothing: a prefix ends at a "cut", the last kept token, found by
- * searching the probabilities' bits for the largest p that still leaves
- * enough tokens (top-k) or mass (top-p) at or above it, then counting the
- * tokens of exactly that p in id order. The searches run over candidates,
- * the tokens above a threshold that holds the needed count and mass (as in
- * sample.c, 1e-3 of the top probability, lowered until it does), which
- * are few unless the distribution is flat. */
+ * (descending, ties to the lower id), as sample.c's sort does; the prefix
+ * ends at a "cut", its last token. Both look only at candidates, the tokens
+ * above a threshold that holds the needed count and mass (as in sample.c,
+ * 1e-3 of the top probability, lowered until it does). They are few unless
+ * the distribution is flat: up to a block's worth, each thread ranks one
+ * and one thread walks them in order, as sample.c does, the same sums in
+ * the same order. More are not sorted: the cut is then found by searching
+ * the probabilities' bits for the largest p that still leaves enough tokens
+ * (top-k) or mass (top-p) at or above it, then counting the tokens of
+ * exactly that p in id order. */
 #include "cuda_common.cuh"
 
 extern "C" {
@@ -231,10 +233,49 @@ __device__ static double threshold(const double *p, int v, const sampler &c, dou
     }
 }
 
+/* sample.c's top-k and top-p over at most a block's worth of candidates
+ * (in id order): each thread ranks one, and one thread walks them in
+ * order. */
+__device__ static cut sorted_cut(const double *cp, const int *ci, int nc, const sampler &c)
+{
+    __shared__ double sp[SAMPLE_THREADS];
+    __shared__ int sid[SAMPLE_THREADS];
+    __shared__ cut last;
+    int t = threadIdx.x;
+    if (t < nc) {
+        double p = cp[t];
+        int rank = 0;
+        for (int j = 0; j < nc; j++)              /* ties: the lower id, which comes first */
+            rank += cp[j] > p || (cp[j] == p && j < t);
+        sp[rank] = p;
+        sid[rank] = ci[t];
+    }
+    __syncthreads();
+    if (t == 0) {
+        int keep = c.top_k > 0 && c.top_k < nc ? c.top_k : nc;
+        if (c.top_p < 1) {
+            double total = c.top_k > 0 ? 0 : 1, mass = 0;
+            for (int i = 0; c.top_k > 0 && i < keep; i++)
+                total += sp[i];
+            int k = 0;
+            while (k < keep && mass < c.top_p * total)
+                mass += sp[k++];
+            keep = k > 0 ? k : 1;
+        }
+        last = cut{key_of(sp[keep - 1]), sid[keep - 1]};
+    }
+    __syncthreads();
+    return last;
+}
+
 /* The cut that top-k, then top-p within what top-k keeps, leave. */
 __device__ static cut warp_cut(const double *p, int v, const sampler &c, double pmax, double *cp, int *ci)
 {
     int nc = gather(p, v, threshold(p, v, c, pmax), cp, ci);
+    if (nc == 0)                     /* NaN logits: nothing to cut */
+        return cut{-1, 0};
+    if (nc <= (int)blockDim.x)
+        return sorted_cut(cp, ci, nc, c);
     cut keep = {-1, 0};
     if (c.top_k > 0 && c.top_k < nc)
         keep = shortest_prefix(cp, ci, nc, keep, c.top_k, false);

@@ -323,6 +323,12 @@ static void rope_inv_freq(const struct model *m, float *inv)
 
 int model_rope_reserve(struct model *m, int n)
 {
+    /* every path sizes the tables for its longest sequence first: the place
+     * to refuse what full causal attention would get wrong */
+    if (m->cfg.sliding_window > 0 && n > m->cfg.sliding_window)
+        return rl_err("a sequence of %d tokens is longer than this model's sliding_window (%d): sliding-window "
+                      "attention is not implemented, and full attention past the window would not be the model's",
+                      n, m->cfg.sliding_window);
     if (n <= m->rope_len)
         return 0;
     int len = m->rope_len ? m->rope_len : 256;

@@ -136,10 +136,14 @@ int main(int argc, char **argv)
         rl_die_err();
     if (m->cfg.head != HEAD_LM)
         rl_die("%s is a reward model (%s): rl-gen needs a causal LM", o.model_dir, m->cfg.architecture);
-    int ctx = m->cfg.max_position_embeddings;
+    int ctx = m->cfg.max_position_embeddings, window = m->cfg.sliding_window;
     if (ctx > 0 && o.gen.max_prompt + o.gen.max_new > ctx)
         rl_usage_error("--max-prompt-tokens %d + --max-new-tokens %d exceed the model's context (%d tokens, "
                        "max_position_embeddings)", o.gen.max_prompt, o.gen.max_new, ctx);
+    if (window > 0 && o.gen.max_prompt + o.gen.max_new > window)
+        rl_usage_error("--max-prompt-tokens %d + --max-new-tokens %d exceed the model's sliding_window (%d "
+                       "tokens), which rlflow does not implement: lower them", o.gen.max_prompt, o.gen.max_new,
+                       window);
     struct tok_ctx tc;
     if (tok_ctx_open(&tc, o.model_dir, &m->cfg, o.template_name) ||
         gen_model_stop_ids(o.model_dir, &m->cfg, &o.stop_ids, &o.gen.n_stop_ids))

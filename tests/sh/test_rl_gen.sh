@@ -92,6 +92,18 @@ check_fails "text without a tokenizer" 1 'has no tokenizer.json' rl-gen -m m --m
 check_fails "a model that does not exist" 1 'nope' rl-gen -m nope
 check_fails "context overflow is a usage error" 2 "exceed the model's context" rl-gen -m m --max-new-tokens 600
 check_fails "--stop without a tokenizer" 2 'needs a tokenizer' rl-gen -m m --stop x --max-new-tokens 3 --max-prompt-tokens 8
+# a Mistral with a 20-token sliding window: rlflow attends fully, which is
+# the model's attention only within the window, so longer sequences are refused
+jq '.architectures = ["MistralForCausalLM"] | .model_type = "mistral" | .sliding_window = 20' \
+    "$RL_ROOT/tests/data/configs/tiny-llama.json" > mistral.json
+rl-init --config mistral.json -o mis --seed 2 --std 0.1 2>/dev/null
+check_fails "rl-gen: prompt + new tokens past the sliding window is a usage error" 2 "sliding_window \(20" \
+    rl-gen -m mis --max-prompt-tokens 16 --max-new-tokens 8 p.jsonl
+check "rl-gen within the sliding window runs" \
+    sh -c "rl-gen -q -m mis -n 2 --max-prompt-tokens 12 --max-new-tokens 8 p.jsonl | rl-cat > mis.out"
+echo '{"id":"long","prompt_ids":[5,6,7,8,9,10,11,12,13,14,15,16],"response_ids":[[3,4,5,6,7,8,9,10,11,12]]}' > long.jsonl
+check_fails "rl-logp: a sequence past the sliding window is an error naming it" 1 "sliding_window \(20\)" \
+    rl-logp -m mis long.jsonl
 
 # a real tokenizer: messages through the chat template, text responses, stop strings
 tokdir="$RL_FIXTURES/tokenizers/qwen3"

@@ -534,12 +534,14 @@ static void test_sample_rows(void)
 }
 
 /* sample_rows with top-k, top-p and min-p: the kept prefix of the tokens by
- * probability ends inside runs of equal probabilities (an all-equal row, a
- * row of logits in steps of 0.5) and in rows from peaked to nearly flat
- * (many candidates), and the draw then takes the CPU's token. */
+ * probability ends inside runs of equal probabilities (an all-equal row,
+ * rows of logits in steps of 0.5) and in rows from peaked to nearly flat;
+ * rows 0-4 and 10-11 have thousands of candidates (the kernel searches),
+ * rows 5-9 at most a block's worth (it sorts them). The draw then takes the
+ * CPU's token. */
 static void test_sample_warped(void)
 {
-    enum { N = 8 };
+    enum { N = 12 };
     int v = 50257;
     float *h = rand_host((size_t)N * v, 8);
     for (size_t i = v; i < 2 * (size_t)v; i++)
@@ -551,11 +553,20 @@ static void test_sample_warped(void)
     for (size_t i = 4 * (size_t)v; i < 5 * (size_t)v; i++)
         h[i] *= 3;                                        /* row 4: peaked */
     h[5 * (size_t)v + 7] = h[5 * (size_t)v + 40000] = 60; /* row 5: two top tokens, tied */
+    for (int r = 6; r < 10; r++)     /* rows 6-9: every 71st token of the first 700 (or 300 stepped) stands out */
+        for (int i = 0; i < v; i++) {
+            float *x = &h[(size_t)r * v + i];
+            bool out = i % 71 == 0 && i / 71 < (r % 2 ? 300 : 700);
+            *x = !out ? -60 : r % 2 ? roundf(*x) * 0.5f : *x;
+        }
     double u[N];
     for (int r = 0; r < N; r++)
         u[r] = rng_uniform_double(&R);
-    u[6] = 0;
-    u[7] = 1 - 0x1p-53;
+    /* u just below 1 only where the last token's mass is far above the
+     * total's rounding: in rows 6-9 the 60-below tokens add less than an ulp,
+     * so whether u * total is ever passed depends on the order of the sums */
+    u[8] = u[10] = 0;
+    u[11] = 1 - 0x1p-53;
     struct sampler cs[] = {
         {.temperature = 1, .top_p = 1, .top_k = 1},
         {.temperature = 1, .top_p = 1, .top_k = 50},
