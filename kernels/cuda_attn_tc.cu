@@ -82,6 +82,13 @@ __device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], c
 __device__ static inline void copy16(unsigned short *dst, const unsigned short *src)
 {
 #ifdef RL_CUDA_EMU
+    /* g++ -O2 may reorder a uint4 copy of ushort data (strict aliasing);
+     * memcpy is safe, and the alignment a GPU's 16-byte access needs is
+     * checked by hand */
+    if (((uintptr_t)dst | (uintptr_t)src) & 15) {
+        fprintf(stderr, "copy16: a 16-byte copy between %p and %p, misaligned on a GPU\n", (void *)dst, (const void *)src);
+        abort();
+    }
     memcpy(dst, src, 16);
 #else
     *(uint4 *)dst = *(const uint4 *)src;

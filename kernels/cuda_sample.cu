@@ -314,13 +314,19 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
     }
 }
 
-/* With top-k, top-p or min-p (temperature > 0): sample.c's warp and draw.
- * ws: per row, v probabilities, then v candidates' and v candidate ids. */
+/* A row's workspace: v probabilities, v candidates' and v candidate ids,
+ * rounded up to 16 bytes so that every row's doubles are aligned (with an
+ * odd v, 20 v bytes are not a multiple of 8: a GPU faults on a misaligned
+ * double, which the emulation, on x86, would not show). */
+static inline size_t sample_ws_row(int v) { return ((size_t)v * 20 + 15) & ~(size_t)15; }
+
+/* With top-k, top-p or min-p (temperature > 0): sample.c's warp and draw. */
 __global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
-    k_sample_warped(int *tok, double *logp1, const float *logits, const double *u, int v, sampler c, char *ws)
+    k_sample_warped(int *tok, double *logp1, const float *logits, const double *u, int v, sampler c, char *ws,
+                    size_t ws_row)
 {
     const float *x = logits + (size_t)blockIdx.x * v;
-    double *p = (double *)(ws + (size_t)blockIdx.x * v * 20), *cp = p + v;
+    double *p = (double *)(ws + blockIdx.x * ws_row), *cp = p + v;
     int *ci = (int *)(cp + v);
     double lse1 = block_logsumexp(x, v, 1.0), inv_t = 1.0 / c.temperature;
     double lse = inv_t == 1.0 ? lse1 : block_logsumexp(x, v, inv_t), pmax = 0;
@@ -351,8 +357,8 @@ static void cu_sample_rows(int *tok, double *logp1, const float *logits, const d
         LAUNCHED("sample_rows");
         return;
     }
-    char *ws = (char *)workspace(WS_SAMPLE, (size_t)n * v * 20);
-    LAUNCH(k_sample_warped, n, SAMPLE_THREADS)(tok, logp1, logits, u, v, *c, ws);
+    char *ws = (char *)workspace(WS_SAMPLE, n * sample_ws_row(v));
+    LAUNCH(k_sample_warped, n, SAMPLE_THREADS)(tok, logp1, logits, u, v, *c, ws, sample_ws_row(v));
     LAUNCHED("sample_warped");
 }
 

@@ -458,8 +458,12 @@ static int setup(struct gen *g, struct model *m, struct tok_ctx *tc, const struc
 {
     *g = (struct gen){.m = m, .tc = tc, .o = o, .st = st};
     g->cache = kv_cache_new(m, o->batch, o->max_prompt + o->max_new + 1);
-    if (!g->cache)
-        return -1;
+    if (!g->cache) {             /* every slot holds a whole prompt and response: say what shrinks it */
+        char why[512];
+        snprintf(why, sizeof why, "%s", rl_errmsg());
+        return rl_err("%s: lower --batch (%d), --max-prompt-tokens (%d) or --max-new-tokens (%d)", why, o->batch,
+                      o->max_prompt, o->max_new);
+    }
     g->slot = rl_calloc((size_t)o->batch, sizeof *g->slot);
     g->cap = o->batch * 4 > 64 ? o->batch * 4 : 64;      /* records in flight: bounds the reorder buffer */
     g->jobs = rl_calloc((size_t)g->cap, sizeof *g->jobs);

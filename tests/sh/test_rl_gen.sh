@@ -92,6 +92,13 @@ check_fails "text without a tokenizer" 1 'has no tokenizer.json' rl-gen -m m --m
 check_fails "a model that does not exist" 1 'nope' rl-gen -m nope
 check_fails "context overflow is a usage error" 2 "exceed the model's context" rl-gen -m m --max-new-tokens 600
 check_fails "--stop without a tokenizer" 2 'needs a tokenizer' rl-gen -m m --stop x --max-new-tokens 3 --max-prompt-tokens 8
+# every slot holds a whole prompt and response: a cache beyond any memory
+# (petabytes, past the address space) is an error that says what to lower
+jq '.hidden_size = 512 | .num_attention_heads = 8 | .num_key_value_heads = 8 | .max_position_embeddings = 16777216' \
+    "$RL_ROOT/tests/data/configs/tiny-llama.json" > wide.json
+rl-init --config wide.json -o wide --seed 1 2>/dev/null
+check_fails "a KV cache beyond memory: an error naming its size and what to lower" 1 "GiB\): lower --batch \(65536\)" \
+    rl-gen -m wide -b 65536 --max-prompt-tokens 1024 --max-new-tokens 16000000 p.jsonl
 # a Mistral with a 20-token sliding window: rlflow attends fully, which is
 # the model's attention only within the window, so longer sequences are refused
 jq '.architectures = ["MistralForCausalLM"] | .model_type = "mistral" | .sliding_window = 20' \
