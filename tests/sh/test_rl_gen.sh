@@ -97,7 +97,9 @@ check_fails "--stop without a tokenizer" 2 'needs a tokenizer' rl-gen -m m --sto
 jq '.hidden_size = 512 | .num_attention_heads = 8 | .num_key_value_heads = 8 | .max_position_embeddings = 16777216' \
     "$RL_ROOT/tests/data/configs/tiny-llama.json" > wide.json
 rl-init --config wide.json -o wide --seed 1 2>/dev/null
+# (ASan, under SANITIZE=1, would abort on the request instead of failing it)
 check_fails "a KV cache beyond memory: an error naming its size and what to lower" 1 "GiB\): lower --batch \(65536\)" \
+    env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1" \
     rl-gen -m wide -b 65536 --max-prompt-tokens 1024 --max-new-tokens 16000000 p.jsonl
 # a Mistral with a 20-token sliding window: rlflow attends fully, which is
 # the model's attention only within the window, so longer sequences are refused
