@@ -46,12 +46,28 @@ static inline double bench_sgemm_gflops(int M, int N, int K, int reps)
 #include "model.h"
 #include "rng.h"
 
+/* N(0, 0.02) weights for m drawn from r. A device's are one block of 16M
+ * draws uploaded again and again: drawing a 1B model's one by one takes 14 s
+ * on the development machine, and a benchmark's speed does not depend on
+ * the values. */
+static inline void bench_random_weights(struct model *m, struct rng *r)
+{
+    size_t chunk = m->bk->host ? m->n_params : (size_t)1 << 24;
+    chunk = chunk < m->n_params ? chunk : m->n_params;
+    float *h = m->bk->host ? m->w_mem : malloc(chunk * sizeof *h);
+    for (size_t i = 0; i < chunk; i++)
+        h[i] = 0.02f * rng_normal(r);
+    for (size_t off = 0; !m->bk->host && off < m->n_params; off += chunk) {
+        size_t n = m->n_params - off < chunk ? m->n_params - off : chunk;
+        m->bk->upload(m->w_mem + off, h, n * sizeof *h);
+    }
+    if (!m->bk->host)
+        free(h);
+}
+
 /* A model of the shape in cfg_path (layers > 0: that many layers; score: a
- * one-label score head instead of the LM head) with N(0, 0.02) weights drawn
- * from r, on `threads` threads, on `device`. A GPU's weights are one block
- * of 16M draws uploaded again and again: drawing a 1B model's one by one
- * takes 14 s on the development machine, and a benchmark's speed does not depend on
- * the values. Exits on error. */
+ * one-label score head instead of the LM head) with bench_random_weights,
+ * on `threads` threads, on `device`. Exits on error. */
 static inline struct model *bench_model_on(const char *device, const char *cfg_path, int layers, bool score,
                                            int threads, struct rng *r)
 {
@@ -69,17 +85,7 @@ static inline struct model *bench_model_on(const char *device, const char *cfg_p
     struct model *m = model_new(&cfg, device);
     if (!m)
         rl_die_err();
-    size_t chunk = m->bk->host ? m->n_params : (size_t)1 << 24;
-    chunk = chunk < m->n_params ? chunk : m->n_params;
-    float *h = m->bk->host ? m->w_mem : malloc(chunk * sizeof *h);
-    for (size_t i = 0; i < chunk; i++)
-        h[i] = 0.02f * rng_normal(r);
-    for (size_t off = 0; !m->bk->host && off < m->n_params; off += chunk) {
-        size_t n = m->n_params - off < chunk ? m->n_params - off : chunk;
-        m->bk->upload(m->w_mem + off, h, n * sizeof *h);
-    }
-    if (!m->bk->host)
-        free(h);
+    bench_random_weights(m, r);
     return m;
 }
 

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "bench_common.h"
 #include "backend_prof.h"
 #include "config.h"
 #include "err.h"
@@ -50,13 +51,6 @@ static void sync_gpu(const struct backend *bk, const float *any)
 {
     float x;
     bk->download(&x, any, sizeof x);
-}
-
-static uint64_t rs = 0x9E3779B97F4A7C15ull;
-static float frand(void)
-{
-    rs ^= rs >> 12, rs ^= rs << 25, rs ^= rs >> 27;
-    return (float)((rs * 2685821657736338717ull) >> 40) / 16777216.0f - 0.5f;
 }
 
 static double copy_bandwidth(const struct backend *bk)
@@ -86,15 +80,9 @@ static struct model *random_model(const struct model_config *c)
     struct model *m = model_new(c, device);
     if (!m)
         rl_die_err();
-    size_t chunk = (size_t)1 << 24;
-    float *h = rl_malloc(chunk * sizeof *h);
-    for (size_t off = 0; off < m->n_params; off += chunk) {
-        size_t n = m->n_params - off < chunk ? m->n_params - off : chunk;
-        for (size_t i = 0; i < n; i++)
-            h[i] = 0.04f * frand();
-        m->bk->upload(m->w_mem + off, h, n * sizeof *h);
-    }
-    free(h);
+    struct rng r;
+    rng_seed(&r, 1);
+    bench_random_weights(m, &r);
     return m;
 }
 

@@ -291,6 +291,17 @@ __device__ static cut warp_cut(const double *p, int v, const sampler &c, double 
 
 /* ---------------- the draws ---------------- */
 
+/* Row blockIdx.x's token t (-1: none had p > 0, as with NaN logits; take 0)
+ * and its temperature-1 log-prob. */
+__device__ static void put_draw(int *tok, double *logp1, const float *x, int t, double lse1)
+{
+    t = t < 0 ? 0 : t;
+    if (threadIdx.x == 0) {
+        tok[blockIdx.x] = t;
+        logp1[blockIdx.x] = x[t] - lse1;
+    }
+}
+
 /* 1024 threads, one block per SM at least: ptxas keeps within the 64
  * registers that leaves (61 on sm_90), where the bound alone made it aim at
  * two blocks, 32 registers and spills */
@@ -306,12 +317,8 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
         double inv_t = 1.0 / temperature;
         double lse = inv_t == 1.0 ? lse1 : block_logsumexp(x, v, inv_t);
         t = block_first_reaching([&](int i) { return tempered(x[i], inv_t, lse); }, v, 0, u[blockIdx.x], 0, true);
-        t = t < 0 ? 0 : t;
     }
-    if (threadIdx.x == 0) {
-        tok[blockIdx.x] = t;
-        logp1[blockIdx.x] = x[t] - lse1;
-    }
+    put_draw(tok, logp1, x, t, lse1);
 }
 
 /* A row's workspace: v probabilities, v candidates' and v candidate ids,
@@ -340,11 +347,7 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS, 1)
     int t = block_first_reaching(
         [&](int i) { return within(key_of(p[i]), i, keep) && !(p[i] < floor) ? p[i] : 0.0; }, v, 0,
         u[blockIdx.x], 0, true);
-    t = t < 0 ? 0 : t;
-    if (threadIdx.x == 0) {
-        tok[blockIdx.x] = t;
-        logp1[blockIdx.x] = x[t] - lse1;
-    }
+    put_draw(tok, logp1, x, t, lse1);
 }
 
 static void cu_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int n, int v,

@@ -162,9 +162,10 @@ const struct backend *backend_get(const char *name);
 
 /* rlflow-cuda.so's entry point. Its name carries the table's version, one
  * more whenever an op is added, removed or changes its meaning (2: softmax
- * became sample_rows; 3: sample_rows takes the warpers): a library built from another version has another
- * name and is refused, where a check of the table's size alone would let a
- * same-sized table with other ops through. */
+ * became sample_rows; 3: sample_rows takes the warpers): a library built
+ * from another version has another name and is refused, where a check of
+ * the table's size alone would let a same-sized table with other ops
+ * through. */
 #define RL_CUDA_ENTRY rlflow_cuda_backend_v3
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)

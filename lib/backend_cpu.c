@@ -534,20 +534,34 @@ static void cpu_logsoftmax_bwd(float *logits, const float *lse, const int *targe
     }
 }
 
+/* The warpers' scratch, one per thread: the backend's own, grown on demand
+ * like the CUDA backend's workspaces, so that a decode step allocates
+ * nothing. */
+static struct sample_scratch *warp_scratch(int threads, int v)
+{
+    static struct sample_scratch *s;
+    static int n;
+    if (n < threads || s[0].V < v) {
+        int keep_v = n > 0 && s[0].V > v ? s[0].V : v;
+        for (int i = 0; i < n; i++)
+            sample_scratch_free(&s[i]);
+        free(s);
+        n = threads > n ? threads : n;
+        s = rl_calloc((size_t)n, sizeof *s);
+        for (int i = 0; i < n; i++)
+            sample_scratch_init(&s[i], keep_v);
+    }
+    return s;
+}
+
 static void cpu_sample_rows(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
                             const struct sampler *c)
 {
-    bool sorts = c->temperature > 0 && !sampler_plain(c);    /* the warpers need scratch */
-#pragma omp parallel if (n > 1)
-    {
-        struct sample_scratch s = {0};
-        if (sorts)
-            sample_scratch_init(&s, v);
-#pragma omp for schedule(dynamic)
-        for (int i = 0; i < n; i++)
-            tok[i] = sample_draw(c, logits + (size_t)i * v, v, u[i], sorts ? &s : NULL, &logp1[i]);
-        sample_scratch_free(&s);
-    }
+    int threads = n > 1 ? omp_get_max_threads() : 1;
+    struct sample_scratch *s = c->temperature > 0 && !sampler_plain(c) ? warp_scratch(threads, v) : NULL;
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+    for (int i = 0; i < n; i++)
+        tok[i] = sample_draw(c, logits + (size_t)i * v, v, u[i], s ? &s[omp_get_thread_num()] : NULL, &logp1[i]);
 }
 
 static double cpu_sumsq(const float *x, size_t n)

@@ -276,15 +276,19 @@ static int prefix_slot(const struct gen *g, const struct job *j)
     return -1;
 }
 
-static void finish_sample(struct gen *g, int slot)
+/* A sample of j has ended: its text is complete and j is one closer to done. */
+static void sample_done(struct gen *g, struct job *j, struct sample *s)
 {
-    struct job *j = g->slot[slot].job;
-    struct sample *s = &j->s[g->slot[slot].j];
     if (g->tc->tok)
         tok_stream_finish(&s->ts, &s->text);
     j->done++;
-    g->slot[slot].job = NULL;
     g->st->samples++;
+}
+
+static void finish_sample(struct gen *g, int slot)
+{
+    sample_done(g, g->slot[slot].job, slot_sample(g, slot));
+    g->slot[slot].job = NULL;
 }
 
 /* Prefill j's prompt into a free slot and keep its last logits, from which
@@ -317,10 +321,7 @@ static int start_samples(struct gen *g, struct job *j)
         struct sample *s = &j->s[jj];
         sample_from(g, s, j->head);
         if (s->finish != RUNNING) {
-            if (g->tc->tok)
-                tok_stream_finish(&s->ts, &s->text);
-            j->done++;
-            g->st->samples++;
+            sample_done(g, j, s);
             continue;
         }
         kv_cache_fork(g->cache, slot, g->slot[slot].prefix == j ? slot : src, plen);

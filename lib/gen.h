@@ -2,10 +2,11 @@
  * and its cache copied to its n samples; decoding runs one batch across all
  * live samples of all prompts, and a finished sample's slot takes the next
  * waiting sample at once (continuous batching): a prompt's samples need not
- * start together, the later ones fork from a slot that holds its prompt. Sample j of record `id` draws
- * from an RNG seeded by hash(seed, id, j), and the model computes every slot
- * independently of the others, so the output depends on neither the batch
- * size, the thread count, nor how the input was split. */
+ * start together, the later ones fork from a slot that holds its prompt.
+ * Sample j of record `id` draws from an RNG seeded by hash(seed, id, j), and
+ * the model computes every slot independently of the others, so the output
+ * depends on neither the batch size, the thread count, nor how the input
+ * was split. */
 #ifndef RLFLOW_GEN_H
 #define RLFLOW_GEN_H
 #include <stdbool.h>
