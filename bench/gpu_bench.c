@@ -13,8 +13,11 @@
  *     backend (sample_rows) or on the host's threads from the logits.
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
- *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-D device] [-t | -g] [-I]
- * (-t: the training step only; -g: the decode steps only; -I: the training
+ *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-p decode_prompt]
+ *             [-D device] [-t | -g] [-I]
+ * (-t: the training step only; -g: the decode steps only; -p: the decode
+ * steps' context, 128 tokens by default, where the weights' bytes
+ * dominate a step; a long one weighs the KV cache's; -I: the training
  * step batch-invariant, one product per sequence, as the trainers run it
  * without --batch-gemm)
  * (-D devsim runs the same code on the CPU: a smoke test of this program.)
@@ -192,15 +195,23 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
     return per_step;
 }
 
-/* Decode `steps` tokens for `batch` sequences after a 128-token prompt each
+/* Every slot back to the prompt that slot 0 holds first (its prefill shared). */
+static void fork_prompt(struct kv_cache *c, int batch, int prompt)
+{
+    for (int s = 0; s < batch; s++)
+        kv_cache_fork(c, s, 0, prompt);
+}
+
+/* Decode `steps` tokens for `batch` sequences after a prompt of `prompt` tokens each
  * (the prompt's prefill shared: one slot prefilled, then forked); then, in
  * the batch-invariant mode rl-gen uses, as many steps again with a token
  * drawn on the backend, then on the host, at temperature 1 and with top-p
- * 0.9. */
-static void bench_decode(struct model *m, int batch, int steps, bool invariant, double gbps)
+ * 0.9. Each timing starts again from the prompt, so all decode the same
+ * contexts. */
+static void bench_decode(struct model *m, int batch, int prompt, int steps, bool invariant, double gbps)
 {
-    int prompt = 128, timed = steps > 2 ? steps - 2 : 1;
-    struct kv_cache *c = kv_cache_new(m, batch, prompt + 3 * (timed + 2) + 1);
+    int timed = steps > 2 ? steps - 2 : 1;
+    struct kv_cache *c = kv_cache_new(m, batch, prompt + timed + 2);
     if (!c)
         rl_die_err();
     m->batch_invariant = invariant;
@@ -215,19 +226,20 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     for (int s = 0; s < batch; s++) {
         slots[s] = s;
         ntok[s] = 1;
-        kv_cache_fork(c, s, 0, prompt);
     }
+    fork_prompt(c, batch, prompt);
     struct sampler plain = {.temperature = 1, .top_p = 1}, nucleus = {.temperature = 1, .top_p = 0.9f};
     double per_step = time_steps(m, c, batch, timed, LOGITS, &plain, slots, ntok, tok, logits);
     /* bytes a step must read: every weight but the embedding table (one row
-     * each), and the K/V of every cached position; a weight is 2 bytes where
+     * each), and the K/V of every cached position (2 or 4 bytes a value, as
+     * the cache holds them); a weight is 2 bytes where
      * the products read the weights' bf16 copy (cuBLAS in bf16 mode, the
      * tensor-core matmul_rows), else 4 */
     double wsize = invariant ? (m->bk->detail && strstr(m->bk->detail, "tensor-core decoding") ? 2.0 : 4.0)
                              : (m->bk->detail && strstr(m->bk->detail, "bf16 GEMMs") && m->bk->mark_params ? 2.0 : 4.0);
     double wbytes = wsize * ((double)m->n_params - (m->cfg.tie_word_embeddings ? 0 : (double)m->V * m->H));
     double ctx = prompt + 2 + timed / 2.0;
-    double kvbytes = 2.0 * 4 * m->L * m->kv_dim * ctx * batch;
+    double kvbytes = 2.0 * (c->bf16 ? 2 : 4) * m->L * m->kv_dim * ctx * batch;
     double floor_s = (wbytes + kvbytes) / (gbps * 1e9);   /* at the copy's bytes per second */
     const char *mode = invariant ? "rows" : "cublas";
     printf("decode_b%d_%s_tokens_per_s %.0f\n", batch, mode, batch / per_step);
@@ -240,7 +252,9 @@ static void bench_decode(struct model *m, int batch, int steps, bool invariant, 
     }
     for (int k = 0; invariant && k < 2; k++) {      /* temperature 1, then top-p 0.9 */
         const struct sampler *s = k ? &nucleus : &plain;
+        fork_prompt(c, batch, prompt);
         double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, s, slots, ntok, tok, logits);
+        fork_prompt(c, batch, prompt);
         double host = time_steps(m, c, batch, timed, DRAW_HOST, s, slots, ntok, tok, logits);
         printf("decode_b%d_%s_%sdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / dev);
         printf("decode_b%d_%s_%shostdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / host);
@@ -253,22 +267,23 @@ int main(int argc, char **argv)
 {
     rl_set_prog("gpu_bench");
     const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
-    int batch = 4, seq = 1024, layers = 0, steps = 34, opt;
+    int batch = 4, seq = 1024, layers = 0, steps = 34, prompt = 128, opt;
     bool train_only = false, decode_only = false, invariant = false;
-    while ((opt = getopt(argc, argv, "c:b:s:L:d:D:tgIh")) != -1)
+    while ((opt = getopt(argc, argv, "c:b:s:L:d:p:D:tgIh")) != -1)
         switch (opt) {
         case 'c': cfg_path = optarg; break;
         case 'b': batch = atoi(optarg); break;
         case 's': seq = atoi(optarg); break;
         case 'L': layers = atoi(optarg); break;
         case 'd': steps = atoi(optarg); break;
+        case 'p': prompt = atoi(optarg); break;
         case 'D': device = optarg; break;
         case 't': train_only = true; break;
         case 'g': decode_only = true; break;
         case 'I': invariant = true; break;
         default:
             fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] "
-                            "[-D device] [-t | -g] [-I]\n");
+                            "[-p decode_prompt] [-D device] [-t | -g] [-I]\n");
             return opt == 'h' ? 0 : 2;
         }
     const struct backend *bk = backend_get(device);
@@ -307,8 +322,8 @@ int main(int argc, char **argv)
         bench_train(m, batch, seq, bf16, invariant);
     fflush(stdout);
     for (int inv = 1; inv >= 0 && !train_only; inv--) {
-        bench_decode(m, 1, steps, inv, gbps);
-        bench_decode(m, 64, steps, inv, gbps);
+        bench_decode(m, 1, prompt, steps, inv, gbps);
+        bench_decode(m, 64, prompt, steps, inv, gbps);
         fflush(stdout);
     }
     model_close(m);

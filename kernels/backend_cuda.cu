@@ -117,6 +117,21 @@ static int pick_math(void)
     return fail("RL_CUDA_MATH=\"%s\": expected bf16, tf32 or fp32", e);
 }
 
+/* $RL_CUDA_KV: the KV caches' values; auto (the default) is bf16 in bf16
+ * mode, where the attention's products take bf16 K and V anyway, else fp32. */
+static bool kv_bf16;
+static int pick_kv(void)
+{
+    const char *e = getenv("RL_CUDA_KV");
+    if (!e || !*e || !strcmp(e, "auto"))
+        kv_bf16 = gemm_bf16;
+    else if (!strcmp(e, "bf16") || !strcmp(e, "fp32"))
+        kv_bf16 = !strcmp(e, "bf16");
+    else
+        return fail("RL_CUDA_KV=\"%s\": expected auto, bf16 or fp32", e);
+    return 0;
+}
+
 static char detail[256];
 
 static int cuda_init(void)
@@ -129,7 +144,7 @@ static int cuda_init(void)
         return fail("no usable GPU (no NVIDIA driver, or one older than CUDA runtime %d)", CUDART_VERSION);
     if (e != cudaSuccess)
         return fail("no usable GPU (%s)", cudaGetErrorString(e));
-    if (pick_math() < 0)
+    if (pick_math() < 0 || pick_kv() < 0)
         return -1;
     const char *attn = getenv("RL_CUDA_ATTN");
     if (cuda_attention_mode(attn) < 0)
@@ -147,10 +162,11 @@ static int cuda_init(void)
     if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
-    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s", prop.name, prop.major,
-             prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
-             cuda_rows_tc() ? ", tensor-core decoding" : "");
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s, %s KV cache", prop.name,
+             prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
+             cuda_rows_tc() ? ", tensor-core decoding" : "", kv_bf16 ? "bf16" : "fp32");
     table = make_table();
+    table.kv_bf16 = kv_bf16;
     table.detail = detail;
     return 0;
 }

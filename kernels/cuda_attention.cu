@@ -74,10 +74,67 @@ static struct bk_attn_seq *seqs_by_route(const struct bk_attn_seq *s, int n_seq,
     return out;
 }
 
-static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+/* A bf16 KV cache is read as such by the per-query kernel, which decode
+ * steps take (their cost is reading the cache). Prefills take the other
+ * routes, which read fp32: widen_kv gives those sequences fp32 copies of
+ * their keys and values (exact; a small cost beside a prefill's products). */
+static bool reads_bf16_kv(const struct bk_attn_seq *x, int n_heads, int hd)
+{
+    return seq_route(x, n_heads, hd, false) == BY_KERNELS && !attn_use_tiled(x->n, hd, false);
+}
+__global__ static void k_widen(float *dst, const unsigned short *src, int cols, int ld)
+{
+    for (int c = threadIdx.x; c < cols; c += blockDim.x)
+        dst[(size_t)blockIdx.x * cols + c] = get(src, (size_t)blockIdx.x * ld + c);
+}
+static struct bk_attn_seq *widen_kv(const struct bk_attn_seq *s, int n_seq, int n_heads, int n_kv, int hd)
+{
+    struct bk_attn_seq *w = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *w);
+    if (!w)
+        fatal("attention", "out of host memory");
+    memcpy(w, s, (size_t)n_seq * sizeof *w);
+    size_t kvd = (size_t)n_kv * hd, total = 0;
+    for (int i = 0; i < n_seq; i++)
+        if (s[i].kv_bf16 && !reads_bf16_kv(&s[i], n_heads, hd))
+            total += 2 * (size_t)(s[i].pos + s[i].n) * kvd;
+    float *ws = total ? (float *)workspace(WS_KV32, total * sizeof(float)) : NULL;
+    for (int i = 0; i < n_seq && ws; i++) {
+        int ctx = s[i].pos + s[i].n;
+        if (!s[i].kv_bf16 || reads_bf16_kv(&s[i], n_heads, hd) || ctx == 0)
+            continue;
+        int threads = kvd < THREADS ? ((int)kvd + 31) / 32 * 32 : THREADS;
+        LAUNCH(k_widen, ctx, threads)(ws, (const unsigned short *)s[i].k, (int)kvd, s[i].kv_stride);
+        LAUNCH(k_widen, ctx, threads)(ws + ctx * kvd, (const unsigned short *)s[i].v, (int)kvd, s[i].kv_stride);
+        LAUNCHED("widen a bf16 KV cache");
+        w[i].k = ws;
+        w[i].v = ws + ctx * kvd;
+        w[i].kv_stride = (int)kvd;
+        w[i].kv_bf16 = false;
+        ws += 2 * ctx * kvd;
+    }
+    return w;
+}
+
+/* The per-query kernels take fp32 and bf16 caches in separate launches. */
+static void attn_kernels_by_kv(float *out, int out_stride, const float *q, int q_stride, struct bk_attn_seq *k,
+                               int nk, int n_heads, int n_kv, int hd, float scale)
+{
+    int n32 = 0;
+    for (int i = 0; i < nk; i++)       /* fp32 first, in order (a stable partition) */
+        if (!k[i].kv_bf16) {
+            struct bk_attn_seq t = k[i];
+            memmove(&k[n32 + 1], &k[n32], (size_t)(i - n32) * sizeof *k);
+            k[n32++] = t;
+        }
+    attn_kernels(out, out_stride, q, q_stride, k, n32, n_heads, n_kv, hd, scale);
+    attn_kernels(out, out_stride, q, q_stride, k + n32, nk - n32, n_heads, n_kv, hd, scale);
+}
+
+static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s_in,
                          int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
     check_hd(hd);
+    struct bk_attn_seq *s = widen_kv(s_in, n_seq, n_heads, n_kv, hd);
     for (int i = 0; i < n_seq; i++)
         if (seq_route(&s[i], n_heads, hd, false) == BY_GEMM)
             attn_gemm_fwd(out, out_stride, q, q_stride, &s[i], n_heads, n_kv, hd, scale);
@@ -86,8 +143,9 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, false, BY_KERNELS, &nk);
-    attn_kernels(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
+    attn_kernels_by_kv(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
+    free(s);
 }
 
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
@@ -95,6 +153,9 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
                              int n_kv, int hd, float scale)
 {
     check_hd(hd);
+    for (int i = 0; i < n_seq; i++)
+        if (s[i].kv_bf16)
+            fatal("attention_bwd", "a bf16 KV cache has no backward");
     for (int i = 0; i < n_seq; i++)
         if (seq_route(&s[i], n_heads, hd, true) == BY_GEMM)
             attn_gemm_bwd(dq, q_stride, dout, dout_stride, q, &s[i], n_heads, n_kv, hd, scale);

@@ -9,19 +9,20 @@
  * context length has no limit but memory. */
 #include "cuda_attention.cuh"
 
-/* The dot of a row held in shared memory with a global row, over one warp. */
-__device__ static float warp_dot(const float *sh, const float *g, int hd)
+/* The dot of a row held in shared memory with a global row (fp32, or a
+ * bf16 KV cache's), over one warp. */
+template <class T> __device__ static float warp_dot(const float *sh, const T *g, int hd)
 {
     float acc = 0;
     for (int d = threadIdx.x & 31; d < hd; d += 32)
-        acc = fmaf(sh[d], g[d], acc);
+        acc = fmaf(sh[d], get(g, d), acc);
     return warp_sum_f(acc);
 }
 
 /* out[hd] = sum_j c[j] rows[j*stride][d] over j in [j0, j1): warps take j in
  * turn, lanes take d; partial sums meet in shared memory in a fixed order. */
-__device__ static void weighted_rows(float *out_sh, const float *c, const float *rows, int stride, int j0,
-                                     int j1, int hd)
+template <class T>
+__device__ static void weighted_rows(float *out_sh, const float *c, const T *rows, int stride, int j0, int j1, int hd)
 {
     __shared__ float part[ATTN_WARPS][MAX_HD];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -31,11 +32,11 @@ __device__ static void weighted_rows(float *out_sh, const float *c, const float 
         acc[t] = 0;
     for (int j = j0 + w; j < j1; j += ATTN_WARPS) {
         float cj = c[j];
-        const float *r = rows + (size_t)j * stride;
+        const T *r = rows + (size_t)j * stride;
 #pragma unroll
         for (int t = 0; t < MAX_HD / 32; t++)
             if (lane + 32 * t < hd)
-                acc[t] = fmaf(cj, r[lane + 32 * t], acc[t]);
+                acc[t] = fmaf(cj, get(r, lane + 32 * t), acc[t]);
     }
 #pragma unroll
     for (int t = 0; t < MAX_HD / 32; t++)
@@ -54,7 +55,10 @@ __device__ static void weighted_rows(float *out_sh, const float *c, const float 
 /* A block per (query row, head), the heads of a row next to each other in
  * the grid: the query heads of a group run side by side and read their
  * K and V rows through L2 once (a decode step of 64 sequences read them
- * from memory once per head, eight times for TinyLlama's groups). */
+ * from memory once per head, eight times for TinyLlama's groups). KV:
+ * float, or unsigned short for a bf16 KV cache (decode steps read it as
+ * it is: its bytes are most of what a long context's step reads). */
+template <class KV>
 __global__ static void k_attention(float *out, int out_stride, const float *q, int q_stride, attn_args A,
                                    int nh, int group, int hd, float scale)
 {
@@ -68,7 +72,7 @@ __global__ static void k_attention(float *out, int out_stride, const float *q, i
         qs[d] = qi[d];
     __syncthreads();
     float *pr = S.p + ((size_t)h * S.n + i) * ctx;
-    const float *kg = S.k + (size_t)g * hd, *vg = S.v + (size_t)g * hd;
+    const KV *kg = (const KV *)S.k + (size_t)g * hd, *vg = (const KV *)S.v + (size_t)g * hd;
     float mx = -INFINITY;
     for (int j = w; j < len; j += ATTN_WARPS) {
         float s = scale * warp_dot(qs, kg + (size_t)j * S.kv_stride, hd);
@@ -499,24 +503,35 @@ void attn_kernels(float *out, int out_stride, const float *q, int q_stride, cons
             continue;
         }
         int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
-        if (rows)
-            LAUNCH(k_attention, rows * n_heads, 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A, n_heads,
-                                                             n_heads / n_kv, hd, scale);
+        if (rows && s[s0].kv_bf16)
+            LAUNCH(k_attention<unsigned short>, rows * n_heads, 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A,
+                                                                             n_heads, n_heads / n_kv, hd, scale);
+        else if (rows)
+            LAUNCH(k_attention<float>, rows * n_heads, 32 * ATTN_WARPS)(out, out_stride, q, q_stride, A, n_heads,
+                                                                    n_heads / n_kv, hd, scale);
         LAUNCHED("attention");
     }
 }
 
-/* One block per new row: copy its K and V rows into the sequence's cache. */
+/* One block per new row: copy its K and V rows into the sequence's cache
+ * (T: float, or unsigned short for a bf16 cache). */
+template <class T> __device__ static void append_row(T *k, T *v, const float *ks, const float *vs, int kv_dim)
+{
+    for (int d = threadIdx.x; d < kv_dim; d += blockDim.x) {
+        put(k, d, ks[d]);
+        put(v, d, vs[d]);
+    }
+}
 __global__ static void k_kv_append(attn_args A, const float *k_src, const float *v_src, int src_stride, int kv_dim)
 {
     int si = find_seq(A, blockIdx.x);
     const bk_attn_seq &S = A.s[si];
     int i = blockIdx.x - A.first[si];
     size_t src = (size_t)(S.row + i) * src_stride, dst = (size_t)(S.pos + i) * S.kv_stride;
-    for (int d = threadIdx.x; d < kv_dim; d += blockDim.x) {
-        ((float *)S.k)[dst + d] = k_src[src + d];
-        ((float *)S.v)[dst + d] = v_src[src + d];
-    }
+    if (S.kv_bf16)
+        append_row((unsigned short *)S.k + dst, (unsigned short *)S.v + dst, k_src + src, v_src + src, kv_dim);
+    else
+        append_row((float *)S.k + dst, (float *)S.v + dst, k_src + src, v_src + src, kv_dim);
 }
 void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                          int src_stride, int kv_dim)

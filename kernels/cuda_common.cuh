@@ -157,7 +157,10 @@ __device__ static inline unsigned short bf16_rne(float x)
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* An element stored as fp32, or as bf16 (unsigned short) rounded by bf16_rne. */
+/* An element stored as fp32, or as bf16 (unsigned short) rounded by bf16_rne;
+ * and read back as fp32 (a bf16 value is its float's upper half). */
+__device__ static inline float get(const float *p, size_t i) { return p[i]; }
+__device__ static inline float get(const unsigned short *p, size_t i) { return __uint_as_float((unsigned)p[i] << 16); }
 __device__ static inline void put(float *p, size_t i, float v) { p[i] = v; }
 __device__ static inline void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
 
@@ -195,7 +198,7 @@ static inline void pack(T *dst, const float *src, int rows, int pad, int cols, i
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
 enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_SAMPLE,
-       WS_COUNT };
+       WS_KV32, WS_COUNT };
 void *workspace(int which, size_t bytes);
 
 /* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */

@@ -23,9 +23,13 @@ struct sampler;                  /* lib/sample.h */
 /* One sequence's slice of an attention call. Queries are rows [row, row+n)
  * of q/out; they sit at absolute positions pos..pos+n-1 and attend causally
  * to key rows 0..pos+i of k/v: n_kv*head_dim floats every kv_stride (the
- * packed batch activations in training, a KV-cache slot in generation). */
+ * packed batch activations in training, a KV-cache slot in generation).
+ * kv_bf16: k and v point at bf16 values (the bits of 2-byte elements; the
+ * stride counts elements), a KV cache of a backend whose kv_bf16 is set;
+ * attention and kv_append only, never the backward. */
 struct bk_attn_seq {
     int row, n, pos, kv_stride;
+    bool kv_bf16;
     const float *k, *v;
     float *dk, *dv;       /* backward: += (rows every kv_stride, like k/v) */
     float *p;             /* scratch [n_heads][n][pos+n] for the probabilities */
@@ -40,6 +44,10 @@ struct backend {
     bool host;                             /* buffers are host memory (the CPU) */
     const char *detail;                    /* e.g. the GPU and the GEMM mode; may be NULL */
     int head_chunk_mb;                     /* MB of LM-head logits the model computes at once */
+    /* The model's KV caches hold bf16 (half the memory, and half the bytes
+     * a decode step reads of them); the backend's attention and kv_append
+     * then take bk_attn_seq.kv_bf16. The CUDA backend's bf16 mode. */
+    bool kv_bf16;
     void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
     void (*free)(void *p);
     void (*upload)(void *dst, const void *host_src, size_t bytes);
@@ -89,7 +97,8 @@ struct backend {
     /* Generation: write each sequence's n new K and V rows (rows s->row..
      * of k_src / v_src, src_stride apart, kv_dim floats each) to positions
      * s->pos.. of its cache rows s->k / s->v (kv_stride apart) — the one op
-     * that writes through s->k and s->v. One call per layer and step. */
+     * that writes through s->k and s->v. One call per layer and step. With
+     * s->kv_bf16 each value is rounded to bf16 (to nearest, ties to even). */
     void (*kv_append)(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                       int src_stride, int kv_dim);
     /* Whether attention (or, backward, attention_bwd) on a sequence of n
@@ -162,11 +171,11 @@ const struct backend *backend_get(const char *name);
 
 /* rlflow-cuda.so's entry point. Its name carries the table's version, one
  * more whenever an op is added, removed or changes its meaning (2: softmax
- * became sample_rows; 3: sample_rows takes the warpers): a library built
+ * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches): a library built
  * from another version has another name and is refused, where a check of
  * the table's size alone would let a same-sized table with other ops
  * through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v3
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v4
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 

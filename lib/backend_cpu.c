@@ -311,10 +311,20 @@ static void softmax_from_lse(float *p, const float *lse, int n, int ctx, int pos
     }
 }
 
+/* The CPU's caches are fp32 (backend_cpu.kv_bf16 is false): a bf16 one here
+ * is the caller's bug, and reading its bits as floats would be silent garbage. */
+static void fp32_kv_only(const struct bk_attn_seq *s, int n_seq)
+{
+    for (int i = 0; i < n_seq; i++)
+        if (s[i].kv_bf16)
+            rl_die("the CPU backend was given a bf16 KV cache (sequence %d of %d)", i, n_seq);
+}
+
 static void cpu_attention(float *out, int out_stride, const float *q, int q_stride,
                           const struct bk_attn_seq *s, int n_seq,
                           int n_heads, int n_kv, int head_dim, float scale)
 {
+    fp32_kv_only(s, n_seq);
     int tasks = n_seq * n_heads, group = n_heads / n_kv;
     size_t work = 0;
     for (int i = 0; i < n_seq; i++)
@@ -399,6 +409,7 @@ static bool cpu_attn_scratch(int n, int ctx, int n_heads, int head_dim, bool bac
 static void cpu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                           int src_stride, int kv_dim)
 {
+    fp32_kv_only(s, n_seq);
     for (int q = 0; q < n_seq; q++)
         for (int i = 0; i < s[q].n; i++) {
             size_t dst = (size_t)(s[q].pos + i) * s[q].kv_stride, src = (size_t)(s[q].row + i) * src_stride;

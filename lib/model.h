@@ -130,12 +130,14 @@ int model_response_logps(struct model *m, int n, const int *const *prompt, const
                          const int *const *resp, const int *rlen, double *out);
 
 /* ---- KV cache for generation ----
- * n_slots independent sequences of up to max_len tokens each. */
+ * n_slots independent sequences of up to max_len tokens each. In bf16 on a
+ * backend that says kv_bf16 (a GPU in bf16 mode), else fp32. */
 struct kv_cache {
     const struct backend *bk;
     int n_slots, max_len, n_layers, kv_dim;
+    bool bf16;                 /* values held as bf16 (bk->kv_bf16), else fp32 */
     int *len;                  /* tokens cached per slot */
-    float *k, *v;              /* [slot][layer][max_len][kv_dim] */
+    void *k, *v;               /* [slot][layer][max_len][kv_dim] */
 };
 struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len);
 void kv_cache_free(struct kv_cache *c);

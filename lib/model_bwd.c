@@ -57,6 +57,7 @@ static void layer_backward(struct model *m, int l, float *dres)
         q->dk = a->dqkv + r;
         q->dv = q->dk + m->kv_dim;
         q->kv_stride = m->qkv_dim;
+        q->kv_bf16 = false;
     }
     bk->attention_bwd(a->dqkv, m->qkv_dim, a->datt, m->q_dim, la->qkv, la->att, m->q_dim, a->seqs, a->n_seq,
                       m->n_heads, m->n_kv, m->hd, 1.0f / sqrtf((float)m->hd));

@@ -51,6 +51,12 @@ static void linear(const struct model *m, float *out, const float *in, const flo
         bk->add_bias(out, b, n, dout);
 }
 
+/* Bytes from a KV cache's start to the first position of slot's layer l. */
+static size_t kv_offset(const struct kv_cache *c, int slot, int l)
+{
+    return ((size_t)slot * c->n_layers + l) * c->max_len * c->kv_dim * (c->bf16 ? 2 : 4);
+}
+
 /* Point each sequence's attention at its keys and values: the batch's own
  * rows (training, scoring) or its cache slot, after appending the new rows. */
 static void attn_sources(struct model *m, struct layer_acts *la, int l,
@@ -69,15 +75,16 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
         q->lse = la->lse + (size_t)q->row * m->n_heads;
         q->dk = q->dv = q->dp = NULL;
         poff += scratch;
+        q->kv_bf16 = c && c->bf16;
         if (!c) {
             q->k = k_new + (size_t)q->row * m->qkv_dim;
             q->v = v_new + (size_t)q->row * m->qkv_dim;
             q->kv_stride = m->qkv_dim;
             continue;
         }
-        size_t base = ((size_t)slots[s] * c->n_layers + l) * c->max_len * c->kv_dim;
-        q->k = c->k + base;
-        q->v = c->v + base;
+        size_t base = kv_offset(c, slots[s], l);
+        q->k = (const float *)((const char *)c->k + base);
+        q->v = (const float *)((const char *)c->v + base);
         q->kv_stride = c->kv_dim;
     }
     if (c)
@@ -319,14 +326,17 @@ struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len)
     c->max_len = max_len;
     c->n_layers = m->L;
     c->kv_dim = m->kv_dim;
+    /* kv_dim is even wherever RoPE is (head_dim is): bf16 rows then keep the
+     * 4-byte alignment that bk->copy's floats need in kv_cache_fork */
+    c->bf16 = m->bk->kv_bf16 && m->kv_dim % 2 == 0;
     c->len = rl_calloc(n_slots, sizeof *c->len);
-    size_t n = (size_t)n_slots * m->L * max_len * m->kv_dim;
-    c->k = m->bk->alloc(n * sizeof(float));
-    c->v = m->bk->alloc(n * sizeof(float));
+    size_t bytes = kv_offset(c, n_slots, 0);
+    c->k = m->bk->alloc(bytes);
+    c->v = m->bk->alloc(bytes);
     if (!c->k || !c->v) {
         kv_cache_free(c);
         return rl_err("out of memory for a KV cache of %d x %d tokens (%.1f GiB)", n_slots, max_len,
-                      2.0 * n * sizeof(float) / 1073741824.0), NULL;
+                      2.0 * bytes / 1073741824.0), NULL;
     }
     return c;
 }
@@ -346,11 +356,12 @@ void kv_cache_clear(struct kv_cache *c, int slot) { c->len[slot] = 0; }
 void kv_cache_fork(struct kv_cache *c, int dst, int src, int len)
 {
     if (dst != src) {
-        size_t layer = (size_t)c->max_len * c->kv_dim, n = (size_t)len * c->kv_dim;
+        /* the bits as floats: a bf16 slot's len x kv_dim values are an even count */
+        size_t n = (size_t)len * c->kv_dim * (c->bf16 ? 2 : 4) / sizeof(float);
         for (int l = 0; l < c->n_layers; l++) {
-            size_t d = ((size_t)dst * c->n_layers + l) * layer, s = ((size_t)src * c->n_layers + l) * layer;
-            c->bk->copy(c->k + d, c->k + s, n);
-            c->bk->copy(c->v + d, c->v + s, n);
+            size_t d = kv_offset(c, dst, l), s = kv_offset(c, src, l);
+            c->bk->copy((float *)((char *)c->k + d), (const float *)((const char *)c->k + s), n);
+            c->bk->copy((float *)((char *)c->v + d), (const float *)((const char *)c->v + s), n);
         }
     }
     c->len[dst] = len;

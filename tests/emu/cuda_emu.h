@@ -297,6 +297,12 @@ inline unsigned __float_as_uint(float x)
     memcpy(&u, &x, sizeof u);
     return u;
 }
+inline float __uint_as_float(unsigned u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
 inline long long __double_as_longlong(double x)
 {
     long long u;

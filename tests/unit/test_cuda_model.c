@@ -21,6 +21,9 @@
 #include "weights_layout.h"
 
 static double tol;
+/* generation's bound: tol, or bf16's rounding of K and V where the cache is
+ * bf16 (RL_CUDA_KV=bf16 in fp32 mode isolates it: about 2e-3 measured) */
+static double gen_tol;
 
 static double rel_norm(const float *a, const float *b, size_t n)
 {
@@ -122,31 +125,38 @@ static void check_training(struct model *mc, struct model *mg, struct rng *R, co
     free(tok), free(tgt), free(dc), free(dg), free(gc), free(gg);
 }
 
+/* Three prompts prefilled in three slots, the first forked into a fourth on
+ * the GPU (rl-gen's n samples of a prompt) and prefilled again there on the
+ * CPU, then five batched decode steps on all four: the GPU's cache (bf16 in
+ * bf16 mode) and its fork against the CPU's cache without one. */
 static void check_generation(struct model *mc, struct model *mg, struct rng *R)
 {
-    enum { SLOTS = 3, PLEN = 11, STEPS = 5 };
-    struct kv_cache *cc = kv_cache_new(mc, SLOTS, 32), *cg = kv_cache_new(mg, SLOTS, 32);
-    int V = mc->V, slots[SLOTS] = {0, 1, 2}, ntok[SLOTS], tok[SLOTS * PLEN];
-    float *lc = rl_malloc(SLOTS * V * sizeof *lc), *lg = rl_malloc(SLOTS * V * sizeof *lg);
+    enum { SLOTS = 3, ALL = SLOTS + 1, PLEN = 11, STEPS = 5 };
+    struct kv_cache *cc = kv_cache_new(mc, ALL, 32), *cg = kv_cache_new(mg, ALL, 32);
+    int V = mc->V, slots[ALL] = {0, 1, 2, 3}, ntok[ALL], tok[ALL * PLEN];
+    float *lc = rl_malloc(ALL * V * sizeof *lc), *lg = rl_malloc(ALL * V * sizeof *lg);
     for (int i = 0; i < SLOTS * PLEN; i++)
         tok[i] = (int)(rng_next(R) % (uint64_t)V);
-    for (int s = 0; s < SLOTS; s++)
+    memcpy(tok + SLOTS * PLEN, tok, PLEN * sizeof *tok);
+    for (int s = 0; s < ALL; s++)
         ntok[s] = PLEN;
-    int rc = model_step(mc, cc, SLOTS, slots, ntok, tok, lc) || model_step(mg, cg, SLOTS, slots, ntok, tok, lg);
+    int rc = model_step(mc, cc, ALL, slots, ntok, tok, lc) || model_step(mg, cg, SLOTS, slots, ntok, tok, lg);
     double e = rc ? 1 : rel_norm(lg, lc, (size_t)SLOTS * V);
-    CHECKF("KV cache: prefill logits of three slots", !rc && e <= tol, "%s %.3g", rc ? rl_errmsg() : "", e);
+    CHECKF("KV cache: prefill logits of three slots", !rc && e <= gen_tol, "%s %.3g", rc ? rl_errmsg() : "", e);
+    kv_cache_fork(cg, SLOTS, 0, PLEN);
     double worst = 0;
     for (int k = 0; k < STEPS && !rc; k++) {
-        int next[SLOTS];
-        for (int s = 0; s < SLOTS; s++) {
+        int next[ALL];
+        for (int s = 0; s < ALL; s++) {
             next[s] = (int)(rng_next(R) % (uint64_t)V);
             ntok[s] = 1;
         }
-        rc = model_step(mc, cc, SLOTS, slots, ntok, next, lc) || model_step(mg, cg, SLOTS, slots, ntok, next, lg);
-        double ek = rel_norm(lg, lc, (size_t)SLOTS * V);
+        rc = model_step(mc, cc, ALL, slots, ntok, next, lc) || model_step(mg, cg, ALL, slots, ntok, next, lg);
+        double ek = rel_norm(lg, lc, (size_t)ALL * V);
         worst = ek > worst ? ek : worst;
     }
-    CHECKF("KV cache: five batched decode steps", !rc && worst <= tol, "%s %.3g", rc ? rl_errmsg() : "", worst);
+    CHECKF("KV cache: five batched decode steps, one slot a fork of another", !rc && worst <= gen_tol, "%s %.3g",
+           rc ? rl_errmsg() : "", worst);
     kv_cache_free(cc), kv_cache_free(cg);
     free(lc), free(lg);
 }
@@ -162,6 +172,7 @@ int main(void)
     }
     const char *d = gpu->detail ? gpu->detail : "";
     tol = strstr(d, "fp32 GEMMs") ? 1e-4 : strstr(d, "tf32 GEMMs") ? 1e-2 : 3e-2;
+    gen_tol = strstr(d, "bf16 KV cache") && tol < 1e-2 ? 1e-2 : tol;
     const char *seed_env = getenv("RL_TEST_SEED");
     uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
     fprintf(stderr, "test_cuda_model: %s; seed %llu\n", d, (unsigned long long)seed);

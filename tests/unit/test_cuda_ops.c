@@ -261,8 +261,36 @@ static void test_rope(void)
  * then the backward. The prompts take the route $RL_CUDA_ATTN picks (by
  * default cuBLAS; tc, cublas, tiled, simple: tests/gpu/run and the
  * emulation run each; the tensor-core kernels take both head_dims). */
-static void test_attention(int hd)
+/* The GPU's copy of t as bf16 bits (t's values are bf16 values, so exact). */
+static uint16_t *bf16_gpu(const struct two *t)
 {
+    uint16_t *h = rl_malloc((t->n ? t->n : 1) * sizeof *h), *g = gpu->alloc((t->n ? t->n : 1) * sizeof *g);
+    for (size_t i = 0; i < t->n; i++)
+        h[i] = st_f32_to_bf16(t->c[i]);
+    gpu->upload(g, h, t->n * sizeof *h);
+    free(h);
+    return g;
+}
+/* Normalized error of a bf16 GPU buffer of n values against cpu's fp32. */
+static double bf16_err(const uint16_t *g, const float *cpu_vals, size_t n)
+{
+    uint16_t *h = rl_malloc((n ? n : 1) * sizeof *h);
+    float *f = rl_malloc((n ? n : 1) * sizeof *f);
+    gpu->download(h, g, n * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        f[i] = st_bf16_to_f32(h[i]);
+    double e = harness_max_rel_err(f, cpu_vals, n);
+    free(h), free(f);
+    return e;
+}
+
+/* kv16: the GPU's keys and values sit in a bf16 KV cache (bk_attn_seq.kv_bf16;
+ * the CPU's in fp32, holding the same values): kv_append and the forward
+ * read and write it as bf16, the prefill routes through their fp32 copy,
+ * decode's per-query kernel directly. No backward. */
+static void test_attention(int hd, bool kv16)
+{
+    const char *kvn = kv16 ? ", bf16 KV cache" : "";
     enum { NS = 5 };
     int nh = hd == 64 ? 6 : 4, nkv = 2, qs = nh * hd, kvs = 2 * nkv * hd;
     /* 70 and 80 rows span several tiles of the tiled (32 rows) and the
@@ -294,6 +322,7 @@ static void test_attention(int hd)
     struct two q = both(hq, (size_t)rows * qs), kv = rand_bf16_both((size_t)keys * kvs);
     struct two out = poisoned((size_t)rows * qs), lse = poisoned((size_t)rows * nh);
     struct two p = rand_both(p_total, 1);
+    uint16_t *kv16g = kv16 ? bf16_gpu(&kv) : NULL;   /* the GPU's cache, when bf16 */
     struct bk_attn_seq sc[NS], sg[NS];
     int row = 0, key = 0;
     size_t poff = 0;
@@ -304,6 +333,11 @@ static void test_attention(int hd)
         sg[s] = sc[s];
         sg[s].k = kv.g + (size_t)key * kvs;
         sg[s].v = kv.g + (size_t)key * kvs + nkv * hd;
+        if (kv16) {
+            sg[s].k = (const float *)(kv16g + (size_t)key * kvs);
+            sg[s].v = (const float *)(kv16g + (size_t)key * kvs + nkv * hd);
+            sg[s].kv_bf16 = true;
+        }
         sg[s].p = p.g + poff;
         sg[s].lse = lse.g + (size_t)row * nh;
         row += len[s];
@@ -316,12 +350,24 @@ static void test_attention(int hd)
     free(hq), free(hknew);
     cpu->kv_append(sc, NS, knew.c, vnew.c, qs, nkv * hd);
     gpu->kv_append(sg, NS, knew.g, vnew.g, qs, nkv * hd);
-    expect(harness_name("kv_append: each sequence's new K/V rows at its positions (head_dim %d)", hd), &kv, 0);
+    const char *append = harness_name("kv_append: each sequence's new K/V rows at its positions (head_dim %d%s)", hd, kvn);
+    if (kv16) {
+        double e = bf16_err(kv16g, kv.c, kv.n);
+        CHECKF(append, e == 0, "normalized error %.3g", e);
+    } else {
+        expect(append, &kv, 0);
+    }
     drop(&knew), drop(&vnew);
     cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
     gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
-    expect(harness_name("attention: output (prefill, continuation, decode; GQA; head_dim %d)", hd), &out, attn_tol);
-    expect(harness_name("attention: log-sum-exp per query row and head (head_dim %d)", hd), &lse, attn_tol);
+    expect(harness_name("attention: output (prefill, continuation, decode; GQA; head_dim %d%s)", hd, kvn), &out,
+           attn_tol);
+    expect(harness_name("attention: log-sum-exp per query row and head (head_dim %d%s)", hd, kvn), &lse, attn_tol);
+    if (kv16) {
+        gpu->free(kv16g);
+        drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p);
+        return;
+    }
 
     /* backward on the sequences at pos 0 (training's case) and on the
      * continuation (the interface allows it) */
@@ -358,6 +404,44 @@ static void test_attention(int hd)
     free(hdq);
     expect(harness_name("attention_bwd: dk, dv += (no other rows touched; head_dim %d)", hd), &dkv, attn_tol);
     drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
+}
+
+/* kv_append into a bf16 cache rounds each value to nearest, ties to even
+ * (st_f32_to_bf16's rounding), and writes nothing but its rows. */
+static void test_kv_append_bf16(void)
+{
+    enum { KVD = 40, ROWS = 9, CAP = 16 };
+    float *src = rand_host((size_t)2 * ROWS * KVD, 3);
+    /* ties: halfway between two bf16 values, to the even one (1 and 1 + 2^-6) */
+    src[0] = 1.0f + 0x1p-8f, src[1] = 1.0f + 3 * 0x1p-8f, src[2] = -(1.0f + 0x1p-8f);
+    float *gsrc = gpu->alloc(sizeof(float) * 2 * ROWS * KVD);
+    gpu->upload(gsrc, src, sizeof(float) * 2 * ROWS * KVD);
+    size_t nc = (size_t)2 * CAP * KVD;       /* two sequences' caches, k | v rows interleaved */
+    uint16_t *cache = gpu->alloc(nc * 2 * sizeof *cache), *h = rl_malloc(nc * 2 * sizeof *h);
+    for (size_t i = 0; i < 2 * nc; i++)
+        h[i] = 0x7fc1;                        /* a NaN: what is not written stays so */
+    gpu->upload(cache, h, nc * 2 * sizeof *h);
+    int len[2] = {6, 3}, pos[2] = {2, 13};    /* rows 0-5 and 6-8 of the source */
+    struct bk_attn_seq s[2];
+    for (int i = 0; i < 2; i++)
+        s[i] = (struct bk_attn_seq){.row = i ? 6 : 0, .n = len[i], .pos = pos[i], .kv_stride = 2 * KVD,
+                                    .kv_bf16 = true, .k = (const float *)(cache + (size_t)i * CAP * 2 * KVD),
+                                    .v = (const float *)(cache + (size_t)i * CAP * 2 * KVD + KVD)};
+    gpu->kv_append(s, 2, gsrc, gsrc + KVD, 2 * KVD, KVD);
+    gpu->download(h, cache, nc * 2 * sizeof *h);
+    long bad = 0;
+    for (int i = 0; i < 2; i++)
+        for (int t = 0; t < CAP; t++)
+            for (int d = 0; d < 2 * KVD; d++) {
+                int r = t - pos[i];
+                bool written = r >= 0 && r < len[i];
+                uint16_t want = written ? st_f32_to_bf16(src[(size_t)(s[i].row + r) * 2 * KVD + d]) : 0x7fc1;
+                bad += h[((size_t)i * CAP + t) * 2 * KVD + d] != want;
+            }
+    CHECKF("kv_append into a bf16 cache: each value to nearest (ties to even), nothing else written", bad == 0,
+           "%ld of %zu values differ", bad, 2 * nc);
+    gpu->free(gsrc), gpu->free(cache);
+    free(src), free(h);
 }
 
 static void test_elementwise(void)
@@ -1019,8 +1103,13 @@ int main(void)
     test_norms(33);
     test_norms(300);
     test_rope();
-    test_attention(64);
-    test_attention(128);
+    test_attention(64, false);
+    test_attention(128, false);
+    if (!strcmp(gpu->name, "cuda")) {       /* the CPU (devsim) holds no bf16 cache */
+        test_attention(64, true);
+        test_attention(128, true);
+        test_kv_append_bf16();
+    }
     test_elementwise();
     test_vocab();
     test_sample_rows();

@@ -1,0 +1,40 @@
+#!/bin/bash
+# bench/gpu_bench and bench/gen_bench, the GPU report's benchmarks, run on
+# devsim (the CPU behind device pointers) at a tiny size: each figure
+# tests/gpu/run reads comes out, as a positive number. A GPU session's few
+# minutes should not be where a benchmark is found broken (the sixth
+# session's top-p rows decoded past the KV cache they had sized, which only
+# a run shows).
+. "$(dirname "$0")/lib.sh"
+B=${RL_BUILD:-$RL_ROOT/build/opt}/benchbin/gpu_bench
+G=${RL_BUILD:-$RL_ROOT/build/opt}/benchbin/gen_bench
+if [ ! -x "$B" ] || [ ! -x "$G" ]; then
+    skip "gpu_bench and gen_bench on devsim" "not built"
+    finish
+fi
+cfg=$RL_ROOT/tests/data/configs/smollm2-135m.json
+# has KEY: the line "KEY <positive number>" is in the output
+has() { awk -v k="$1" '$1 == k && $2 + 0 > 0 { found = 1 } END { exit !found }' "$TMP/out"; }
+
+"$B" -D devsim -g -p 70 -d 4 -L 2 -c "$cfg" > "$TMP/out" 2> "$TMP/err"
+check "gpu_bench -g on devsim exits 0" test $? = 0 -a ! -s "$TMP/err"
+for b in 1 64; do
+    for k in rows_tokens_per_s rows_floor_tokens_per_s rows_of_floor rows_draw_tokens_per_s \
+             rows_hostdraw_tokens_per_s rows_topp_draw_tokens_per_s rows_topp_hostdraw_tokens_per_s \
+             cublas_tokens_per_s cublas_of_floor; do
+        check "gpu_bench decode: decode_b${b}_$k" has "decode_b${b}_$k"
+    done
+done
+
+"$B" -D devsim -t -b 2 -s 24 -L 1 -c "$cfg" > "$TMP/out" 2> "$TMP/err"
+check "gpu_bench -t on devsim exits 0" test $? = 0 -a ! -s "$TMP/err"
+for k in train_step_s train_tokens_per_s; do
+    check "gpu_bench training step: $k" has $k
+done
+
+"$G" -D devsim -c "$cfg" -L 2 -p 4 -l 16 -n 3 -g 8 -s 32 -b 64 -P 0.9 > "$TMP/out" 2> "$TMP/err"
+check "gen_bench on devsim exits 0" test $? = 0
+for k in gen_b64_tokens_per_s gen_b64_steps gen_b64_slots_busy gen_b1_tokens_per_s; do
+    check "gen_bench: $k" has $k
+done
+finish
