@@ -6,7 +6,9 @@ in the same run (tests/gpu/run calls both).
   - training step of the same Llama config: bf16 autocast over fp32 master
     weights, fused AdamW, flash attention through scaled_dot_product_attention;
   - decode tokens/s at batch 1 and 64 after a 128-token prompt, with a KV
-    cache, fp32 weights (the bytes rlflow reads) and bf16 weights.
+    cache, fp32 weights (the bytes rlflow reads) and bf16 weights; and with
+    bf16 weights and cache after a 2048-token prompt (a long context, where
+    the cache's bytes weigh).
 
 A minimal Llama written from the formulas (RMSNorm, rotate-half RoPE, GQA,
 SwiGLU), not transformers, so that the work is the same as rlflow's.
@@ -145,13 +147,17 @@ def train(m, c, B, S, peak):
 
 
 @torch.inference_mode()
-def decode(m, c, B, steps, dtype, tag):
+def decode(m, c, B, steps, dtype, tag, P=128):
     mm = m.to(dtype)
-    P, L = 128, len(m.layers)
+    L = len(m.layers)
     kc = torch.zeros(L, B, m.nkv, P + steps + 1, m.hd, device=DEV, dtype=dtype)
     vc = torch.zeros_like(kc)
-    ids = torch.randint(0, c["vocab_size"], (B, P), device=DEV)
-    mm(ids, torch.arange(P, device=DEV), (kc, vc, 0))
+    # one prompt prefilled, its cache copied to every sequence (as rlflow's
+    # benchmark forks it): a batch of long prompts' logits would not fit
+    ids = torch.randint(0, c["vocab_size"], (1, P), device=DEV)
+    mm(ids, torch.arange(P, device=DEV), (kc[:, :1], vc[:, :1], 0))
+    kc[:, 1:, :, :P] = kc[:, :1, :, :P]
+    vc[:, 1:, :, :P] = vc[:, :1, :, :P]
     tok = torch.randint(0, c["vocab_size"], (B, 1), device=DEV)
     t0 = 0
     for k in range(steps):
@@ -186,6 +192,9 @@ def main():
         for B_ in (1, 64):
             decode(m, c, B_, steps, dtype, tag)
             sys.stdout.flush()
+    for B_ in (1, 64):
+        decode(m, c, B_, steps, torch.bfloat16, "bf16_ctx2048", 2048)
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

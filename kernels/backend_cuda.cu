@@ -149,6 +149,9 @@ static int cuda_init(void)
     const char *attn = getenv("RL_CUDA_ATTN");
     if (cuda_attention_mode(attn) < 0)
         return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, tc-fwd, cublas, tiled or simple", attn);
+    const char *dec = getenv("RL_CUDA_DECODE");
+    if (cuda_decode_mode(dec) < 0)
+        return fail("RL_CUDA_DECODE=\"%s\": expected auto, split or query", dec);
     const char *rows = getenv("RL_CUDA_ROWS");
     if (cuda_rows_mode(rows) < 0)
         return fail("RL_CUDA_ROWS=\"%s\": expected auto, tc or fp32", rows);
@@ -162,9 +165,10 @@ static int cuda_init(void)
     if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
-    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s, %s KV cache", prop.name,
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s%s, %s KV cache", prop.name,
              prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
-             cuda_rows_tc() ? ", tensor-core decoding" : "", kv_bf16 ? "bf16" : "fp32");
+             cuda_split_decode() ? ", split decode attention" : "", cuda_rows_tc() ? ", tensor-core decoding" : "",
+             kv_bf16 ? "bf16" : "fp32");
     table = make_table();
     table.kv_bf16 = kv_bf16;
     table.detail = detail;

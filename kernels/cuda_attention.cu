@@ -24,6 +24,21 @@ static int attn_mode;
 #define AUTO_TC_FWD 0
 #define AUTO_TC_BWD 0
 
+/* $RL_CUDA_DECODE: auto (AUTO_DECODE_SPLIT), split (decode steps on the
+ * split kernel where it applies: head_dim <= 128, groups of up to 8 query
+ * heads) or query (the per-query kernel). RL_CUDA_ATTN=simple keeps the
+ * per-query kernel. */
+enum { DECODE_AUTO, DECODE_SPLIT, DECODE_QUERY };
+static const char *const decode_modes[] = {"auto", "split", "query"};
+static int decode_mode;
+/* not yet measured on a GPU: the per-query kernel until it is */
+#define AUTO_DECODE_SPLIT 0
+static bool split_decode_on(void)
+{
+    return attn_mode != ATTN_SIMPLE && (decode_mode == DECODE_SPLIT || (decode_mode == DECODE_AUTO && AUTO_DECODE_SPLIT));
+}
+static bool use_split_decode(int n, int hd, int group) { return split_decode_on() && attn_decode_applies(n, hd, group); }
+
 /* Whether a call whose longest sequence has n queries takes the tiled
  * kernels: decode steps (a few queries per sequence) keep a block per query
  * in the forward; the backward is always tiled. */
@@ -115,19 +130,32 @@ static struct bk_attn_seq *widen_kv(const struct bk_attn_seq *s, int n_seq, int 
     return w;
 }
 
-/* The per-query kernels take fp32 and bf16 caches in separate launches. */
-static void attn_kernels_by_kv(float *out, int out_stride, const float *q, int q_stride, struct bk_attn_seq *k,
-                               int nk, int n_heads, int n_kv, int hd, float scale)
+/* Stable partition: the sequences for which keep(x) holds first; their count. */
+template <class P> static int partition(struct bk_attn_seq *k, int n, P keep)
 {
-    int n32 = 0;
-    for (int i = 0; i < nk; i++)       /* fp32 first, in order (a stable partition) */
-        if (!k[i].kv_bf16) {
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (keep(k[i])) {
             struct bk_attn_seq t = k[i];
-            memmove(&k[n32 + 1], &k[n32], (size_t)(i - n32) * sizeof *k);
-            k[n32++] = t;
+            memmove(&k[m + 1], &k[m], (size_t)(i - m) * sizeof *k);
+            k[m++] = t;
         }
-    attn_kernels(out, out_stride, q, q_stride, k, n32, n_heads, n_kv, hd, scale);
-    attn_kernels(out, out_stride, q, q_stride, k + n32, nk - n32, n_heads, n_kv, hd, scale);
+    return m;
+}
+
+/* The sequences the fp32 kernels take: fp32 and bf16 caches in separate
+ * launches, and in each, decode steps on the split kernel where it applies. */
+static void attn_kernels_all(float *out, int out_stride, const float *q, int q_stride, struct bk_attn_seq *k, int nk,
+                             int n_heads, int n_kv, int hd, float scale)
+{
+    int n32 = partition(k, nk, [](const bk_attn_seq &x) { return !x.kv_bf16; });
+    for (int half = 0; half < 2; half++) {
+        struct bk_attn_seq *p = half ? k + n32 : k;
+        int np = half ? nk - n32 : n32;
+        int nd = partition(p, np, [&](const bk_attn_seq &x) { return use_split_decode(x.n, hd, n_heads / n_kv); });
+        attn_decode(out, out_stride, q, q_stride, p, nd, n_heads, n_kv, hd, scale);
+        attn_kernels(out, out_stride, q, q_stride, p + nd, np - nd, n_heads, n_kv, hd, scale);
+    }
 }
 
 static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s_in,
@@ -143,7 +171,7 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, false, BY_KERNELS, &nk);
-    attn_kernels_by_kv(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
+    attn_kernels_all(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
     free(s);
 }
@@ -168,12 +196,25 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     free(k);
 }
 
+/* The index of name among modes (unset or empty: the first), or -1. */
+template <int N> static int mode_index(const char *name, const char *const (&modes)[N])
+{
+    for (int i = 0; i < N; i++)
+        if (!name || !*name ? i == 0 : !strcmp(name, modes[i]))
+            return i;
+    return -1;
+}
+
+int cuda_decode_mode(const char *name)
+{
+    decode_mode = mode_index(name, decode_modes);
+    return decode_mode < 0 ? -1 : 0;
+}
+bool cuda_split_decode(void) { return split_decode_on(); }
+
 int cuda_attention_mode(const char *name)
 {
-    attn_mode = -1;
-    for (int i = 0; i < (int)(sizeof attn_modes / sizeof *attn_modes); i++)
-        if (!name || !*name ? i == 0 : !strcmp(name, attn_modes[i]))
-            attn_mode = i;
+    attn_mode = mode_index(name, attn_modes);
     return attn_mode < 0 ? -1 : 0;
 }
 

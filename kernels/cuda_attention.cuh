@@ -17,6 +17,23 @@
 
 #define TC_BR 64                      /* the tensor-core kernels: rows per block (queries; keys in dk/dv) */
 
+/* the split decode kernel (cuda_attn_decode.cu): sequences of up to
+ * DEC_MAX_N queries, head_dim up to DEC_MAX_HD, up to DEC_MAX_GROUP query
+ * heads per kv head; a context of ctx keys is cut into dec_splits(ctx)
+ * splits of at least DEC_MIN_KEYS keys (but at most DEC_MAX_SPLITS), a
+ * function of ctx alone (batch invariance) */
+#define DEC_MAX_N 4
+#define DEC_MAX_HD 128
+#define DEC_MAX_GROUP 8
+#define DEC_WARPS 4
+#define DEC_MIN_KEYS 64
+#define DEC_MAX_SPLITS 16
+__host__ __device__ static inline int dec_splits(int ctx)
+{
+    int s = (ctx + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS;
+    return s < 1 ? 1 : s > DEC_MAX_SPLITS ? DEC_MAX_SPLITS : s;
+}
+
 struct attn_args {
     int n_seq;
     int first[ATTN_SEQS + 1];       /* prefix sums of the block rows per sequence */
@@ -34,7 +51,7 @@ __device__ static inline int find_seq(const attn_args &A, int b)
 /* Fill the launch description for the (at most ATTN_SEQS) sequences from s0
  * on; `per` says what a block takes of a sequence (a query, a key, a tile
  * of either). Returns the number of blocks. */
-enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE, PER_QUERY_TC, PER_KEY_TC };
+enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE, PER_QUERY_TC, PER_KEY_TC, PER_QUERY_SPLIT };
 static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n_seq, int s0, int per)
 {
     int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
@@ -48,6 +65,7 @@ static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n
                    : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR
                    : per == PER_KEY_TILE ? (x->pos + x->n + FB_BC - 1) / FB_BC
                    : per == PER_QUERY_TC ? (x->n + TC_BR - 1) / TC_BR
+                   : per == PER_QUERY_SPLIT ? x->n * dec_splits(x->pos + x->n)
                                          : (x->pos + x->n + TC_BR - 1) / TC_BR;
         A->first[i + 1] = A->first[i] + blocks;
     }
@@ -64,6 +82,10 @@ void attn_bwd_kernels(float *dq, int q_stride, const float *dout, int dout_strid
                       float scale);
 void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src, int src_stride,
                     int kv_dim);
+/* the split decode kernel, for the sequences it applies to (all with one kv_bf16) */
+bool attn_decode_applies(int n, int hd, int group);
+void attn_decode(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s, int n_seq,
+                 int n_heads, int n_kv, int hd, float scale);
 /* cuBLAS, one sequence (its scratch given) */
 void attn_gemm_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *x, int nh,
                    int nkv, int hd, float scale);
