@@ -465,6 +465,8 @@ static int setup(struct gen *g, struct model *m, struct tok_ctx *tc, const struc
         return rl_err("%s: lower --batch (%d), --max-prompt-tokens (%d) or --max-new-tokens (%d)", why, o->batch,
                       o->max_prompt, o->max_new);
     }
+    st->kv_bytes = kv_cache_bytes(g->cache);
+    st->kv_bf16 = g->cache->bf16;
     g->slot = rl_calloc((size_t)o->batch, sizeof *g->slot);
     g->cap = o->batch * 4 > 64 ? o->batch * 4 : 64;      /* records in flight: bounds the reorder buffer */
     g->jobs = rl_calloc((size_t)g->cap, sizeof *g->jobs);

@@ -39,6 +39,8 @@ struct gen_stats {
     uint64_t prefills;           /* prompts run through the model */
     uint64_t steps, rows;        /* decode steps, and the samples they advanced */
     double seconds;
+    size_t kv_bytes;             /* the KV cache's size */
+    bool kv_bf16;                /* its values in bf16 (a GPU in bf16 mode), else fp32 */
 };
 
 /* Generate for every record of `in`, writing to `out`. 0, or -1 with rl_err;

@@ -330,13 +330,13 @@ struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len)
      * 4-byte alignment that bk->copy's floats need in kv_cache_fork */
     c->bf16 = m->bk->kv_bf16 && m->kv_dim % 2 == 0;
     c->len = rl_calloc(n_slots, sizeof *c->len);
-    size_t bytes = kv_offset(c, n_slots, 0);
-    c->k = m->bk->alloc(bytes);
-    c->v = m->bk->alloc(bytes);
+    size_t bytes = kv_cache_bytes(c);
+    c->k = m->bk->alloc(bytes / 2);
+    c->v = m->bk->alloc(bytes / 2);
     if (!c->k || !c->v) {
         kv_cache_free(c);
         return rl_err("out of memory for a KV cache of %d x %d tokens (%.1f GiB)", n_slots, max_len,
-                      2.0 * bytes / 1073741824.0), NULL;
+                      bytes / 1073741824.0), NULL;
     }
     return c;
 }
@@ -350,6 +350,8 @@ void kv_cache_free(struct kv_cache *c)
     free(c->len);
     free(c);
 }
+
+size_t kv_cache_bytes(const struct kv_cache *c) { return 2 * kv_offset(c, c->n_slots, 0); }
 
 void kv_cache_clear(struct kv_cache *c, int slot) { c->len[slot] = 0; }
 

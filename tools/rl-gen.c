@@ -113,16 +113,22 @@ static void add_stats(struct gen_stats *t, const struct gen_stats *s)
     t->records += s->records, t->samples += s->samples, t->tokens += s->tokens;
     t->prompt_tokens += s->prompt_tokens, t->truncated_prompts += s->truncated_prompts;
     t->prefills += s->prefills, t->steps += s->steps, t->rows += s->rows, t->seconds += s->seconds;
+    t->kv_bytes = s->kv_bytes, t->kv_bf16 = s->kv_bf16;          /* each input's cache is the same */
 }
 
 /* How the run went; "slots busy" is the share of the batch that decode
- * steps kept at work (the batch's tail and short inputs lower it). */
+ * steps kept at work (the batch's tail and short inputs lower it); the KV
+ * cache's size is what --batch and the token limits cost in memory. */
 static void print_summary(const struct gen_stats *t, int batch)
 {
+    double kib = t->kv_bytes / 1024.0;
+    int unit = kib >= 1048576 ? 2 : kib >= 1024 ? 1 : 0;
     fprintf(stderr, "%s: %llu prompts, %llu tokens in %.1f s (%.1f tokens/s); %llu prefills, %llu decode steps, "
-            "slots %.0f%% busy\n", rl_prog, (unsigned long long)t->records, (unsigned long long)t->tokens, t->seconds,
-            t->seconds > 0 ? t->tokens / t->seconds : 0, (unsigned long long)t->prefills,
-            (unsigned long long)t->steps, t->steps ? 100.0 * t->rows / ((double)t->steps * batch) : 0);
+            "slots %.0f%% busy; KV cache %.1f %s (%s)\n", rl_prog, (unsigned long long)t->records,
+            (unsigned long long)t->tokens, t->seconds, t->seconds > 0 ? t->tokens / t->seconds : 0,
+            (unsigned long long)t->prefills, (unsigned long long)t->steps,
+            t->steps ? 100.0 * t->rows / ((double)t->steps * batch) : 0, kib / (unit == 2 ? 1048576 : unit ? 1024 : 1),
+            unit == 2 ? "GiB" : unit ? "MiB" : "KiB", t->kv_bf16 ? "bf16" : "fp32");
 }
 
 int main(int argc, char **argv)
