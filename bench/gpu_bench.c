@@ -286,6 +286,8 @@ int main(int argc, char **argv)
                             "[-p decode_prompt] [-D device] [-t | -g] [-I]\n");
             return opt == 'h' ? 0 : 2;
         }
+    if (prompt < 1 || steps < 1 || batch < 1 || seq < 1)
+        rl_die("-p, -d, -b and -s take counts of at least 1");
     const struct backend *bk = backend_get(device);
     if (!bk) {
         printf("skip %s\n", rl_errmsg());

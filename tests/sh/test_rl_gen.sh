@@ -45,8 +45,8 @@ done
 check "-v: the summary on stderr; one prefill a prompt" grep -q "12 prompts, .* 12 prefills" sum3
 # its KV cache: K and V, for each of the 3 slots, (prompt + new + 1) positions
 # of layers x kv_dim values, fp32 (4 bytes) on the CPU
-kv=$(jq '2 * 3 * (32 + 16 + 1) * .num_hidden_layers * (.hidden_size / .num_attention_heads * .num_key_value_heads)
-         * 4 / 1024' "$RL_ROOT/tests/data/configs/tiny-llama.json")
+kv=$(printf %.1f "$(jq '2 * 3 * (32 + 16 + 1) * .num_hidden_layers
+    * (.hidden_size / .num_attention_heads * .num_key_value_heads) * 4 / 1024' "$RL_ROOT/tests/data/configs/tiny-llama.json")")
 check "-v: the KV cache's size ($kv KiB, fp32)" grep -q "KV cache $kv KiB (fp32)" sum3
 gen -v -b 1 p.jsonl 2> sum1 > /dev/null
 check "--batch 1: one prefill a prompt, its samples in turn in the same slot" grep -q " 12 prefills" sum1

@@ -406,20 +406,18 @@ static void test_attention(int hd, bool kv16)
     drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
 }
 
-/* Decode steps over long contexts: sequences of 1 to 4 queries after up to
- * 2000 cached keys (one to sixteen splits of the split kernel, and a
- * context that is not a multiple of its split), groups of 4, 8 and 12
- * query heads (12: beyond the split kernel, the per-query kernel's), over
- * an fp32 or a bf16 cache (kv16: the GPU's in bf16, the CPU's the same
- * values in fp32). Scores spread over several units so that the softmax
- * is neither flat nor one-hot. */
-static void test_decode(int hd, int nh, int nkv, bool kv16)
+/* Decode steps over long contexts: ns sequences of len[s] (1 to 4) queries
+ * after pos[s] cached keys, in groups of nh / nkv query heads (beyond 8:
+ * the per-query kernel's, not the split kernel's), over an fp32 or a bf16
+ * cache (kv16: the GPU's in bf16, the CPU's the same values in fp32).
+ * Scores spread over several units so that the softmax is neither flat nor
+ * one-hot. Where the emulation traces launches and the split kernel is on,
+ * it must be the one that ran. */
+static void test_decode(int hd, int nh, int nkv, bool kv16, int ns, const int *len, const int *pos, const char *what)
 {
-    enum { NS = 5 };
-    int len[NS] = {1, 3, 1, 4, 2}, pos[NS] = {0, 62, 700, 1100, 2000};
     int qs = nh * hd, kvd = nkv * hd, rows = 0;
     size_t keys = 0, p_total = 0;
-    for (int s = 0; s < NS; s++) {
+    for (int s = 0; s < ns; s++) {
         rows += len[s];
         keys += (size_t)pos[s] + len[s];
         p_total += (size_t)nh * len[s] * (pos[s] + len[s]);
@@ -428,10 +426,10 @@ static void test_decode(int hd, int nh, int nkv, bool kv16)
     struct two q = rand_bf16_both((size_t)rows * qs), k = rand_bf16_both(keys * kvd), v = rand_bf16_both(keys * kvd);
     struct two out = poisoned((size_t)rows * qs), lse = poisoned((size_t)rows * nh), p = rand_both(p_total, 1);
     uint16_t *k16 = kv16 ? bf16_gpu(&k) : NULL, *v16 = kv16 ? bf16_gpu(&v) : NULL;
-    struct bk_attn_seq sc[NS], sg[NS];
+    struct bk_attn_seq *sc = rl_malloc(ns * sizeof *sc), *sg = rl_malloc(ns * sizeof *sg);
     int row = 0;
     size_t key = 0, poff = 0;
-    for (int s = 0; s < NS; s++) {
+    for (int s = 0; s < ns; s++) {
         sc[s] = (struct bk_attn_seq){.row = row, .n = len[s], .pos = pos[s], .kv_stride = kvd, .k = k.c + key * kvd,
                                      .v = v.c + key * kvd, .p = p.c + poff, .lse = lse.c + (size_t)row * nh};
         sg[s] = sc[s];
@@ -444,16 +442,44 @@ static void test_decode(int hd, int nh, int nkv, bool kv16)
         key += (size_t)pos[s] + len[s];
         poff += (size_t)nh * len[s] * (pos[s] + len[s]);
     }
-    cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
-    gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
+    traced("");
+    cpu->attention(out.c, qs, q.c, qs, sc, ns, nh, nkv, hd, scale);
+    gpu->attention(out.g, qs, q.g, qs, sg, ns, nh, nkv, hd, scale);
+    long split = traced("attention (split decode)");
     const char *kvn = kv16 ? ", bf16 KV cache" : "";
-    expect(harness_name("attention, decode steps over up to 2002 keys: output (head_dim %d, %d heads, %d kv%s)", hd,
-                        nh, nkv, kvn), &out, 1e-5);
-    expect(harness_name("attention, decode steps over up to 2002 keys: log-sum-exp (head_dim %d, %d heads, %d kv%s)",
-                        hd, nh, nkv, kvn), &lse, 1e-5);
+    expect(harness_name("attention, decode steps, %s: output (head_dim %d, %d heads, %d kv%s)", what, hd, nh, nkv,
+                        kvn), &out, 1e-5);
+    expect(harness_name("attention, decode steps, %s: log-sum-exp (head_dim %d, %d heads, %d kv%s)", what, hd, nh,
+                        nkv, kvn), &lse, 1e-5);
+    if (split >= 0 && gpu->detail && strstr(gpu->detail, "split decode")) {
+        bool want = nh / nkv <= 8;
+        CHECKF(harness_name("attention, decode steps, %s: %s the split kernel (%d heads, %d kv)", what,
+                            want ? "on" : "beyond", nh, nkv), (split > 0) == want, "%ld split launches", split);
+    }
     if (kv16)
         gpu->free(k16), gpu->free(v16);
+    free(sc), free(sg);
     drop(&q), drop(&k), drop(&v), drop(&out), drop(&lse), drop(&p);
+}
+
+/* Contexts of 1 to 2002 keys (one to sixteen splits of the split kernel,
+ * and contexts that are not a multiple of their split); and 40 sequences,
+ * more than one launch takes (ATTN_SEQS). */
+static void test_decodes(void)
+{
+    int len[40] = {1, 3, 1, 4, 2}, pos[40] = {0, 62, 700, 1100, 2000};
+    const char *longer = "up to 2002 keys";
+    test_decode(64, 8, 2, false, 5, len, pos, longer);
+    test_decode(128, 8, 1, false, 5, len, pos, longer);
+    test_decode(64, 12, 1, false, 5, len, pos, longer);
+    for (int s = 0; s < 40; s++)
+        len[s] = 1 + s % 4, pos[s] = 37 * s % 301;
+    test_decode(64, 8, 2, false, 40, len, pos, "40 sequences");
+    if (!strcmp(gpu->name, "cuda")) {       /* the CPU (devsim) holds no bf16 cache */
+        int l5[5] = {1, 3, 1, 4, 2}, p5[5] = {0, 62, 700, 1100, 2000};
+        test_decode(64, 8, 2, true, 5, l5, p5, longer);
+        test_decode(128, 8, 1, true, 5, l5, p5, longer);
+    }
 }
 
 /* kv_append into a bf16 cache rounds each value to nearest, ties to even
@@ -1155,14 +1181,10 @@ int main(void)
     test_rope();
     test_attention(64, false);
     test_attention(128, false);
-    test_decode(64, 8, 2, false);
-    test_decode(128, 8, 1, false);
-    test_decode(64, 12, 1, false);
+    test_decodes();
     if (!strcmp(gpu->name, "cuda")) {       /* the CPU (devsim) holds no bf16 cache */
         test_attention(64, true);
         test_attention(128, true);
-        test_decode(64, 8, 2, true);
-        test_decode(128, 8, 1, true);
         test_kv_append_bf16();
     }
     test_elementwise();
