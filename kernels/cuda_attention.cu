@@ -102,6 +102,11 @@ __global__ static void k_widen(float *dst, const unsigned short *src, int cols, 
     for (int c = threadIdx.x; c < cols; c += blockDim.x)
         dst[(size_t)blockIdx.x * cols + c] = get(src, (size_t)blockIdx.x * ld + c);
 }
+/* The floats of the fp32 copy widen_kv makes of sequence x's K and V. */
+static size_t widened_floats(const struct bk_attn_seq *x, int n_heads, int n_kv, int hd)
+{
+    return x->kv_bf16 && !reads_bf16_kv(x, n_heads, hd) ? 2 * (size_t)(x->pos + x->n) * n_kv * hd : 0;
+}
 static struct bk_attn_seq *widen_kv(const struct bk_attn_seq *s, int n_seq, int n_heads, int n_kv, int hd)
 {
     struct bk_attn_seq *w = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *w);
@@ -110,8 +115,7 @@ static struct bk_attn_seq *widen_kv(const struct bk_attn_seq *s, int n_seq, int 
     memcpy(w, s, (size_t)n_seq * sizeof *w);
     size_t kvd = (size_t)n_kv * hd, total = 0;
     for (int i = 0; i < n_seq; i++)
-        if (s[i].kv_bf16 && !reads_bf16_kv(&s[i], n_heads, hd))
-            total += 2 * (size_t)(s[i].pos + s[i].n) * kvd;
+        total += widened_floats(&s[i], n_heads, n_kv, hd);
     float *ws = total ? (float *)workspace(WS_KV32, total * sizeof(float)) : NULL;
     for (int i = 0; i < n_seq && ws; i++) {
         int ctx = s[i].pos + s[i].n;
@@ -158,10 +162,9 @@ static void attn_kernels_all(float *out, int out_stride, const float *q, int q_s
     }
 }
 
-static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s_in,
-                         int n_seq, int n_heads, int n_kv, int hd, float scale)
+static void attention_part(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s_in,
+                           int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
-    check_hd(hd);
     struct bk_attn_seq *s = widen_kv(s_in, n_seq, n_heads, n_kv, hd);
     for (int i = 0; i < n_seq; i++)
         if (seq_route(&s[i], n_heads, hd, false) == BY_GEMM)
@@ -174,6 +177,35 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     attn_kernels_all(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
     free(s);
+}
+
+/* The fp32 copies of a call's bf16 caches take at most this much workspace
+ * at once (unless one sequence's alone is more): a call is cut into parts
+ * of consecutive sequences that fit. Sequences are attended independently,
+ * so the parts give the call's bits. The emulation's budget is small, so
+ * that the tests cut calls too. */
+#ifdef RL_CUDA_EMU
+#define WIDEN_BUDGET ((size_t)64 << 10)
+#else
+#define WIDEN_BUDGET ((size_t)256 << 20)
+#endif
+
+static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+                         int n_seq, int n_heads, int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    for (int i = 0; i < n_seq;) {
+        int j = i + 1;
+        size_t bytes = widened_floats(&s[i], n_heads, n_kv, hd) * sizeof(float);
+        for (; j < n_seq; j++) {
+            size_t more = widened_floats(&s[j], n_heads, n_kv, hd) * sizeof(float);
+            if (bytes + more > WIDEN_BUDGET)
+                break;
+            bytes += more;
+        }
+        attention_part(out, out_stride, q, q_stride, s + i, j - i, n_heads, n_kv, hd, scale);
+        i = j;
+    }
 }
 
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
