@@ -129,17 +129,21 @@ $(LIB_A): $(LIB_OBJ)
 # The same CUDA source compiled with g++ against the CPU emulation of
 # tests/emu (kernels run as fibers, cuBLAS as OpenBLAS): make check runs the
 # GPU test programs on it, so the kernels' logic is checked on every machine,
-# with or without nvcc. Not in the sanitizer build (ASan and swapcontext).
-# UBSan's alignment check is on: a misaligned double or vector access faults
-# on a GPU and passes silently on x86, so the emulation stops the run there.
-ifneq ($(SANITIZE),1)
+# with or without nvcc. UBSan's alignment check is on: a misaligned double
+# or vector access faults on a GPU and passes silently on x86, so the
+# emulation stops the run there. In the sanitizer build it is under ASan
+# and UBSan (the fibers' switches announced to ASan): a kernel's read or
+# write past a device buffer stops the run, naming the kernel's line.
 EMU_SO  := $(BUILD)/emu/rlflow-cuda-emu.so
-endif
 CXX     ?= c++
-EMU_ALIGN := -fsanitize=alignment -fno-sanitize-recover=alignment
+ifeq ($(SANITIZE),1)
+EMU_CHECKS := -O1 $(SANFLAGS)
+else
+EMU_CHECKS := -O2 -fsanitize=alignment -fno-sanitize-recover=alignment
+endif
 $(BUILD)/emu/rlflow-cuda-emu.so: $(CU_SRC) $(wildcard kernels/*.cuh) tests/emu/cuda_emu.h lib/backend.h lib/sample.h | build/.deps-build
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++20 -O2 -fPIC -shared -DRL_CUDA_EMU $(EMU_ALIGN) $(WARN) -Wno-unknown-pragmas -Itests/emu -Ilib \
+	$(CXX) -std=c++20 -fPIC -shared -DRL_CUDA_EMU $(EMU_CHECKS) $(WARN) -Wno-unknown-pragmas -Itests/emu -Ilib \
 	  $(BLAS_CFLAGS) -x c++ $(CU_SRC) $(BLAS_LIBS) -o $@
 
 $(BIN)/%: $(BUILD)/tools/%.o $(LIB_A)

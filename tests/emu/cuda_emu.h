@@ -37,6 +37,13 @@
 #include <cstdint>
 #include <ucontext.h>
 #include <vector>
+#if defined(__SANITIZE_ADDRESS__)   /* make check SANITIZE=1: the fibers' switches are told to ASan */
+#define EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#else
+#define EMU_ASAN 0
+#endif
 
 #define __global__
 #define __device__
@@ -96,13 +103,45 @@ emu_switch:
     ret
     .size emu_switch, .-emu_switch
 )");
+/* Under AddressSanitizer (make check SANITIZE=1) every switch is announced
+ * to it, with the stack it goes to: ASan then checks the kernels' reads and
+ * writes of device memory (heap here) on the fibers' stacks as on any. */
 struct context {
     void *sp;
+    const void *bottom;          /* its stack, for ASan (the scheduler's: learnt at the first switch) */
+    size_t size;
+    void *fake;                  /* ASan's fake stack of a context switched away from */
 };
-inline void switch_to(context *save, context *load) { emu_switch(&save->sp, &load->sp); }
+/* last: save is never resumed (a finished fiber), so ASan drops its fake stack */
+inline void switch_to(context *save, context *load, bool last = false)
+{
+#if EMU_ASAN
+    __sanitizer_start_switch_fiber(last ? nullptr : &save->fake, load->bottom, load->size);
+#endif
+    (void)last;
+    emu_switch(&save->sp, &load->sp);
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(save->fake, nullptr, nullptr);
+#endif
+}
+/* The first code a new context runs, its switch's other half: it learns
+ * the stack it came from (the scheduler's). */
+inline void started(context *from)
+{
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &from->bottom, &from->size);
+#endif
+    (void)from;
+}
 /* A new stack whose first switch "returns" into start(), aligned as after a call. */
 inline void prepare(context *c, char *stack, size_t size, void (*start)())
 {
+#if EMU_ASAN
+    /* a finished fiber's frames never returned: their redzones are still poisoned */
+    ASAN_UNPOISON_MEMORY_REGION(stack, size);
+#endif
+    c->bottom = stack;
+    c->size = size;
     uintptr_t top = ((uintptr_t)(stack + size)) & ~(uintptr_t)15;
     void **sp = (void **)top;
     *--sp = nullptr;                     /* start()'s return address: it never returns */
@@ -115,7 +154,12 @@ inline void prepare(context *c, char *stack, size_t size, void (*start)())
 struct context {
     ucontext_t uc;
 };
-inline void switch_to(context *save, context *load) { swapcontext(&save->uc, &load->uc); }
+inline void switch_to(context *save, context *load, bool last = false)
+{
+    (void)last;
+    swapcontext(&save->uc, &load->uc);
+}
+inline void started(context *) {}
 inline void prepare(context *c, char *stack, size_t size, void (*start)())
 {
     getcontext(&c->uc);
@@ -186,6 +230,7 @@ inline void drop(gate &g)
 }
 inline void entry()
 {
+    started(&sched);
     fiber *me = cur;
     enter(me);
     (*body)();
@@ -193,7 +238,7 @@ inline void entry()
     progress++;
     drop(block_gate);
     drop(warp_gate[me->warp]);
-    switch_to(&me->ctx, &sched);
+    switch_to(&me->ctx, &sched, true);
     abort();                             /* a finished fiber is never resumed */
 }
 
