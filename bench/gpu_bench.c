@@ -239,7 +239,7 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
                              : (m->bk->detail && strstr(m->bk->detail, "bf16 GEMMs") && m->bk->mark_params ? 2.0 : 4.0);
     double wbytes = wsize * ((double)m->n_params - (m->cfg.tie_word_embeddings ? 0 : (double)m->V * m->H));
     double ctx = prompt + 2 + timed / 2.0;
-    double kvbytes = 2.0 * (c->bf16 ? 2 : 4) * m->L * m->kv_dim * ctx * batch;
+    double kvbytes = 2.0 * kv_value_bytes(c) * m->L * m->kv_dim * ctx * batch;
     double floor_s = (wbytes + kvbytes) / (gbps * 1e9);   /* at the copy's bytes per second */
     const char *mode = invariant ? "rows" : "cublas";
     printf("decode_b%d_%s_tokens_per_s %.0f\n", batch, mode, batch / per_step);

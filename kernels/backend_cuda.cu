@@ -122,13 +122,12 @@ static int pick_math(void)
 static bool kv_bf16;
 static int pick_kv(void)
 {
+    static const char *const modes[] = {"auto", "bf16", "fp32"};
     const char *e = getenv("RL_CUDA_KV");
-    if (!e || !*e || !strcmp(e, "auto"))
-        kv_bf16 = gemm_bf16;
-    else if (!strcmp(e, "bf16") || !strcmp(e, "fp32"))
-        kv_bf16 = !strcmp(e, "bf16");
-    else
+    int i = mode_index(e, modes);
+    if (i < 0)
         return fail("RL_CUDA_KV=\"%s\": expected auto, bf16 or fp32", e);
+    kv_bf16 = i == 0 ? gemm_bf16 : i == 1;
     return 0;
 }
 

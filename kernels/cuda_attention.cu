@@ -119,7 +119,7 @@ static struct bk_attn_seq *widen_kv(const struct bk_attn_seq *s, int n_seq, int 
     float *ws = total ? (float *)workspace(WS_KV32, total * sizeof(float)) : NULL;
     for (int i = 0; i < n_seq && ws; i++) {
         int ctx = s[i].pos + s[i].n;
-        if (!s[i].kv_bf16 || reads_bf16_kv(&s[i], n_heads, hd) || ctx == 0)
+        if (!widened_floats(&s[i], n_heads, n_kv, hd))
             continue;
         int threads = kvd < THREADS ? ((int)kvd + 31) / 32 * 32 : THREADS;
         LAUNCH(k_widen, ctx, threads)(ws, (const unsigned short *)s[i].k, (int)kvd, s[i].kv_stride);
@@ -226,15 +226,6 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, true, BY_KERNELS, &nk);
     attn_bwd_kernels(dq, q_stride, dout, dout_stride, q, out, out_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
-}
-
-/* The index of name among modes (unset or empty: the first), or -1. */
-template <int N> static int mode_index(const char *name, const char *const (&modes)[N])
-{
-    for (int i = 0; i < N; i++)
-        if (!name || !*name ? i == 0 : !strcmp(name, modes[i]))
-            return i;
-    return -1;
 }
 
 int cuda_decode_mode(const char *name)

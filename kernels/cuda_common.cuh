@@ -263,6 +263,15 @@ void cuda_gemm_ops(struct backend *b);
 void cuda_elementwise_ops(struct backend *b);
 void cuda_attention_ops(struct backend *b);
 void cuda_sample_ops(struct backend *b);
+/* The index of name among modes (unset or empty: the first, "auto"), or -1:
+ * how each $RL_CUDA_* switch is read. */
+template <int N> static inline int mode_index(const char *name, const char *const (&modes)[N])
+{
+    for (int i = 0; i < N; i++)
+        if (!name || !*name ? i == 0 : !strcmp(name, modes[i]))
+            return i;
+    return -1;
+}
 /* $RL_CUDA_ROWS (cuda_gemm.cu): 0, or -1 when it names no mode; and whether
  * matmul_rows may take the tensor cores */
 int cuda_rows_mode(const char *name);

@@ -17,13 +17,10 @@ unsigned long op_epoch;
 static bool rows_tc;
 int cuda_rows_mode(const char *name)
 {
-    if (!name || !*name || !strcmp(name, "auto"))
-        rows_tc = AUTO_ROWS_TC;
-    else if (!strcmp(name, "tc") || !strcmp(name, "fp32"))
-        rows_tc = !strcmp(name, "tc");
-    else
-        return -1;
-    return 0;
+    static const char *const modes[] = {"auto", "tc", "fp32"};
+    int i = mode_index(name, modes);
+    rows_tc = i == 0 ? AUTO_ROWS_TC : i == 1;
+    return i < 0 ? -1 : 0;
 }
 bool cuda_rows_tc(void) { return rows_tc && gemm_bf16; }
 

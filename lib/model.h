@@ -142,6 +142,7 @@ struct kv_cache {
 struct kv_cache *kv_cache_new(const struct model *m, int n_slots, int max_len);
 void kv_cache_free(struct kv_cache *c);
 size_t kv_cache_bytes(const struct kv_cache *c);          /* K and V together */
+static inline size_t kv_value_bytes(const struct kv_cache *c) { return c->bf16 ? 2 : 4; }
 void kv_cache_clear(struct kv_cache *c, int slot);
 /* Fork: slot dst becomes the first len tokens of slot src (len <= its
  * length), e.g. one prompt's prefill shared by n samples; dst == src cuts

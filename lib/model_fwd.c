@@ -54,7 +54,7 @@ static void linear(const struct model *m, float *out, const float *in, const flo
 /* Bytes from a KV cache's start to the first position of slot's layer l. */
 static size_t kv_offset(const struct kv_cache *c, int slot, int l)
 {
-    return ((size_t)slot * c->n_layers + l) * c->max_len * c->kv_dim * (c->bf16 ? 2 : 4);
+    return ((size_t)slot * c->n_layers + l) * c->max_len * c->kv_dim * kv_value_bytes(c);
 }
 
 /* Point each sequence's attention at its keys and values: the batch's own
@@ -359,7 +359,7 @@ void kv_cache_fork(struct kv_cache *c, int dst, int src, int len)
 {
     if (dst != src) {
         /* the bits as floats: a bf16 slot's len x kv_dim values are an even count */
-        size_t n = (size_t)len * c->kv_dim * (c->bf16 ? 2 : 4) / sizeof(float);
+        size_t n = (size_t)len * c->kv_dim * kv_value_bytes(c) / sizeof(float);
         for (int l = 0; l < c->n_layers; l++) {
             size_t d = kv_offset(c, dst, l), s = kv_offset(c, src, l);
             c->bk->copy((float *)((char *)c->k + d), (const float *)((const char *)c->k + s), n);
