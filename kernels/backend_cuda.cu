@@ -168,6 +168,7 @@ static int cuda_init(void)
              prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
              cuda_split_decode() ? ", split decode attention" : "", cuda_rows_tc() ? ", tensor-core decoding" : "",
              kv_bf16 ? "bf16" : "fp32");
+    ktimes_start();
     table = make_table();
     table.kv_bf16 = kv_bf16;
     table.detail = detail;

@@ -54,12 +54,18 @@ static inline void fatal(const char *what, const char *why)
         NOTE_LAUNCH(name);                                         \
         cudaError_t e_ = cudaGetLastError();                       \
         if (e_ != cudaSuccess) fatal(name, cudaGetErrorString(e_)); \
+        if (ktimes_on) ktimes_mark(name);                          \
     } while (0)
 #define BLAS(call)                                                          \
     do {                                                                    \
         cublasStatus_t s_ = (call);                                         \
         if (s_ != CUBLAS_STATUS_SUCCESS) fatal(#call, cublasGetStatusString(s_)); \
+        if (ktimes_on) ktimes_mark("cuBLAS");                               \
     } while (0)
+/* RL_CUDA_KERNEL_TIMES (cuda_ktimes.cu): each launch's time, by name */
+extern bool ktimes_on;
+void ktimes_start(void);
+void ktimes_mark(const char *name);
 
 /* Blocks for a grid-stride kernel over n elements. The emulation takes two:
  * any count is correct for these kernels, and few blocks both run faster
