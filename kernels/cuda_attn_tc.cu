@@ -10,9 +10,10 @@
  * keys) of one head, warp w the rows 16w..16w+15, whose fragments it keeps
  * in registers. The other side comes in tiles of BK rows (64 at head_dim
  * 64, 32 at 128, for registers and shared memory) through shared memory,
- * staged as they are and, for the products that contract over rows,
- * transposed: every product here is C = A Bt^T with both operands stored k
- * contiguous, which is what the fragments load. Q, K, V (and dO) are first
+ * two buffers deep: cp.async brings the next tile while the warps work on
+ * this one. Tiles are stored as they are; ldmatrix loads the fragments,
+ * transposing them for the products that contract over a tile's rows
+ * (P V, dS K, P^T dO, dS^T Q). Q, K, V (and dO) are first
  * copied once as bf16, head-major and zero-padded to whole blocks (k_pack),
  * so tiles load without bounds checks. Nothing n x ctx is stored. Inputs
  * are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
@@ -54,65 +55,39 @@ __device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], cons
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++)
 #pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++) {
-            unsigned b[2];
-            load_bt(b, &s.at[8 * nt][16 * kk], HD + 8, lane);
+        for (int nt = 0; nt < BK / 8; nt += 2) {
+            unsigned b[4];
+            load_bt2(b, &s.at[8 * nt][16 * kk], HD + 8, lane);
             mma_bf16(x[nt], a[kk], b);
+            mma_bf16(x[nt + 1], a[kk], b + 2);
         }
 }
 /* acc[HD/8][4] (16 x HD) += x (16 x BK, accumulators, rounded to bf16)
- * times the BK rows of a tile whose transpose st holds (HD rows of BK) */
+ * times the tile s (BK rows of HD) */
 template <int HD, int BK>
-__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tile<HD, BK> &st, int lane)
+__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tile<BK, HD> &s, int lane)
 {
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) {
         unsigned a[4];
         tile_as_a(a, x, kk);
 #pragma unroll
-        for (int dt = 0; dt < HD / 8; dt++) {
-            unsigned b[2];
-            load_bt(b, &st.at[8 * dt][16 * kk], BK + 8, lane);
+        for (int dt = 0; dt < HD / 8; dt += 2) {
+            unsigned b[4];
+            load_b2(b, &s.at[16 * kk][8 * dt], HD + 8, lane);
             mma_bf16(acc[dt], a, b);
+            mma_bf16(acc[dt + 1], a, b + 2);
         }
     }
 }
 
-/* ---- shared tiles: R rows of a head-major copy (pitch C) at src ---- */
-__device__ static inline void copy16(unsigned short *dst, const unsigned short *src)
-{
-#ifdef RL_CUDA_EMU
-    /* g++ -O2 may reorder a uint4 copy of ushort data (strict aliasing);
-     * memcpy is safe, and the alignment a GPU's 16-byte access needs is
-     * checked by hand */
-    if (((uintptr_t)dst | (uintptr_t)src) & 15) {
-        fprintf(stderr, "copy16: a 16-byte copy between %p and %p, misaligned on a GPU\n", (void *)dst, (const void *)src);
-        abort();
-    }
-    memcpy(dst, src, 16);
-#else
-    *(uint4 *)dst = *(const uint4 *)src;
-#endif
-}
-/* as they are: s[r][c] = src[r][c] */
-template <int R, int C> __device__ static void stage_rows(tile<R, C> &s, const unsigned short *src)
+/* ---- shared tiles: R rows of a head-major copy (pitch C) at src, as they
+ * are, by cp.async: the caller commits the group and waits for it ---- */
+template <int R, int C> __device__ static void stage_async(tile<R, C> &s, const unsigned short *src)
 {
     for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
         int r = i / (C / 8), c = 8 * (i % (C / 8));
-        copy16(&s.at[r][c], src + (size_t)r * C + c);
-    }
-}
-/* transposed: s[c][r] = src[r][c] (consecutive threads take consecutive
- * rows, so that their 2-byte stores fall in distinct banks) */
-template <int R, int C> __device__ static void stage_cols(tile<C, R> &s, const unsigned short *src)
-{
-    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
-        int r = i % R, c = 8 * (i / R);
-        unsigned short v[8];
-        copy16(v, src + (size_t)r * C + c);
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-            s.at[c + e][r] = v[e];
+        cp_async16(&s.at[r][c], src + (size_t)r * C + c);
     }
 }
 
@@ -165,8 +140,7 @@ template <int HD, int BK>
 __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B,
                                                              int group, float scale)
 {
-    __shared__ __align__(16) tile<BK, HD> ks;
-    __shared__ __align__(16) tile<HD, BK> vt;
+    __shared__ __align__(16) tile<BK, HD> ks[2], vs[2];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
@@ -177,15 +151,22 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
     float o[HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;   /* the block's last key */
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;          /* its warp's first and last row's */
-    for (int k0 = 0; k0 <= last; k0 += BK) {
-        __syncthreads();                 /* the previous tiles are read */
-        stage_rows(ks, kb + (size_t)k0 * HD);
-        stage_cols<BK, HD>(vt, vb + (size_t)k0 * HD);
-        __syncthreads();
+    stage_async(ks[0], kb);
+    stage_async(vs[0], vb);
+    cp_async_commit();
+    for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= 1) {
+        __syncthreads();                 /* the previous tiles are read: their buffers refill */
+        if (k0 + BK <= last) {
+            stage_async(ks[b ^ 1], kb + (size_t)(k0 + BK) * HD);
+            stage_async(vs[b ^ 1], vb + (size_t)(k0 + BK) * HD);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();              /* this thread's copies of these tiles have landed */
+        __syncthreads();                 /* and every thread's */
         if (k0 > wlast)
             continue;                    /* the warp's rows see none of these keys */
         float x[BK / 8][4], mx[2] = {m[0], m[1]};
-        scores<HD, BK>(x, qa, ks, lane);
+        scores<HD, BK>(x, qa, ks[b], lane);
         bool diag = k0 + BK - 1 > wfirst;   /* some key after some row: mask */
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
@@ -216,7 +197,7 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
                 o[dt][i] *= alpha[i >> 1];
         l[0] = l[0] * alpha[0] + sum[0];  /* this lane's part of the row sum */
         l[1] = l[1] * alpha[1] + sum[1];
-        accumulate<HD, BK>(o, x, vt, lane);   /* O += P V */
+        accumulate<HD, BK>(o, x, vs[b], lane);   /* O += P V */
     }
     float l0 = group_sum(l[0]), l1 = group_sum(l[1]);
     store_rows<HD>(out + (size_t)S.row * out_stride, out_stride, (size_t)h * HD, o, row0, S.n, 1.0f / l0,
@@ -254,8 +235,7 @@ template <int HD, int BK>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
 {
-    __shared__ __align__(16) tile<BK, HD> ks, vs;
-    __shared__ __align__(16) tile<HD, BK> kt;
+    __shared__ __align__(16) tile<BK, HD> ks[2], vs[2];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
@@ -272,17 +252,23 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
     }
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;
-    for (int k0 = 0; k0 <= last; k0 += BK) {
+    stage_async(ks[0], kb);
+    stage_async(vs[0], vb);
+    cp_async_commit();
+    for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= 1) {
         __syncthreads();
-        stage_rows(ks, kb + (size_t)k0 * HD);
-        stage_rows(vs, vb + (size_t)k0 * HD);
-        stage_cols<BK, HD>(kt, kb + (size_t)k0 * HD);
+        if (k0 + BK <= last) {
+            stage_async(ks[b ^ 1], kb + (size_t)(k0 + BK) * HD);
+            stage_async(vs[b ^ 1], vb + (size_t)(k0 + BK) * HD);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         if (k0 > wlast)
             continue;
         float x[BK / 8][4], dp[BK / 8][4];
-        scores<HD, BK>(x, qa, ks, lane);     /* S = Q K^T */
-        scores<HD, BK>(dp, da, vs, lane);    /* dP = dO V^T */
+        scores<HD, BK>(x, qa, ks[b], lane);     /* S = Q K^T */
+        scores<HD, BK>(dp, da, vs[b], lane);    /* dP = dO V^T */
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
@@ -291,7 +277,7 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
                 float p = row < S.n && key <= S.pos + row ? exp2f(x[nt][i] * sl2 - lse[r]) : 0.0f;
                 x[nt][i] = p * (dp[nt][i] - dd[r]);   /* dS / scale */
             }
-        accumulate<HD, BK>(acc, x, kt, lane);   /* dq += dS K */
+        accumulate<HD, BK>(acc, x, ks[b], lane);   /* dq += dS K */
     }
     store_rows<HD>(dq + (size_t)S.row * q_stride, q_stride, (size_t)h * HD, acc, row0, S.n, scale, scale, lane);
 }
@@ -307,9 +293,8 @@ template <int HD, int BK>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
                                                                  float scale)
 {
-    __shared__ __align__(16) tile<BK, HD> qs, dos;
-    __shared__ __align__(16) tile<HD, BK> qt, dot;
-    __shared__ float lse_s[BK], d_s[BK];
+    __shared__ __align__(16) tile<BK, HD> qs[2], dos[2];
+    __shared__ float lse_s[2][BK], d_s[2][BK];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const bk_attn_seq &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
@@ -322,34 +307,41 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     float dk[HD / 8][4] = {}, dv[HD / 8][4] = {}, sl2 = scale * LOG2E;
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
     int first = k0 - S.pos > 0 ? (k0 - S.pos) / BK * BK : 0;   /* the first query tile that sees key k0 */
-    for (int i0 = first; i0 < S.n; i0 += BK) {
-        __syncthreads();
-        stage_rows(qs, qb + (size_t)i0 * HD);
-        stage_rows(dos, ob + (size_t)i0 * HD);
-        stage_cols<BK, HD>(qt, qb + (size_t)i0 * HD);
-        stage_cols<BK, HD>(dot, ob + (size_t)i0 * HD);
+    auto stage = [&](int i0, int b) {   /* the query tile from i0 into buffers b */
+        stage_async(qs[b], qb + (size_t)i0 * HD);
+        stage_async(dos[b], ob + (size_t)i0 * HD);
         for (int j = threadIdx.x; j < BK; j += blockDim.x) {
             bool in = i0 + j < S.n;
-            lse_s[j] = in ? lse[i0 + j] * LOG2E : 0.0f;
-            d_s[j] = in ? dd[i0 + j] : 0.0f;
+            lse_s[b][j] = in ? lse[i0 + j] * LOG2E : 0.0f;
+            d_s[b][j] = in ? dd[i0 + j] : 0.0f;
         }
+    };
+    if (first < S.n)
+        stage(first, 0);
+    cp_async_commit();
+    for (int i0 = first, b = 0; i0 < S.n; i0 += BK, b ^= 1) {
+        __syncthreads();                 /* the previous tiles are read: their buffers refill */
+        if (i0 + BK < S.n)
+            stage(i0 + BK, b ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
         if (S.pos + i0 + BK - 1 < k0 + 16 * w)
             continue;                    /* every query of the tile comes before the warp's keys */
         float x[BK / 8][4], dp[BK / 8][4];
-        scores<HD, BK>(x, ka, qs, lane);     /* S^T = K Q^T */
-        scores<HD, BK>(dp, va, dos, lane);   /* dP^T = V dO^T */
+        scores<HD, BK>(x, ka, qs[b], lane);     /* S^T = K Q^T */
+        scores<HD, BK>(dp, va, dos[b], lane);   /* dP^T = V dO^T */
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int j = 8 * nt + 2 * t + (i & 1), key = key0 + 8 * (i >> 1);
                 bool valid = i0 + j < S.n && key <= S.pos + i0 + j;
-                x[nt][i] = valid ? exp2f(x[nt][i] * sl2 - lse_s[j]) : 0.0f;           /* P^T */
-                dp[nt][i] = x[nt][i] * (dp[nt][i] - d_s[j]);                           /* dS^T / scale */
+                x[nt][i] = valid ? exp2f(x[nt][i] * sl2 - lse_s[b][j]) : 0.0f;        /* P^T */
+                dp[nt][i] = x[nt][i] * (dp[nt][i] - d_s[b][j]);                        /* dS^T / scale */
             }
-        accumulate<HD, BK>(dv, x, dot, lane);   /* dv += P^T dO */
-        accumulate<HD, BK>(dk, dp, qt, lane);   /* dk += dS^T Q */
+        accumulate<HD, BK>(dv, x, dos[b], lane);   /* dv += P^T dO */
+        accumulate<HD, BK>(dk, dp, qs[b], lane);   /* dk += dS^T Q */
     }
     size_t pitch = (size_t)ctx * HD;
     float *pk = S.p + (size_t)h * pitch, *pv = S.p + ((size_t)nh + h) * pitch;

@@ -228,12 +228,14 @@ inline void drop(gate &g)
         g.gen++;
     }
 }
+inline void async_check_done();
 inline void entry()
 {
     started(&sched);
     fiber *me = cur;
     enter(me);
     (*body)();
+    async_check_done();
     me->done = true;
     progress++;
     drop(block_gate);
@@ -424,6 +426,75 @@ inline void mma_m16n8k16_bf16(float c[4], const unsigned a[4], const unsigned b[
         for (int k = 0; k < 16; k++)
             acc = fmaf(A[row][k], B[k][col], acc);
         c[i] = acc;
+    }
+    wait(warp_gate[me->warp]);        /* no lane deposits again before all have read */
+}
+/* ---- cp.async.cg.shared.global (16 bytes): a thread's copies wait in its
+ * queue and land, in order, only when cp.async.wait_group lets their group
+ * go, so a kernel that reads a tile it has not waited for reads the old
+ * one here as it might on a GPU. A thread must not end with copies
+ * pending. ---- */
+struct async_copy {
+    void *dst;
+    const void *src;
+    int group;
+};
+inline std::vector<async_copy> async_queue[1024];
+inline int async_groups[1024];           /* groups committed: the open group's number */
+inline int fiber_index() { return (int)(cur - fibers.data()); }
+inline void cp_async16(void *dst, const void *src)
+{
+    if (((uintptr_t)dst | (uintptr_t)src) & 15) {
+        fprintf(stderr, "cuda_emu: cp.async of 16 bytes between %p and %p, misaligned\n", dst, src);
+        abort();
+    }
+    int me = fiber_index();
+    async_queue[me].push_back({dst, src, async_groups[me]});
+}
+inline void cp_async_commit() { async_groups[fiber_index()]++; }
+/* every committed group but the newest n lands */
+inline void cp_async_wait(int n)
+{
+    int me = fiber_index();
+    std::vector<async_copy> &q = async_queue[me];
+    size_t i = 0;
+    for (; i < q.size() && q[i].group < async_groups[me] - n; i++)
+        memcpy(q[i].dst, q[i].src, 16);
+    q.erase(q.begin(), q.begin() + i);
+}
+inline void async_check_done()
+{
+    int me = fiber_index();
+    if (!async_queue[me].empty()) {
+        fprintf(stderr, "cuda_emu: thread %d of block (%u, %u) ended with %zu cp.async copies not waited for\n",
+                me, blockIdx.x, blockIdx.y, async_queue[me].size());
+        abort();
+    }
+    async_groups[me] = 0;
+}
+
+/* ---- ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lanes 8j..8j+7
+ * give the rows (8 bf16, 16-byte aligned) of matrix j; lane l, g = l / 4,
+ * t = l % 4, gets in register j the elements (g, 2t) and (g, 2t + 1) of
+ * matrix j, or with trans (2t, g) and (2t + 1, g), the lower in the low
+ * half. Every lane deposits its address first, as the hardware gathers
+ * them, so a kernel giving the wrong rows loads the wrong fragments. ---- */
+inline const unsigned short *ldsm_slot[1024];
+inline void ldmatrix_x4(unsigned r[4], const unsigned short *row, bool trans)
+{
+    fiber *me = cur;
+    int base = me->warp * 32;
+    if ((uintptr_t)row & 15) {
+        fprintf(stderr, "cuda_emu: ldmatrix row address %p, not 16-byte aligned\n", (const void *)row);
+        abort();
+    }
+    ldsm_slot[base + me->lane] = row;
+    wait(warp_gate[me->warp]);
+    int g = me->lane >> 2, t = me->lane & 3;
+    for (int j = 0; j < 4; j++) {
+        const unsigned short *const *m = &ldsm_slot[base + 8 * j];
+        unsigned lo = trans ? m[2 * t][g] : m[g][2 * t], hi = trans ? m[2 * t + 1][g] : m[g][2 * t + 1];
+        r[j] = lo | hi << 16;
     }
     wait(warp_gate[me->warp]);        /* no lane deposits again before all have read */
 }
