@@ -93,6 +93,7 @@ void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_stride, 
                    const struct bk_attn_seq *x, int nh, int nkv, int hd, float scale);
 /* the tensor cores, where attn_tc_applies(head_dim) (the backward points t[i].p at scratch of its own) */
 bool attn_tc_applies(int hd);
+bool attn_tc_pipelined(void);   /* RL_CUDA_ATTN=tc-pipe (or auto with AUTO_TC_PIPE): the cp.async kernels */
 void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                  int n_heads, int n_kv, int hd, float scale);
 void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,

@@ -44,11 +44,97 @@ __device__ static inline void tile_as_a(unsigned a[4], const float (*x)[4], int 
     a[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
     a[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
 }
-/* x[BK/8][4] = the warp's 16 rows (fragments a, over HD) times the BK rows
- * of shared tile s transposed: a 16 x BK tile of scores */
-template <int HD, int BK>
-__device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], const tile<BK, HD> &s, int lane)
+/* ---- shared tiles: R rows of a head-major copy (pitch C) at src, through
+ * the registers (tc) ---- */
+__device__ static inline void copy16(unsigned short *dst, const unsigned short *src)
 {
+#ifdef RL_CUDA_EMU
+    /* g++ -O2 may reorder a uint4 copy of ushort data (strict aliasing);
+     * memcpy is safe, and the alignment a GPU's 16-byte access needs is
+     * checked by hand */
+    if (((uintptr_t)dst | (uintptr_t)src) & 15) {
+        fprintf(stderr, "copy16: a 16-byte copy between %p and %p, misaligned on a GPU\n", (void *)dst, (const void *)src);
+        abort();
+    }
+    memcpy(dst, src, 16);
+#else
+    *(uint4 *)dst = *(const uint4 *)src;
+#endif
+}
+/* as they are: s[r][c] = src[r][c] */
+template <int R, int C> __device__ static void stage_rows(tile<R, C> &s, const unsigned short *src)
+{
+    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
+        int r = i / (C / 8), c = 8 * (i % (C / 8));
+        copy16(&s.at[r][c], src + (size_t)r * C + c);
+    }
+}
+/* transposed: s[c][r] = src[r][c] (consecutive threads take consecutive
+ * rows, so that their 2-byte stores fall in distinct banks) */
+template <int R, int C> __device__ static void stage_cols(tile<C, R> &s, const unsigned short *src)
+{
+    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
+        int r = i % R, c = 8 * (i / R);
+        unsigned short v[8];
+        copy16(v, src + (size_t)r * C + c);
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            s.at[c + e][r] = v[e];
+    }
+}
+
+/* as they are, by cp.async (tc-pipe): the caller commits the group and
+ * waits for it */
+template <int R, int C> __device__ static void stage_async(tile<R, C> &s, const unsigned short *src)
+{
+    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
+        int r = i / (C / 8), c = 8 * (i % (C / 8));
+        cp_async16(&s.at[r][c], src + (size_t)r * C + c);
+    }
+}
+
+/* One operand's BK-row tiles in shared memory (K, V, Q or dO), read as
+ * USE says: SCORED (the B operand of scores, a product over HD) and/or
+ * SUMMED (of accumulate, a product over the tile's rows). PIPE
+ * (RL_CUDA_ATTN=tc-pipe): two buffers, cp.async filling one a tile ahead
+ * while the warps read the other, fragments by ldmatrix (transposed when
+ * summed). Else (tc): one buffer filled through the registers, as it is
+ * when scored and transposed when summed, fragments by 4-byte loads. */
+enum { SCORED = 1, SUMMED = 2 };
+template <int HD, int BK, bool PIPE, int USE> struct tiles {
+    tile<BK, HD> rows[2];
+};
+template <int HD, int BK> struct tiles<HD, BK, false, SCORED> {
+    tile<BK, HD> rows[1];
+};
+template <int HD, int BK> struct tiles<HD, BK, false, SUMMED> {
+    tile<HD, BK> cols;
+};
+template <int HD, int BK> struct tiles<HD, BK, false, SCORED | SUMMED> {
+    tile<BK, HD> rows[1];
+    tile<HD, BK> cols;
+};
+/* buffer b gets the tile at src: in the background with PIPE */
+template <int HD, int BK, bool PIPE, int USE>
+__device__ static inline void fill(tiles<HD, BK, PIPE, USE> &s, int b, const unsigned short *src)
+{
+    if constexpr (PIPE)
+        stage_async(s.rows[b], src);
+    else {
+        if constexpr (USE & SCORED)
+            stage_rows(s.rows[0], src);
+        if constexpr (USE & SUMMED)
+            stage_cols<BK, HD>(s.cols, src);
+    }
+}
+
+/* x[BK/8][4] = the warp's 16 rows (fragments a, over HD) times the BK rows
+ * of buffer b transposed: a 16 x BK tile of scores */
+template <int HD, int BK, bool PIPE, int USE>
+__device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], const tiles<HD, BK, PIPE, USE> &s, int b,
+                                     int lane)
+{
+    static_assert(USE & SCORED, "a scored operand");
 #pragma unroll
     for (int nt = 0; nt < BK / 8; nt++)
         x[nt][0] = x[nt][1] = x[nt][2] = x[nt][3] = 0.0f;
@@ -56,39 +142,58 @@ __device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], cons
     for (int kk = 0; kk < HD / 16; kk++)
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt += 2) {
-            unsigned b[4];
-            load_bt2(b, &s.at[8 * nt][16 * kk], HD + 8, lane);
-            mma_bf16(x[nt], a[kk], b);
-            mma_bf16(x[nt + 1], a[kk], b + 2);
+            unsigned f[4];
+            if constexpr (PIPE)
+                load_bt2(f, &s.rows[b].at[8 * nt][16 * kk], HD + 8, lane);
+            else {
+                load_bt(f, &s.rows[0].at[8 * nt][16 * kk], HD + 8, lane);
+                load_bt(f + 2, &s.rows[0].at[8 * nt + 8][16 * kk], HD + 8, lane);
+            }
+            mma_bf16(x[nt], a[kk], f);
+            mma_bf16(x[nt + 1], a[kk], f + 2);
         }
 }
 /* acc[HD/8][4] (16 x HD) += x (16 x BK, accumulators, rounded to bf16)
- * times the tile s (BK rows of HD) */
-template <int HD, int BK>
-__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tile<BK, HD> &s, int lane)
+ * times the tile of buffer b (BK rows of HD) */
+template <int HD, int BK, bool PIPE, int USE>
+__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tiles<HD, BK, PIPE, USE> &s,
+                                         int b, int lane)
 {
+    static_assert(USE & SUMMED, "a summed operand");
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) {
         unsigned a[4];
         tile_as_a(a, x, kk);
 #pragma unroll
         for (int dt = 0; dt < HD / 8; dt += 2) {
-            unsigned b[4];
-            load_b2(b, &s.at[16 * kk][8 * dt], HD + 8, lane);
-            mma_bf16(acc[dt], a, b);
-            mma_bf16(acc[dt + 1], a, b + 2);
+            unsigned f[4];
+            if constexpr (PIPE)
+                load_b2(f, &s.rows[b].at[16 * kk][8 * dt], HD + 8, lane);
+            else {
+                load_bt(f, &s.cols.at[8 * dt][16 * kk], BK + 8, lane);
+                load_bt(f + 2, &s.cols.at[8 * dt + 8][16 * kk], BK + 8, lane);
+            }
+            mma_bf16(acc[dt], a, f);
+            mma_bf16(acc[dt + 1], a, f + 2);
         }
     }
 }
-
-/* ---- shared tiles: R rows of a head-major copy (pitch C) at src, as they
- * are, by cp.async: the caller commits the group and waits for it ---- */
-template <int R, int C> __device__ static void stage_async(tile<R, C> &s, const unsigned short *src)
+/* The top of a tile's step in a kernel's loop (every thread): the tiles
+ * the step reads ready for all warps in buffer b (fill_this, without PIPE);
+ * with PIPE they were on their way since the last step, and the next ones
+ * (fill_next, when has_next) go on their way into the other buffer. */
+template <bool PIPE, class This, class Next>
+__device__ static inline void tile_step(This fill_this, Next fill_next, bool has_next)
 {
-    for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
-        int r = i / (C / 8), c = 8 * (i % (C / 8));
-        cp_async16(&s.at[r][c], src + (size_t)r * C + c);
-    }
+    __syncthreads();                     /* the previous tiles are read: their buffers refill */
+    if constexpr (PIPE) {
+        if (has_next)
+            fill_next();
+        cp_async_commit();
+        cp_async_wait<1>();              /* this thread's copies of this step's tiles have landed */
+    } else
+        fill_this();
+    __syncthreads();                     /* and every thread's */
 }
 
 /* A warp's 16 rows of a head-major copy as A fragments over HD */
@@ -136,11 +241,12 @@ __device__ static inline void store_rows(float *dst, size_t ld, size_t col0, con
  * key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every row
  * (the padding's included) sees key 0, so a row's max is finite from then
  * on: no exp of inf - inf. */
-template <int HD, int BK>
+template <int HD, int BK, bool PIPE>
 __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B,
                                                              int group, float scale)
 {
-    __shared__ __align__(16) tile<BK, HD> ks[2], vs[2];
+    __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED> ks;
+    __shared__ __align__(16) tiles<HD, BK, PIPE, SUMMED> vs;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
@@ -151,22 +257,19 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
     float o[HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;   /* the block's last key */
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;          /* its warp's first and last row's */
-    stage_async(ks[0], kb);
-    stage_async(vs[0], vb);
-    cp_async_commit();
-    for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= 1) {
-        __syncthreads();                 /* the previous tiles are read: their buffers refill */
-        if (k0 + BK <= last) {
-            stage_async(ks[b ^ 1], kb + (size_t)(k0 + BK) * HD);
-            stage_async(vs[b ^ 1], vb + (size_t)(k0 + BK) * HD);
-        }
+    if constexpr (PIPE) {
+        fill(ks, 0, kb);
+        fill(vs, 0, vb);
         cp_async_commit();
-        cp_async_wait<1>();              /* this thread's copies of these tiles have landed */
-        __syncthreads();                 /* and every thread's */
+    }
+    for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
+        tile_step<PIPE>([&] { fill(ks, 0, kb + (size_t)k0 * HD), fill(vs, 0, vb + (size_t)k0 * HD); },
+                        [&] { fill(ks, b ^ 1, kb + (size_t)(k0 + BK) * HD), fill(vs, b ^ 1, vb + (size_t)(k0 + BK) * HD); },
+                        k0 + BK <= last);
         if (k0 > wlast)
             continue;                    /* the warp's rows see none of these keys */
         float x[BK / 8][4], mx[2] = {m[0], m[1]};
-        scores<HD, BK>(x, qa, ks[b], lane);
+        scores(x, qa, ks, b, lane);
         bool diag = k0 + BK - 1 > wfirst;   /* some key after some row: mask */
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
@@ -197,7 +300,7 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
                 o[dt][i] *= alpha[i >> 1];
         l[0] = l[0] * alpha[0] + sum[0];  /* this lane's part of the row sum */
         l[1] = l[1] * alpha[1] + sum[1];
-        accumulate<HD, BK>(o, x, vs[b], lane);   /* O += P V */
+        accumulate(o, x, vs, b, lane);   /* O += P V */
     }
     float l0 = group_sum(l[0]), l1 = group_sum(l[1]);
     store_rows<HD>(out + (size_t)S.row * out_stride, out_stride, (size_t)h * HD, o, row0, S.n, 1.0f / l0,
@@ -212,11 +315,16 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
  * shares an output: no atomics), from the same bf16 copies. Both take
  * P = exp(scale q.k - lse) from the forward's log-sum-exp and
  * D = rowsum(dO * O) from k_attn_delta. */
-/* D[head][row] (laid out like lse, at nh * s->row) = dO . O per query row. */
+/* D[head][row] (laid out like lse, at nh * s->row) = dO . O per query row:
+ * a warp per (row, head), DELTA_HEADS heads a block (a block per pair made
+ * 131072 blocks of one warp for 4 x 1024 rows of 32 heads). */
+#define DELTA_HEADS 8
 __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride, const float *out, int out_stride,
                                     attn_args A, int nh, int hd)
 {
-    int si = find_seq(A, blockIdx.x), h = blockIdx.y;
+    int si = find_seq(A, blockIdx.x), h = blockIdx.y * DELTA_HEADS + threadIdx.y;
+    if (h >= nh)
+        return;
     const bk_attn_seq &S = A.s[si];
     int i = blockIdx.x - A.first[si];
     size_t r = S.row + i;
@@ -231,11 +339,12 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
 /* dq for 64 queries of head h, over the key tiles they see: S = Q K^T,
  * P = exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
  * scale dS K. x, dp: [BK/8][4] as in the forward (rows row0, row0 + 8). */
-template <int HD, int BK>
+template <int HD, int BK, bool PIPE>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
 {
-    __shared__ __align__(16) tile<BK, HD> ks[2], vs[2];
+    __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED | SUMMED> ks;
+    __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED> vs;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
@@ -252,23 +361,20 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
     }
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;
-    stage_async(ks[0], kb);
-    stage_async(vs[0], vb);
-    cp_async_commit();
-    for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= 1) {
-        __syncthreads();
-        if (k0 + BK <= last) {
-            stage_async(ks[b ^ 1], kb + (size_t)(k0 + BK) * HD);
-            stage_async(vs[b ^ 1], vb + (size_t)(k0 + BK) * HD);
-        }
+    if constexpr (PIPE) {
+        fill(ks, 0, kb);
+        fill(vs, 0, vb);
         cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
+    }
+    for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
+        tile_step<PIPE>([&] { fill(ks, 0, kb + (size_t)k0 * HD), fill(vs, 0, vb + (size_t)k0 * HD); },
+                        [&] { fill(ks, b ^ 1, kb + (size_t)(k0 + BK) * HD), fill(vs, b ^ 1, vb + (size_t)(k0 + BK) * HD); },
+                        k0 + BK <= last);
         if (k0 > wlast)
             continue;
         float x[BK / 8][4], dp[BK / 8][4];
-        scores<HD, BK>(x, qa, ks[b], lane);     /* S = Q K^T */
-        scores<HD, BK>(dp, da, vs[b], lane);    /* dP = dO V^T */
+        scores(x, qa, ks, b, lane);     /* S = Q K^T */
+        scores(dp, da, vs, b, lane);    /* dP = dO V^T */
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
@@ -277,7 +383,7 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
                 float p = row < S.n && key <= S.pos + row ? exp2f(x[nt][i] * sl2 - lse[r]) : 0.0f;
                 x[nt][i] = p * (dp[nt][i] - dd[r]);   /* dS / scale */
             }
-        accumulate<HD, BK>(acc, x, ks[b], lane);   /* dq += dS K */
+        accumulate(acc, x, ks, b, lane);   /* dq += dS K */
     }
     store_rows<HD>(dq + (size_t)S.row * q_stride, q_stride, (size_t)h * HD, acc, row0, S.n, scale, scale, lane);
 }
@@ -289,12 +395,12 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
  * [ctx][HD]); k_dkv_sum adds a kv head's shares in order. A block per
  * query head rather than per kv head: group times the blocks (eight for
  * TinyLlama), each a group-th of the work. */
-template <int HD, int BK>
+template <int HD, int BK, bool PIPE>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
                                                                  float scale)
 {
-    __shared__ __align__(16) tile<BK, HD> qs[2], dos[2];
-    __shared__ float lse_s[2][BK], d_s[2][BK];
+    __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED | SUMMED> qs, dos;
+    __shared__ float lse_s[PIPE ? 2 : 1][BK], d_s[PIPE ? 2 : 1][BK];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const bk_attn_seq &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
@@ -308,29 +414,26 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
     int first = k0 - S.pos > 0 ? (k0 - S.pos) / BK * BK : 0;   /* the first query tile that sees key k0 */
     auto stage = [&](int i0, int b) {   /* the query tile from i0 into buffers b */
-        stage_async(qs[b], qb + (size_t)i0 * HD);
-        stage_async(dos[b], ob + (size_t)i0 * HD);
+        fill(qs, b, qb + (size_t)i0 * HD);
+        fill(dos, b, ob + (size_t)i0 * HD);
         for (int j = threadIdx.x; j < BK; j += blockDim.x) {
             bool in = i0 + j < S.n;
             lse_s[b][j] = in ? lse[i0 + j] * LOG2E : 0.0f;
             d_s[b][j] = in ? dd[i0 + j] : 0.0f;
         }
     };
-    if (first < S.n)
-        stage(first, 0);
-    cp_async_commit();
-    for (int i0 = first, b = 0; i0 < S.n; i0 += BK, b ^= 1) {
-        __syncthreads();                 /* the previous tiles are read: their buffers refill */
-        if (i0 + BK < S.n)
-            stage(i0 + BK, b ^ 1);
+    if constexpr (PIPE) {
+        if (first < S.n)
+            stage(first, 0);
         cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
+    }
+    for (int i0 = first, b = 0; i0 < S.n; i0 += BK, b ^= PIPE) {
+        tile_step<PIPE>([&] { stage(i0, 0); }, [&] { stage(i0 + BK, b ^ 1); }, i0 + BK < S.n);
         if (S.pos + i0 + BK - 1 < k0 + 16 * w)
             continue;                    /* every query of the tile comes before the warp's keys */
         float x[BK / 8][4], dp[BK / 8][4];
-        scores<HD, BK>(x, ka, qs[b], lane);     /* S^T = K Q^T */
-        scores<HD, BK>(dp, va, dos[b], lane);   /* dP^T = V dO^T */
+        scores(x, ka, qs, b, lane);     /* S^T = K Q^T */
+        scores(dp, va, dos, b, lane);   /* dP^T = V dO^T */
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
@@ -340,8 +443,8 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
                 x[nt][i] = valid ? exp2f(x[nt][i] * sl2 - lse_s[b][j]) : 0.0f;        /* P^T */
                 dp[nt][i] = x[nt][i] * (dp[nt][i] - d_s[b][j]);                        /* dS^T / scale */
             }
-        accumulate<HD, BK>(dv, x, dos[b], lane);   /* dv += P^T dO */
-        accumulate<HD, BK>(dk, dp, qs[b], lane);   /* dk += dS^T Q */
+        accumulate(dv, x, dos, b, lane);   /* dv += P^T dO */
+        accumulate(dk, dp, qs, b, lane);   /* dk += dS^T Q */
     }
     size_t pitch = (size_t)ctx * HD;
     float *pk = S.p + (size_t)h * pitch, *pv = S.p + ((size_t)nh + h) * pitch;
@@ -403,7 +506,7 @@ template <> struct tc_shape<128> {
     static constexpr int bk = 32;
 };
 
-template <int HD>
+template <int HD, bool PIPE>
 static void tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                    int n_heads, int n_kv, float scale)
 {
@@ -412,15 +515,15 @@ static void tc_fwd(float *out, int out_stride, const float *q, int q_stride, con
         tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD);
         attn_args A = {};
         int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH((k_flash_fwd_tc<HD, tc_shape<HD>::bk>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
-                                                                                 n_heads / n_kv, scale);
-        LAUNCHED("attention (tensor cores)");
+        LAUNCH((k_flash_fwd_tc<HD, tc_shape<HD>::bk, PIPE>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
+                                                                                       n_heads / n_kv, scale);
+        LAUNCHED(PIPE ? "attention (tensor cores, cp.async)" : "attention (tensor cores)");
     }
 }
 
 /* The tensor-core backward of the sequences t (their copies: t[i].p is set
  * to each one's dk, dv partials). */
-template <int HD>
+template <int HD, bool PIPE>
 static void tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
                    int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale)
 {
@@ -442,14 +545,16 @@ static void tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, 
         tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv, HD);
         attn_args A = {};
         int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
-        LAUNCH(k_attn_delta, dim3(nq, n_heads), 32)(D, dout, dout_stride, out, out_stride, A, n_heads, HD);
+        LAUNCH(k_attn_delta, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
+            D, dout, dout_stride, out, out_stride, A, n_heads, HD);
         LAUNCHED("attention_bwd (D, tensor cores)");
         int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH((k_flash_bwd_dq_tc<HD, BK>), dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B, n_heads / n_kv, scale);
-        LAUNCHED("attention_bwd (queries, tensor cores)");
+        LAUNCH((k_flash_bwd_dq_tc<HD, BK, PIPE>), dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B, n_heads / n_kv,
+                                                                             scale);
+        LAUNCHED(PIPE ? "attention_bwd (queries, tensor cores, cp.async)" : "attention_bwd (queries, tensor cores)");
         int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-        LAUNCH((k_flash_bwd_dkv_tc<HD, BK>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
-        LAUNCHED("attention_bwd (keys, tensor cores)");
+        LAUNCH((k_flash_bwd_dkv_tc<HD, BK, PIPE>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
+        LAUNCHED(PIPE ? "attention_bwd (keys, tensor cores, cp.async)" : "attention_bwd (keys, tensor cores)");
         int keys = attn_describe(&A, t, nt, s0, PER_KEY);
         LAUNCH(k_dkv_sum, dim3(keys, n_kv), HD)(A, n_heads / n_kv, n_heads);
         LAUNCHED("attention_bwd (dk, dv sums)");
@@ -463,10 +568,11 @@ void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const
 {
     if (!nt)
         return;
+    bool pipe = attn_tc_pipelined();
     if (hd == 64)
-        tc_fwd<64>(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
+        (pipe ? tc_fwd<64, true> : tc_fwd<64, false>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
     else
-        tc_fwd<128>(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
+        (pipe ? tc_fwd<128, true> : tc_fwd<128, false>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
 }
 
 void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
@@ -474,8 +580,11 @@ void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, co
 {
     if (!nt)
         return;
+    bool pipe = attn_tc_pipelined();
     if (hd == 64)
-        tc_bwd<64>(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
+        (pipe ? tc_bwd<64, true> : tc_bwd<64, false>)(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt,
+                                                      n_heads, n_kv, scale);
     else
-        tc_bwd<128>(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
+        (pipe ? tc_bwd<128, true> : tc_bwd<128, false>)(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt,
+                                                        n_heads, n_kv, scale);
 }

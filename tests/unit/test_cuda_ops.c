@@ -288,6 +288,19 @@ static double bf16_err(const uint16_t *g, const float *cpu_vals, size_t n)
  * the CPU's in fp32, holding the same values): kv_append and the forward
  * read and write it as bf16, the prefill routes through their fp32 copy,
  * decode's per-query kernel directly. No backward. */
+/* Where the emulation traces launches and the device line names the
+ * tensor-core kernels (bf16 mode), the last call must have run `kernel`, the
+ * cp.async one when the line says so: a route that quietly fell back to
+ * another would pass the comparisons. */
+static void check_tc_ran(const char *what, const char *kernel)
+{
+    long n = traced(kernel);
+    const char *d = gpu->detail ? gpu->detail : "";
+    if (n < 0 || !bf16_mode || (!strstr(d, "tensor-core+") && !strstr(d, "tensor-core (cp.async)+")))
+        return;
+    CHECKF(what, n > 0, "no launch of %s", kernel);
+}
+
 static void test_attention(int hd, bool kv16)
 {
     const char *kvn = kv16 ? ", bf16 KV cache" : "";
@@ -358,8 +371,12 @@ static void test_attention(int hd, bool kv16)
         expect(append, &kv, 0);
     }
     drop(&knew), drop(&vnew);
+    bool pipe = gpu->detail && strstr(gpu->detail, "tensor-core (cp.async)");
     cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
+    traced("");
     gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
+    check_tc_ran(harness_name("attention: the tensor-core kernel ran (head_dim %d%s)", hd, kvn),
+                 pipe ? "attention (tensor cores, cp.async)\n" : "attention (tensor cores)\n");
     expect(harness_name("attention: output (prefill, continuation, decode; GQA; head_dim %d%s)", hd, kvn), &out,
            attn_tol);
     expect(harness_name("attention: log-sum-exp per query row and head (head_dim %d%s)", hd, kvn), &lse, attn_tol);
@@ -390,7 +407,11 @@ static void test_attention(int hd, bool kv16)
         bg[i].dp = dp.g + po;
     }
     cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, out.c, qs, bc, NB, nh, nkv, hd, scale);
+    traced("");
     gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, out.g, qs, bg, NB, nh, nkv, hd, scale);
+    if (pipe)   /* tc-pipe takes both directions (tc-fwd and auto's choice may not) */
+        check_tc_ran(harness_name("attention_bwd: the tensor-core kernels ran (head_dim %d)", hd),
+                     "attention_bwd (keys, tensor cores, cp.async)\n");
     /* only these sequences' rows of dq are written: compare those */
     float *hdq = rl_malloc((size_t)rows * qs * sizeof *hdq);
     gpu->download(hdq, dq.g, (size_t)rows * qs * sizeof *hdq);
