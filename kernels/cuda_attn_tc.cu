@@ -75,7 +75,7 @@ template <int R, int C> __device__ static void stage_cols(tile<C, R> &s, const u
 {
     for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
         int r = i % R, c = 8 * (i / R);
-        unsigned short v[8];
+        __align__(16) unsigned short v[8];
         copy16(v, src + (size_t)r * C + c);
 #pragma unroll
         for (int e = 0; e < 8; e++)
@@ -468,30 +468,73 @@ __global__ static void k_dkv_sum(attn_args A, int group, int nh)
     S.dv[(size_t)key * S.kv_stride + (size_t)c * hd + d] += v;
 }
 
+/* The head-major bf16 copies of one operand (Q, K, V or dO) for the
+ * sequences of a call, in one launch: job s's row r < rows (heads x hd
+ * floats at src + r ld) goes to dst[head][r][0..hd), its rows up to pad
+ * are zeros. blockDim.y padded rows a block, 8 elements a thread (a
+ * 16-byte store; hd is 64 or 128). Before, a launch per sequence and
+ * operand with a block per (row, head) of hd threads, one element each: 28
+ * launches of up to 32768 small blocks per layer of TinyLlama's step. */
+struct pack_jobs {
+    const float *src[ATTN_SEQS];
+    unsigned short *dst[ATTN_SEQS];
+    int rows[ATTN_SEQS], pad[ATTN_SEQS], ld[ATTN_SEQS];
+    int first[ATTN_SEQS + 1];          /* prefix sums of pad: a sequence's first block */
+};
+__global__ static void k_pack_heads(pack_jobs J, int n_seq, int width, int hd)
+{
+    int row = blockIdx.x * blockDim.y + threadIdx.y, s = 0;
+    if (row >= J.first[n_seq])
+        return;
+    while (row >= J.first[s + 1])
+        s++;
+    int r = row - J.first[s];
+    const float *src = J.src[s] + (size_t)r * J.ld[s];
+    for (int e = 8 * threadIdx.x; e < width; e += 8 * blockDim.x) {
+        int h = e / hd, c = e % hd;
+        __align__(16) unsigned short v[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            v[k] = r < J.rows[s] ? bf16_rne(src[e + k]) : 0;
+        copy16(J.dst[s] + ((size_t)h * J.pad[s] + r) * hd + c, v);
+    }
+}
+
 /* The bf16 head-major copies of Q (and dO when given), K and V for the
- * sequences t[s0 .. s0 + ATTN_SEQS) (nt in all), in the WS_TCB workspace. */
+ * sequences t[s0 .. s0 + ATTN_SEQS) (nt in all), in the WS_TCB workspace:
+ * a sequence's copies back to back, Q, K, V, dO. */
 static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, const float *q, int q_stride,
                       const float *dout, int dout_stride, int n_heads, int n_kv, int hd)
 {
-    int end = nt < s0 + ATTN_SEQS ? nt : s0 + ATTN_SEQS;
+    int end = nt < s0 + ATTN_SEQS ? nt : s0 + ATTN_SEQS, ops = dout ? 4 : 3;
     size_t total = 0;
     for (int i = s0; i < end; i++)
         total += (size_t)((dout ? 2 : 1) * n_heads * padded(t[i].n) + 2 * n_kv * padded(t[i].pos + t[i].n)) * hd;
     unsigned short *cp = (unsigned short *)workspace(WS_TCB, total * sizeof(unsigned short));
+    pack_jobs J[4];
+    for (int j = 0; j < ops; j++)
+        J[j].first[0] = 0;
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
-        int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx);
-        struct { const float *src; int stride, rows, pad, heads; const unsigned short **dst; } c[4] = {
-            {q + (size_t)x->row * q_stride, q_stride, x->n, np, n_heads, &B->q[i - s0]},
-            {x->k, x->kv_stride, ctx, cpd, n_kv, &B->k[i - s0]},
-            {x->v, x->kv_stride, ctx, cpd, n_kv, &B->v[i - s0]},
-            {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[i - s0]}};
-        for (int j = 0; j < (dout ? 4 : 3); j++) {
-            size_t n = (size_t)c[j].heads * c[j].pad * hd;
-            pack(cp, c[j].src, c[j].rows, c[j].pad, hd, c[j].stride, hd, c[j].heads, "attention (bf16 copies)");
+        int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx), k = i - s0;
+        struct { const float *src; int ld, rows, pad, heads; const unsigned short **dst; } c[4] = {
+            {q + (size_t)x->row * q_stride, q_stride, x->n, np, n_heads, &B->q[k]},
+            {x->k, x->kv_stride, ctx, cpd, n_kv, &B->k[k]},
+            {x->v, x->kv_stride, ctx, cpd, n_kv, &B->v[k]},
+            {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[k]}};
+        for (int j = 0; j < ops; j++) {
+            J[j].src[k] = c[j].src, J[j].dst[k] = cp, J[j].rows[k] = c[j].rows;
+            J[j].pad[k] = c[j].pad, J[j].ld[k] = c[j].ld;
+            J[j].first[k + 1] = J[j].first[k] + c[j].pad;
             *c[j].dst = cp;
-            cp += n;
+            cp += (size_t)c[j].heads * c[j].pad * hd;
         }
+    }
+    for (int j = 0; j < ops; j++) {
+        int width = (j == 1 || j == 2 ? n_kv : n_heads) * hd, rows = J[j].first[end - s0];
+        int tx = width / 8 < THREADS ? (width / 8 + 31) / 32 * 32 : THREADS, ty = THREADS / tx;
+        LAUNCH(k_pack_heads, (rows + ty - 1) / ty, dim3(tx, ty))(J[j], end - s0, width, hd);
+        LAUNCHED("attention (bf16 copies)");
     }
 }
 
