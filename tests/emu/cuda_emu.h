@@ -186,16 +186,22 @@ inline double slot[1024];
 inline long progress;            /* gate releases and finished threads: a stall is a deadlock */
 inline const std::function<void()> *body;
 enum { STACK = 1 << 16 };
-/* RL_EMU_ORDER=reverse: blocks and threads last first */
-inline bool reverse_order()
+/* RL_EMU_ORDER: forward (the default: between two barriers a block's
+ * threads run one after another, first first), reverse (blocks and threads
+ * last first) or warp (each warp runs as far as it can, through its own
+ * exchanges, before the next starts, and cp.async copies land at once: a
+ * warp refilling a buffer that another has yet to read shows) */
+enum { ORDER_FORWARD, ORDER_REVERSE, ORDER_WARP };
+inline int order_mode()
 {
-    static int r = -1;
-    if (r < 0) {
+    static int m = -1;
+    if (m < 0) {
         const char *e = getenv("RL_EMU_ORDER");
-        r = e && !strcmp(e, "reverse");
+        m = e && !strcmp(e, "reverse") ? ORDER_REVERSE : e && !strcmp(e, "warp") ? ORDER_WARP : ORDER_FORWARD;
     }
-    return r;
+    return m;
 }
+inline bool reverse_order() { return order_mode() == ORDER_REVERSE; }
 
 inline void enter(fiber *f)
 {
@@ -270,14 +276,27 @@ inline void run_block(int nt)
     for (int alive = nt; alive > 0;) {
         long before = progress;
         alive = 0;
-        for (int i = 0; i < nt; i++) {
-            int t = reverse_order() ? nt - 1 - i : i;
-            if (fibers[t].done)
-                continue;
-            enter(&fibers[t]);
-            switch_to(&sched, &fibers[t].ctx);
-            alive += !fibers[t].done;
-        }
+        if (order_mode() == ORDER_WARP) {
+            for (int w = 0; w < nw; w++)
+                for (long p = -1; p != progress;) {   /* until its lanes all wait on the block */
+                    p = progress;
+                    for (int t = 32 * w; t < nt && t < 32 * w + 32; t++)
+                        if (!fibers[t].done) {
+                            enter(&fibers[t]);
+                            switch_to(&sched, &fibers[t].ctx);
+                        }
+                }
+            for (int t = 0; t < nt; t++)
+                alive += !fibers[t].done;
+        } else
+            for (int i = 0; i < nt; i++) {
+                int t = reverse_order() ? nt - 1 - i : i;
+                if (fibers[t].done)
+                    continue;
+                enter(&fibers[t]);
+                switch_to(&sched, &fibers[t].ctx);
+                alive += !fibers[t].done;
+            }
         if (alive && progress == before) {
             fprintf(stderr, "cuda_emu: deadlock in block (%u, %u): a barrier not reached by every thread\n",
                     blockIdx.x, blockIdx.y);
@@ -433,7 +452,8 @@ inline void mma_m16n8k16_bf16(float c[4], const unsigned a[4], const unsigned b[
  * queue and land, in order, only when cp.async.wait_group lets their group
  * go, so a kernel that reads a tile it has not waited for reads the old
  * one here as it might on a GPU. A thread must not end with copies
- * pending. ---- */
+ * pending. With RL_EMU_ORDER=warp they land at once instead, the other
+ * extreme: a refill before every warp is done with the buffer shows. ---- */
 struct async_copy {
     void *dst;
     const void *src;
@@ -447,6 +467,10 @@ inline void cp_async16(void *dst, const void *src)
     if (((uintptr_t)dst | (uintptr_t)src) & 15) {
         fprintf(stderr, "cuda_emu: cp.async of 16 bytes between %p and %p, misaligned\n", dst, src);
         abort();
+    }
+    if (order_mode() == ORDER_WARP) {   /* at once: early refills show */
+        memcpy(dst, src, 16);
+        return;
     }
     int me = fiber_index();
     async_queue[me].push_back({dst, src, async_groups[me]});
