@@ -112,7 +112,7 @@ $(BUILD)/%.o: %.c | build/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) lib/backend.h lib/sample.h | build/.deps-build
+$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) lib/backend.h lib/sample.h lib/tally.h | build/.deps-build
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
@@ -141,7 +141,7 @@ EMU_CHECKS := -O1 $(SANFLAGS)
 else
 EMU_CHECKS := -O2 -fsanitize=alignment -fno-sanitize-recover=alignment
 endif
-$(BUILD)/emu/rlflow-cuda-emu.so: $(CU_SRC) $(wildcard kernels/*.cuh) tests/emu/cuda_emu.h lib/backend.h lib/sample.h | build/.deps-build
+$(BUILD)/emu/rlflow-cuda-emu.so: $(CU_SRC) $(wildcard kernels/*.cuh) tests/emu/cuda_emu.h lib/backend.h lib/sample.h lib/tally.h | build/.deps-build
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++20 -fPIC -shared -DRL_CUDA_EMU $(EMU_CHECKS) $(WARN) -Wno-unknown-pragmas -Itests/emu -Ilib \
 	  $(BLAS_CFLAGS) -x c++ $(CU_SRC) $(BLAS_LIBS) -o $@

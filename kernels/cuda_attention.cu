@@ -33,6 +33,12 @@ static int attn_mode;
  * kernels 1.5 to 1.9 times faster, and bit for bit the same results */
 #define AUTO_TC_PIPE 1
 bool attn_tc_pipelined(void) { return attn_mode == ATTN_TC_PIPE || (attn_mode == ATTN_AUTO && AUTO_TC_PIPE); }
+/* whether the mode asks for the tensor-core kernels in this direction */
+static bool tc_wanted(bool backward)
+{
+    return attn_mode == ATTN_TC || attn_mode == ATTN_TC_PIPE || (attn_mode == ATTN_TC_FWD && !backward) ||
+           (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
+}
 
 /* $RL_CUDA_DECODE: auto (AUTO_DECODE_SPLIT), split (decode steps on the
  * split kernel where it applies: head_dim <= 128, groups of up to 8 query
@@ -67,9 +73,7 @@ bool attn_use_tiled(int n, int hd, bool backward)
 enum attn_route_t { BY_TC, BY_GEMM, BY_KERNELS };
 static attn_route_t attn_route(int n, int ctx, int n_heads, int hd, bool backward)
 {
-    bool tc = attn_mode == ATTN_TC || attn_mode == ATTN_TC_PIPE || (attn_mode == ATTN_TC_FWD && !backward) ||
-              (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
-    if (n > 4 && tc && gemm_bf16 && attn_tc_applies(hd))
+    if (n > 4 && tc_wanted(backward) && gemm_bf16 && attn_tc_applies(hd))
         return BY_TC;
     if (n > 4 && attn_mode <= ATTN_CUBLAS && (size_t)n_heads * n * ctx * sizeof(float) <= ATTN_GEMM_BYTES)
         return BY_GEMM;
@@ -257,10 +261,8 @@ int cuda_attention_mode(const char *name)
 /* what the device line says of the attention (the GPU tests read it) */
 const char *cuda_attention_desc(void)
 {
-    if (gemm_bf16 && attn_tc_pipelined())
-        return "tensor-core (cp.async)+cuBLAS+tiled";
-    if (gemm_bf16 && (attn_mode == ATTN_TC || attn_mode == ATTN_TC_FWD || (attn_mode == ATTN_AUTO && (AUTO_TC_FWD || AUTO_TC_BWD))))
-        return "tensor-core+cuBLAS+tiled";
+    if (gemm_bf16 && (tc_wanted(false) || tc_wanted(true)))
+        return attn_tc_pipelined() ? "tensor-core (cp.async)+cuBLAS+tiled" : "tensor-core+cuBLAS+tiled";
     return attn_mode <= ATTN_CUBLAS ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple";
 }
 

@@ -178,21 +178,31 @@ __device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], c
         }
     }
 }
-/* The top of a tile's step in a kernel's loop (every thread): the tiles
- * the step reads ready for all warps in buffer b (fill_this, without PIPE);
- * with PIPE they were on their way since the last step, and the next ones
- * (fill_next, when has_next) go on their way into the other buffer. */
-template <bool PIPE, class This, class Next>
-__device__ static inline void tile_step(This fill_this, Next fill_next, bool has_next)
+/* A kernel's loop over tiles at positions first, first + BK, .. < end,
+ * fill(pos, b) putting the tiles from pos into buffer b. With PIPE the
+ * first ones go on their way before the loop (tiles_begin), and each step
+ * sends the next ones into the other buffer while the warps work on its
+ * own; without, each step fills buffer 0 itself. tile_step, at the top of
+ * the step at pos (every thread): its tiles ready for all warps in buffer
+ * b. */
+template <bool PIPE, int BK, class Fill> __device__ static inline void tiles_begin(Fill fill, int first, int end)
+{
+    if constexpr (PIPE) {
+        if (first < end)
+            fill(first, 0);
+        cp_async_commit();
+    }
+}
+template <bool PIPE, int BK, class Fill> __device__ static inline void tile_step(Fill fill, int pos, int end, int b)
 {
     __syncthreads();                     /* the previous tiles are read: their buffers refill */
     if constexpr (PIPE) {
-        if (has_next)
-            fill_next();
+        if (pos + BK < end)
+            fill(pos + BK, b ^ 1);
         cp_async_commit();
         cp_async_wait<1>();              /* this thread's copies of this step's tiles have landed */
     } else
-        fill_this();
+        fill(pos, 0);
     __syncthreads();                     /* and every thread's */
 }
 
@@ -257,15 +267,10 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
     float o[HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;   /* the block's last key */
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;          /* its warp's first and last row's */
-    if constexpr (PIPE) {
-        fill(ks, 0, kb);
-        fill(vs, 0, vb);
-        cp_async_commit();
-    }
+    auto kv = [&](int k, int b) { fill(ks, b, kb + (size_t)k * HD), fill(vs, b, vb + (size_t)k * HD); };
+    tiles_begin<PIPE, BK>(kv, 0, last + 1);
     for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
-        tile_step<PIPE>([&] { fill(ks, 0, kb + (size_t)k0 * HD), fill(vs, 0, vb + (size_t)k0 * HD); },
-                        [&] { fill(ks, b ^ 1, kb + (size_t)(k0 + BK) * HD), fill(vs, b ^ 1, vb + (size_t)(k0 + BK) * HD); },
-                        k0 + BK <= last);
+        tile_step<PIPE, BK>(kv, k0, last + 1, b);
         if (k0 > wlast)
             continue;                    /* the warp's rows see none of these keys */
         float x[BK / 8][4], mx[2] = {m[0], m[1]};
@@ -361,15 +366,10 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q
     }
     int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;
     int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;
-    if constexpr (PIPE) {
-        fill(ks, 0, kb);
-        fill(vs, 0, vb);
-        cp_async_commit();
-    }
+    auto kv = [&](int k, int b) { fill(ks, b, kb + (size_t)k * HD), fill(vs, b, vb + (size_t)k * HD); };
+    tiles_begin<PIPE, BK>(kv, 0, last + 1);
     for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
-        tile_step<PIPE>([&] { fill(ks, 0, kb + (size_t)k0 * HD), fill(vs, 0, vb + (size_t)k0 * HD); },
-                        [&] { fill(ks, b ^ 1, kb + (size_t)(k0 + BK) * HD), fill(vs, b ^ 1, vb + (size_t)(k0 + BK) * HD); },
-                        k0 + BK <= last);
+        tile_step<PIPE, BK>(kv, k0, last + 1, b);
         if (k0 > wlast)
             continue;
         float x[BK / 8][4], dp[BK / 8][4];
@@ -422,13 +422,9 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
             d_s[b][j] = in ? dd[i0 + j] : 0.0f;
         }
     };
-    if constexpr (PIPE) {
-        if (first < S.n)
-            stage(first, 0);
-        cp_async_commit();
-    }
+    tiles_begin<PIPE, BK>(stage, first, S.n);
     for (int i0 = first, b = 0; i0 < S.n; i0 += BK, b ^= PIPE) {
-        tile_step<PIPE>([&] { stage(i0, 0); }, [&] { stage(i0 + BK, b ^ 1); }, i0 + BK < S.n);
+        tile_step<PIPE, BK>(stage, i0, S.n, b);
         if (S.pos + i0 + BK - 1 < k0 + 16 * w)
             continue;                    /* every query of the tile comes before the warp's keys */
         float x[BK / 8][4], dp[BK / 8][4];

@@ -8,33 +8,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend.h"
 #include "backend_prof.h"
 #include "err.h"
+#include "tally.h"
 
 #define MAX_KEYS 256
-
-struct prof_entry {
-    char key[64];
-    long calls;
-    double seconds, flops;
-};
 
 static const struct backend *inner;
 static struct backend table;
 static float *sync_buf;                  /* backend memory to download from */
-static struct prof_entry entries[MAX_KEYS];
-static int n_entries;
+static struct tally_entry entries[MAX_KEYS];
+static struct tally ops = {entries, 0, MAX_KEYS};
 static double t_op;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static void wait_device(void)
 {
@@ -46,56 +33,33 @@ static void wait_device(void)
 static void begin(void)
 {
     wait_device();
-    t_op = now();
+    t_op = tally_now();
 }
 
 static void end(const char *key, double flops)
 {
     wait_device();
-    double dt = now() - t_op;
-    int i = 0;
-    while (i < n_entries && strcmp(entries[i].key, key))
-        i++;
-    if (i == n_entries) {
-        if (n_entries == MAX_KEYS)
-            i = MAX_KEYS - 1;            /* full: the last line collects the rest */
-        else {
-            memset(&entries[i], 0, sizeof entries[i]);
-            snprintf(entries[n_entries++].key, sizeof entries[0].key, "%s", key);
-        }
-    }
-    entries[i].calls++;
-    entries[i].seconds += dt;
-    entries[i].flops += flops;
-}
-
-static int by_time(const void *a, const void *b)
-{
-    double x = ((const struct prof_entry *)a)->seconds, y = ((const struct prof_entry *)b)->seconds;
-    return x < y ? 1 : x > y ? -1 : 0;
+    tally_add(&ops, key, tally_now() - t_op, flops);
 }
 
 void backend_prof_report(FILE *f, const char *title)
 {
-    if (!inner || !n_entries)
+    if (!inner || !ops.n)
         return;
-    qsort(entries, n_entries, sizeof entries[0], by_time);
-    double total = 0;
-    for (int i = 0; i < n_entries; i++)
-        total += entries[i].seconds;
+    double total = tally_sort(&ops);
     fprintf(f, "profile (%s, device %s): %.4f s in ops\n", title, inner->name, total);
     fprintf(f, "%-40s %8s %10s %6s %8s\n", "op", "calls", "ms", "share", "TFLOP/s");
-    for (int i = 0; i < n_entries; i++) {
-        const struct prof_entry *e = &entries[i];
+    for (int i = 0; i < ops.n; i++) {
+        const struct tally_entry *e = &entries[i];
         fprintf(f, "%-40s %8ld %10.3f %5.1f%%", e->key, e->calls, e->seconds * 1e3, 100 * e->seconds / total);
         if (e->flops > 0)
             fprintf(f, " %8.1f", e->flops / e->seconds / 1e12);
         fputc('\n', f);
     }
-    n_entries = 0;
+    ops.n = 0;
 }
 
-void backend_prof_reset(void) { n_entries = 0; }
+void backend_prof_reset(void) { ops.n = 0; }
 
 static void report_at_exit(void) { backend_prof_report(stderr, "whole run"); }
 
