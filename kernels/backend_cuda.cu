@@ -9,7 +9,8 @@
  * stream, so ops are ordered and a download (cudaMemcpy) waits for the work
  * before it.
  *
- * Numerics: fp32 storage. Products run in the mode $RL_CUDA_MATH names:
+ * Numerics: fp32 parameters, gradients and optimizer moments; activations
+ * in bf16 in bf16 mode (cuda_acts.cu), else fp32. Products run in the mode $RL_CUDA_MATH names:
  * "bf16" (the default: operands rounded to bf16, fp32 accumulation), "tf32",
  * or "fp32" (exact, for parity checks). Reductions that normalise (RMS,
  * softmax sums, norms) accumulate in double, as on the CPU; every reduction
@@ -51,6 +52,7 @@ static void cu_free(void *p)
 {
     if (p) {
         params_forget(p);
+        acts_forget(p);
         CU(cudaFree(p));
     }
 }
@@ -60,16 +62,6 @@ static void cu_upload(void *dst, const void *src, size_t n)
     if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
 }
 static void cu_download(void *dst, const void *src, size_t n) { if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost)); }
-static void cu_zero(float *x, size_t n)
-{
-    params_written(x, n * sizeof *x);
-    if (n) CU(cudaMemsetAsync(x, 0, n * sizeof *x, 0));
-}
-static void cu_copy(float *dst, const float *src, size_t n)
-{
-    params_written(dst, n * sizeof *dst);
-    if (n) CU(cudaMemcpyAsync(dst, src, n * sizeof *dst, cudaMemcpyDeviceToDevice, 0));
-}
 
 /* ---------------- the table ---------------- */
 
@@ -86,9 +78,10 @@ static struct backend make_table(void)
     b.free = STAMPED(cu_free);
     b.upload = STAMPED(cu_upload);
     b.download = cu_download;   /* writes nothing of the caller's: not STAMPED */
-    b.zero = STAMPED(cu_zero);
-    b.copy = STAMPED(cu_copy);
+    b.zero = STAMPED(act_aware_zero);     /* cuda_acts.cu: an activation's elements are 2 bytes */
+    b.copy = STAMPED(act_aware_copy);
     cuda_params_ops(&b);
+    cuda_acts_ops(&b);
     cuda_gemm_ops(&b);
     cuda_elementwise_ops(&b);
     cuda_attention_ops(&b);
@@ -145,6 +138,9 @@ static int cuda_init(void)
         return fail("no usable GPU (%s)", cudaGetErrorString(e));
     if (pick_math() < 0 || pick_kv() < 0)
         return -1;
+    const char *act = getenv("RL_CUDA_ACT");
+    if (cuda_act_mode(act) < 0)
+        return fail("RL_CUDA_ACT=\"%s\": expected auto, bf16 (in bf16 mode) or fp32", act);
     const char *attn = getenv("RL_CUDA_ATTN");
     if (cuda_attention_mode(attn) < 0)
         return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, tc-fwd, tc-pipe, cublas, tiled or simple", attn);
@@ -164,10 +160,10 @@ static int cuda_init(void)
     if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
-    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s%s, %s KV cache", prop.name,
-             prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s%s, %s KV cache, %s activations",
+             prop.name, prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
              cuda_split_decode() ? ", split decode attention" : "", cuda_rows_tc() ? ", tensor-core decoding" : "",
-             kv_bf16 ? "bf16" : "fp32");
+             kv_bf16 ? "bf16" : "fp32", acts_bf16 ? "bf16" : "fp32");
     ktimes_start();
     table = make_table();
     table.kv_bf16 = kv_bf16;

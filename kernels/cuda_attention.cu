@@ -207,10 +207,9 @@ static void attention_part(float *out, int out_stride, const float *q, int q_str
 #define WIDEN_BUDGET ((size_t)256 << 20)
 #endif
 
-static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
-                         int n_seq, int n_heads, int n_kv, int hd, float scale)
+static void attention_f32(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+                          int n_seq, int n_heads, int n_kv, int hd, float scale)
 {
-    check_hd(hd);
     for (int i = 0; i < n_seq;) {
         int j = i + 1;
         size_t bytes = widened_floats(&s[i], n_heads, n_kv, hd) * sizeof(float);
@@ -225,14 +224,10 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     }
 }
 
-static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
-                             const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
-                             int n_kv, int hd, float scale)
+static void attention_bwd_f32(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                              const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
+                              int n_kv, int hd, float scale)
 {
-    check_hd(hd);
-    for (int i = 0; i < n_seq; i++)
-        if (s[i].kv_bf16)
-            fatal("attention_bwd", "a bf16 KV cache has no backward");
     for (int i = 0; i < n_seq; i++)
         if (seq_route(&s[i], n_heads, hd, true) == BY_GEMM)
             attn_gemm_bwd(dq, q_stride, dout, dout_stride, q, &s[i], n_heads, n_kv, hd, scale);
@@ -243,6 +238,145 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     struct bk_attn_seq *k = seqs_by_route(s, n_seq, n_heads, hd, true, BY_KERNELS, &nk);
     attn_bwd_kernels(dq, q_stride, dout, dout_stride, q, out, out_stride, k, nk, n_heads, n_kv, hd, scale);
     free(k);
+}
+
+/* ---- bf16 activations (cuda_acts.cu) ----
+ * The routes read and write fp32: a call on activations gets fp32 copies
+ * of its queries (and its forward output and dO), of keys and values that
+ * are activations (training's; a KV cache keeps its own handling), and
+ * fp32 outputs, narrowed into the activations after it. An fp32 region
+ * of the call's rows, one sequence's keys: */
+struct act_region {
+    float *f32;
+    const float *src;                /* the activation (bf16) it copies, or NULL */
+    long long ld;                    /* the activation's row pitch, in elements */
+    size_t rows;
+    int cols;
+};
+/* The region of rows [0, rows) x cols of activation src (ld apart), at *ws */
+static act_region region(float **ws, const float *src, long long ld, size_t rows, int cols, bool widen)
+{
+    act_region r = {*ws, src, ld, rows, cols};
+    *ws += rows * cols;
+    if (widen)
+        act_widen(r.f32, cols, src, ld, rows, cols);
+    return r;
+}
+/* narrow rows [row, row + n) of r back into its activation (add: +=) */
+static void narrow_rows(const act_region &r, size_t row, size_t n, bool add)
+{
+    act_narrow((unsigned short *)r.src + row * r.ld, r.ld, r.f32 + row * r.cols, r.cols, n, r.cols, add);
+}
+static size_t rows_of(const struct bk_attn_seq *s, int n_seq)
+{
+    size_t rows = 0;
+    for (int i = 0; i < n_seq; i++)
+        if ((size_t)(s[i].row + s[i].n) > rows)
+            rows = s[i].row + s[i].n;
+    return rows;
+}
+/* fp32 copies of the sequences' activation keys and values at *ws (and,
+ * backward, zeroed dk, dv): a host copy of s pointing at them */
+static struct bk_attn_seq *acts_kv(const struct bk_attn_seq *s, int n_seq, int kvd, float **ws, bool backward)
+{
+    struct bk_attn_seq *w = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *w);
+    if (!w)
+        fatal("attention", "out of host memory");
+    memcpy(w, s, (size_t)n_seq * sizeof *w);
+    for (int i = 0; i < n_seq; i++) {
+        if (!is_act(s[i].k))
+            continue;
+        size_t ctx = (size_t)s[i].pos + s[i].n;
+        w[i].k = region(ws, s[i].k, s[i].kv_stride, ctx, kvd, true).f32;
+        w[i].v = region(ws, s[i].v, s[i].kv_stride, ctx, kvd, true).f32;
+        if (backward) {
+            w[i].dk = region(ws, s[i].dk, s[i].kv_stride, ctx, kvd, false).f32;
+            w[i].dv = region(ws, s[i].dv, s[i].kv_stride, ctx, kvd, false).f32;
+            CU(cudaMemsetAsync(w[i].dk, 0, 2 * ctx * kvd * sizeof(float), 0));
+        }
+        w[i].kv_stride = kvd;
+    }
+    return w;
+}
+static size_t acts_kv_floats(const struct bk_attn_seq *s, int n_seq, int kvd, bool backward)
+{
+    size_t n = 0;
+    for (int i = 0; i < n_seq; i++)
+        if (is_act(s[i].k))
+            n += (backward ? 4 : 2) * ((size_t)s[i].pos + s[i].n) * kvd;
+    return n;
+}
+
+static void cu_attention(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s,
+                         int n_seq, int n_heads, int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    same_kind("attention", q, out);
+    if (!is_act(q)) {
+        attention_f32(out, out_stride, q, q_stride, s, n_seq, n_heads, n_kv, hd, scale);
+        return;
+    }
+    size_t rows = rows_of(s, n_seq), qw = (size_t)n_heads * hd;
+    float *ws = (float *)workspace(WS_ACT32, (2 * rows * qw + acts_kv_floats(s, n_seq, n_kv * hd, false)) * sizeof(float));
+    act_region q32 = region(&ws, q, q_stride, rows, (int)qw, true);
+    act_region o32 = region(&ws, out, out_stride, rows, (int)qw, false);
+    struct bk_attn_seq *w = acts_kv(s, n_seq, n_kv * hd, &ws, false);
+    attention_f32(o32.f32, (int)qw, q32.f32, (int)qw, w, n_seq, n_heads, n_kv, hd, scale);
+    for (int i = 0; i < n_seq; i++)
+        narrow_rows(o32, s[i].row, s[i].n, false);
+    free(w);
+}
+
+static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
+                             const float *out, int out_stride, const struct bk_attn_seq *s, int n_seq, int n_heads,
+                             int n_kv, int hd, float scale)
+{
+    check_hd(hd);
+    for (int i = 0; i < n_seq; i++)
+        if (s[i].kv_bf16)
+            fatal("attention_bwd", "a bf16 KV cache has no backward");
+    same_kind("attention_bwd", q, dq);
+    same_kind("attention_bwd", q, dout);
+    same_kind("attention_bwd", q, out);
+    if (!is_act(q)) {
+        attention_bwd_f32(dq, q_stride, dout, dout_stride, q, out, out_stride, s, n_seq, n_heads, n_kv, hd, scale);
+        return;
+    }
+    int kvd = n_kv * hd;
+    size_t rows = rows_of(s, n_seq), qw = (size_t)n_heads * hd;
+    float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(s, n_seq, kvd, true)) * sizeof(float));
+    act_region q32 = region(&ws, q, q_stride, rows, (int)qw, true);
+    act_region o32 = region(&ws, out, out_stride, rows, (int)qw, true);
+    act_region do32 = region(&ws, dout, dout_stride, rows, (int)qw, true);
+    act_region dq32 = region(&ws, dq, q_stride, rows, (int)qw, false);
+    struct bk_attn_seq *w = acts_kv(s, n_seq, kvd, &ws, true);
+    attention_bwd_f32(dq32.f32, (int)qw, do32.f32, (int)qw, q32.f32, o32.f32, (int)qw, w, n_seq, n_heads, n_kv, hd,
+                      scale);
+    for (int i = 0; i < n_seq; i++) {
+        narrow_rows(dq32, s[i].row, s[i].n, false);
+        if (!is_act(s[i].k))
+            continue;
+        size_t ctx = (size_t)s[i].pos + s[i].n;
+        act_narrow((unsigned short *)s[i].dk, s[i].kv_stride, w[i].dk, kvd, ctx, kvd, true);
+        act_narrow((unsigned short *)s[i].dv, s[i].kv_stride, w[i].dv, kvd, ctx, kvd, true);
+    }
+    free(w);
+}
+
+/* kv_append from activations: fp32 copies of the new rows first */
+static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
+                         int src_stride, int kv_dim)
+{
+    same_kind("kv_append", k_src, v_src);
+    if (!is_act(k_src)) {
+        attn_kv_append(s, n_seq, k_src, v_src, src_stride, kv_dim);
+        return;
+    }
+    size_t rows = rows_of(s, n_seq);
+    float *ws = (float *)workspace(WS_ACT32, 2 * rows * kv_dim * sizeof(float));
+    act_region k32 = region(&ws, k_src, src_stride, rows, kv_dim, true);
+    act_region v32 = region(&ws, v_src, src_stride, rows, kv_dim, true);
+    attn_kv_append(s, n_seq, k32.f32, v32.f32, kv_dim, kv_dim);
 }
 
 int cuda_decode_mode(const char *name)
@@ -270,6 +404,6 @@ void cuda_attention_ops(struct backend *b)
 {
     b->attention = STAMPED(cu_attention);
     b->attention_bwd = STAMPED(cu_attention_bwd);
-    b->kv_append = STAMPED(attn_kv_append);
+    b->kv_append = STAMPED(cu_kv_append);
     b->attn_scratch = cu_attn_scratch;   /* writes nothing of the caller's: not STAMPED */
 }

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 extern "C" {
 #include "backend.h"
 }
@@ -204,7 +206,7 @@ static inline void pack(T *dst, const float *src, int rows, int pad, int cols, i
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
 enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_SAMPLE,
-       WS_KV32, WS_DECODE, WS_COUNT };
+       WS_KV32, WS_DECODE, WS_ACT32, WS_COUNT };
 void *workspace(int which, size_t bytes);
 
 /* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */
@@ -214,8 +216,9 @@ struct operand {
 };
 static inline operand f32(const float *p) { return operand{p, false}; }
 
+/* c_bf16: c is bf16 (an activation), read for beta and written as such */
 void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
-             int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch);
+             int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch, bool c_bf16 = false);
 
 /* A producer's bf16 copy of its output y (rows x cols, row pitch cols), to
  * be written by the kernel that writes y, beside it (put_bf16_4 or
@@ -233,6 +236,17 @@ __device__ static inline void put_bf16_4(unsigned short *p, float4 v)
     q[1] = bf16_rne(v.z) | (unsigned)bf16_rne(v.w) << 16;
 }
 
+/* Four elements at p + i, 4 * sizeof *p bytes aligned, as fp32 */
+__device__ static inline float4 get4(const float *p, size_t i) { return *(const float4 *)(p + i); }
+__device__ static inline float4 get4(const unsigned short *p, size_t i)
+{
+    uint2 t = *(const uint2 *)(p + i);
+    return float4{__uint_as_float(t.x << 16), __uint_as_float(t.x & 0xffff0000u), __uint_as_float(t.y << 16),
+                  __uint_as_float(t.y & 0xffff0000u)};
+}
+__device__ static inline void put4(float *p, size_t i, float4 v) { *(float4 *)(p + i) = v; }
+__device__ static inline void put4(unsigned short *p, size_t i, float4 v) { put_bf16_4(p + i, v); }
+
 /* cuda_params.cu: the bf16 copy of the parameters at p.. p + n when they lie
  * in a marked range (made fresh first), else NULL (bf16 mode only); the
  * part of it adamw writes beside w.. w + n when fresh (else NULL, and the
@@ -241,6 +255,38 @@ const unsigned short *param_bf16(const float *p, size_t n);
 unsigned short *param_bf16_update(const float *w, size_t n);
 void params_written(const void *p, size_t bytes);
 void params_forget(const void *p);
+
+/* cuda_acts.cu: activations stored as bf16 ($RL_CUDA_ACT, backend.h
+ * act_bf16). is_act: p lies in a range the model marked as its activations
+ * (false outside that mode); an op reads and writes such a buffer as
+ * unsigned short (get, put) and every other as float. act_widen and
+ * act_narrow convert rows x cols between the two (row pitches in elements;
+ * narrow may add into the bf16 side); the memory ops convert too. */
+extern bool acts_bf16;
+bool is_act(const void *p);
+void acts_forget(const void *p);
+void act_widen(float *dst, long long ldd, const void *src, long long lds, size_t rows, int cols);
+void act_narrow(void *dst, long long ldd, const float *src, long long lds, size_t rows, int cols, bool add);
+void act_aware_zero(float *x, size_t n);
+void act_aware_copy(float *dst, const float *src, size_t n);
+int cuda_act_mode(const char *name);
+/* Call f with a null pointer of the type p is stored in (unsigned short
+ * for an activation, else float): `as_stored(p, [&](auto *t) { using T =
+ * ...` picks a kernel's instance. Two buffers that an op requires to be
+ * of one kind (a norm's input and output) are checked with same_kind. */
+template <class F> static inline void as_stored(const void *p, F f)
+{
+    if (is_act(p))
+        f((unsigned short *)nullptr);
+    else
+        f((float *)nullptr);
+}
+template <class T> using stored_t = typename std::remove_cv<typename std::remove_pointer<T>::type>::type;
+static inline void same_kind(const char *op, const void *a, const void *b)
+{
+    if (a && b && is_act(a) != is_act(b))
+        fatal(op, "given an activation (bf16) and an fp32 buffer where it takes two of one kind");
+}
 
 /* Every op that may write the caller's memory, matmul aside, bumps op_epoch
  * as it starts and as it ends (STAMPED around its entry in the table):
@@ -265,6 +311,7 @@ template <class R, class... A> struct stamp_t<R (*)(A...)> {
 
 /* each file's ops into the table */
 void cuda_params_ops(struct backend *b);
+void cuda_acts_ops(struct backend *b);
 void cuda_gemm_ops(struct backend *b);
 void cuda_elementwise_ops(struct backend *b);
 void cuda_attention_ops(struct backend *b);

@@ -8,22 +8,26 @@ double *red_buf;
 
 /* ---------------- RMSNorm ---------------- */
 
-/* y16: the bf16 copy of y for the next product (a_copy_for), or NULL */
-__global__ static void k_rmsnorm(float *y, unsigned short *y16, float *rstd, const float *x, const float *w, int d,
-                                 float eps)
+/* Kernels over activations take T, how they are stored: float, or
+ * unsigned short for bf16 activations (cuda_acts.cu); get and put convert.
+ * y16: the bf16 copy of y for the next product (a_copy_for), or NULL */
+template <class T>
+__global__ static void k_rmsnorm(T *y, unsigned short *y16, float *rstd, const T *x, const float *w, int d, float eps)
 {
-    const float *xi = x + (size_t)blockIdx.x * d;
-    float *yi = y + (size_t)blockIdx.x * d;
+    const T *xi = x + (size_t)blockIdx.x * d;
+    T *yi = y + (size_t)blockIdx.x * d;
     double ss = 0;
-    for (int j = threadIdx.x; j < d; j += blockDim.x)
-        ss += (double)xi[j] * xi[j];
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        double v = get(xi, j);
+        ss += v * v;
+    }
     ss = block_sum_d(ss);
     float r = (float)(1.0 / sqrt(ss / d + eps));
     if (threadIdx.x == 0)
         rstd[blockIdx.x] = r;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = w[j] * (xi[j] * r);
-        yi[j] = v;
+        float v = w[j] * (get(xi, j) * r);
+        put(yi, j, v);
         if (y16)
             y16[(size_t)blockIdx.x * d + j] = bf16_rne(v);
     }
@@ -32,24 +36,29 @@ static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, in
 {
     if (n <= 0)
         return;
-    LAUNCH(k_rmsnorm, n, THREADS)(y, a_copy_for(y, n, d), rstd, x, w, d, eps);
-    LAUNCHED("rmsnorm");
+    same_kind("rmsnorm", y, x);
+    as_stored(x, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        LAUNCH(k_rmsnorm<T>, n, THREADS)((T *)y, a_copy_for(y, n, d), rstd, (const T *)x, w, d, eps);
+        LAUNCHED("rmsnorm");
+    });
 }
 
 /* dx += r w dy - x r^3/d sum(w dy x), per row */
-__global__ static void k_rmsnorm_bwd_rows(float *dx, unsigned short *dx16, const float *dy, const float *x,
-                                         const float *w, const float *rstd, int d)
+template <class T>
+__global__ static void k_rmsnorm_bwd_rows(T *dx, unsigned short *dx16, const T *dy, const T *x, const float *w,
+                                          const float *rstd, int d)
 {
     size_t o = (size_t)blockIdx.x * d;
     double dot = 0;
     for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dot += (double)w[j] * dy[o + j] * x[o + j];
+        dot += (double)w[j] * get(dy, o + j) * get(x, o + j);
     dot = block_sum_d(dot);
     float r = rstd[blockIdx.x];
     float c = (float)(dot * r * r * r / d);
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = dx[o + j] + (r * w[j] * dy[o + j] - x[o + j] * c);
-        dx[o + j] = v;
+        float v = get(dx, o + j) + (r * w[j] * get(dy, o + j) - get(x, o + j) * c);
+        put(dx, o + j, v);
         if (dx16)
             dx16[o + j] = bf16_rne(v);
     }
@@ -62,7 +71,8 @@ __global__ static void k_rmsnorm_bwd_rows(float *dx, unsigned short *dx16, const
  * summed in order. Chunks keep the GPU busy: one block per 32 columns left
  * 64 blocks for d = 2048. */
 #define COLSUM_ROWS 128
-__global__ static void k_colsum_part(double *part, const float *a, const float *b, const float *s, int n, int d)
+template <class T>
+__global__ static void k_colsum_part(double *part, const T *a, const T *b, const float *s, int n, int d)
 {
     __shared__ double lanes[8][33];
     int j = blockIdx.x * 32 + threadIdx.x, ty = threadIdx.y;
@@ -70,9 +80,9 @@ __global__ static void k_colsum_part(double *part, const float *a, const float *
     double acc = 0;
     if (j < d)
         for (int i = i0 + ty; i < i1; i += 8) {
-            double v = a[(size_t)i * d + j];
+            double v = get(a, (size_t)i * d + j);
             if (b)
-                v *= b[(size_t)i * d + j];
+                v *= get(b, (size_t)i * d + j);
             if (s)
                 v *= s[i];
             acc += v;
@@ -101,8 +111,12 @@ static void colsum(float *out, const float *a, const float *b, const float *s, i
         return;
     int chunks = (n + COLSUM_ROWS - 1) / COLSUM_ROWS;
     double *part = (double *)workspace(WS_COLSUM, (size_t)chunks * d * sizeof(double));
-    LAUNCH(k_colsum_part, dim3((d + 31) / 32, chunks), dim3(32, 8))(part, a, b, s, n, d);
-    LAUNCHED("column sum");
+    same_kind("column sum", a, b);
+    as_stored(a, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        LAUNCH(k_colsum_part<T>, dim3((d + 31) / 32, chunks), dim3(32, 8))(part, (const T *)a, (const T *)b, s, n, d);
+        LAUNCHED("column sum");
+    });
     LAUNCH_OVER(d, k_colsum_total, "column sum (total)", out, part, chunks, d);
 }
 
@@ -111,8 +125,13 @@ static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x
 {
     if (n <= 0)
         return;
-    LAUNCH(k_rmsnorm_bwd_rows, n, THREADS)(dx, a_copy_for(dx, n, d), dy, x, w, rstd, d);
-    LAUNCHED("rmsnorm_bwd");
+    same_kind("rmsnorm_bwd", dx, dy);
+    same_kind("rmsnorm_bwd", dx, x);
+    as_stored(dx, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        LAUNCH(k_rmsnorm_bwd_rows<T>, n, THREADS)((T *)dx, a_copy_for(dx, n, d), (const T *)dy, (const T *)x, w, rstd, d);
+        LAUNCHED("rmsnorm_bwd");
+    });
     colsum(dw, dy, x, rstd, n, d);
 }
 
@@ -121,18 +140,19 @@ static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x
 /* A block per row: its position and table row are read once, and the
  * (head, pair) index of a thread needs 32-bit arithmetic only (the
  * grid-stride form divided a 64-bit index three times per pair). */
-__global__ static void k_rope(float *x, int stride, const int *pos, int nh, int hd, const float *cs,
-                              const float *sn, float sgn)
+template <class T>
+__global__ static void k_rope(T *x, int stride, const int *pos, int nh, int hd, const float *cs, const float *sn,
+                              float sgn)
 {
     int half = hd / 2, i = blockIdx.x;
     const float *ci = cs + (size_t)pos[i] * half, *si = sn + (size_t)pos[i] * half;
-    float *row = x + (size_t)i * stride;
+    T *row = x + (size_t)i * stride;
     for (int t = threadIdx.x; t < nh * half; t += blockDim.x) {
         int h = t / half, j = t - h * half;
-        float *v = row + (size_t)h * hd;
-        float c = ci[j], s = sgn * si[j], a = v[j], b = v[j + half];
-        v[j] = a * c - b * s;
-        v[j + half] = b * c + a * s;
+        T *v = row + (size_t)h * hd;
+        float c = ci[j], s = sgn * si[j], a = get(v, j), b = get(v, j + half);
+        put(v, j, a * c - b * s);
+        put(v, j + half, b * c + a * s);
     }
 }
 static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
@@ -140,8 +160,11 @@ static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd,
 {
     if (n <= 0 || nh <= 0 || hd < 2)
         return;
-    LAUNCH(k_rope, n, THREADS)(x, stride, pos, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
-    LAUNCHED("rope");
+    as_stored(x, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        LAUNCH(k_rope<T>, n, THREADS)((T *)x, stride, pos, nh, hd, cs, sn, inverse ? -1.0f : 1.0f);
+        LAUNCHED("rope");
+    });
 }
 
 /* ---------------- elementwise ---------------- */
@@ -154,123 +177,173 @@ __device__ static inline void swiglu1_bwd(float *dg, float *du, float d, float g
     *du = d * g * sg;
     *dg = d * u * sg * (1.0f + g * (1.0f - sg));
 }
-/* A block per (row, 4 * THREADS columns), four columns a thread as float4
- * where f % 4 == 0 and the rows are 16-byte aligned: no index division per
- * element (the grid-stride form divided a 64-bit index by f for each). */
+/* A block per (row, 4 * THREADS columns), four columns a thread (one
+ * float4, or 8 bytes of bf16) where f % 4 == 0 and the rows are aligned to
+ * that: no index division per element (the grid-stride form divided a
+ * 64-bit index by f for each). */
 /* (h16, dgu16: the outputs' bf16 copies for the next product, or NULL) */
-__global__ static void k_swiglu4(float *h, unsigned short *h16, const float *gu, int f)
+template <class T> __global__ static void k_swiglu4(T *h, unsigned short *h16, const T *gu, int f)
 {
     int j = blockIdx.y * blockDim.x + threadIdx.x;
     if (4 * j >= f)
         return;
     size_t i = blockIdx.x;
-    float4 g = ((const float4 *)(gu + i * 2 * f))[j], u = ((const float4 *)(gu + i * 2 * f + f))[j];
+    float4 g = get4(gu, i * 2 * f + 4 * j), u = get4(gu, i * 2 * f + f + 4 * j);
     float4 v = float4{swiglu1(g.x, u.x), swiglu1(g.y, u.y), swiglu1(g.z, u.z), swiglu1(g.w, u.w)};
-    ((float4 *)(h + i * f))[j] = v;
+    put4(h, i * f + 4 * j, v);
     if (h16)
         put_bf16_4(h16 + i * f + 4 * j, v);
 }
-__global__ static void k_swiglu(float *h, unsigned short *h16, const float *gu, int n, int f)
+template <class T> __global__ static void k_swiglu(T *h, unsigned short *h16, const T *gu, int n, int f)
 {
     GRID_STRIDE(t, (size_t)n * f) {
         size_t i = t / f, j = t % f;
-        h[t] = swiglu1(gu[i * 2 * f + j], gu[i * 2 * f + f + j]);
+        float v = swiglu1(get(gu, i * 2 * f + j), get(gu, i * 2 * f + f + j));
+        put(h, t, v);
         if (h16)
-            h16[t] = bf16_rne(h[t]);
+            h16[t] = bf16_rne(v);
     }
 }
-static bool by_float4(int n, int f, const void *a, const void *b, const void *c)
+template <class T> static bool by4(int n, int f, const void *a, const void *b, const void *c)
 {
-    return n > 0 && f % 4 == 0 && ((size_t)a | (size_t)b | (size_t)c) % 16 == 0 && (f / 4 + THREADS - 1) / THREADS < 65536;
+    return n > 0 && f % 4 == 0 && ((size_t)a | (size_t)b | (size_t)c) % (4 * sizeof(T)) == 0 &&
+           (f / 4 + THREADS - 1) / THREADS < 65536;
 }
 static void cu_swiglu(float *h, const float *gu, int n, int f)
 {
-    if (by_float4(n, f, h, gu, gu)) {
-        LAUNCH(k_swiglu4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(h, a_copy_for(h, n, f), gu, f);
-        LAUNCHED("swiglu");
-    } else
-        LAUNCH_OVER((size_t)n * f, k_swiglu, "swiglu", h, a_copy_for(h, n, f), gu, n, f);
+    same_kind("swiglu", h, gu);
+    as_stored(h, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        if (by4<T>(n, f, h, gu, gu)) {
+            LAUNCH(k_swiglu4<T>, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)((T *)h, a_copy_for(h, n, f),
+                                                                                (const T *)gu, f);
+            LAUNCHED("swiglu");
+        } else
+            LAUNCH_OVER((size_t)n * f, k_swiglu<T>, "swiglu", (T *)h, a_copy_for(h, n, f), (const T *)gu, n, f);
+    });
 }
 
-__global__ static void k_swiglu_bwd4(float *dgu, unsigned short *dgu16, const float *dh, const float *gu, int f)
+template <class T>
+__global__ static void k_swiglu_bwd4(T *dgu, unsigned short *dgu16, const T *dh, const T *gu, int f)
 {
     int j = blockIdx.y * blockDim.x + threadIdx.x;
     if (4 * j >= f)
         return;
     size_t i = blockIdx.x;
-    float4 g = ((const float4 *)(gu + i * 2 * f))[j], u = ((const float4 *)(gu + i * 2 * f + f))[j];
-    float4 d = ((const float4 *)(dh + i * f))[j], dg, du;
+    float4 g = get4(gu, i * 2 * f + 4 * j), u = get4(gu, i * 2 * f + f + 4 * j);
+    float4 d = get4(dh, i * f + 4 * j), dg, du;
     swiglu1_bwd(&dg.x, &du.x, d.x, g.x, u.x);
     swiglu1_bwd(&dg.y, &du.y, d.y, g.y, u.y);
     swiglu1_bwd(&dg.z, &du.z, d.z, g.z, u.z);
     swiglu1_bwd(&dg.w, &du.w, d.w, g.w, u.w);
-    ((float4 *)(dgu + i * 2 * f))[j] = dg;
-    ((float4 *)(dgu + i * 2 * f + f))[j] = du;
+    put4(dgu, i * 2 * f + 4 * j, dg);
+    put4(dgu, i * 2 * f + f + 4 * j, du);
     if (dgu16) {
         put_bf16_4(dgu16 + i * 2 * f + 4 * j, dg);
         put_bf16_4(dgu16 + i * 2 * f + f + 4 * j, du);
     }
 }
-__global__ static void k_swiglu_bwd(float *dgu, unsigned short *dgu16, const float *dh, const float *gu, int n, int f)
+template <class T>
+__global__ static void k_swiglu_bwd(T *dgu, unsigned short *dgu16, const T *dh, const T *gu, int n, int f)
 {
     GRID_STRIDE(t, (size_t)n * f) {
         size_t i = t / f, j = t % f, o = i * 2 * f + j;
-        swiglu1_bwd(&dgu[o], &dgu[o + f], dh[t], gu[o], gu[o + f]);
+        float dg, du;
+        swiglu1_bwd(&dg, &du, get(dh, t), get(gu, o), get(gu, o + f));
+        put(dgu, o, dg);
+        put(dgu, o + f, du);
         if (dgu16)
-            dgu16[o] = bf16_rne(dgu[o]), dgu16[o + f] = bf16_rne(dgu[o + f]);
+            dgu16[o] = bf16_rne(dg), dgu16[o + f] = bf16_rne(du);
     }
 }
 static void cu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
-    if (by_float4(n, f, dgu, dh, gu)) {
-        LAUNCH(k_swiglu_bwd4, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(dgu, a_copy_for(dgu, n, 2 * f), dh,
-                                                                              gu, f);
-        LAUNCHED("swiglu_bwd");
-    } else
-        LAUNCH_OVER((size_t)n * f, k_swiglu_bwd, "swiglu_bwd", dgu, a_copy_for(dgu, n, 2 * f), dh, gu, n, f);
+    same_kind("swiglu_bwd", dgu, dh);
+    same_kind("swiglu_bwd", dgu, gu);
+    as_stored(dgu, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        if (by4<T>(n, f, dgu, dh, gu)) {
+            LAUNCH(k_swiglu_bwd4<T>, dim3(n, (f / 4 + THREADS - 1) / THREADS), THREADS)(
+                (T *)dgu, a_copy_for(dgu, n, 2 * f), (const T *)dh, (const T *)gu, f);
+            LAUNCHED("swiglu_bwd");
+        } else
+            LAUNCH_OVER((size_t)n * f, k_swiglu_bwd<T>, "swiglu_bwd", (T *)dgu, a_copy_for(dgu, n, 2 * f),
+                        (const T *)dh, (const T *)gu, n, f);
+    });
 }
 
-__global__ static void k_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
+/* Ops of two buffers that may differ in kind (an embedding's fp32 table
+ * into bf16 activations; log-probs into log-probs): an instance per pair */
+template <class F> static void as_stored2(const void *d, const void *s, F f)
 {
-    GRID_STRIDE(t, (size_t)n * d) dst[t] = src[(size_t)idx[t / d] * d + t % d];
+    as_stored(d, [&](auto *td) { as_stored(s, [&](auto *ts) { f(td, ts); }); });
+}
+
+template <class TD, class TS>
+__global__ static void k_gather_rows(TD *dst, const TS *src, const int *idx, int n, int d)
+{
+    GRID_STRIDE(t, (size_t)n * d) put(dst, t, get(src, (size_t)idx[t / d] * d + t % d));
 }
 static void cu_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
 {
-    LAUNCH_OVER((size_t)n * d, k_gather_rows, "gather_rows", dst, src, idx, n, d);
+    as_stored2(dst, src, [&](auto *td, auto *ts) {
+        using TD = stored_t<decltype(td)>;
+        using TS = stored_t<decltype(ts)>;
+        LAUNCH_OVER((size_t)n * d, (k_gather_rows<TD, TS>), "gather_rows", (TD *)dst, (const TS *)src, idx, n, d);
+    });
 }
 
-__global__ static void k_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
+template <class TD, class TS>
+__global__ static void k_scatter_add_rows(TD *dst, const TS *src, const int *idx, int n, int d)
 {
-    GRID_STRIDE(t, (size_t)n * d) dst[(size_t)idx[t / d] * d + t % d] += src[t];
+    GRID_STRIDE(t, (size_t)n * d) {
+        size_t o = (size_t)idx[t / d] * d + t % d;
+        put(dst, o, get(dst, o) + get(src, t));
+    }
 }
 static void cu_scatter_add_rows(float *dst, const float *src, const int *idx, int n, int d)
 {
-    LAUNCH_OVER((size_t)n * d, k_scatter_add_rows, "scatter_add_rows", dst, src, idx, n, d);
+    as_stored2(dst, src, [&](auto *td, auto *ts) {
+        using TD = stored_t<decltype(td)>;
+        using TS = stored_t<decltype(ts)>;
+        LAUNCH_OVER((size_t)n * d, (k_scatter_add_rows<TD, TS>), "scatter_add_rows", (TD *)dst, (const TS *)src, idx,
+                    n, d);
+    });
 }
 
-__global__ static void k_add(float *y, const float *x, size_t n) { GRID_STRIDE(i, n) y[i] += x[i]; }
-__global__ static void k_add4(float4 *y, const float4 *x, size_t n4)
+template <class TY, class TX> __global__ static void k_add(TY *y, const TX *x, size_t n)
+{
+    GRID_STRIDE(i, n) put(y, i, get(y, i) + get(x, i));
+}
+template <class T> __global__ static void k_add4(T *y, const T *x, size_t n4)
 {
     GRID_STRIDE(i, n4) {
-        float4 a = y[i], b = x[i];
-        y[i] = float4{a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w};
+        float4 a = get4(y, 4 * i), b = get4(x, 4 * i);
+        put4(y, 4 * i, float4{a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w});
     }
 }
 static void cu_add(float *y, const float *x, size_t n)
 {
-    if (n % 4 == 0 && ((size_t)y | (size_t)x) % 16 == 0)
-        LAUNCH_OVER(n / 4, k_add4, "add", (float4 *)y, (const float4 *)x, n / 4);
-    else
-        LAUNCH_OVER(n, k_add, "add", y, x, n);
+    as_stored2(y, x, [&](auto *ty, auto *tx) {
+        using TY = stored_t<decltype(ty)>;
+        using TX = stored_t<decltype(tx)>;
+        if (std::is_same<TY, TX>::value && n % 4 == 0 && ((size_t)y | (size_t)x) % (4 * sizeof(TY)) == 0)
+            LAUNCH_OVER(n / 4, k_add4<TY>, "add", (TY *)y, (const TY *)x, n / 4);
+        else
+            LAUNCH_OVER(n, (k_add<TY, TX>), "add", (TY *)y, (const TX *)x, n);
+    });
 }
 
-__global__ static void k_add_bias(float *y, const float *b, int n, int d)
+template <class T> __global__ static void k_add_bias(T *y, const float *b, int n, int d)
 {
-    GRID_STRIDE(t, (size_t)n * d) y[t] += b[t % d];
+    GRID_STRIDE(t, (size_t)n * d) put(y, t, get(y, t) + b[t % d]);
 }
 static void cu_add_bias(float *y, const float *b, int n, int d)
 {
-    LAUNCH_OVER((size_t)n * d, k_add_bias, "add_bias", y, b, n, d);
+    as_stored(y, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        LAUNCH_OVER((size_t)n * d, k_add_bias<T>, "add_bias", (T *)y, b, n, d);
+    });
 }
 
 static void cu_bias_bwd(float *db, const float *dy, int n, int d) { colsum(db, dy, NULL, NULL, n, d); }
@@ -299,8 +372,9 @@ __global__ static void k_embed_mark(int *later, const int *next, int n)
 {
     GRID_STRIDE(i, (size_t)n) if (next[i] >= 0) later[next[i]] = 1;   /* each row is someone's next at most once */
 }
-__global__ static void k_embed_bwd(float *dtable, const float *dx, const int *ids, const int *next,
-                                   const int *later, int d)
+template <class T>
+__global__ static void k_embed_bwd(float *dtable, const T *dx, const int *ids, const int *next, const int *later,
+                                   int d)
 {
     int i = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     if (j >= d || later[i])
@@ -308,7 +382,7 @@ __global__ static void k_embed_bwd(float *dtable, const float *dx, const int *id
     float *t = dtable + (size_t)ids[i] * d + j;
     float acc = *t;
     for (int r = i; r >= 0; r = next[r])
-        acc += dx[(size_t)r * d + j];
+        acc += get(dx, (size_t)r * d + j);
     *t = acc;
 }
 static void cu_embed_bwd(float *dtable, const float *dx, const int *ids, int n, int d)
@@ -318,8 +392,12 @@ static void cu_embed_bwd(float *dtable, const float *dx, const int *ids, int n, 
     int *next = (int *)workspace(WS_EMBED, 2 * (size_t)n * sizeof *next), *later = next + n;
     LAUNCH_OVER(n, k_embed_next, "embed_bwd (next rows)", next, later, ids, n);
     LAUNCH_OVER(n, k_embed_mark, "embed_bwd (first rows)", later, next, n);
-    LAUNCH(k_embed_bwd, dim3(n, (d + THREADS - 1) / THREADS), THREADS)(dtable, dx, ids, next, later, d);
-    LAUNCHED("embed_bwd");
+    as_stored(dx, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        LAUNCH(k_embed_bwd<T>, dim3(n, (d + THREADS - 1) / THREADS), THREADS)(dtable, (const T *)dx, ids, next, later,
+                                                                            d);
+        LAUNCHED("embed_bwd");
+    });
 }
 
 /* ---------------- vocabulary ---------------- */

@@ -104,7 +104,7 @@ static const void *packed_a(const float *x, int rows, int cols, int ld)
 #define A_COPY_MIN_ROWS 512
 unsigned short *a_copy_for(const float *y, int rows, int cols)
 {
-    if (!gemm_bf16 || gemm_exact || rows <= 0 || cols <= 0)
+    if (!gemm_bf16 || gemm_exact || rows <= 0 || cols <= 0 || is_act(y))   /* bf16 already */
         return NULL;
     size_t n = (size_t)rows * cols;
     /* a marked range (a model's saved activations): its own copy, made
@@ -154,12 +154,12 @@ static operand param_operand(operand x, int rows, int cols, int ld)
  * the same way); then even a thin product takes the bf16 path, where the
  * copy halves the bytes of the weights it reads. */
 void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
-                    int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch)
+                    int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch, bool c_bf16)
 {
     if (m <= 0 || n <= 0 || batch <= 0)
         return;
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if ((a.bf16 || b.bf16) && !gemm_bf16)
+    if ((a.bf16 || b.bf16 || c_bf16) && !gemm_bf16)
         fatal("matmul", "a bf16 operand outside bf16 mode");
     if (gemm_exact) {
         BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
@@ -173,7 +173,7 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
         b = param_operand(b, tb ? n : k, tb ? k : n, ldb);
     }
     bool thin = batch == 1 && (double)m * n / (m + n) < 512;
-    if (gemm_bf16 && (a.bf16 || b.bf16 || !thin)) {
+    if (gemm_bf16 && (a.bf16 || b.bf16 || c_bf16 || !thin)) {
         if (!a.bf16 && k > 0) {
             int rows = ta ? k : m, cols = ta ? m : k;
             if (in_matmul_op)            /* a single product, sa = 0 */
@@ -190,12 +190,13 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
         type = CUDA_R_16BF;
         compute = CUBLAS_COMPUTE_32F;
     }
+    cudaDataType ctype = c_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     if (batch == 1)
-        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, a.p, type, lda, &beta, c, CUDA_R_32F, ldc,
+        BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, a.p, type, lda, &beta, c, ctype, ldc,
                           compute, CUBLAS_GEMM_DEFAULT));
     else
         BLAS(cublasGemmStridedBatchedEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, sb, a.p, type, lda, sa,
-                                        &beta, c, CUDA_R_32F, ldc, sc, batch, compute, CUBLAS_GEMM_DEFAULT));
+                                        &beta, c, ctype, ldc, sc, batch, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
@@ -204,7 +205,9 @@ static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const 
     if (m > 0 && n > 0)
         wrote(c, m, n, ldc);             /* before the product: a copy is of what it reads */
     in_matmul_op = true;
-    gemm_ex(ta, tb, m, n, k, alpha, f32(a), lda, 0, f32(b), ldb, 0, beta, c, ldc, 0, 1);
+    /* bf16 activations (cuda_acts.cu) go in and come out as they are */
+    gemm_ex(ta, tb, m, n, k, alpha, operand{a, is_act(a)}, lda, 0, operand{b, is_act(b)}, ldb, 0, beta, c, ldc, 0, 1,
+            is_act(c));
     in_matmul_op = false;
 }
 
@@ -221,6 +224,7 @@ static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const 
 #define MR_STAGE 4                    /* 128-wide groups of k staged per pass */
 #define MR_K (128 * MR_STAGE)
 
+/* (a row of bf16 activations: four elements in one 8-byte load) */
 __device__ static void load4(float *v, const float *row, int kb, int k, bool vec)
 {
     if (vec && kb + 3 < k) {
@@ -232,9 +236,23 @@ __device__ static void load4(float *v, const float *row, int kb, int k, bool vec
             v[e] = kb + e < k ? row[kb + e] : 0.0f;   /* fmaf(0, 0, acc) leaves acc as it is */
     }
 }
+__device__ static void load4(float *v, const unsigned short *row, int kb, int k, bool vec)
+{
+    if (vec && kb + 3 < k) {
+        uint2 t = *(const uint2 *)(row + kb);
+        v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
+        v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            v[e] = kb + e < k ? get(row, kb + e) : 0.0f;
+    }
+}
 
-template <int COLS>
-__global__ static void k_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k, bool vec)
+/* TA, TC: how a and c are stored (float, or unsigned short for bf16
+ * activations); b is fp32 */
+template <int COLS, class TA, class TC>
+__global__ static void k_matmul_rows(TC *c, const TA *a, const float *b, int m, int n, int k, bool vec)
 {
     __shared__ __align__(16) float as[MR_ROWS][MR_K];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, r0 = blockIdx.x * MR_ROWS;
@@ -287,7 +305,7 @@ __global__ static void k_matmul_rows(float *c, const float *a, const float *b, i
             if (r < nr) {                /* nr is the same for every lane */
                 float sum = warp_sum_f(acc[r][q]);
                 if (lane == 0 && j0 + q < n)
-                    c[(size_t)(r0 + r) * n + j0 + q] = sum;
+                    put(c, (size_t)(r0 + r) * n + j0 + q, sum);
             }
 }
 /* matmul_rows on the tensor cores, in bf16 mode where b is a marked
@@ -305,12 +323,13 @@ __global__ static void k_matmul_rows(float *c, const float *a, const float *b, i
  * weights' bytes in flight. */
 #define MRT_SPLIT 4
 #define MRT_ROWS 64
-__global__ static void k_rows_bf16(unsigned short *dst, const float *src, size_t valid, size_t n)
+template <class TA> __global__ static void k_rows_bf16(unsigned short *dst, const TA *src, size_t valid, size_t n)
 {
-    GRID_STRIDE(i, n) dst[i] = i < valid ? bf16_rne(src[i]) : 0;
+    GRID_STRIDE(i, n) dst[i] = i < valid ? bf16_rne(get(src, i)) : 0;
 }
+template <class TC>
 __global__ static void __launch_bounds__(32 * MRT_SPLIT)
-    k_matmul_rows_tc(float *c, const unsigned short *a16, const unsigned short *b16, int m, int n, int k)
+    k_matmul_rows_tc(TC *c, const unsigned short *a16, const unsigned short *b16, int m, int n, int k)
 {
     __shared__ float part[MRT_SPLIT][MRT_ROWS][16];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -350,13 +369,13 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
         for (int q = 1; q < MRT_SPLIT; q++)
             v += part[q][r][j];
         if (r0 + r < m && j0 + j < n)
-            c[(size_t)(r0 + r) * n + j0 + j] = v;
+            put(c, (size_t)(r0 + r) * n + j0 + j, v);
     }
 }
 /* The tensor-core route when it applies (see above; and $RL_CUDA_ROWS
  * allows it); false to take the fp32 kernel. Which route a call takes
  * depends on the modes, b, n and k, never on m. */
-static bool matmul_rows_tc(float *c, const float *a, const float *b, int m, int n, int k)
+template <class TA, class TC> static bool matmul_rows_tc(TC *c, const TA *a, const float *b, int m, int n, int k)
 {
     if (!cuda_rows_tc() || k % 16 || n % 8)
         return false;
@@ -365,10 +384,28 @@ static bool matmul_rows_tc(float *c, const float *a, const float *b, int m, int 
         return false;
     size_t na = (size_t)(m + 15) / 16 * 16 * k;
     unsigned short *a16 = (unsigned short *)workspace(WS_GEMM_A, na * sizeof *a16);
-    LAUNCH_OVER(na, k_rows_bf16, "matmul_rows (bf16 rows)", a16, a, (size_t)m * k, na);
-    LAUNCH(k_matmul_rows_tc, dim3((n + 15) / 16, (m + MRT_ROWS - 1) / MRT_ROWS), 32 * MRT_SPLIT)(c, a16, b16, m, n, k);
+    LAUNCH_OVER(na, k_rows_bf16<TA>, "matmul_rows (bf16 rows)", a16, a, (size_t)m * k, na);
+    LAUNCH(k_matmul_rows_tc<TC>, dim3((n + 15) / 16, (m + MRT_ROWS - 1) / MRT_ROWS), 32 * MRT_SPLIT)(c, a16, b16, m, n,
+                                                                                                   k);
     LAUNCHED("matmul_rows (tensor cores)");
     return true;
+}
+
+template <class TA, class TC> static void matmul_rows_as(TC *c, const TA *a, const float *b, int m, int n, int k)
+{
+    if (matmul_rows_tc(c, a, b, m, n, k))
+        return;
+    bool vec = k % 4 == 0 && (size_t)a % (4 * sizeof *a) == 0 && (size_t)b % 16 == 0;
+    unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;
+    /* four columns per warp reuse each row of a four times; one column per
+     * warp makes four times the blocks, for the GPU to have enough of them */
+    unsigned blocks4 = row_blocks * ((n + 4 * warps - 1) / (4 * warps));
+    if (blocks4 >= 2u * sm_count && m > MR_ROWS)
+        LAUNCH((k_matmul_rows<4, TA, TC>), dim3(row_blocks, (n + 4 * warps - 1) / (4 * warps)), THREADS)(c, a, b, m, n,
+                                                                                                       k, vec);
+    else
+        LAUNCH((k_matmul_rows<1, TA, TC>), dim3(row_blocks, (n + warps - 1) / warps), THREADS)(c, a, b, m, n, k, vec);
+    LAUNCHED("matmul_rows");
 }
 
 static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int n, int k)
@@ -376,18 +413,13 @@ static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int 
     if (m <= 0 || n <= 0)
         return;
     wrote(c, m, n, n);
-    if (matmul_rows_tc(c, a, b, m, n, k))
-        return;
-    bool vec = k % 4 == 0 && (size_t)a % 16 == 0 && (size_t)b % 16 == 0;
-    unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;
-    /* four columns per warp reuse each row of a four times; one column per
-     * warp makes four times the blocks, for the GPU to have enough of them */
-    unsigned blocks4 = row_blocks * ((n + 4 * warps - 1) / (4 * warps));
-    if (blocks4 >= 2u * sm_count && m > MR_ROWS)
-        LAUNCH(k_matmul_rows<4>, dim3(row_blocks, (n + 4 * warps - 1) / (4 * warps)), THREADS)(c, a, b, m, n, k, vec);
-    else
-        LAUNCH(k_matmul_rows<1>, dim3(row_blocks, (n + warps - 1) / warps), THREADS)(c, a, b, m, n, k, vec);
-    LAUNCHED("matmul_rows");
+    as_stored(a, [&](auto *ta) {
+        using TA = stored_t<decltype(ta)>;
+        as_stored(c, [&](auto *tc) {
+            using TC = stored_t<decltype(tc)>;
+            matmul_rows_as((TC *)c, (const TA *)a, b, m, n, k);
+        });
+    });
 }
 
 /* The ceiling the GPU benchmarks report against: TFLOP/s of an m x n x k

@@ -48,12 +48,26 @@ struct backend {
      * a decode step reads of them); the backend's attention and kv_append
      * then take bk_attn_seq.kv_bf16. The CUDA backend's bf16 mode. */
     bool kv_bf16;
+    /* The model's activations (the residual stream, the norms', attention's
+     * and the MLP's outputs, and their gradients) are stored as bf16: the
+     * model allocates them in a range it gives mark_acts, with 2-byte
+     * elements, and passes them to the ops as (float *) like every buffer;
+     * the backend knows them by address and reads and writes them as bf16
+     * (to nearest, ties to even), computing in fp32. Any other buffer of an
+     * op (parameters, gradients of parameters, logits, log-probs, norms'
+     * 1/rms, scratch) stays fp32. Where an op is given one of each (a
+     * product of activations into a parameter's gradient, a copy), each is
+     * read or written in its own type. The CUDA backend's bf16 mode. */
+    bool act_bf16;
+    void (*mark_acts)(const void *p, size_t bytes);   /* NULL unless act_bf16; forgotten when p is freed */
     void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
     void (*free)(void *p);
     void (*upload)(void *dst, const void *host_src, size_t bytes);
     void (*download)(void *host_dst, const void *src, size_t bytes);
     void (*zero)(float *x, size_t n);
-    void (*copy)(float *dst, const float *src, size_t n);      /* device to device */
+    /* device to device, n elements; from or to activations (act_bf16) it
+     * converts, else it copies the bits */
+    void (*copy)(float *dst, const float *src, size_t n);
     /* Optional (NULL where a backend has no use for it): the n floats at w
      * are read by many matmuls and written only by upload, copy, zero,
      * scale, matmul, adamw, or as the output of rmsnorm or swiglu (after any
@@ -171,11 +185,11 @@ const struct backend *backend_get(const char *name);
 
 /* rlflow-cuda.so's entry point. Its name carries the table's version, one
  * more whenever an op is added, removed or changes its meaning (2: softmax
- * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches): a library built
+ * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches; 5: bf16 activations): a library built
  * from another version has another name and is refused, where a check of
  * the table's size alone would let a same-sized table with other ops
  * through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v4
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v5
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 

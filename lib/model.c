@@ -372,64 +372,74 @@ size_t model_attn_scratch(const struct model *m, int n, int pos, bool backward)
 
 /* ---- activations ---- */
 
-/* Carve n floats (64-byte aligned) at *off; assign only when base is set. */
-static float *carve(char *base, size_t *off, size_t n)
+/* Carve n elements of `size` bytes (64-byte aligned) at *off; assign only when base is set. */
+static float *carve(char *base, size_t *off, size_t n, size_t size)
 {
     float *p = base ? (float *)(base + *off) : NULL;
-    *off += (n * sizeof(float) + 63) & ~(size_t)63;
+    *off += (n * size + 63) & ~(size_t)63;
     return p;
 }
 
+/* The activations first (act_size elements: a->act_bytes of them, the
+ * range the backend is told of), then the fp32 buffers. */
 static size_t layout_acts(struct model *m, struct model_acts *a, char *base)
 {
-    size_t off = 0, T = a->T_cap, H = m->H, F = m->ffn;
+    size_t off = 0, T = a->T_cap, H = m->H, F = m->ffn, e = act_size(m), f = sizeof(float);
     int nl = a->layers_cap;
     /* first, what only rmsnorm and swiglu write and the backward reads
      * again as weight gradients' operands: marked for the backend in
      * training (mark_params), which may keep bf16 copies of them */
     for (int l = 0; l < nl; l++) {
         struct layer_acts *la = &a->layer[l];
-        la->xn1 = carve(base, &off, T * H);
-        la->xn2 = carve(base, &off, T * H);
-        la->h = carve(base, &off, T * F);
+        la->xn1 = carve(base, &off, T * H, e);
+        la->xn2 = carve(base, &off, T * H, e);
+        la->h = carve(base, &off, T * F, e);
     }
     a->saved_bytes = off;
     for (int l = 0; l < nl; l++) {
         struct layer_acts *la = &a->layer[l];
-        la->x = carve(base, &off, T * H);
-        la->rstd1 = carve(base, &off, T);
-        la->qkv = carve(base, &off, T * m->qkv_dim);
-        la->lse = carve(base, &off, T * m->n_heads);
-        la->att = carve(base, &off, T * m->q_dim);
-        la->x2 = carve(base, &off, T * H);
-        la->rstd2 = carve(base, &off, T);
-        la->gu = carve(base, &off, T * 2 * F);
+        la->x = carve(base, &off, T * H, e);
+        la->qkv = carve(base, &off, T * m->qkv_dim, e);
+        la->att = carve(base, &off, T * m->q_dim, e);
+        la->x2 = carve(base, &off, T * H, e);
+        la->gu = carve(base, &off, T * 2 * F, e);
     }
-    a->xf = carve(base, &off, T * H);
-    a->rstd_f = carve(base, &off, T);
-    a->hf = carve(base, &off, T * H);
-    a->lse = carve(base, &off, T);
-    a->glogp = carve(base, &off, T);
-    a->logp = carve(base, &off, T);
     size_t tc = (size_t)(a->Tc < a->T_cap ? a->Tc : a->T_cap);   /* no chunk is longer than the batch */
-    a->chunk = carve(base, &off, tc * m->V);
-    a->hg = carve(base, &off, tc * H);
-    a->dhg = carve(base, &off, tc * H);
-    a->logits = a->logits_cap ? carve(base, &off, T * m->V) : NULL;
-    a->p = carve(base, &off, a->p_cap);
-    size_t labels = (size_t)(m->cfg.num_labels > 0 ? m->cfg.num_labels : 1);
-    a->scores = carve(base, &off, (size_t)a->seq_cap * labels);
-    a->dscore = carve(base, &off, (size_t)a->seq_cap * labels);
+    a->xf = carve(base, &off, T * H, e);
+    a->hf = carve(base, &off, T * H, e);
+    a->hg = carve(base, &off, tc * H, e);
+    a->dhg = carve(base, &off, tc * H, e);
     if (a->train_cap) {
-        a->dx = carve(base, &off, T * H);
-        a->dxn = carve(base, &off, T * H);
-        a->dhf = carve(base, &off, T * H);
-        a->dqkv = carve(base, &off, T * m->qkv_dim);
-        a->datt = carve(base, &off, T * m->q_dim);
-        a->dh = carve(base, &off, T * F);
-        a->dgu = carve(base, &off, T * 2 * F);
-        a->dp = carve(base, &off, a->p_cap);
+        a->dx = carve(base, &off, T * H, e);
+        a->dxn = carve(base, &off, T * H, e);
+        a->dhf = carve(base, &off, T * H, e);
+        a->dqkv = carve(base, &off, T * m->qkv_dim, e);
+        a->datt = carve(base, &off, T * m->q_dim, e);
+        a->dh = carve(base, &off, T * F, e);
+        a->dgu = carve(base, &off, T * 2 * F, e);
     }
+    a->act_bytes = off;
+    for (int l = 0; l < nl; l++) {
+        struct layer_acts *la = &a->layer[l];
+        la->rstd1 = carve(base, &off, T, f);
+        la->rstd2 = carve(base, &off, T, f);
+        la->lse = carve(base, &off, T * m->n_heads, f);
+    }
+    a->rstd_f = carve(base, &off, T, f);
+    a->lse = carve(base, &off, T, f);
+    a->glogp = carve(base, &off, T, f);
+    a->logp = carve(base, &off, T, f);
+    a->chunk = carve(base, &off, tc * m->V, f);
+    a->logits = a->logits_cap ? carve(base, &off, T * m->V, f) : NULL;
+    a->p = carve(base, &off, a->p_cap, f);
+    size_t labels = (size_t)(m->cfg.num_labels > 0 ? m->cfg.num_labels : 1);
+    a->scores = carve(base, &off, (size_t)a->seq_cap * labels, f);
+    a->dscore = carve(base, &off, (size_t)a->seq_cap * labels, f);
+    /* the largest of T x H activations, for an upload of fp32 to convert
+     * into them (model_backward's dhidden) */
+    a->stage = a->train_cap ? carve(base, &off, T * H, f) : NULL;
+    if (a->train_cap)
+        a->dp = carve(base, &off, a->p_cap, f);
     return off;
 }
 
@@ -514,7 +524,9 @@ int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, 
         return rl_err("out of memory for activations of %d tokens (%.1f GiB)", T, bytes / 1073741824.0);
     }
     layout_acts(m, &na, na.mem);
-    if (na.train_cap && m->bk->mark_params)
+    if (m->bk->act_bf16)
+        m->bk->mark_acts(na.mem, na.act_bytes);
+    else if (na.train_cap && m->bk->mark_params)
         m->bk->mark_params(na.mem, na.saved_bytes / sizeof(float));
     size_t ib = (size_t)na.T_cap * 7 * sizeof(int) + (size_t)na.seq_cap * (3 * sizeof(int) + sizeof(struct bk_attn_seq));
     na.imem = rl_malloc(ib);

@@ -92,7 +92,8 @@ struct model {
     /* results of the last forward (valid until the next one) */
     int n_tok, n_seq;
     float *logp;               /* [T] log-prob of targets[t] (0 where none); host memory */
-    float *hidden;             /* [T, H] last hidden states (after the final norm); backend memory */
+    float *hidden;             /* [T, H] last hidden states (after the final norm); backend memory,
+                                  bf16 where the backend stores activations so (bk->act_bf16) */
     float *logits;             /* [T, V] with MODEL_LOGITS, else NULL; host memory */
     float *scores;             /* [n_seq, num_labels] score head: at each sequence's last token; host */
 };

@@ -52,10 +52,10 @@ static void layer_backward(struct model *m, int l, float *dres)
         q->dp = scratch ? a->dp + poff : NULL;
         poff += scratch;
         size_t r = (size_t)q->row * m->qkv_dim + m->q_dim;
-        q->k = la->qkv + r;
-        q->v = q->k + m->kv_dim;
-        q->dk = a->dqkv + r;
-        q->dv = q->dk + m->kv_dim;
+        q->k = act_at(m, la->qkv, r);
+        q->v = act_at(m, q->k, m->kv_dim);
+        q->dk = act_at(m, a->dqkv, r);
+        q->dv = act_at(m, q->dk, m->kv_dim);
         q->kv_stride = m->qkv_dim;
         q->kv_bf16 = false;
     }
@@ -97,8 +97,8 @@ static void score_head_backward(struct model *m, const float *host_dscore)
     for (int s = 0; s < a->n_seq; s++) {
         size_t r = (size_t)(a->seq_row[s] + a->seq_len[s] - 1) * H;
         m->bk->matmul(false, false, 1, H, nl, 1.0f, dscore + (size_t)s * nl, nl, m->w.score, H,
-                      1.0f, a->dhf + r, H);
-        m->bk->matmul(true, false, nl, H, 1, 1.0f, dscore + (size_t)s * nl, nl, a->hf + r, H,
+                      1.0f, act_at(m, a->dhf, r), H);
+        m->bk->matmul(true, false, nl, H, 1, 1.0f, dscore + (size_t)s * nl, nl, act_at(m, a->hf, r), H,
                       1.0f, m->g.score, H);
     }
 }
@@ -115,7 +115,10 @@ int model_backward(struct model *m, const float *dlogp, const float *dscore, con
     const struct backend *bk = m->bk;
     int T = a->T, H = m->H;
 
-    if (dhidden)
+    if (dhidden && bk->act_bf16) {       /* fp32 in, converted by copy */
+        bk->upload(a->stage, dhidden, (size_t)T * H * sizeof(float));
+        bk->copy(a->dhf, a->stage, (size_t)T * H);
+    } else if (dhidden)
         bk->upload(a->dhf, dhidden, (size_t)T * H * sizeof(float));
     else
         bk->zero(a->dhf, (size_t)T * H);

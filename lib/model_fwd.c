@@ -38,12 +38,12 @@ static void linear(const struct model *m, float *out, const float *in, const flo
                 rows += a->seq_len[s1++];
             size_t r = (size_t)a->seq_row[s];
             if (s1 > s) {
-                bk->matmul_rows(out + r * dout, in + r * din, w, rows, dout, din);
+                bk->matmul_rows(act_at(m, out, r * dout), act_at(m, in, r * din), w, rows, dout, din);
                 s = s1;
                 continue;
             }
-            bk->matmul(false, true, a->seq_len[s], dout, din, 1.0f, in + r * din, din, w, din, 0.0f,
-                       out + r * dout, dout);
+            bk->matmul(false, true, a->seq_len[s], dout, din, 1.0f, act_at(m, in, r * din), din, w, din, 0.0f,
+                       act_at(m, out, r * dout), dout);
             s++;
         }
     }
@@ -64,7 +64,7 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
 {
     struct model_acts *a = m->acts;
     size_t poff = 0;
-    const float *k_new = la->qkv + m->q_dim, *v_new = k_new + m->kv_dim;
+    const float *k_new = act_at(m, la->qkv, m->q_dim), *v_new = act_at(m, k_new, m->kv_dim);
     for (int s = 0; s < a->n_seq; s++) {
         struct bk_attn_seq *q = &a->seqs[s];
         q->row = a->seq_row[s];
@@ -77,8 +77,8 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
         poff += scratch;
         q->kv_bf16 = c && c->bf16;
         if (!c) {
-            q->k = k_new + (size_t)q->row * m->qkv_dim;
-            q->v = v_new + (size_t)q->row * m->qkv_dim;
+            q->k = act_at(m, k_new, (size_t)q->row * m->qkv_dim);
+            q->v = act_at(m, v_new, (size_t)q->row * m->qkv_dim);
             q->kv_stride = m->qkv_dim;
             continue;
         }
@@ -195,7 +195,7 @@ static void score_head_forward(struct model *m, float *out)
     int nl = m->cfg.num_labels;
     for (int s = 0; s < a->n_seq; s++) {
         int r = a->seq_row[s] + a->seq_len[s] - 1;
-        m->bk->matmul(false, true, 1, nl, m->H, 1.0f, a->hf + (size_t)r * m->H, m->H,
+        m->bk->matmul(false, true, 1, nl, m->H, 1.0f, act_at(m, a->hf, (size_t)r * m->H), m->H,
                       m->w.score, m->H, 0.0f, out + (size_t)s * nl, nl);
     }
 }

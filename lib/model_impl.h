@@ -4,6 +4,17 @@
 #define RLFLOW_MODEL_IMPL_H
 #include "model.h"
 
+/* The activation buffers (struct layer_acts and the backward's d*) hold
+ * bf16 where the backend stores activations so (bk->act_bf16: 2-byte
+ * elements behind the float pointers), else fp32; act_at steps through them
+ * in either. The statistics beside them (rstd, lse), the log-probs, the
+ * logits and the attention scratch are fp32 always. */
+static inline size_t act_size(const struct model *m) { return m->bk->act_bf16 ? 2 : sizeof(float); }
+static inline float *act_at(const struct model *m, const float *p, size_t i)
+{
+    return (float *)((const char *)p + i * act_size(m));
+}
+
 /* What one layer's forward leaves behind for its backward (training), or the
  * single reused set (inference). Rows are tokens of the packed batch. */
 struct layer_acts {
@@ -25,6 +36,7 @@ struct model_acts {
     bool train_cap, logits_cap;
     void *mem;                  /* one backend allocation for all float buffers */
     size_t saved_bytes;         /* the first of them: xn1, xn2 and h of every layer */
+    size_t act_bytes;           /* the activations, from mem on (model.c layout_acts) */
     struct layer_acts *layer;   /* [layers_cap] */
     float *xf, *rstd_f, *hf;    /* [T, H] final residual, 1/rms, normed hidden */
     float *logp;                /* [T] log-prob per token (0 without target) */
@@ -38,6 +50,7 @@ struct model_acts {
     /* backward scratch (train only) */
     float *dx, *dxn, *dhf, *dqkv, *datt, *dh, *dgu;
     float *dp;                  /* attention backward scratch, like p */
+    float *stage;               /* [T, H] fp32: an upload on its way into activations */
 
     /* host-side integer bookkeeping (one allocation) */
     void *imem;

@@ -55,6 +55,9 @@
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
 #define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {
@@ -601,15 +604,27 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    cudaDataType bt, int ldb, const void *beta, void *c, cudaDataType ct, int ldc,
                                    cublasComputeType_t, int)
 {
-    if (at != bt || ct != CUDA_R_32F)
+    if (at != bt || (ct == CUDA_R_16BF && at != CUDA_R_16BF))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (at == CUDA_R_32F)
         return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, (const float *)a, lda, (const float *)b, ldb,
                            (const float *)beta, (float *)c, ldc);
-    /* bf16 in, fp32 out: the products of the rounded values in fp32 */
+    /* bf16 in, fp32 (or bf16) out: the products of the rounded values in
+     * fp32; a bf16 c is widened for beta and rounded to nearest even after */
     float *fa = emu_widen_bf16(a, lda, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m);
     float *fb = emu_widen_bf16(b, ldb, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k);
-    cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, fa, lda, fb, ldb, (const float *)beta, (float *)c, ldc);
+    float *fc = ct == CUDA_R_16BF ? emu_widen_bf16(c, ldc, m, n) : (float *)c;
+    cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, fa, lda, fb, ldb, (const float *)beta, fc, ldc);
+    if (ct == CUDA_R_16BF) {
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                unsigned u;
+                memcpy(&u, &fc[(size_t)j * ldc + i], sizeof u);
+                u = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+                ((unsigned short *)c)[(size_t)j * ldc + i] = (unsigned short)u;
+            }
+        free(fc);
+    }
     free(fa), free(fb);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -628,10 +643,10 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperati
                                                  long long sb, const void *beta, void *c, cudaDataType ct, int ldc,
                                                  long long sc, int batch, cublasComputeType_t, int)
 {
-    size_t es = at == CUDA_R_16BF ? 2 : 4;
+    size_t es = at == CUDA_R_16BF ? 2 : 4, cs = ct == CUDA_R_16BF ? 2 : 4;
     for (int i = 0; i < batch; i++) {
         cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, alpha, (const char *)a + i * sa * es, at, lda,
-                                         (const char *)b + i * sb * es, bt, ldb, beta, (float *)c + i * sc, ct, ldc,
+                                         (const char *)b + i * sb * es, bt, ldb, beta, (char *)c + i * sc * cs, ct, ldc,
                                          CUBLAS_COMPUTE_32F, 0);
         if (st)
             return st;

@@ -1162,6 +1162,314 @@ static void test_memory(void)
     free(h), free(back), free(z);
 }
 
+/* ---- bf16 activations (backend.h act_bf16; $RL_CUDA_ACT) ----
+ * The same ops on buffers the GPU knows as activations (a range given to
+ * mark_acts), which it keeps as bf16: the CPU computes on fp32 copies of
+ * the same bf16 values, and the GPU's outputs are compared once widened.
+ * Their bound is the GEMM mode's plus bf16's rounding of the output. */
+static char *arena;                     /* one marked range; the tensors are carved from it */
+static size_t arena_used, arena_cap;
+static float *act_take(size_t n)
+{
+    size_t bytes = (n * 2 + 63) & ~(size_t)63;
+    if (arena_used + bytes > arena_cap) {
+        fprintf(stderr, "test_cuda_ops: activation arena too small\n");
+        exit(1);
+    }
+    float *p = (float *)(arena + arena_used);
+    arena_used += bytes;
+    return p;
+}
+static void act_upload(float *g, const float *h, size_t n)
+{
+    uint16_t *b = rl_malloc((n ? n : 1) * sizeof *b);
+    for (size_t i = 0; i < n; i++)
+        b[i] = st_f32_to_bf16(h[i]);
+    gpu->upload(g, b, n * sizeof *b);
+    free(b);
+}
+/* An activation: random bf16 values on both sides (the GPU's in the arena) */
+static struct two act_rand(size_t n, float scale)
+{
+    float *h = rand_host(n, scale);
+    bf16_values(h, n);
+    struct two t = {cpu->alloc((n ? n : 1) * sizeof(float)), act_take(n), n};
+    memcpy(t.c, h, n * sizeof *h);
+    act_upload(t.g, h, n);
+    free(h);
+    return t;
+}
+/* An activation the op overwrites: zeros on the CPU, NaN on the GPU */
+static struct two act_poisoned(size_t n)
+{
+    float *h = rl_malloc((n ? n : 1) * sizeof *h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    struct two t = {cpu->alloc((n ? n : 1) * sizeof(float)), act_take(n), n};
+    act_upload(t.g, h, n);
+    free(h);
+    return t;
+}
+static void act_drop(struct two *t) { cpu->free(t->c); }   /* the arena is reset whole */
+static void expect_act(const char *name, const struct two *t, double tol)
+{
+    double e = bf16_err((const uint16_t *)t->g, t->c, t->n);
+    CHECKF(name, e <= tol, "normalized error %.3g > %.2g", e, tol);
+}
+/* The CPU's copy of an output rounded to bf16, as the GPU stores it: where
+ * a later op reads it on both sides */
+static void act_round_cpu(struct two *t) { bf16_values(t->c, t->n); }
+
+static void test_acts_memory(void)
+{
+    size_t n = 5003;
+    struct two a = rand_both(n, 3), x = act_poisoned(n), back = poisoned(n);
+    gpu->copy(x.g, a.g, n);             /* fp32 -> activation: rounded */
+    memcpy(x.c, a.c, n * sizeof *a.c);
+    act_round_cpu(&x);
+    expect_act("bf16 activations: copy from fp32 rounds to bf16", &x, 0);
+    gpu->copy(back.g, x.g, n);          /* activation -> fp32: exact */
+    memcpy(back.c, x.c, n * sizeof *x.c);
+    expect("bf16 activations: copy to fp32 widens exactly", &back, 0);
+    struct two y = act_poisoned(n);
+    gpu->copy(y.g, x.g, n);
+    memcpy(y.c, x.c, n * sizeof *x.c);
+    expect_act("bf16 activations: copy between activations", &y, 0);
+    gpu->zero((float *)((uint16_t *)y.g + 100), 51);   /* 51 elements: 102 bytes, not 204 */
+    for (size_t i = 100; i < 151; i++)
+        y.c[i] = 0;
+    expect_act("bf16 activations: zero clears its elements, no more", &y, 0);
+    drop(&a), drop(&back), act_drop(&x), act_drop(&y);
+}
+
+static void test_acts_matmul(void)
+{
+    double tol = gemm_tol + 1e-2;
+    int m = 70, n = 96, k = 128;
+    /* a linear layer: activations in, fp32 weights, activations out (fresh, then beta) */
+    struct two x = act_rand((size_t)m * k, 1), w = rand_both((size_t)n * k, 1), y = act_poisoned((size_t)m * n);
+    cpu->matmul(false, true, m, n, k, 1, x.c, k, w.c, k, 0, y.c, n);
+    gpu->matmul(false, true, m, n, k, 1, x.g, k, w.g, k, 0, y.g, n);
+    expect_act("bf16 activations: matmul x w^T into activations", &y, tol);
+    act_round_cpu(&y);
+    cpu->matmul(false, true, m, n, k, 0.5f, x.c, k, w.c, k, 1, y.c, n);
+    gpu->matmul(false, true, m, n, k, 0.5f, x.g, k, w.g, k, 1, y.g, n);
+    expect_act("bf16 activations: matmul accumulating into activations (beta = 1)", &y, tol);
+    /* the weight gradient: activations in, fp32 out, accumulating */
+    struct two dy = act_rand((size_t)m * n, 1), dw = rand_both((size_t)n * k, 1);
+    cpu->matmul(true, false, n, k, m, 1, dy.c, n, x.c, k, 1, dw.c, k);
+    gpu->matmul(true, false, n, k, m, 1, dy.g, n, x.g, k, 1, dw.g, k);
+    expect("bf16 activations: matmul dy^T x into an fp32 gradient", &dw, tol);
+    /* the LM head's backward: fp32 logits' gradient times fp32 weights into activations */
+    struct two g = rand_both((size_t)m * n, 1), dx = act_poisoned((size_t)m * k);
+    cpu->matmul(false, false, m, k, n, 1, g.c, n, w.c, k, 0, dx.c, k);
+    gpu->matmul(false, false, m, k, n, 1, g.g, n, w.g, k, 0, dx.g, k);
+    expect_act("bf16 activations: matmul of fp32 operands into activations", &dx, tol);
+    /* and activations into fp32 logits */
+    struct two l = poisoned((size_t)m * n);
+    cpu->matmul(false, true, m, n, k, 1, x.c, k, w.c, k, 0, l.c, n);
+    gpu->matmul(false, true, m, n, k, 1, x.g, k, w.g, k, 0, l.g, n);
+    expect("bf16 activations: matmul of activations into fp32", &l, gemm_tol);
+    drop(&w), drop(&dw), drop(&g), drop(&l);
+    act_drop(&x), act_drop(&y), act_drop(&dy), act_drop(&dx);
+
+    /* matmul_rows (decode steps): activations in, activations or fp32 out;
+     * every row the bits of that row alone */
+    int rows = 20, nr = 296, kr = 576;
+    struct two a = act_rand((size_t)rows * kr, 1), b = rand_both((size_t)nr * kr, 1);
+    for (int marked = 0; marked < 2; marked++) {
+        if (marked && gpu->mark_params)
+            gpu->mark_params(b.g, (size_t)nr * kr);
+        struct two c = act_poisoned((size_t)rows * nr), c32 = poisoned((size_t)rows * nr);
+        cpu->matmul_rows(c.c, a.c, b.c, rows, nr, kr);
+        gpu->matmul_rows(c.g, a.g, b.g, rows, nr, kr);
+        expect_act(harness_name("bf16 activations: matmul_rows into activations%s", marked ? ", b marked" : ""), &c,
+                   (marked ? gemm_tol : 1e-5) + 1e-2);
+        memcpy(c32.c, c.c, (size_t)rows * nr * sizeof *c.c);
+        gpu->matmul_rows(c32.g, a.g, b.g, rows, nr, kr);
+        expect(harness_name("bf16 activations: matmul_rows into fp32%s", marked ? ", b marked" : ""), &c32,
+               marked ? gemm_tol : 1e-5);
+        float *all = rl_malloc((size_t)rows * nr * sizeof *all), *one = rl_malloc(nr * sizeof *one);
+        gpu->download(all, c32.g, (size_t)rows * nr * sizeof *all);
+        bool same = true;
+        for (int r = 0; r < rows; r += 7) {
+            gpu->matmul_rows(c32.g, (float *)((uint16_t *)a.g + (size_t)r * kr), b.g, 1, nr, kr);
+            gpu->download(one, c32.g, nr * sizeof *one);
+            same &= !memcmp(one, all + (size_t)r * nr, nr * sizeof *one);
+        }
+        CHECK(harness_name("bf16 activations: matmul_rows rows are the bits of each row alone%s",
+                           marked ? ", b marked" : ""), same);
+        free(all), free(one);
+        act_drop(&c), drop(&c32);
+    }
+    act_drop(&a), drop(&b);
+}
+
+static void test_acts_rows(void)
+{
+    int n = 37, d = 520;
+    double tol = 1e-2;
+    struct two x = act_rand((size_t)n * d, 3), w = rand_both(d, 1), y = act_poisoned((size_t)n * d), r = poisoned(n);
+    cpu->rmsnorm(y.c, r.c, x.c, w.c, n, d, 1e-5f);
+    gpu->rmsnorm(y.g, r.g, x.g, w.g, n, d, 1e-5f);
+    expect_act("bf16 activations: rmsnorm", &y, tol);
+    expect("bf16 activations: rmsnorm's 1/rms (fp32)", &r, 1e-5);
+    struct two dy = act_rand((size_t)n * d, 1), dx = act_rand((size_t)n * d, 1), dw = rand_both(d, 1);
+    cpu->rmsnorm_bwd(dx.c, dw.c, dy.c, x.c, w.c, r.c, n, d);
+    gpu->rmsnorm_bwd(dx.g, dw.g, dy.g, x.g, w.g, r.g, n, d);
+    expect_act("bf16 activations: rmsnorm_bwd dx +=", &dx, tol);
+    expect("bf16 activations: rmsnorm_bwd dw += (fp32)", &dw, 1e-5);
+    cpu->bias_bwd(dw.c, dy.c, n, d);
+    gpu->bias_bwd(dw.g, dy.g, n, d);
+    expect("bf16 activations: bias_bwd's column sums into fp32", &dw, 1e-5);
+    cpu->add_bias(dx.c, w.c, n, d);
+    gpu->add_bias(dx.g, w.g, n, d);
+    expect_act("bf16 activations: add_bias", &dx, tol);
+    act_round_cpu(&dx);
+    cpu->add(dx.c, dy.c, (size_t)n * d);                /* four a thread */
+    gpu->add(dx.g, dy.g, (size_t)n * d);
+    expect_act("bf16 activations: add", &dx, tol);
+    act_round_cpu(&dx);
+    cpu->add(dx.c, dy.c, (size_t)n * d - 3);            /* one a thread */
+    gpu->add(dx.g, dy.g, (size_t)n * d - 3);
+    expect_act("bf16 activations: add, n not a multiple of 4", &dx, tol);
+    drop(&w), drop(&r), drop(&dw);
+    act_drop(&x), act_drop(&y), act_drop(&dy), act_drop(&dx);
+
+    /* RoPE in place on a q | k row layout */
+    int nr = 9, nh = 6, hd = 64, stride = nh * hd + 32, len = 32, half = hd / 2, pos[9];
+    for (int i = 0; i < nr; i++)
+        pos[i] = (i * 5 + 1) % len;
+    int *gpos = ints_gpu(pos, nr);
+    struct two cs = rand_both((size_t)len * half, 1), sn = rand_both((size_t)len * half, 1);
+    struct two q = act_rand((size_t)nr * stride, 1);
+    cpu->rope(q.c, stride, pos, nr, nh, hd, cs.c, sn.c, false);
+    gpu->rope(q.g, stride, gpos, nr, nh, hd, cs.g, sn.g, false);
+    expect_act("bf16 activations: rope", &q, tol);
+    gpu->free(gpos);
+    drop(&cs), drop(&sn), act_drop(&q);
+
+    /* SwiGLU, vectorized (f % 4 == 0) and not */
+    for (int f = 1028; f >= 1027; f--) {
+        struct two gu = act_rand((size_t)n * 2 * f, 4), h = act_poisoned((size_t)n * f);
+        cpu->swiglu(h.c, gu.c, n, f);
+        gpu->swiglu(h.g, gu.g, n, f);
+        expect_act(harness_name("bf16 activations: swiglu, f = %d", f), &h, tol);
+        struct two dh = act_rand((size_t)n * f, 1), dgu = act_poisoned((size_t)n * 2 * f);
+        cpu->swiglu_bwd(dgu.c, dh.c, gu.c, n, f);
+        gpu->swiglu_bwd(dgu.g, dh.g, gu.g, n, f);
+        expect_act(harness_name("bf16 activations: swiglu_bwd, f = %d", f), &dgu, tol);
+        act_drop(&gu), act_drop(&h), act_drop(&dh), act_drop(&dgu);
+    }
+
+    /* the embedding (an fp32 table into activations) and its backward; the
+     * LM head's gather and scatter of activation rows */
+    int V = 40, ids[10] = {3, 7, 3, 39, 0, 7, 7, 11, 3, 25};
+    int *gids = ints_gpu(ids, 10);
+    struct two table = rand_both((size_t)V * d, 1), e = act_poisoned((size_t)10 * d);
+    cpu->embed(e.c, table.c, ids, 10, d);
+    gpu->embed(e.g, table.g, gids, 10, d);
+    act_round_cpu(&e);
+    expect_act("bf16 activations: embed (the table rounded)", &e, 0);
+    struct two de = act_rand((size_t)10 * d, 1);
+    cpu->embed_bwd(table.c, de.c, ids, 10, d);
+    gpu->embed_bwd(table.g, de.g, gids, 10, d);
+    expect("bf16 activations: embed_bwd into the fp32 table", &table, 0);
+    struct two g = act_poisoned((size_t)4 * d), dst = act_rand((size_t)10 * d, 1);
+    int rows4[4] = {9, 2, 5, 0};
+    int *grows = ints_gpu(rows4, 4);
+    cpu->gather_rows(g.c, e.c, rows4, 4, d);
+    gpu->gather_rows(g.g, e.g, grows, 4, d);
+    expect_act("bf16 activations: gather_rows", &g, 0);
+    cpu->scatter_add_rows(dst.c, g.c, rows4, 4, d);
+    gpu->scatter_add_rows(dst.g, g.g, grows, 4, d);
+    expect_act("bf16 activations: scatter_add_rows", &dst, tol);
+    gpu->free(gids), gpu->free(grows);
+    drop(&table), act_drop(&e), act_drop(&de), act_drop(&g), act_drop(&dst);
+}
+
+/* Training's attention: q, k and v in one activation buffer (the model's
+ * qkv rows), the output and the gradients activations too; then
+ * generation's kv_append from activation rows into an fp32 cache */
+static void test_acts_attention(int hd)
+{
+    enum { NS = 3 };
+    int nh = 4, nkv = 2, qd = nh * hd, kvd = nkv * hd, qkv = qd + 2 * kvd, len[NS] = {17, 70, 9};
+    int T = 0;
+    size_t p_total = 0;
+    for (int s = 0; s < NS; s++) {
+        T += len[s];
+        p_total += (size_t)nh * len[s] * len[s];
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    struct two x = act_rand((size_t)T * qkv, 2), out = act_poisoned((size_t)T * qd), lse = poisoned((size_t)T * nh);
+    struct two p = rand_both(p_total, 1), dp = rand_both(p_total, 1);
+    struct bk_attn_seq sc[NS], sg[NS];
+    size_t poff = 0;
+    for (int s = 0, row = 0; s < NS; row += len[s++]) {
+        size_t o = (size_t)row * qkv + qd;
+        sc[s] = (struct bk_attn_seq){.row = row, .n = len[s], .kv_stride = qkv, .k = x.c + o, .v = x.c + o + kvd,
+                                     .p = p.c + poff, .dp = dp.c + poff, .lse = lse.c + (size_t)row * nh};
+        sg[s] = sc[s];
+        sg[s].k = (const float *)((uint16_t *)x.g + o);
+        sg[s].v = (const float *)((uint16_t *)x.g + o + kvd);
+        sg[s].p = p.g + poff, sg[s].dp = dp.g + poff, sg[s].lse = lse.g + (size_t)row * nh;
+        poff += (size_t)nh * len[s] * len[s];
+    }
+    cpu->attention(out.c, qd, x.c, qkv, sc, NS, nh, nkv, hd, scale);
+    gpu->attention(out.g, qd, x.g, qkv, sg, NS, nh, nkv, hd, scale);
+    double tol = attn_tol + 1e-2;
+    expect_act(harness_name("bf16 activations: attention output (head_dim %d)", hd), &out, tol);
+    expect(harness_name("bf16 activations: attention log-sum-exp (head_dim %d)", hd), &lse, attn_tol);
+    act_round_cpu(&out);
+    struct two dout = act_rand((size_t)T * qd, 1), dx = act_rand((size_t)T * qkv, 1);
+    for (int s = 0, row = 0; s < NS; row += len[s++]) {
+        size_t o = (size_t)row * qkv + qd;
+        sc[s].dk = dx.c + o, sc[s].dv = dx.c + o + kvd;
+        sg[s].dk = (float *)((uint16_t *)dx.g + o), sg[s].dv = (float *)((uint16_t *)dx.g + o + kvd);
+    }
+    /* dq overwrites the q columns of dx; dk, dv add into theirs */
+    cpu->attention_bwd(dx.c, qkv, dout.c, qd, x.c, out.c, qd, sc, NS, nh, nkv, hd, scale);
+    gpu->attention_bwd(dx.g, qkv, dout.g, qd, x.g, out.g, qd, sg, NS, nh, nkv, hd, scale);
+    expect_act(harness_name("bf16 activations: attention_bwd dq, dk, dv (head_dim %d)", hd), &dx, tol);
+
+    /* kv_append: the sequences' new rows (activations) into an fp32 cache */
+    struct two cache = rand_both((size_t)T * 2 * kvd, 1);
+    struct bk_attn_seq kc[NS], kg[NS];
+    for (int s = 0, row = 0; s < NS; row += len[s++]) {
+        kc[s] = (struct bk_attn_seq){.row = row, .n = len[s], .pos = 0, .kv_stride = 2 * kvd,
+                                     .k = cache.c + (size_t)row * 2 * kvd, .v = cache.c + (size_t)row * 2 * kvd + kvd};
+        kg[s] = kc[s];
+        kg[s].k = cache.g + (size_t)row * 2 * kvd, kg[s].v = cache.g + (size_t)row * 2 * kvd + kvd;
+    }
+    cpu->kv_append(kc, NS, x.c + qd, x.c + qd + kvd, qkv, kvd);
+    gpu->kv_append(kg, NS, (float *)((uint16_t *)x.g + qd), (float *)((uint16_t *)x.g + qd + kvd), qkv, kvd);
+    expect(harness_name("bf16 activations: kv_append from activations (head_dim %d)", hd), &cache, 0);
+    drop(&lse), drop(&p), drop(&dp), drop(&cache);
+    act_drop(&x), act_drop(&out), act_drop(&dout), act_drop(&dx);
+}
+
+static void test_acts(void)
+{
+    if (!gpu->act_bf16) {
+        harness_skip("bf16 activations", "the backend stores activations as fp32 (RL_CUDA_ACT, the GEMM mode)");
+        return;
+    }
+    arena_cap = (size_t)16 << 20;
+    arena = gpu->alloc(arena_cap);
+    gpu->mark_acts(arena, arena_cap);
+    test_acts_memory();
+    arena_used = 0;
+    test_acts_matmul();
+    arena_used = 0;
+    test_acts_rows();
+    arena_used = 0;
+    test_acts_attention(64);
+    arena_used = 0;
+    test_acts_attention(128);
+    gpu->free(arena);
+}
+
 int main(void)
 {
     /* RL_TEST_GPU=devsim runs the suite's own logic on the CPU (tests/run) */
@@ -1213,6 +1521,7 @@ int main(void)
     test_sample_rows();
     test_sample_warped();
     test_adamw();
+    test_acts();
     if (trace_path)
         unlink(trace_path);
     return harness_exit();
