@@ -92,27 +92,30 @@ static attn_route_t seq_route(const struct bk_attn_seq *x, int n_heads, int hd, 
     return r == BY_GEMM && !(x->p && (!backward || x->dp)) ? BY_KERNELS : r;
 }
 
-/* The sequences of s that take route r (host memory, to free). */
+/* The sequences of s that take route r, or with `except` all the others
+ * (host memory, to free). */
 static struct bk_attn_seq *seqs_by_route(const struct bk_attn_seq *s, int n_seq, int n_heads, int hd, bool backward,
-                                         attn_route_t r, int *n_out)
+                                         attn_route_t r, int *n_out, bool except = false)
 {
     struct bk_attn_seq *out = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *out);
     if (!out)
         fatal("attention", "out of host memory");
     *n_out = 0;
     for (int i = 0; i < n_seq; i++)
-        if (seq_route(&s[i], n_heads, hd, backward) == r)
+        if ((seq_route(&s[i], n_heads, hd, backward) == r) != except)
             out[(*n_out)++] = s[i];
     return out;
 }
 
 /* A bf16 KV cache is read as such by the per-query kernel, which decode
- * steps take (their cost is reading the cache). Prefills take the other
- * routes, which read fp32: widen_kv gives those sequences fp32 copies of
- * their keys and values (exact; a small cost beside a prefill's products). */
+ * steps take (their cost is reading the cache), and by the tensor-core
+ * kernels' bf16 copies. Prefills on the other routes read fp32: widen_kv
+ * gives those sequences fp32 copies of their keys and values (exact; a
+ * small cost beside a prefill's products). */
 static bool reads_bf16_kv(const struct bk_attn_seq *x, int n_heads, int hd)
 {
-    return seq_route(x, n_heads, hd, false) == BY_KERNELS && !attn_use_tiled(x->n, hd, false);
+    attn_route_t r = seq_route(x, n_heads, hd, false);
+    return r == BY_TC || (r == BY_KERNELS && !attn_use_tiled(x->n, hd, false));
 }
 __global__ static void k_widen(float *dst, const unsigned short *src, int cols, int ld)
 {
@@ -316,15 +319,22 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
         attention_f32(out, out_stride, q, q_stride, s, n_seq, n_heads, n_kv, hd, scale);
         return;
     }
-    size_t rows = rows_of(s, n_seq), qw = (size_t)n_heads * hd;
-    float *ws = (float *)workspace(WS_ACT32, (2 * rows * qw + acts_kv_floats(s, n_seq, n_kv * hd, false)) * sizeof(float));
+    /* the tensor-core kernels read and write activations themselves */
+    int nt, no;
+    struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &nt);
+    attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
+    free(t);
+    struct bk_attn_seq *o = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &no, true);
+    size_t rows = rows_of(o, no), qw = (size_t)n_heads * hd;
+    float *ws = (float *)workspace(WS_ACT32, (2 * rows * qw + acts_kv_floats(o, no, n_kv * hd, false)) * sizeof(float));
     act_region q32 = region(&ws, q, q_stride, rows, (int)qw, true);
     act_region o32 = region(&ws, out, out_stride, rows, (int)qw, false);
-    struct bk_attn_seq *w = acts_kv(s, n_seq, n_kv * hd, &ws, false);
-    attention_f32(o32.f32, (int)qw, q32.f32, (int)qw, w, n_seq, n_heads, n_kv, hd, scale);
-    for (int i = 0; i < n_seq; i++)
-        narrow_rows(o32, s[i].row, s[i].n, false);
+    struct bk_attn_seq *w = acts_kv(o, no, n_kv * hd, &ws, false);
+    attention_f32(o32.f32, (int)qw, q32.f32, (int)qw, w, no, n_heads, n_kv, hd, scale);
+    for (int i = 0; i < no; i++)
+        narrow_rows(o32, o[i].row, o[i].n, false);
     free(w);
+    free(o);
 }
 
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
@@ -342,25 +352,30 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
         attention_bwd_f32(dq, q_stride, dout, dout_stride, q, out, out_stride, s, n_seq, n_heads, n_kv, hd, scale);
         return;
     }
-    int kvd = n_kv * hd;
-    size_t rows = rows_of(s, n_seq), qw = (size_t)n_heads * hd;
-    float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(s, n_seq, kvd, true)) * sizeof(float));
+    int kvd = n_kv * hd, nt, no;
+    struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &nt);
+    attn_tc_bwd(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, hd, scale);
+    free(t);
+    struct bk_attn_seq *o = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &no, true);
+    size_t rows = rows_of(o, no), qw = (size_t)n_heads * hd;
+    float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(o, no, kvd, true)) * sizeof(float));
     act_region q32 = region(&ws, q, q_stride, rows, (int)qw, true);
     act_region o32 = region(&ws, out, out_stride, rows, (int)qw, true);
     act_region do32 = region(&ws, dout, dout_stride, rows, (int)qw, true);
     act_region dq32 = region(&ws, dq, q_stride, rows, (int)qw, false);
-    struct bk_attn_seq *w = acts_kv(s, n_seq, kvd, &ws, true);
-    attention_bwd_f32(dq32.f32, (int)qw, do32.f32, (int)qw, q32.f32, o32.f32, (int)qw, w, n_seq, n_heads, n_kv, hd,
+    struct bk_attn_seq *w = acts_kv(o, no, kvd, &ws, true);
+    attention_bwd_f32(dq32.f32, (int)qw, do32.f32, (int)qw, q32.f32, o32.f32, (int)qw, w, no, n_heads, n_kv, hd,
                       scale);
-    for (int i = 0; i < n_seq; i++) {
-        narrow_rows(dq32, s[i].row, s[i].n, false);
-        if (!is_act(s[i].k))
+    for (int i = 0; i < no; i++) {
+        narrow_rows(dq32, o[i].row, o[i].n, false);
+        if (!is_act(o[i].k))
             continue;
-        size_t ctx = (size_t)s[i].pos + s[i].n;
-        act_narrow((unsigned short *)s[i].dk, s[i].kv_stride, w[i].dk, kvd, ctx, kvd, true);
-        act_narrow((unsigned short *)s[i].dv, s[i].kv_stride, w[i].dv, kvd, ctx, kvd, true);
+        size_t ctx = (size_t)o[i].pos + o[i].n;
+        act_narrow((unsigned short *)o[i].dk, o[i].kv_stride, w[i].dk, kvd, ctx, kvd, true);
+        act_narrow((unsigned short *)o[i].dv, o[i].kv_stride, w[i].dv, kvd, ctx, kvd, true);
     }
     free(w);
+    free(o);
 }
 
 /* kv_append from activations: fp32 copies of the new rows first */

@@ -225,10 +225,11 @@ __device__ static inline float group_sum(float v)
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 /* The warp's 16 x HD accumulators (rows row0, row0 + 8) times `mul` into
- * rows of dst (pitch ld floats, from column col0), rows below `rows` only */
-template <int HD>
-__device__ static inline void store_rows(float *dst, size_t ld, size_t col0, const float (*acc)[4], int row0,
-                                         int rows, float mul0, float mul1, int lane)
+ * rows of dst (pitch ld elements, from column col0), rows below `rows`
+ * only; T: fp32, or unsigned short for bf16 activations (cuda_acts.cu) */
+template <int HD, class T>
+__device__ static inline void store_rows(T *dst, size_t ld, size_t col0, const float (*acc)[4], int row0, int rows,
+                                         float mul0, float mul1, int lane)
 {
     int t = lane & 3;
 #pragma unroll
@@ -236,11 +237,12 @@ __device__ static inline void store_rows(float *dst, size_t ld, size_t col0, con
         int row = row0 + 8 * r;
         if (row >= rows)
             continue;
-        float *d = dst + (size_t)row * ld + col0, mul = r ? mul1 : mul0;
+        T *d = dst + (size_t)row * ld + col0;
+        float mul = r ? mul1 : mul0;
 #pragma unroll
         for (int dt = 0; dt < HD / 8; dt++) {
-            d[8 * dt + 2 * t] = acc[dt][2 * r] * mul;
-            d[8 * dt + 2 * t + 1] = acc[dt][2 * r + 1] * mul;
+            put(d, 8 * dt + 2 * t, acc[dt][2 * r] * mul);
+            put(d, 8 * dt + 2 * t + 1, acc[dt][2 * r + 1] * mul);
         }
     }
 }
@@ -251,9 +253,9 @@ __device__ static inline void store_rows(float *dst, size_t ld, size_t col0, con
  * key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every row
  * (the padding's included) sees key 0, so a row's max is finite from then
  * on: no exp of inf - inf. */
-template <int HD, int BK, bool PIPE>
-__global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out_stride, attn_args A, tc_bf16 B,
-                                                             int group, float scale)
+template <int HD, int BK, bool PIPE, class TO>
+__global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_stride, attn_args A, tc_bf16 B, int group,
+                                                             float scale)
 {
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED> ks;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SUMMED> vs;
@@ -324,7 +326,8 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(float *out, int out
  * a warp per (row, head), DELTA_HEADS heads a block (a block per pair made
  * 131072 blocks of one warp for 4 x 1024 rows of 32 heads). */
 #define DELTA_HEADS 8
-__global__ static void k_attn_delta(float *D, const float *dout, int dout_stride, const float *out, int out_stride,
+template <class T>
+__global__ static void k_attn_delta(float *D, const T *dout, int dout_stride, const T *out, int out_stride,
                                     attn_args A, int nh, int hd)
 {
     int si = find_seq(A, blockIdx.x), h = blockIdx.y * DELTA_HEADS + threadIdx.y;
@@ -335,7 +338,7 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
     size_t r = S.row + i;
     float acc = 0;
     for (int d = threadIdx.x; d < hd; d += 32)
-        acc = fmaf(dout[r * dout_stride + (size_t)h * hd + d], out[r * out_stride + (size_t)h * hd + d], acc);
+        acc = fmaf(get(dout, r * dout_stride + (size_t)h * hd + d), get(out, r * out_stride + (size_t)h * hd + d), acc);
     acc = warp_sum_f(acc);
     if (threadIdx.x == 0)
         D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
@@ -344,8 +347,8 @@ __global__ static void k_attn_delta(float *D, const float *dout, int dout_stride
 /* dq for 64 queries of head h, over the key tiles they see: S = Q K^T,
  * P = exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
  * scale dS K. x, dp: [BK/8][4] as in the forward (rows row0, row0 + 8). */
-template <int HD, int BK, bool PIPE>
-__global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(float *dq, int q_stride, const float *D, attn_args A,
+template <int HD, int BK, bool PIPE, class TO>
+__global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(TO *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
 {
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED | SUMMED> ks;
@@ -448,8 +451,9 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     store_rows<HD>(pv, HD, 0, dv, key0, ctx, 1.0f, 1.0f, lane);
 }
 
-/* dk, dv += the group's shares, heads in order; a block (hd threads) per (key, kv head). */
-__global__ static void k_dkv_sum(attn_args A, int group, int nh)
+/* dk, dv += the group's shares, heads in order; a block (hd threads) per
+ * (key, kv head); T: how dk and dv are stored */
+template <class T> __global__ static void k_dkv_sum(attn_args A, int group, int nh)
 {
     int si = find_seq(A, blockIdx.x), c = blockIdx.y, key = blockIdx.x - A.first[si], d = threadIdx.x;
     int hd = blockDim.x;
@@ -460,8 +464,10 @@ __global__ static void k_dkv_sum(attn_args A, int group, int nh)
         k += S.p[((size_t)h * ctx + key) * hd + d];
         v += S.p[(((size_t)nh + h) * ctx + key) * hd + d];
     }
-    S.dk[(size_t)key * S.kv_stride + (size_t)c * hd + d] += k;
-    S.dv[(size_t)key * S.kv_stride + (size_t)c * hd + d] += v;
+    T *dk = (T *)S.dk, *dv = (T *)S.dv;
+    size_t o = (size_t)key * S.kv_stride + (size_t)c * hd + d;
+    put(dk, o, get(dk, o) + k);
+    put(dv, o, get(dv, o) + v);
 }
 
 /* The head-major bf16 copies of one operand (Q, K, V or dO) for the
@@ -472,7 +478,8 @@ __global__ static void k_dkv_sum(attn_args A, int group, int nh)
  * operand with a block per (row, head) of hd threads, one element each: 28
  * launches of up to 32768 small blocks per layer of TinyLlama's step. */
 struct pack_jobs {
-    const float *src[ATTN_SEQS];
+    const void *src[ATTN_SEQS];
+    bool bf16[ATTN_SEQS];              /* src holds bf16 (activations, a bf16 KV cache): copied as it is */
     unsigned short *dst[ATTN_SEQS];
     int rows[ATTN_SEQS], pad[ATTN_SEQS], ld[ATTN_SEQS];
     int first[ATTN_SEQS + 1];          /* prefix sums of pad: a sequence's first block */
@@ -485,13 +492,15 @@ __global__ static void k_pack_heads(pack_jobs J, int n_seq, int width, int hd)
     while (row >= J.first[s + 1])
         s++;
     int r = row - J.first[s];
-    const float *src = J.src[s] + (size_t)r * J.ld[s];
+    bool b16 = J.bf16[s];
+    const float *src = (const float *)J.src[s] + (size_t)r * J.ld[s];
+    const unsigned short *src16 = (const unsigned short *)J.src[s] + (size_t)r * J.ld[s];
     for (int e = 8 * threadIdx.x; e < width; e += 8 * blockDim.x) {
         int h = e / hd, c = e % hd;
         __align__(16) unsigned short v[8];
 #pragma unroll
         for (int k = 0; k < 8; k++)
-            v[k] = r < J.rows[s] ? bf16_rne(src[e + k]) : 0;
+            v[k] = r >= J.rows[s] ? 0 : b16 ? src16[e + k] : bf16_rne(src[e + k]);
         copy16(J.dst[s] + ((size_t)h * J.pad[s] + r) * hd + c, v);
     }
 }
@@ -513,13 +522,17 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
         int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx), k = i - s0;
-        struct { const float *src; int ld, rows, pad, heads; const unsigned short **dst; } c[4] = {
-            {q + (size_t)x->row * q_stride, q_stride, x->n, np, n_heads, &B->q[k]},
-            {x->k, x->kv_stride, ctx, cpd, n_kv, &B->k[k]},
-            {x->v, x->kv_stride, ctx, cpd, n_kv, &B->v[k]},
-            {dout ? dout + (size_t)x->row * dout_stride : NULL, dout_stride, x->n, np, n_heads, &B->dout[k]}};
+        /* queries and dO: activations (bf16, or fp32); keys and values:
+         * activations, a bf16 KV cache, or fp32 */
+        bool a16 = is_act(q), kv16 = x->kv_bf16 || is_act(x->k);
+        size_t qo = (size_t)x->row * q_stride * (a16 ? 2 : 4), dout_o = (size_t)x->row * dout_stride * (a16 ? 2 : 4);
+        struct { const void *src; bool bf16; int ld, rows, pad, heads; const unsigned short **dst; } c[4] = {
+            {(const char *)q + qo, a16, q_stride, x->n, np, n_heads, &B->q[k]},
+            {x->k, kv16, x->kv_stride, ctx, cpd, n_kv, &B->k[k]},
+            {x->v, kv16, x->kv_stride, ctx, cpd, n_kv, &B->v[k]},
+            {dout ? (const char *)dout + dout_o : NULL, a16, dout_stride, x->n, np, n_heads, &B->dout[k]}};
         for (int j = 0; j < ops; j++) {
-            J[j].src[k] = c[j].src, J[j].dst[k] = cp, J[j].rows[k] = c[j].rows;
+            J[j].src[k] = c[j].src, J[j].bf16[k] = c[j].bf16, J[j].dst[k] = cp, J[j].rows[k] = c[j].rows;
             J[j].pad[k] = c[j].pad, J[j].ld[k] = c[j].ld;
             J[j].first[k + 1] = J[j].first[k] + c[j].pad;
             *c[j].dst = cp;
@@ -545,8 +558,8 @@ template <> struct tc_shape<128> {
     static constexpr int bk = 32;
 };
 
-template <int HD, bool PIPE>
-static void tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
+template <int HD, bool PIPE, class TO>
+static void tc_fwd(TO *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                    int n_heads, int n_kv, float scale)
 {
     for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
@@ -554,16 +567,16 @@ static void tc_fwd(float *out, int out_stride, const float *q, int q_stride, con
         tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD);
         attn_args A = {};
         int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH((k_flash_fwd_tc<HD, tc_shape<HD>::bk, PIPE>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
-                                                                                       n_heads / n_kv, scale);
+        LAUNCH((k_flash_fwd_tc<HD, tc_shape<HD>::bk, PIPE, TO>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
+                                                                                           n_heads / n_kv, scale);
         LAUNCHED(PIPE ? "attention (tensor cores, cp.async)" : "attention (tensor cores)");
     }
 }
 
 /* The tensor-core backward of the sequences t (their copies: t[i].p is set
  * to each one's dk, dv partials). */
-template <int HD, bool PIPE>
-static void tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+template <int HD, bool PIPE, class TO>
+static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
                    int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale)
 {
     constexpr int BK = tc_shape<HD>::bk;
@@ -584,46 +597,72 @@ static void tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, 
         tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv, HD);
         attn_args A = {};
         int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
-        LAUNCH(k_attn_delta, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
-            D, dout, dout_stride, out, out_stride, A, n_heads, HD);
+        LAUNCH(k_attn_delta<TO>, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
+            D, (const TO *)dout, dout_stride, (const TO *)out, out_stride, A, n_heads, HD);
         LAUNCHED("attention_bwd (D, tensor cores)");
         int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH((k_flash_bwd_dq_tc<HD, BK, PIPE>), dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B, n_heads / n_kv,
-                                                                             scale);
+        LAUNCH((k_flash_bwd_dq_tc<HD, BK, PIPE, TO>), dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B,
+                                                                                 n_heads / n_kv, scale);
         LAUNCHED(PIPE ? "attention_bwd (queries, tensor cores, cp.async)" : "attention_bwd (queries, tensor cores)");
         int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
         LAUNCH((k_flash_bwd_dkv_tc<HD, BK, PIPE>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
         LAUNCHED(PIPE ? "attention_bwd (keys, tensor cores, cp.async)" : "attention_bwd (keys, tensor cores)");
         int keys = attn_describe(&A, t, nt, s0, PER_KEY);
-        LAUNCH(k_dkv_sum, dim3(keys, n_kv), HD)(A, n_heads / n_kv, n_heads);
+        LAUNCH(k_dkv_sum<TO>, dim3(keys, n_kv), HD)(A, n_heads / n_kv, n_heads);
         LAUNCHED("attention_bwd (dk, dv sums)");
     }
 }
 
 bool attn_tc_applies(int hd) { return hd == 64 || hd == 128; }
 
+/* Activations (q, out, dO, dq, and training's k, v, dk, dv) are read and
+ * written in their own type: bf16 where cuda_acts.cu says so, else fp32. */
+template <class TO>
+static void tc_fwd_as(TO *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
+                      int n_heads, int n_kv, int hd, float scale)
+{
+    bool pipe = attn_tc_pipelined();
+    if (hd == 64)
+        (pipe ? tc_fwd<64, true, TO> : tc_fwd<64, false, TO>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv,
+                                                              scale);
+    else
+        (pipe ? tc_fwd<128, true, TO> : tc_fwd<128, false, TO>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv,
+                                                                scale);
+}
 void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                  int n_heads, int n_kv, int hd, float scale)
 {
     if (!nt)
         return;
-    bool pipe = attn_tc_pipelined();
-    if (hd == 64)
-        (pipe ? tc_fwd<64, true> : tc_fwd<64, false>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
-    else
-        (pipe ? tc_fwd<128, true> : tc_fwd<128, false>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
+    same_kind("attention", q, out);
+    as_stored(out, [&](auto *to) {
+        using TO = stored_t<decltype(to)>;
+        tc_fwd_as((TO *)out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
+    });
 }
 
+template <class TO>
+static void tc_bwd_as(TO *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
+                      int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, int hd, float scale)
+{
+    bool pipe = attn_tc_pipelined();
+    if (hd == 64)
+        (pipe ? tc_bwd<64, true, TO> : tc_bwd<64, false, TO>)(dq, q_stride, dout, dout_stride, q, out, out_stride, t,
+                                                              nt, n_heads, n_kv, scale);
+    else
+        (pipe ? tc_bwd<128, true, TO> : tc_bwd<128, false, TO>)(dq, q_stride, dout, dout_stride, q, out, out_stride,
+                                                                t, nt, n_heads, n_kv, scale);
+}
 void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
                  int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, int hd, float scale)
 {
     if (!nt)
         return;
-    bool pipe = attn_tc_pipelined();
-    if (hd == 64)
-        (pipe ? tc_bwd<64, true> : tc_bwd<64, false>)(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt,
-                                                      n_heads, n_kv, scale);
-    else
-        (pipe ? tc_bwd<128, true> : tc_bwd<128, false>)(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt,
-                                                        n_heads, n_kv, scale);
+    same_kind("attention_bwd", dq, dout);
+    for (int i = 0; i < nt; i++)
+        same_kind("attention_bwd", dq, t[i].dk);
+    as_stored(dq, [&](auto *to) {
+        using TO = stored_t<decltype(to)>;
+        tc_bwd_as((TO *)dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, hd, scale);
+    });
 }

@@ -1388,6 +1388,30 @@ static void test_acts_rows(void)
     drop(&table), act_drop(&e), act_drop(&de), act_drop(&g), act_drop(&dst);
 }
 
+/* Where the emulation traces launches and the tensor cores take the
+ * attention: the last call ran `kernel` and converted no activation to
+ * fp32 (the other routes' way in) */
+static void tc_read_acts(const char *what, const char *kernel)
+{
+    FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
+    const char *d = gpu->detail ? gpu->detail : "";
+    if (!f || (!strstr(d, "tensor-core+") && !strstr(d, "tensor-core (cp.async)+"))) {
+        if (f)
+            fclose(f);
+        return;
+    }
+    char line[128];
+    long lines = 0, ran = 0, conv = 0;
+    while (fgets(line, sizeof line, f))
+        if (++lines > trace_seen) {
+            ran += !strncmp(line, kernel, strlen(kernel));
+            conv += !strncmp(line, "bf16 activations (conversion)", 29);
+        }
+    fclose(f);
+    trace_seen = lines;
+    CHECKF(what, ran > 0 && conv == 0, "%ld launches of %s, %ld conversions", ran, kernel, conv);
+}
+
 /* Training's attention: q, k and v in one activation buffer (the model's
  * qkv rows), the output and the gradients activations too; then
  * generation's kv_append from activation rows into an fp32 cache */
@@ -1417,7 +1441,10 @@ static void test_acts_attention(int hd)
         poff += (size_t)nh * len[s] * len[s];
     }
     cpu->attention(out.c, qd, x.c, qkv, sc, NS, nh, nkv, hd, scale);
+    traced("");
     gpu->attention(out.g, qd, x.g, qkv, sg, NS, nh, nkv, hd, scale);
+    tc_read_acts(harness_name("bf16 activations: the tensor-core forward reads them as they are (head_dim %d)", hd),
+                 "attention (tensor cores");
     double tol = attn_tol + 1e-2;
     expect_act(harness_name("bf16 activations: attention output (head_dim %d)", hd), &out, tol);
     expect(harness_name("bf16 activations: attention log-sum-exp (head_dim %d)", hd), &lse, attn_tol);
@@ -1430,7 +1457,11 @@ static void test_acts_attention(int hd)
     }
     /* dq overwrites the q columns of dx; dk, dv add into theirs */
     cpu->attention_bwd(dx.c, qkv, dout.c, qd, x.c, out.c, qd, sc, NS, nh, nkv, hd, scale);
+    traced("");
     gpu->attention_bwd(dx.g, qkv, dout.g, qd, x.g, out.g, qd, sg, NS, nh, nkv, hd, scale);
+    if (gpu->detail && strstr(gpu->detail, "tensor-core (cp.async)"))   /* tc-pipe takes both directions */
+        tc_read_acts(harness_name("bf16 activations: the tensor-core backward reads them as they are (head_dim %d)", hd),
+                     "attention_bwd (keys, tensor cores");
     expect_act(harness_name("bf16 activations: attention_bwd dq, dk, dv (head_dim %d)", hd), &dx, tol);
 
     /* kv_append: the sequences' new rows (activations) into an fp32 cache */
