@@ -270,17 +270,29 @@ static void narrow_rows(const act_region &r, size_t row, size_t n, bool add)
 {
     act_narrow((unsigned short *)r.src + row * r.ld, r.ld, r.f32 + row * r.cols, r.cols, n, r.cols, add);
 }
-static size_t rows_of(const struct bk_attn_seq *s, int n_seq)
+/* The rows [lo, hi) the sequences span: they are renumbered from lo, so
+ * that the fp32 copies hold those rows only (the rows of sequences on
+ * other routes below them are not widened), and the call's activations
+ * are taken from row lo by act_from. Returns hi - lo. */
+static size_t span_rows(struct bk_attn_seq *s, int n_seq, size_t *lo)
 {
-    size_t rows = 0;
+    size_t a = n_seq ? (size_t)s[0].row : 0, b = 0;
+    for (int i = 0; i < n_seq; i++) {
+        a = std::min(a, (size_t)s[i].row);
+        b = std::max(b, (size_t)(s[i].row + s[i].n));
+    }
     for (int i = 0; i < n_seq; i++)
-        if ((size_t)(s[i].row + s[i].n) > rows)
-            rows = s[i].row + s[i].n;
-    return rows;
+        s[i].row -= (int)a;
+    *lo = a;
+    return b - a;
 }
-/* fp32 copies of the sequences' activation keys and values at *ws (and,
- * backward, zeroed dk, dv): a host copy of s pointing at them */
-static struct bk_attn_seq *acts_kv(const struct bk_attn_seq *s, int n_seq, int kvd, float **ws, bool backward)
+static inline const float *act_from(const float *x, long long ld, size_t lo)
+{
+    return (const float *)((const unsigned short *)x + lo * ld);
+}
+/* The backward's fp32 copies of the sequences' activation keys and values
+ * at *ws, and zeroed dk, dv: a host copy of s pointing at them */
+static struct bk_attn_seq *acts_kv(const struct bk_attn_seq *s, int n_seq, int kvd, float **ws)
 {
     struct bk_attn_seq *w = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *w);
     if (!w)
@@ -292,21 +304,19 @@ static struct bk_attn_seq *acts_kv(const struct bk_attn_seq *s, int n_seq, int k
         size_t ctx = (size_t)s[i].pos + s[i].n;
         w[i].k = region(ws, s[i].k, s[i].kv_stride, ctx, kvd, true).f32;
         w[i].v = region(ws, s[i].v, s[i].kv_stride, ctx, kvd, true).f32;
-        if (backward) {
-            w[i].dk = region(ws, s[i].dk, s[i].kv_stride, ctx, kvd, false).f32;
-            w[i].dv = region(ws, s[i].dv, s[i].kv_stride, ctx, kvd, false).f32;
-            CU(cudaMemsetAsync(w[i].dk, 0, 2 * ctx * kvd * sizeof(float), 0));
-        }
+        w[i].dk = region(ws, s[i].dk, s[i].kv_stride, ctx, kvd, false).f32;
+        w[i].dv = region(ws, s[i].dv, s[i].kv_stride, ctx, kvd, false).f32;
+        CU(cudaMemsetAsync(w[i].dk, 0, 2 * ctx * kvd * sizeof(float), 0));
         w[i].kv_stride = kvd;
     }
     return w;
 }
-static size_t acts_kv_floats(const struct bk_attn_seq *s, int n_seq, int kvd, bool backward)
+static size_t acts_kv_floats(const struct bk_attn_seq *s, int n_seq, int kvd)
 {
     size_t n = 0;
     for (int i = 0; i < n_seq; i++)
         if (is_act(s[i].k))
-            n += (backward ? 4 : 2) * ((size_t)s[i].pos + s[i].n) * kvd;
+            n += 4 * ((size_t)s[i].pos + s[i].n) * kvd;
     return n;
 }
 
@@ -319,22 +329,42 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
         attention_f32(out, out_stride, q, q_stride, s, n_seq, n_heads, n_kv, hd, scale);
         return;
     }
-    /* the tensor-core kernels read and write activations themselves */
-    int nt, no;
-    struct bk_attn_seq *t = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &nt);
+    /* activation keys and values are bf16 like a bf16 cache's, and are
+     * read the same way: by the tensor-core kernels' copies and the
+     * decode kernels as they are, widened by widen_kv for the others */
+    struct bk_attn_seq *w = (struct bk_attn_seq *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *w);
+    if (!w)
+        fatal("attention", "out of host memory");
+    for (int i = 0; i < n_seq; i++) {
+        same_kind("attention", s[i].k, s[i].v);
+        w[i] = s[i];
+        w[i].kv_bf16 = s[i].kv_bf16 || is_act(s[i].k);
+    }
+    /* the tensor-core kernels and the split decode kernel read and write
+     * activations themselves */
+    int nt, nd, no;
+    struct bk_attn_seq *t = seqs_by_route(w, n_seq, n_heads, hd, false, BY_TC, &nt);
     attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
-    struct bk_attn_seq *o = seqs_by_route(s, n_seq, n_heads, hd, false, BY_TC, &no, true);
-    size_t rows = rows_of(o, no), qw = (size_t)n_heads * hd;
-    float *ws = (float *)workspace(WS_ACT32, (2 * rows * qw + acts_kv_floats(o, no, n_kv * hd, false)) * sizeof(float));
-    act_region q32 = region(&ws, q, q_stride, rows, (int)qw, true);
-    act_region o32 = region(&ws, out, out_stride, rows, (int)qw, false);
-    struct bk_attn_seq *w = acts_kv(o, no, n_kv * hd, &ws, false);
-    attention_f32(o32.f32, (int)qw, q32.f32, (int)qw, w, no, n_heads, n_kv, hd, scale);
-    for (int i = 0; i < no; i++)
-        narrow_rows(o32, o[i].row, o[i].n, false);
-    free(w);
+    struct bk_attn_seq *o = seqs_by_route(w, n_seq, n_heads, hd, false, BY_TC, &no, true);
+    nd = partition(o, no, [&](const bk_attn_seq &x) {
+        return seq_route(&x, n_heads, hd, false) == BY_KERNELS && use_split_decode(x.n, hd, n_heads / n_kv);
+    });
+    int n16 = partition(o, nd, [](const bk_attn_seq &x) { return x.kv_bf16; });
+    attn_decode(out, out_stride, q, q_stride, o, n16, n_heads, n_kv, hd, scale);
+    attn_decode(out, out_stride, q, q_stride, o + n16, nd - n16, n_heads, n_kv, hd, scale);
+    /* the rest through fp32 copies of q and out */
+    struct bk_attn_seq *r = o + nd;
+    int nr = no - nd;
+    size_t lo, rows = span_rows(r, nr, &lo), qw = (size_t)n_heads * hd;
+    float *ws = (float *)workspace(WS_ACT32, 2 * rows * qw * sizeof(float));
+    act_region q32 = region(&ws, act_from(q, q_stride, lo), q_stride, rows, (int)qw, true);
+    act_region o32 = region(&ws, act_from(out, out_stride, lo), out_stride, rows, (int)qw, false);
+    attention_f32(o32.f32, (int)qw, q32.f32, (int)qw, r, nr, n_heads, n_kv, hd, scale);
+    for (int i = 0; i < nr; i++)
+        narrow_rows(o32, r[i].row, r[i].n, false);
     free(o);
+    free(w);
 }
 
 static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,
@@ -342,9 +372,13 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
                              int n_kv, int hd, float scale)
 {
     check_hd(hd);
-    for (int i = 0; i < n_seq; i++)
+    for (int i = 0; i < n_seq; i++) {
         if (s[i].kv_bf16)
             fatal("attention_bwd", "a bf16 KV cache has no backward");
+        same_kind("attention_bwd", s[i].k, s[i].v);
+        same_kind("attention_bwd", s[i].k, s[i].dk);
+        same_kind("attention_bwd", s[i].dk, s[i].dv);
+    }
     same_kind("attention_bwd", q, dq);
     same_kind("attention_bwd", q, dout);
     same_kind("attention_bwd", q, out);
@@ -357,13 +391,13 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     attn_tc_bwd(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *o = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &no, true);
-    size_t rows = rows_of(o, no), qw = (size_t)n_heads * hd;
-    float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(o, no, kvd, true)) * sizeof(float));
-    act_region q32 = region(&ws, q, q_stride, rows, (int)qw, true);
-    act_region o32 = region(&ws, out, out_stride, rows, (int)qw, true);
-    act_region do32 = region(&ws, dout, dout_stride, rows, (int)qw, true);
-    act_region dq32 = region(&ws, dq, q_stride, rows, (int)qw, false);
-    struct bk_attn_seq *w = acts_kv(o, no, kvd, &ws, true);
+    size_t lo, rows = span_rows(o, no, &lo), qw = (size_t)n_heads * hd;
+    float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(o, no, kvd)) * sizeof(float));
+    act_region q32 = region(&ws, act_from(q, q_stride, lo), q_stride, rows, (int)qw, true);
+    act_region o32 = region(&ws, act_from(out, out_stride, lo), out_stride, rows, (int)qw, true);
+    act_region do32 = region(&ws, act_from(dout, dout_stride, lo), dout_stride, rows, (int)qw, true);
+    act_region dq32 = region(&ws, act_from(dq, q_stride, lo), q_stride, rows, (int)qw, false);
+    struct bk_attn_seq *w = acts_kv(o, no, kvd, &ws);
     attention_bwd_f32(dq32.f32, (int)qw, do32.f32, (int)qw, q32.f32, o32.f32, (int)qw, w, no, n_heads, n_kv, hd,
                       scale);
     for (int i = 0; i < no; i++) {
@@ -376,22 +410,6 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     }
     free(w);
     free(o);
-}
-
-/* kv_append from activations: fp32 copies of the new rows first */
-static void cu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
-                         int src_stride, int kv_dim)
-{
-    same_kind("kv_append", k_src, v_src);
-    if (!is_act(k_src)) {
-        attn_kv_append(s, n_seq, k_src, v_src, src_stride, kv_dim);
-        return;
-    }
-    size_t rows = rows_of(s, n_seq);
-    float *ws = (float *)workspace(WS_ACT32, 2 * rows * kv_dim * sizeof(float));
-    act_region k32 = region(&ws, k_src, src_stride, rows, kv_dim, true);
-    act_region v32 = region(&ws, v_src, src_stride, rows, kv_dim, true);
-    attn_kv_append(s, n_seq, k32.f32, v32.f32, kv_dim, kv_dim);
 }
 
 int cuda_decode_mode(const char *name)
@@ -419,6 +437,6 @@ void cuda_attention_ops(struct backend *b)
 {
     b->attention = STAMPED(cu_attention);
     b->attention_bwd = STAMPED(cu_attention_bwd);
-    b->kv_append = STAMPED(cu_kv_append);
+    b->kv_append = STAMPED(attn_kv_append);   /* reads activations (bf16) itself */
     b->attn_scratch = cu_attn_scratch;   /* writes nothing of the caller's: not STAMPED */
 }

@@ -28,9 +28,11 @@ __device__ static inline size_t dec_part(size_t block, int g, int n_kv, int grou
     return (((size_t)block * n_kv + g) * group + hh) * (size_t)(hd + 2);
 }
 
-/* A block per (query row i of a sequence, split c; kv head blockIdx.y). */
-template <class KV>
-__global__ static void k_decode_split(float *part, const float *q, int q_stride, attn_args A, int n_kv, int group,
+/* A block per (query row i of a sequence, split c; kv head blockIdx.y).
+ * KV: how the keys and values are stored, TQ the queries (float, or
+ * unsigned short for bf16: a bf16 cache, bf16 activations) */
+template <class KV, class TQ>
+__global__ static void k_decode_split(float *part, const TQ *q, int q_stride, attn_args A, int n_kv, int group,
                                       int hd, float scale)
 {
     __shared__ float qs[DEC_MAX_GROUP][DEC_MAX_HD];
@@ -43,7 +45,7 @@ __global__ static void k_decode_split(float *part, const float *q, int q_stride,
     int len = S.pos + i + 1, k0 = c * per, k1 = k0 + per < len ? k0 + per : len;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     for (int x = threadIdx.x; x < group * hd; x += blockDim.x)
-        qs[x / hd][x % hd] = q[(size_t)(S.row + i) * q_stride + (size_t)(g * group + x / hd) * hd + x % hd];
+        qs[x / hd][x % hd] = get(q, (size_t)(S.row + i) * q_stride + (size_t)(g * group + x / hd) * hd + x % hd);
     __syncthreads();
     const KV *kg = (const KV *)S.k + (size_t)g * hd, *vg = (const KV *)S.v + (size_t)g * hd;
     float m[DEC_MAX_GROUP], l[DEC_MAX_GROUP], o[DEC_MAX_GROUP][DEC_T];
@@ -112,8 +114,9 @@ __global__ static void k_decode_split(float *part, const float *q, int q_stride,
 
 /* A block per (query row, head): the splits merged in order; out and lse
  * written as the per-query kernel writes them. */
-__global__ static void k_decode_merge(float *out, int out_stride, const float *part, attn_args A, int n_kv,
-                                      int group, int hd)
+template <class TO>
+__global__ static void k_decode_merge(TO *out, int out_stride, const float *part, attn_args A, int n_kv, int group,
+                                      int hd)
 {
     int b = blockIdx.x / (n_kv * group), h = blockIdx.x % (n_kv * group), si = find_seq(A, b);
     const bk_attn_seq &S = A.s[si];
@@ -130,12 +133,12 @@ __global__ static void k_decode_merge(float *out, int out_stride, const float *p
         M = fmaxf(M, p0[c * step]);
     for (int c = 0; c < splits; c++)
         L = fmaf(p0[c * step + 1], expf(p0[c * step] - M), L);
-    float *oi = out + (size_t)(S.row + i) * out_stride + (size_t)h * hd;
+    TO *oi = out + (size_t)(S.row + i) * out_stride + (size_t)h * hd;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float O = 0;
         for (int c = 0; c < splits; c++)
             O = fmaf(p0[c * step + 2 + d], expf(p0[c * step] - M), O);
-        oi[d] = O / L;
+        put(oi, d, O / L);
     }
     if (S.lse && threadIdx.x == 0)
         S.lse[(size_t)h * S.n + i] = M + logf(L);
@@ -143,9 +146,10 @@ __global__ static void k_decode_merge(float *out, int out_stride, const float *p
 
 bool attn_decode_applies(int n, int hd, int group) { return n <= DEC_MAX_N && hd <= DEC_MAX_HD && group <= DEC_MAX_GROUP; }
 
-/* The sequences of s, all with kv_bf16 equal, each one attn_decode_applies to. */
-void attn_decode(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s, int n_seq,
-                 int n_heads, int n_kv, int hd, float scale)
+/* q and out as stored: T (float, or unsigned short for bf16 activations) */
+template <class T>
+static void decode_as(T *out, int out_stride, const T *q, int q_stride, const struct bk_attn_seq *s, int n_seq,
+                      int n_heads, int n_kv, int hd, float scale)
 {
     int group = n_heads / n_kv;
     for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
@@ -155,14 +159,25 @@ void attn_decode(float *out, int out_stride, const float *q, int q_stride, const
             continue;
         float *part = (float *)workspace(WS_DECODE, (size_t)blocks * n_heads * (hd + 2) * sizeof(float));
         if (s[s0].kv_bf16)
-            LAUNCH(k_decode_split<unsigned short>, dim3(blocks, n_kv), 32 * DEC_WARPS)(part, q, q_stride, A, n_kv,
-                                                                                     group, hd, scale);
+            LAUNCH((k_decode_split<unsigned short, T>), dim3(blocks, n_kv), 32 * DEC_WARPS)(part, q, q_stride, A, n_kv,
+                                                                                          group, hd, scale);
         else
-            LAUNCH(k_decode_split<float>, dim3(blocks, n_kv), 32 * DEC_WARPS)(part, q, q_stride, A, n_kv, group, hd,
-                                                                            scale);
+            LAUNCH((k_decode_split<float, T>), dim3(blocks, n_kv), 32 * DEC_WARPS)(part, q, q_stride, A, n_kv, group,
+                                                                                 hd, scale);
         LAUNCHED("attention (split decode)");
         int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
-        LAUNCH(k_decode_merge, rows * n_heads, 32)(out, out_stride, part, A, n_kv, group, hd);
+        LAUNCH(k_decode_merge<T>, rows * n_heads, 32)(out, out_stride, part, A, n_kv, group, hd);
         LAUNCHED("attention (split decode, merge)");
     }
+}
+
+/* The sequences of s, all with kv_bf16 equal, each one attn_decode_applies to. */
+void attn_decode(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s, int n_seq,
+                 int n_heads, int n_kv, int hd, float scale)
+{
+    same_kind("attention", q, out);
+    as_stored(q, [&](auto *t) {
+        using T = stored_t<decltype(t)>;
+        decode_as((T *)out, out_stride, (const T *)q, q_stride, s, n_seq, n_heads, n_kv, hd, scale);
+    });
 }

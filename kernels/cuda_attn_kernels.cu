@@ -514,15 +514,18 @@ void attn_kernels(float *out, int out_stride, const float *q, int q_stride, cons
 }
 
 /* One block per new row: copy its K and V rows into the sequence's cache
- * (T: float, or unsigned short for a bf16 cache). */
-template <class T> __device__ static void append_row(T *k, T *v, const float *ks, const float *vs, int kv_dim)
+ * (T: float, or unsigned short for a bf16 cache; TS, the new rows': float,
+ * or unsigned short for bf16 activations). */
+template <class T, class TS>
+__device__ static void append_row(T *k, T *v, const TS *ks, const TS *vs, int kv_dim)
 {
     for (int d = threadIdx.x; d < kv_dim; d += blockDim.x) {
-        put(k, d, ks[d]);
-        put(v, d, vs[d]);
+        put(k, d, get(ks, d));
+        put(v, d, get(vs, d));
     }
 }
-__global__ static void k_kv_append(attn_args A, const float *k_src, const float *v_src, int src_stride, int kv_dim)
+template <class TS>
+__global__ static void k_kv_append(attn_args A, const TS *k_src, const TS *v_src, int src_stride, int kv_dim)
 {
     int si = find_seq(A, blockIdx.x);
     const bk_attn_seq &S = A.s[si];
@@ -536,13 +539,17 @@ __global__ static void k_kv_append(attn_args A, const float *k_src, const float 
 void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                          int src_stride, int kv_dim)
 {
-    for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
-        attn_args A = {};
-        int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
-        if (rows)
-            LAUNCH(k_kv_append, rows, 128)(A, k_src, v_src, src_stride, kv_dim);
-        LAUNCHED("kv_append");
-    }
+    same_kind("kv_append", k_src, v_src);
+    as_stored(k_src, [&](auto *t) {
+        using TS = stored_t<decltype(t)>;
+        for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
+            attn_args A = {};
+            int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
+            if (rows)
+                LAUNCH(k_kv_append<TS>, rows, 128)(A, (const TS *)k_src, (const TS *)v_src, src_stride, kv_dim);
+            LAUNCHED("kv_append");
+        }
+    });
 }
 
 void attn_bwd_kernels(float *dq, int q_stride, const float *dout, int dout_stride, const float *q,

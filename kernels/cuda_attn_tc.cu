@@ -659,8 +659,10 @@ void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, co
     if (!nt)
         return;
     same_kind("attention_bwd", dq, dout);
-    for (int i = 0; i < nt; i++)
+    for (int i = 0; i < nt; i++) {
         same_kind("attention_bwd", dq, t[i].dk);
+        same_kind("attention_bwd", t[i].dk, t[i].dv);
+    }
     as_stored(dq, [&](auto *to) {
         using TO = stored_t<decltype(to)>;
         tc_bwd_as((TO *)dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, hd, scale);

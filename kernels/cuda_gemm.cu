@@ -120,13 +120,16 @@ unsigned short *a_copy_for(const float *y, int rows, int cols)
     return p;
 }
 
-/* A product writes c (rows x cols, row pitch ld): forget the A copy of
- * what it overwrites, and mark the copies of marked ranges it touches stale. */
+/* A product writes c (rows x cols, row pitch ld, in elements of the
+ * activations' 2 bytes when c is one): forget the A copy of what it
+ * overwrites, and mark the copies of marked ranges it touches stale. */
 static void wrote(const float *c, int rows, int cols, int ld)
 {
-    if (last_a.copy && c < last_a.src + (size_t)last_a.rows * last_a.ld && last_a.src < c + (size_t)rows * ld)
+    size_t bytes = ((size_t)(rows - 1) * ld + cols) * (is_act(c) ? 2 : sizeof *c);
+    const char *lo = (const char *)c, *a_lo = (const char *)last_a.src;
+    if (last_a.copy && lo < a_lo + (size_t)last_a.rows * last_a.ld * sizeof *c && a_lo < lo + bytes)
         last_a.copy = NULL;
-    params_written(c, ((size_t)(rows - 1) * ld + cols) * sizeof *c);
+    params_written(c, bytes);
 }
 
 /* The bf16 copy of an operand (rows x cols, row pitch ld) that lies in a
@@ -204,6 +207,8 @@ static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const 
 {
     if (m > 0 && n > 0)
         wrote(c, m, n, ldc);             /* before the product: a copy is of what it reads */
+    if (ktimes_on)
+        ktimes_op_begin();
     in_matmul_op = true;
     /* bf16 activations (cuda_acts.cu) go in and come out as they are */
     gemm_ex(ta, tb, m, n, k, alpha, operand{a, is_act(a)}, lda, 0, operand{b, is_act(b)}, ldb, 0, beta, c, ldc, 0, 1,

@@ -3,10 +3,12 @@
  * attention's backward is several kernels (copies, the queries' and keys'
  * kernels, sums), and tuning one needs each one's share. With this switch
  * every launch waits for the device, and the wall time since the previous
- * launch's end (or cuBLAS call's) is charged to it, so the host's own time
- * between two launches lands on the second: read the table of a long run
- * for the kernels that weigh, not for the microseconds. At exit one line a
- * kernel goes to stderr: calls, milliseconds, microseconds a call, share. */
+ * launch's end (or cuBLAS call's), or since its op began, is charged to it:
+ * the host's time inside an op (its set-up) lands on the op's next kernel,
+ * the caller's time between ops on none (before the ninth session it
+ * landed on the next op's first kernel: a benchmark's set-up made the
+ * embedding's gather look like 68 ms a call). At exit one line a kernel
+ * goes to stderr: calls, milliseconds, microseconds a call, share. */
 #include "cuda_common.cuh"
 extern "C" {
 #include "tally.h"
@@ -38,6 +40,14 @@ void ktimes_start(void)
         kt_last = tally_now();
         atexit(kt_report);
     }
+}
+
+void ktimes_op_begin(void)
+{
+#ifndef RL_CUDA_EMU
+    CU(cudaDeviceSynchronize());
+#endif
+    kt_last = tally_now();
 }
 
 void ktimes_mark(const char *name)

@@ -1388,14 +1388,15 @@ static void test_acts_rows(void)
     drop(&table), act_drop(&e), act_drop(&de), act_drop(&g), act_drop(&dst);
 }
 
-/* Where the emulation traces launches and the tensor cores take the
- * attention: the last call ran `kernel` and converted no activation to
- * fp32 (the other routes' way in) */
+/* Where the emulation traces launches and the tensor cores (or, for the
+ * split decode kernel, that kernel) take the attention: the last call ran
+ * `kernel` and converted no activation to fp32 (the other routes' way in) */
 static void tc_read_acts(const char *what, const char *kernel)
 {
     FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
     const char *d = gpu->detail ? gpu->detail : "";
-    if (!f || (!strstr(d, "tensor-core+") && !strstr(d, "tensor-core (cp.async)+"))) {
+    bool tc = strstr(d, "tensor-core+") || strstr(d, "tensor-core (cp.async)+");
+    if (!f || (!tc && strncmp(kernel, "attention (split decode)", 24))) {
         if (f)
             fclose(f);
         return;
@@ -1405,7 +1406,7 @@ static void tc_read_acts(const char *what, const char *kernel)
     while (fgets(line, sizeof line, f))
         if (++lines > trace_seen) {
             ran += !strncmp(line, kernel, strlen(kernel));
-            conv += !strncmp(line, "bf16 activations (conversion)", 29);
+            conv += !strncmp(line, "bf16 activations (conversion)", 29) || !strncmp(line, "widen a bf16 KV cache", 21);
         }
     fclose(f);
     trace_seen = lines;
@@ -1414,11 +1415,15 @@ static void tc_read_acts(const char *what, const char *kernel)
 
 /* Training's attention: q, k and v in one activation buffer (the model's
  * qkv rows), the output and the gradients activations too; then
- * generation's kv_append from activation rows into an fp32 cache */
-static void test_acts_attention(int hd)
+ * generation's kv_append from activation rows into an fp32 and a bf16
+ * cache. all_tc: every sequence is one the tensor cores take (head_dim 64
+ * or 128, none short), so no conversion may run; else the call mixes
+ * routes, the others' fp32 copies spanning rows from the first of theirs. */
+enum { ACT_NS = 4 };
+static void test_acts_attention(int hd, const int *len, bool all_tc)
 {
-    enum { NS = 3 };
-    int nh = 4, nkv = 2, qd = nh * hd, kvd = nkv * hd, qkv = qd + 2 * kvd, len[NS] = {17, 70, 9};
+    enum { NS = ACT_NS };
+    int nh = 4, nkv = 2, qd = nh * hd, kvd = nkv * hd, qkv = qd + 2 * kvd;
     int T = 0;
     size_t p_total = 0;
     for (int s = 0; s < NS; s++) {
@@ -1443,13 +1448,19 @@ static void test_acts_attention(int hd)
     cpu->attention(out.c, qd, x.c, qkv, sc, NS, nh, nkv, hd, scale);
     traced("");
     gpu->attention(out.g, qd, x.g, qkv, sg, NS, nh, nkv, hd, scale);
-    tc_read_acts(harness_name("bf16 activations: the tensor-core forward reads them as they are (head_dim %d)", hd),
-                 "attention (tensor cores");
+    const char *how = all_tc ? "" : ", other routes too";
+    if (all_tc)
+        tc_read_acts(harness_name("bf16 activations: the tensor-core forward reads them as they are (head_dim %d)", hd),
+                     "attention (tensor cores");
     double tol = attn_tol + 1e-2;
-    expect_act(harness_name("bf16 activations: attention output (head_dim %d)", hd), &out, tol);
-    expect(harness_name("bf16 activations: attention log-sum-exp (head_dim %d)", hd), &lse, attn_tol);
+    expect_act(harness_name("bf16 activations: attention output (head_dim %d%s)", hd, how), &out, tol);
+    expect(harness_name("bf16 activations: attention log-sum-exp (head_dim %d%s)", hd, how), &lse, attn_tol);
     act_round_cpu(&out);
     struct two dout = act_rand((size_t)T * qd, 1), dx = act_rand((size_t)T * qkv, 1);
+    for (int row = 0; row < T; row++)   /* dk, dv start at zero: what they get is all that is compared */
+        for (int c = qd; c < qkv; c++)
+            dx.c[(size_t)row * qkv + c] = 0;
+    act_upload(dx.g, dx.c, dx.n);
     for (int s = 0, row = 0; s < NS; row += len[s++]) {
         size_t o = (size_t)row * qkv + qd;
         sc[s].dk = dx.c + o, sc[s].dv = dx.c + o + kvd;
@@ -1459,10 +1470,13 @@ static void test_acts_attention(int hd)
     cpu->attention_bwd(dx.c, qkv, dout.c, qd, x.c, out.c, qd, sc, NS, nh, nkv, hd, scale);
     traced("");
     gpu->attention_bwd(dx.g, qkv, dout.g, qd, x.g, out.g, qd, sg, NS, nh, nkv, hd, scale);
-    if (gpu->detail && strstr(gpu->detail, "tensor-core (cp.async)"))   /* tc-pipe takes both directions */
+    /* auto and tc-pipe (the cp.async kernels) and tc take both directions; tc-fwd one */
+    const char *d = gpu->detail ? gpu->detail : "", *mode = getenv("RL_CUDA_ATTN");
+    bool tc_bwd = strstr(d, "tensor-core (cp.async)") || (strstr(d, "tensor-core+") && mode && !strcmp(mode, "tc"));
+    if (all_tc && tc_bwd)
         tc_read_acts(harness_name("bf16 activations: the tensor-core backward reads them as they are (head_dim %d)", hd),
                      "attention_bwd (keys, tensor cores");
-    expect_act(harness_name("bf16 activations: attention_bwd dq, dk, dv (head_dim %d)", hd), &dx, tol);
+    expect_act(harness_name("bf16 activations: attention_bwd dq, dk, dv (head_dim %d%s)", hd, how), &dx, tol);
 
     /* kv_append: the sequences' new rows (activations) into an fp32 cache */
     struct two cache = rand_both((size_t)T * 2 * kvd, 1);
@@ -1475,9 +1489,69 @@ static void test_acts_attention(int hd)
     }
     cpu->kv_append(kc, NS, x.c + qd, x.c + qd + kvd, qkv, kvd);
     gpu->kv_append(kg, NS, (float *)((uint16_t *)x.g + qd), (float *)((uint16_t *)x.g + qd + kvd), qkv, kvd);
-    expect(harness_name("bf16 activations: kv_append from activations (head_dim %d)", hd), &cache, 0);
-    drop(&lse), drop(&p), drop(&dp), drop(&cache);
+    expect(harness_name("bf16 activations: kv_append from activations (head_dim %d%s)", hd, how), &cache, 0);
+    /* into a bf16 cache: the activations' values as they are */
+    struct two c16 = rand_bf16_both((size_t)T * 2 * kvd);
+    uint16_t *c16g = bf16_gpu(&c16);
+    for (int s = 0, row = 0; s < NS; row += len[s++]) {
+        kc[s].k = c16.c + (size_t)row * 2 * kvd, kc[s].v = c16.c + (size_t)row * 2 * kvd + kvd;
+        kg[s].k = (const float *)(c16g + (size_t)row * 2 * kvd);
+        kg[s].v = (const float *)(c16g + (size_t)row * 2 * kvd + kvd);
+        kg[s].kv_bf16 = true;
+    }
+    cpu->kv_append(kc, NS, x.c + qd, x.c + qd + kvd, qkv, kvd);
+    gpu->kv_append(kg, NS, (float *)((uint16_t *)x.g + qd), (float *)((uint16_t *)x.g + qd + kvd), qkv, kvd);
+    double e = bf16_err(c16g, c16.c, c16.n);
+    CHECKF(harness_name("bf16 activations: kv_append from activations into a bf16 cache (head_dim %d%s)", hd, how),
+           e == 0, "normalized error %.3g", e);
+    gpu->free(c16g);
+    drop(&lse), drop(&p), drop(&dp), drop(&cache), drop(&c16);
     act_drop(&x), act_drop(&out), act_drop(&dout), act_drop(&dx);
+}
+
+/* Decode steps on activations: a few query rows (bf16) over an fp32 or a
+ * bf16 KV cache; by default the split decode kernel, which reads and
+ * writes activations itself */
+static void test_acts_decode(bool kv16)
+{
+    enum { NS = 3 };
+    int hd = 64, nh = 8, nkv = 2, qd = nh * hd, kvs = 2 * nkv * hd, len[NS] = {1, 3, 1}, pos[NS] = {40, 100, 7};
+    int T = 0, keys = 0;
+    for (int s = 0; s < NS; s++)
+        T += len[s], keys += pos[s] + len[s];
+    struct two q = act_rand((size_t)T * qd, 2), out = act_poisoned((size_t)T * qd), lse = poisoned((size_t)T * nh);
+    struct two kv = rand_bf16_both((size_t)keys * kvs);
+    uint16_t *kv16g = kv16 ? bf16_gpu(&kv) : NULL;
+    size_t p_total = 0;
+    for (int s = 0; s < NS; s++)
+        p_total += (size_t)nh * len[s] * (pos[s] + len[s]);
+    struct two p = rand_both(p_total, 1);
+    struct bk_attn_seq sc[NS], sg[NS];
+    size_t poff = 0;
+    for (int s = 0, row = 0, key = 0; s < NS; row += len[s], key += pos[s] + len[s], s++) {
+        size_t o = (size_t)key * kvs;
+        sc[s] = (struct bk_attn_seq){.row = row, .n = len[s], .pos = pos[s], .kv_stride = kvs, .k = kv.c + o,
+                                     .v = kv.c + o + nkv * hd, .p = p.c + poff, .lse = lse.c + (size_t)row * nh};
+        sg[s] = sc[s];
+        sg[s].k = kv16 ? (const float *)(kv16g + o) : kv.g + o;
+        sg[s].v = kv16 ? (const float *)(kv16g + o + nkv * hd) : kv.g + o + nkv * hd;
+        sg[s].kv_bf16 = kv16;
+        sg[s].p = p.g + poff, sg[s].lse = lse.g + (size_t)row * nh;
+        poff += (size_t)nh * len[s] * (pos[s] + len[s]);
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    cpu->attention(out.c, qd, q.c, qd, sc, NS, nh, nkv, hd, scale);
+    traced("");
+    gpu->attention(out.g, qd, q.g, qd, sg, NS, nh, nkv, hd, scale);
+    const char *kvn = kv16 ? "bf16" : "fp32";
+    if (gpu->detail && strstr(gpu->detail, "split decode"))
+        tc_read_acts(harness_name("bf16 activations: the split decode kernel reads them as they are (%s cache)", kvn),
+                     "attention (split decode)");
+    expect_act(harness_name("bf16 activations: decode steps' attention (%s cache)", kvn), &out, attn_tol + 1e-2);
+    expect(harness_name("bf16 activations: decode steps' log-sum-exp (%s cache)", kvn), &lse, attn_tol + 1e-5);
+    if (kv16)
+        gpu->free(kv16g);
+    drop(&lse), drop(&kv), drop(&p), act_drop(&q), act_drop(&out);
 }
 
 static void test_acts(void)
@@ -1495,9 +1569,21 @@ static void test_acts(void)
     arena_used = 0;
     test_acts_rows();
     arena_used = 0;
-    test_acts_attention(64);
+    /* the tensor cores' lengths (a multiple of no tile among them), then
+     * short sequences between and after them, then a head_dim no tensor
+     * core kernel takes */
+    static const int tc_len[ACT_NS] = {17, 70, 9, 33}, mixed[ACT_NS] = {17, 3, 70, 1};
+    test_acts_attention(64, tc_len, true);
     arena_used = 0;
-    test_acts_attention(128);
+    test_acts_attention(128, tc_len, true);
+    arena_used = 0;
+    test_acts_attention(64, mixed, false);
+    arena_used = 0;
+    test_acts_attention(32, tc_len, false);
+    arena_used = 0;
+    test_acts_decode(false);
+    arena_used = 0;
+    test_acts_decode(true);
     gpu->free(arena);
 }
 
