@@ -35,7 +35,11 @@ for cmd, sub in (("grads", "train"), ("grads-rm", "train_rm")):
             rc = 1
             continue
         a, b = llama_ref.st_read(out), llama_ref.st_read(os.path.join(golden_dir, "expected.safetensors"))
-        bad = [k for k in b if k not in a or (a[k] - b[k]).abs().max().item() > 1e-6 * max(1.0, b[k].abs().max().item())]
+        # 2e-5 of the largest value: torch's fp32 kernels sum in a different
+        # order on another CPU (its vector width, its threads): the goldens, made on
+        # one machine, moved by up to 2e-6 of it on another; a change to the
+        # reference's math moves them by 1e-3 or more
+        bad = [k for k in b if k not in a or (a[k] - b[k]).abs().max().item() > 2e-5 * max(1.0, b[k].abs().max().item())]
         print("ok " + name if not bad and len(a) == len(b) else "not ok %s: %s" % (name, bad[:5]))
         rc |= bool(bad)
 sys.exit(1 if rc else 0)
