@@ -232,6 +232,8 @@ __device__ static inline void store_rows(T *dst, size_t ld, size_t col0, const f
                                          float mul0, float mul1, int lane)
 {
     int t = lane & 3;
+    /* a lane's two columns 2t, 2t + 1 as one store where every row's pair is aligned */
+    bool pairs = (((uintptr_t)(dst + col0) | (ld * sizeof(T))) & (2 * sizeof(T) - 1)) == 0;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         int row = row0 + 8 * r;
@@ -241,8 +243,13 @@ __device__ static inline void store_rows(T *dst, size_t ld, size_t col0, const f
         float mul = r ? mul1 : mul0;
 #pragma unroll
         for (int dt = 0; dt < HD / 8; dt++) {
-            put(d, 8 * dt + 2 * t, acc[dt][2 * r] * mul);
-            put(d, 8 * dt + 2 * t + 1, acc[dt][2 * r + 1] * mul);
+            float a = acc[dt][2 * r] * mul, b = acc[dt][2 * r + 1] * mul;
+            if (pairs)
+                put2(d, 8 * dt + 2 * t, a, b);
+            else {
+                put(d, 8 * dt + 2 * t, a);
+                put(d, 8 * dt + 2 * t + 1, b);
+            }
         }
     }
 }

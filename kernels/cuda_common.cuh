@@ -245,6 +245,12 @@ __device__ static inline float4 get4(const unsigned short *p, size_t i)
     return float4{__uint_as_float(t.x << 16), __uint_as_float(t.x & 0xffff0000u), __uint_as_float(t.y << 16),
                   __uint_as_float(t.y & 0xffff0000u)};
 }
+/* Two elements at p + i, 2 * sizeof *p bytes aligned */
+__device__ static inline void put2(float *p, size_t i, float a, float b) { *(float2 *)(p + i) = float2{a, b}; }
+__device__ static inline void put2(unsigned short *p, size_t i, float a, float b)
+{
+    *(unsigned *)(p + i) = bf16_rne(a) | (unsigned)bf16_rne(b) << 16;
+}
 __device__ static inline void put4(float *p, size_t i, float4 v) { *(float4 *)(p + i) = v; }
 __device__ static inline void put4(unsigned short *p, size_t i, float4 v) { put_bf16_4(p + i, v); }
 
