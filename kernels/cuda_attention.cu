@@ -167,19 +167,30 @@ template <class P> static int partition(struct bk_attn_seq *k, int n, P keep)
     return m;
 }
 
-/* The sequences the fp32 kernels take: fp32 and bf16 caches in separate
- * launches, and in each, decode steps on the split kernel where it applies. */
+/* The decode steps of k the split kernel takes, moved to its front and
+ * attended (a launch per kind of cache); their count. */
+static int attn_split_decodes(float *out, int out_stride, const float *q, int q_stride, struct bk_attn_seq *k, int nk,
+                              int n_heads, int n_kv, int hd, float scale)
+{
+    int nd = partition(k, nk, [&](const bk_attn_seq &x) {
+        return seq_route(&x, n_heads, hd, false) == BY_KERNELS && use_split_decode(x.n, hd, n_heads / n_kv);
+    });
+    int n16 = partition(k, nd, [](const bk_attn_seq &x) { return x.kv_bf16; });
+    attn_decode(out, out_stride, q, q_stride, k, n16, n_heads, n_kv, hd, scale);
+    attn_decode(out, out_stride, q, q_stride, k + n16, nd - n16, n_heads, n_kv, hd, scale);
+    return nd;
+}
+
+/* The sequences the fp32 kernels take: decode steps on the split kernel
+ * where it applies, the rest with fp32 and bf16 caches in separate launches. */
 static void attn_kernels_all(float *out, int out_stride, const float *q, int q_stride, struct bk_attn_seq *k, int nk,
                              int n_heads, int n_kv, int hd, float scale)
 {
+    int nd = attn_split_decodes(out, out_stride, q, q_stride, k, nk, n_heads, n_kv, hd, scale);
+    k += nd, nk -= nd;
     int n32 = partition(k, nk, [](const bk_attn_seq &x) { return !x.kv_bf16; });
-    for (int half = 0; half < 2; half++) {
-        struct bk_attn_seq *p = half ? k + n32 : k;
-        int np = half ? nk - n32 : n32;
-        int nd = partition(p, np, [&](const bk_attn_seq &x) { return use_split_decode(x.n, hd, n_heads / n_kv); });
-        attn_decode(out, out_stride, q, q_stride, p, nd, n_heads, n_kv, hd, scale);
-        attn_kernels(out, out_stride, q, q_stride, p + nd, np - nd, n_heads, n_kv, hd, scale);
-    }
+    attn_kernels(out, out_stride, q, q_stride, k, n32, n_heads, n_kv, hd, scale);
+    attn_kernels(out, out_stride, q, q_stride, k + n32, nk - n32, n_heads, n_kv, hd, scale);
 }
 
 static void attention_part(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s_in,
@@ -342,17 +353,12 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     }
     /* the tensor-core kernels and the split decode kernel read and write
      * activations themselves */
-    int nt, nd, no;
+    int nt, no;
     struct bk_attn_seq *t = seqs_by_route(w, n_seq, n_heads, hd, false, BY_TC, &nt);
     attn_tc_fwd(out, out_stride, q, q_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *o = seqs_by_route(w, n_seq, n_heads, hd, false, BY_TC, &no, true);
-    nd = partition(o, no, [&](const bk_attn_seq &x) {
-        return seq_route(&x, n_heads, hd, false) == BY_KERNELS && use_split_decode(x.n, hd, n_heads / n_kv);
-    });
-    int n16 = partition(o, nd, [](const bk_attn_seq &x) { return x.kv_bf16; });
-    attn_decode(out, out_stride, q, q_stride, o, n16, n_heads, n_kv, hd, scale);
-    attn_decode(out, out_stride, q, q_stride, o + n16, nd - n16, n_heads, n_kv, hd, scale);
+    int nd = attn_split_decodes(out, out_stride, q, q_stride, o, no, n_heads, n_kv, hd, scale);
     /* the rest through fp32 copies of q and out */
     struct bk_attn_seq *r = o + nd;
     int nr = no - nd;

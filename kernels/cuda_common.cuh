@@ -67,7 +67,7 @@ static inline void fatal(const char *what, const char *why)
 /* RL_CUDA_KERNEL_TIMES (cuda_ktimes.cu): each launch's time, by name */
 extern bool ktimes_on;
 void ktimes_start(void);
-void ktimes_op_begin(void);          /* an op starts: the time before it is no kernel's */
+void ktimes_op_begin(void);          /* an op starts: the time before it is no kernel's (with ktimes_on) */
 void ktimes_mark(const char *name);
 
 /* Blocks for a grid-stride kernel over n elements. The emulation takes two:
@@ -311,8 +311,7 @@ template <class R, class... A> struct stamp_t<R (*)(A...)> {
             ~after() { op_epoch++; }
         } at_return;
         op_epoch++;
-        if (ktimes_on)
-            ktimes_op_begin();
+        ktimes_op_begin();
         return F(a...);
     }
 };

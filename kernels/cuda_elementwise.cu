@@ -496,8 +496,7 @@ static double cu_sumsq(const float *x, size_t n)
 {
     if (!n)
         return 0;
-    if (ktimes_on)                   /* not STAMPED: its own op start */
-        ktimes_op_begin();
+    ktimes_op_begin();               /* not STAMPED: its own op start */
     unsigned b = blocks_for(n);
     b = b > RED_BLOCKS ? RED_BLOCKS : b;
     LAUNCH(k_sumsq_part, b, THREADS)(red_buf, x, n);

@@ -207,8 +207,7 @@ static void cu_matmul(bool ta, bool tb, int m, int n, int k, float alpha, const 
 {
     if (m > 0 && n > 0)
         wrote(c, m, n, ldc);             /* before the product: a copy is of what it reads */
-    if (ktimes_on)
-        ktimes_op_begin();
+    ktimes_op_begin();
     in_matmul_op = true;
     /* bf16 activations (cuda_acts.cu) go in and come out as they are */
     gemm_ex(ta, tb, m, n, k, alpha, operand{a, is_act(a)}, lda, 0, operand{b, is_act(b)}, ldb, 0, beta, c, ldc, 0, 1,

@@ -44,6 +44,8 @@ void ktimes_start(void)
 
 void ktimes_op_begin(void)
 {
+    if (!ktimes_on)
+        return;
 #ifndef RL_CUDA_EMU
     CU(cudaDeviceSynchronize());
 #endif
