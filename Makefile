@@ -60,7 +60,10 @@ ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
-NVFLAGS   ?= -O3 -std=c++17 $(CUDA_ARCH) -Ilib --Werror all-warnings \
+# -warn-spills under --Werror: a kernel whose registers spill to local
+# memory (a change that outgrew 255 registers, in the tensor-core attention
+# most likely) fails the build instead of running slower unnoticed.
+NVFLAGS   ?= -O3 -std=c++17 $(CUDA_ARCH) -Ilib --Werror all-warnings -Xptxas -warn-spills \
              -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror,-Wno-unused-function,-Wno-format-truncation
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
 CUDA_SO   := $(BIN)/rlflow-cuda.so

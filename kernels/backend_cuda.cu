@@ -143,7 +143,7 @@ static int cuda_init(void)
         return fail("RL_CUDA_ACT=\"%s\": expected auto, bf16 (in bf16 mode) or fp32", act);
     const char *attn = getenv("RL_CUDA_ATTN");
     if (cuda_attention_mode(attn) < 0)
-        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, tc-fwd, tc-pipe, cublas, tiled or simple", attn);
+        return fail("RL_CUDA_ATTN=\"%s\": expected auto, tc, tc-fwd, tc-pipe, tc-wide, cublas, tiled or simple", attn);
     const char *dec = getenv("RL_CUDA_DECODE");
     if (cuda_decode_mode(dec) < 0)
         return fail("RL_CUDA_DECODE=\"%s\": expected auto, split or query", dec);

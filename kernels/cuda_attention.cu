@@ -14,11 +14,13 @@ static void check_hd(int hd)
  * AUTO_TC_BWD say; else cuBLAS where the scores fit; else the tiled fp32
  * kernels), tc (the tensor-core kernels in both directions, their tiles
  * loaded through the registers), tc-fwd (those in the forward only),
- * tc-pipe (in both directions, the tiles brought by cp.async a step ahead:
- * AUTO_TC_PIPE says whether auto's are), cublas (none), tiled (no cuBLAS
- * either), simple (the per-query kernels). */
-enum { ATTN_AUTO, ATTN_TC, ATTN_TC_FWD, ATTN_TC_PIPE, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
-static const char *const attn_modes[] = {"auto", "tc", "tc-fwd", "tc-pipe", "cublas", "tiled", "simple"};
+ * tc-pipe (in both directions, the tiles brought by cp.async a step ahead),
+ * tc-wide (tc-pipe's with 128 queries a block in the forward and dq, and
+ * dq's and dk/dv's scores in halves of a tile), cublas (none), tiled (no
+ * cuBLAS either), simple (the per-query kernels). AUTO_TC_KIND says which
+ * tensor-core kernels auto takes. The modes up to cublas may take cuBLAS. */
+enum { ATTN_AUTO, ATTN_TC, ATTN_TC_FWD, ATTN_TC_PIPE, ATTN_TC_WIDE, ATTN_CUBLAS, ATTN_TILED, ATTN_SIMPLE };
+static const char *const attn_modes[] = {"auto", "tc", "tc-fwd", "tc-pipe", "tc-wide", "cublas", "tiled", "simple"};
 static int attn_mode;
 /* measured on an H100 (eighth session; TinyLlama-1.1B's shape, 4 x 1024
  * tokens, bf16): a training step took 0.101 s with the tensor-core kernels
@@ -31,12 +33,17 @@ static int attn_mode;
  * session, third run): a step took 0.084 s against the tc kernels' 0.092 s
  * (four of Mistral-7B's layers: 0.062 against 0.066 s); their three
  * kernels 1.5 to 1.9 times faster, and bit for bit the same results */
-#define AUTO_TC_PIPE 1
-bool attn_tc_pipelined(void) { return attn_mode == ATTN_TC_PIPE || (attn_mode == ATTN_AUTO && AUTO_TC_PIPE); }
+#define AUTO_TC_KIND TC_PIPE
+int attn_tc_kind(void)
+{
+    return attn_mode == ATTN_TC_PIPE ? TC_PIPE : attn_mode == ATTN_TC_WIDE ? TC_WIDE
+         : attn_mode == ATTN_AUTO    ? AUTO_TC_KIND : TC_PLAIN;
+}
 /* whether the mode asks for the tensor-core kernels in this direction */
 static bool tc_wanted(bool backward)
 {
-    return attn_mode == ATTN_TC || attn_mode == ATTN_TC_PIPE || (attn_mode == ATTN_TC_FWD && !backward) ||
+    return attn_mode == ATTN_TC || attn_mode == ATTN_TC_PIPE || attn_mode == ATTN_TC_WIDE ||
+           (attn_mode == ATTN_TC_FWD && !backward) ||
            (attn_mode == ATTN_AUTO && (backward ? AUTO_TC_BWD : AUTO_TC_FWD));
 }
 
@@ -434,8 +441,10 @@ int cuda_attention_mode(const char *name)
 /* what the device line says of the attention (the GPU tests read it) */
 const char *cuda_attention_desc(void)
 {
+    static const char *const tc[] = {"tensor-core+cuBLAS+tiled", "tensor-core (cp.async)+cuBLAS+tiled",
+                                     "tensor-core (cp.async, wide)+cuBLAS+tiled"};
     if (gemm_bf16 && (tc_wanted(false) || tc_wanted(true)))
-        return attn_tc_pipelined() ? "tensor-core (cp.async)+cuBLAS+tiled" : "tensor-core+cuBLAS+tiled";
+        return tc[attn_tc_kind()];
     return attn_mode <= ATTN_CUBLAS ? "cuBLAS+tiled" : attn_mode == ATTN_TILED ? "tiled" : "simple";
 }
 

@@ -16,6 +16,7 @@
 #define FB_BC 16              /* tiled backward: keys per block (4 per warp) */
 
 #define TC_BR 64                      /* the tensor-core kernels: rows per block (queries; keys in dk/dv) */
+#define TC_BR_WIDE 128                /* queries per block of tc-wide's forward and dq */
 
 /* the split decode kernel (cuda_attn_decode.cu): sequences of up to
  * DEC_MAX_N queries, head_dim up to DEC_MAX_HD, up to DEC_MAX_GROUP query
@@ -51,7 +52,7 @@ __device__ static inline int find_seq(const attn_args &A, int b)
 /* Fill the launch description for the (at most ATTN_SEQS) sequences from s0
  * on; `per` says what a block takes of a sequence (a query, a key, a tile
  * of either). Returns the number of blocks. */
-enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE, PER_QUERY_TC, PER_KEY_TC, PER_QUERY_SPLIT };
+enum { PER_QUERY, PER_KEY, PER_QUERY_TILE, PER_KEY_TILE, PER_QUERY_TC, PER_QUERY_TC_WIDE, PER_KEY_TC, PER_QUERY_SPLIT };
 static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n_seq, int s0, int per)
 {
     int cnt = n_seq - s0 < ATTN_SEQS ? n_seq - s0 : ATTN_SEQS;
@@ -65,6 +66,7 @@ static inline int attn_describe(attn_args *A, const struct bk_attn_seq *s, int n
                    : per == PER_QUERY_TILE ? (x->n + FA_BR - 1) / FA_BR
                    : per == PER_KEY_TILE ? (x->pos + x->n + FB_BC - 1) / FB_BC
                    : per == PER_QUERY_TC ? (x->n + TC_BR - 1) / TC_BR
+                   : per == PER_QUERY_TC_WIDE ? (x->n + TC_BR_WIDE - 1) / TC_BR_WIDE
                    : per == PER_QUERY_SPLIT ? x->n * dec_splits(x->pos + x->n)
                                          : (x->pos + x->n + TC_BR - 1) / TC_BR;
         A->first[i + 1] = A->first[i] + blocks;
@@ -93,7 +95,11 @@ void attn_gemm_bwd(float *dq, int q_stride, const float *dout, int dout_stride, 
                    const struct bk_attn_seq *x, int nh, int nkv, int hd, float scale);
 /* the tensor cores, where attn_tc_applies(head_dim) (the backward points t[i].p at scratch of its own) */
 bool attn_tc_applies(int hd);
-bool attn_tc_pipelined(void);   /* RL_CUDA_ATTN=tc-pipe (or auto with AUTO_TC_PIPE): the cp.async kernels */
+/* which tensor-core kernels: tc's (tiles through the registers), tc-pipe's
+ * (cp.async; auto's, AUTO_TC_KIND) or tc-wide's (tc-pipe's with 128-query
+ * blocks and halved score tiles) */
+enum tc_kind { TC_PLAIN, TC_PIPE, TC_WIDE };
+int attn_tc_kind(void);
 void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                  int n_heads, int n_kv, int hd, float scale);
 void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,

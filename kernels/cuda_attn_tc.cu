@@ -23,7 +23,7 @@
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
-#define TC_PAD 64                     /* rows of the head-major copies are padded to this */
+#define TC_PAD TC_BR_WIDE             /* rows of the head-major copies are padded to this: the widest block's */
 struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][hd] bf16 bits */
     const unsigned short *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
 };
@@ -128,53 +128,68 @@ __device__ static inline void fill(tiles<HD, BK, PIPE, USE> &s, int b, const uns
     }
 }
 
-/* x[BK/8][4] = the warp's 16 rows (fragments a, over HD) times the BK rows
- * of buffer b transposed: a 16 x BK tile of scores */
-template <int HD, int BK, bool PIPE, int USE>
-__device__ static inline void scores(float (*x)[4], const unsigned (*a)[4], const tiles<HD, BK, PIPE, USE> &s, int b,
-                                     int lane)
+/* x[M][NT][4] = the warp's M blocks of 16 rows (fragments a, over HD) times
+ * the rows n0..n0 + 8 NT of buffer b transposed: M tiles of 16 x 8 NT
+ * scores. Each B fragment loaded serves the M blocks. */
+template <int M, int NT, int KH, int HD, int BK, bool PIPE, int USE>
+__device__ static inline void scores(float (&x)[M][NT][4], const unsigned (&a)[M][KH][4],
+                                     const tiles<HD, BK, PIPE, USE> &s, int b, int n0, int lane)
 {
     static_assert(USE & SCORED, "a scored operand");
+    static_assert(KH * 16 == HD && NT % 2 == 0 && 8 * NT <= BK, "fragments of the tile");
 #pragma unroll
-    for (int nt = 0; nt < BK / 8; nt++)
-        x[nt][0] = x[nt][1] = x[nt][2] = x[nt][3] = 0.0f;
+    for (int m = 0; m < M; m++)
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++)
+        for (int nt = 0; nt < NT; nt++)
+            x[m][nt][0] = x[m][nt][1] = x[m][nt][2] = x[m][nt][3] = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < BK / 8; nt += 2) {
+    for (int kk = 0; kk < KH; kk++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt += 2) {
             unsigned f[4];
             if constexpr (PIPE)
-                load_bt2(f, &s.rows[b].at[8 * nt][16 * kk], HD + 8, lane);
+                load_bt2(f, &s.rows[b].at[n0 + 8 * nt][16 * kk], HD + 8, lane);
             else {
-                load_bt(f, &s.rows[0].at[8 * nt][16 * kk], HD + 8, lane);
-                load_bt(f + 2, &s.rows[0].at[8 * nt + 8][16 * kk], HD + 8, lane);
+                load_bt(f, &s.rows[0].at[n0 + 8 * nt][16 * kk], HD + 8, lane);
+                load_bt(f + 2, &s.rows[0].at[n0 + 8 * nt + 8][16 * kk], HD + 8, lane);
             }
-            mma_bf16(x[nt], a[kk], f);
-            mma_bf16(x[nt + 1], a[kk], f + 2);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_bf16(x[m][nt], a[m][kk], f);
+                mma_bf16(x[m][nt + 1], a[m][kk], f + 2);
+            }
         }
 }
-/* acc[HD/8][4] (16 x HD) += x (16 x BK, accumulators, rounded to bf16)
- * times the tile of buffer b (BK rows of HD) */
-template <int HD, int BK, bool PIPE, int USE>
-__device__ static inline void accumulate(float (*acc)[4], const float (*x)[4], const tiles<HD, BK, PIPE, USE> &s,
-                                         int b, int lane)
+/* acc[M][DT][4] (M x 16 rows of HD) += x (M x 16 x 8 NT, accumulators,
+ * rounded to bf16) times the rows n0..n0 + 8 NT of buffer b (HD wide).
+ * Over the tile's rows in order, so that a tile taken in parts sums as it
+ * would whole. */
+template <int M, int NT, int DT, int HD, int BK, bool PIPE, int USE>
+__device__ static inline void accumulate(float (&acc)[M][DT][4], const float (&x)[M][NT][4],
+                                         const tiles<HD, BK, PIPE, USE> &s, int b, int n0, int lane)
 {
     static_assert(USE & SUMMED, "a summed operand");
+    static_assert(DT * 8 == HD && NT % 2 == 0 && 8 * NT <= BK, "fragments of the tile");
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++) {
-        unsigned a[4];
-        tile_as_a(a, x, kk);
+    for (int kk = 0; kk < NT / 2; kk++) {
+        unsigned a[M][4];
 #pragma unroll
-        for (int dt = 0; dt < HD / 8; dt += 2) {
+        for (int m = 0; m < M; m++)
+            tile_as_a(a[m], x[m], kk);
+#pragma unroll
+        for (int dt = 0; dt < DT; dt += 2) {
             unsigned f[4];
             if constexpr (PIPE)
-                load_b2(f, &s.rows[b].at[16 * kk][8 * dt], HD + 8, lane);
+                load_b2(f, &s.rows[b].at[n0 + 16 * kk][8 * dt], HD + 8, lane);
             else {
-                load_bt(f, &s.cols.at[8 * dt][16 * kk], BK + 8, lane);
-                load_bt(f + 2, &s.cols.at[8 * dt + 8][16 * kk], BK + 8, lane);
+                load_bt(f, &s.cols.at[8 * dt][n0 + 16 * kk], BK + 8, lane);
+                load_bt(f + 2, &s.cols.at[8 * dt + 8][n0 + 16 * kk], BK + 8, lane);
             }
-            mma_bf16(acc[dt], a, f);
-            mma_bf16(acc[dt + 1], a, f + 2);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_bf16(acc[m][dt], a[m], f);
+                mma_bf16(acc[m][dt + 1], a[m], f + 2);
+            }
         }
     }
 }
@@ -254,75 +269,95 @@ __device__ static inline void store_rows(T *dst, size_t ld, size_t col0, const f
     }
 }
 
-/* The forward for 64 queries of head h: per key tile, S = Q K^T (scaled to
- * base 2), the online softmax on the accumulators, O += P V. A lane's rows
- * are row0 and row0 + 8 (r = 0, 1); its score x[nt][i] is at row r = i / 2,
- * key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every row
- * (the padding's included) sees key 0, so a row's max is finite from then
- * on: no exp of inf - inf. */
-template <int HD, int BK, bool PIPE, class TO>
+/* The forward for TC_BR M queries of head h: per key tile, S = Q K^T
+ * (scaled to base 2), the online softmax on the accumulators, O += P V.
+ * Warp w takes the rows 16 M w .. 16 M (w + 1) - 1, in M blocks of 16 whose
+ * products share each fragment of the tile (M = 2, RL_CUDA_ATTN=tc-wide:
+ * half the shared-memory reads per product). A lane's rows are row0 + 16 m
+ * and row0 + 16 m + 8 (r = 0, 1); its score x[m][nt][i] is at row r = i /
+ * 2, key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every
+ * row (the padding's included) sees key 0, so a row's max is finite from
+ * then on: no exp of inf - inf. */
+template <int HD, int BK, bool PIPE, int M, class TO>
 __global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_stride, attn_args A, tc_bf16 B, int group,
                                                              float scale)
 {
+    constexpr int BR = TC_BR * M, NT = BK / 8;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED> ks;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SUMMED> vs;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
     const bk_attn_seq &S = A.s[si];
-    int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
-    int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
+    int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
+    int npad = padded(S.n), cpad = padded(S.pos + S.n), wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2);
     const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
-    unsigned qa[HD / 16][4];
-    rows_as_a<HD>(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * HD, lane);
-    float o[HD / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, sl2 = scale * LOG2E;
-    int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;   /* the block's last key */
-    int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;          /* its warp's first and last row's */
+    unsigned qa[M][HD / 16][4];
+#pragma unroll
+    for (int m = 0; m < M; m++)
+        rows_as_a<HD>(qa[m], B.q[si] + ((size_t)h * npad + wrow + 16 * m) * HD, lane);
+    float o[M][HD / 8][4] = {}, mrow[M][2], l[M][2] = {}, sl2 = scale * LOG2E;
+#pragma unroll
+    for (int m = 0; m < M; m++)
+        mrow[m][0] = mrow[m][1] = -INFINITY;
+    int last = S.pos + (q0 + BR < S.n ? q0 + BR : S.n) - 1;   /* the block's last key */
+    int wfirst = S.pos + wrow, wlast = wfirst + 16 * M - 1;      /* its warp's first and last row's */
     auto kv = [&](int k, int b) { fill(ks, b, kb + (size_t)k * HD), fill(vs, b, vb + (size_t)k * HD); };
     tiles_begin<PIPE, BK>(kv, 0, last + 1);
     for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
         tile_step<PIPE, BK>(kv, k0, last + 1, b);
-        if (k0 > wlast)
-            continue;                    /* the warp's rows see none of these keys */
-        float x[BK / 8][4], mx[2] = {m[0], m[1]};
-        scores(x, qa, ks, b, lane);
+        if (k0 > wlast || wrow >= S.n)
+            continue;                    /* the warp's rows see none of these keys, or are all padding */
+        float x[M][NT][4], mx[M][2], sum[M][2] = {};
+        scores(x, qa, ks, b, 0, lane);
         bool diag = k0 + BK - 1 > wfirst;   /* some key after some row: mask */
 #pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++)
+        for (int m = 0; m < M; m++) {
+            mx[m][0] = mrow[m][0], mx[m][1] = mrow[m][1];
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1;
-                x[nt][i] = diag && key > S.pos + row0 + 8 * r ? -INFINITY : x[nt][i] * sl2;
-                mx[r] = fmaxf(mx[r], x[nt][i]);
-            }
-        float alpha[2], sum[2] = {0.0f, 0.0f};
+            for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = group_max(mx[r]);
-            alpha[r] = exp2f(m[r] - mx[r]);   /* 0 on the first tile (m = -inf) */
-            m[r] = mx[r];
+                for (int i = 0; i < 4; i++) {
+                    int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1;
+                    x[m][nt][i] = diag && key > S.pos + row0 + 16 * m + 8 * r ? -INFINITY : x[m][nt][i] * sl2;
+                    mx[m][r] = fmaxf(mx[m][r], x[m][nt][i]);
+                }
         }
 #pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++)
+        for (int m = 0; m < M; m++) {
+            float alpha[2];
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                x[nt][i] = exp2f(x[nt][i] - m[i >> 1]);
-                sum[i >> 1] += x[nt][i];
+            for (int r = 0; r < 2; r++) {
+                mx[m][r] = group_max(mx[m][r]);
+                alpha[r] = exp2f(mrow[m][r] - mx[m][r]);   /* 0 on the first tile (m = -inf) */
+                mrow[m][r] = mx[m][r];
             }
 #pragma unroll
-        for (int dt = 0; dt < HD / 8; dt++)
+            for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int i = 0; i < 4; i++)
-                o[dt][i] *= alpha[i >> 1];
-        l[0] = l[0] * alpha[0] + sum[0];  /* this lane's part of the row sum */
-        l[1] = l[1] * alpha[1] + sum[1];
-        accumulate(o, x, vs, b, lane);   /* O += P V */
+                for (int i = 0; i < 4; i++) {
+                    x[m][nt][i] = exp2f(x[m][nt][i] - mrow[m][i >> 1]);
+                    sum[m][i >> 1] += x[m][nt][i];
+                }
+#pragma unroll
+            for (int dt = 0; dt < HD / 8; dt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    o[m][dt][i] *= alpha[i >> 1];
+            l[m][0] = l[m][0] * alpha[0] + sum[m][0];  /* this lane's part of the row sum */
+            l[m][1] = l[m][1] * alpha[1] + sum[m][1];
+        }
+        accumulate(o, x, vs, b, 0, lane);   /* O += P V */
     }
-    float l0 = group_sum(l[0]), l1 = group_sum(l[1]);
-    store_rows<HD>(out + (size_t)S.row * out_stride, out_stride, (size_t)h * HD, o, row0, S.n, 1.0f / l0,
-                   1.0f / l1, lane);
-    if (S.lse && t == 0)
-        for (int r = 0; r < 2; r++)
-            if (row0 + 8 * r < S.n)
-                S.lse[(size_t)h * S.n + row0 + 8 * r] = (m[r] + log2f(r ? l1 : l0)) * LN2;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        float l0 = group_sum(l[m][0]), l1 = group_sum(l[m][1]);
+        int rm = row0 + 16 * m;
+        store_rows<HD>(out + (size_t)S.row * out_stride, out_stride, (size_t)h * HD, o[m], rm, S.n, 1.0f / l0,
+                       1.0f / l1, lane);
+        if (S.lse && t == 0)
+            for (int r = 0; r < 2; r++)
+                if (rm + 8 * r < S.n)
+                    S.lse[(size_t)h * S.n + rm + 8 * r] = (mrow[m][r] + log2f(r ? l1 : l0)) * LN2;
+    }
 }
 
 /* The backward on tensor cores, in two kernels like the tiled one (no block
@@ -351,64 +386,84 @@ __global__ static void k_attn_delta(float *D, const T *dout, int dout_stride, co
         D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
 }
 
-/* dq for 64 queries of head h, over the key tiles they see: S = Q K^T,
- * P = exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
- * scale dS K. x, dp: [BK/8][4] as in the forward (rows row0, row0 + 8). */
-template <int HD, int BK, bool PIPE, class TO>
+/* dq for TC_BR M queries of head h (warp w: M blocks of 16 rows, as in the
+ * forward), over the key tiles they see, each tile in P parts of BK / P
+ * keys (fewer registers for the scores; P = 1 or 2): S = Q K^T, P =
+ * exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
+ * scale dS K. A part's products sum in the order of the whole tile's. */
+template <int HD, int BK, bool PIPE, int M, int P, class TO>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(TO *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
 {
+    constexpr int BR = TC_BR * M, N = BK / P, NT = N / 8;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED | SUMMED> ks;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED> vs;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const bk_attn_seq &S = A.s[si];
-    int q0 = (blockIdx.x - A.first[si]) * TC_BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
-    int npad = padded(S.n), cpad = padded(S.pos + S.n), row0 = q0 + 16 * w + (lane >> 2);
+    int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
+    int npad = padded(S.n), cpad = padded(S.pos + S.n), wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2);
     const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
-    unsigned qa[HD / 16][4], da[HD / 16][4];
-    rows_as_a<HD>(qa, B.q[si] + ((size_t)h * npad + q0 + 16 * w) * HD, lane);
-    rows_as_a<HD>(da, B.dout[si] + ((size_t)h * npad + q0 + 16 * w) * HD, lane);
-    float lse[2], dd[2], acc[HD / 8][4] = {}, sl2 = scale * LOG2E;
-    for (int r = 0; r < 2; r++) {
-        int row = row0 + 8 * r;
-        lse[r] = row < S.n ? S.lse[(size_t)h * S.n + row] * LOG2E : 0.0f;
-        dd[r] = row < S.n ? D[(size_t)nh * S.row + (size_t)h * S.n + row] : 0.0f;
+    unsigned qa[M][HD / 16][4], da[M][HD / 16][4];
+    float lse[M][2], dd[M][2], acc[M][HD / 8][4] = {}, sl2 = scale * LOG2E;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        rows_as_a<HD>(qa[m], B.q[si] + ((size_t)h * npad + wrow + 16 * m) * HD, lane);
+        rows_as_a<HD>(da[m], B.dout[si] + ((size_t)h * npad + wrow + 16 * m) * HD, lane);
+        for (int r = 0; r < 2; r++) {
+            int row = row0 + 16 * m + 8 * r;
+            lse[m][r] = row < S.n ? S.lse[(size_t)h * S.n + row] * LOG2E : 0.0f;
+            dd[m][r] = row < S.n ? D[(size_t)nh * S.row + (size_t)h * S.n + row] : 0.0f;
+        }
     }
-    int last = S.pos + (q0 + TC_BR < S.n ? q0 + TC_BR : S.n) - 1;
-    int wfirst = S.pos + q0 + 16 * w, wlast = wfirst + 15;
+    int last = S.pos + (q0 + BR < S.n ? q0 + BR : S.n) - 1;
+    int wfirst = S.pos + wrow, wlast = wfirst + 16 * M - 1;
     auto kv = [&](int k, int b) { fill(ks, b, kb + (size_t)k * HD), fill(vs, b, vb + (size_t)k * HD); };
     tiles_begin<PIPE, BK>(kv, 0, last + 1);
     for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
         tile_step<PIPE, BK>(kv, k0, last + 1, b);
-        if (k0 > wlast)
-            continue;
-        float x[BK / 8][4], dp[BK / 8][4];
-        scores(x, qa, ks, b, lane);     /* S = Q K^T */
-        scores(dp, da, vs, b, lane);    /* dP = dO V^T */
+        if (k0 > wlast || (M > 1 && wrow >= S.n))
+            continue;                    /* (a whole warp of padding: tc-wide's last blocks; at M = 1 the test
+                                            cost dq its registers) */
 #pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++)
+        for (int part = 0; part < P; part++) {
+            int n0 = part * N;
+            if (k0 + n0 > wlast)
+                break;                   /* these keys come after all the warp's rows: dS = 0 */
+            float x[M][NT][4], dp[M][NT][4];
+            scores(x, qa, ks, b, n0, lane);     /* S = Q K^T */
+            scores(dp, da, vs, b, n0, lane);    /* dP = dO V^T */
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1, row = row0 + 8 * r;
-                float p = row < S.n && key <= S.pos + row ? exp2f(x[nt][i] * sl2 - lse[r]) : 0.0f;
-                x[nt][i] = p * (dp[nt][i] - dd[r]);   /* dS / scale */
-            }
-        accumulate(acc, x, ks, b, lane);   /* dq += dS K */
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        int key = k0 + n0 + 8 * nt + 2 * t + (i & 1), r = i >> 1, row = row0 + 16 * m + 8 * r;
+                        float p = row < S.n && key <= S.pos + row ? exp2f(x[m][nt][i] * sl2 - lse[m][r]) : 0.0f;
+                        x[m][nt][i] = p * (dp[m][nt][i] - dd[m][r]);   /* dS / scale */
+                    }
+            accumulate(acc, x, ks, b, n0, lane);   /* dq += dS K */
+        }
     }
-    store_rows<HD>(dq + (size_t)S.row * q_stride, q_stride, (size_t)h * HD, acc, row0, S.n, scale, scale, lane);
+#pragma unroll
+    for (int m = 0; m < M; m++)
+        store_rows<HD>(dq + (size_t)S.row * q_stride, q_stride, (size_t)h * HD, acc[m], row0 + 16 * m, S.n, scale,
+                       scale, lane);
 }
 
 /* One query head's share of dk and dv for 64 keys (warp w: keys 16w..16w+15,
- * a lane's keys key0 and key0 + 8), over the query tiles that see them:
- * S^T = K Q^T, P^T, dP^T = V dO^T, dS^T = P^T (dP^T - D), dv_h = P^T dO,
- * dk_h = scale dS^T Q, written to the sequence's partials (S.p: [2][head]
- * [ctx][HD]); k_dkv_sum adds a kv head's shares in order. A block per
- * query head rather than per kv head: group times the blocks (eight for
- * TinyLlama), each a group-th of the work. */
-template <int HD, int BK, bool PIPE>
+ * a lane's keys key0 and key0 + 8), over the query tiles that see them,
+ * each in P parts of BK / P queries (as dq's): S^T = K Q^T, P^T, dP^T =
+ * V dO^T, dS^T = P^T (dP^T - D), dv_h = P^T dO, dk_h = scale dS^T Q,
+ * written to the sequence's partials (S.p: [2][head][ctx][HD]); k_dkv_sum
+ * adds a kv head's shares in order. A block per query head rather than per
+ * kv head: group times the blocks (eight for TinyLlama), each a group-th
+ * of the work. */
+template <int HD, int BK, bool PIPE, int P>
 __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
                                                                  float scale)
 {
+    constexpr int N = BK / P, NT = N / 8;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED | SUMMED> qs, dos;
     __shared__ float lse_s[PIPE ? 2 : 1][BK], d_s[PIPE ? 2 : 1][BK];
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
@@ -417,10 +472,10 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
     int npad = padded(S.n), cpad = padded(ctx);
     const unsigned short *qb = B.q[si] + (size_t)h * npad * HD, *ob = B.dout[si] + (size_t)h * npad * HD;
-    unsigned ka[HD / 16][4], va[HD / 16][4];
-    rows_as_a<HD>(ka, B.k[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
-    rows_as_a<HD>(va, B.v[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
-    float dk[HD / 8][4] = {}, dv[HD / 8][4] = {}, sl2 = scale * LOG2E;
+    unsigned ka[1][HD / 16][4], va[1][HD / 16][4];
+    rows_as_a<HD>(ka[0], B.k[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
+    rows_as_a<HD>(va[0], B.v[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
+    float dk[1][HD / 8][4] = {}, dv[1][HD / 8][4] = {}, sl2 = scale * LOG2E;
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
     int first = k0 - S.pos > 0 ? (k0 - S.pos) / BK * BK : 0;   /* the first query tile that sees key k0 */
     auto stage = [&](int i0, int b) {   /* the query tile from i0 into buffers b */
@@ -435,27 +490,31 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     tiles_begin<PIPE, BK>(stage, first, S.n);
     for (int i0 = first, b = 0; i0 < S.n; i0 += BK, b ^= PIPE) {
         tile_step<PIPE, BK>(stage, i0, S.n, b);
-        if (S.pos + i0 + BK - 1 < k0 + 16 * w)
-            continue;                    /* every query of the tile comes before the warp's keys */
-        float x[BK / 8][4], dp[BK / 8][4];
-        scores(x, ka, qs, b, lane);     /* S^T = K Q^T */
-        scores(dp, va, dos, b, lane);   /* dP^T = V dO^T */
 #pragma unroll
-        for (int nt = 0; nt < BK / 8; nt++)
+        for (int part = 0; part < P; part++) {
+            int n0 = part * N;
+            if (S.pos + i0 + n0 + N - 1 < k0 + 16 * w)
+                continue;                /* every query of the part comes before the warp's keys */
+            float x[1][NT][4], dp[1][NT][4];
+            scores(x, ka, qs, b, n0, lane);     /* S^T = K Q^T */
+            scores(dp, va, dos, b, n0, lane);   /* dP^T = V dO^T */
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int j = 8 * nt + 2 * t + (i & 1), key = key0 + 8 * (i >> 1);
-                bool valid = i0 + j < S.n && key <= S.pos + i0 + j;
-                x[nt][i] = valid ? exp2f(x[nt][i] * sl2 - lse_s[b][j]) : 0.0f;        /* P^T */
-                dp[nt][i] = x[nt][i] * (dp[nt][i] - d_s[b][j]);                        /* dS^T / scale */
-            }
-        accumulate(dv, x, dos, b, lane);   /* dv += P^T dO */
-        accumulate(dk, dp, qs, b, lane);   /* dk += dS^T Q */
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int j = n0 + 8 * nt + 2 * t + (i & 1), key = key0 + 8 * (i >> 1);
+                    bool valid = i0 + j < S.n && key <= S.pos + i0 + j;
+                    x[0][nt][i] = valid ? exp2f(x[0][nt][i] * sl2 - lse_s[b][j]) : 0.0f;   /* P^T */
+                    dp[0][nt][i] = x[0][nt][i] * (dp[0][nt][i] - d_s[b][j]);             /* dS^T / scale */
+                }
+            accumulate(dv, x, dos, b, n0, lane);   /* dv += P^T dO */
+            accumulate(dk, dp, qs, b, n0, lane);   /* dk += dS^T Q */
+        }
     }
     size_t pitch = (size_t)ctx * HD;
     float *pk = S.p + (size_t)h * pitch, *pv = S.p + ((size_t)nh + h) * pitch;
-    store_rows<HD>(pk, HD, 0, dk, key0, ctx, scale, scale, lane);
-    store_rows<HD>(pv, HD, 0, dv, key0, ctx, 1.0f, 1.0f, lane);
+    store_rows<HD>(pk, HD, 0, dk[0], key0, ctx, scale, scale, lane);
+    store_rows<HD>(pv, HD, 0, dv[0], key0, ctx, 1.0f, 1.0f, lane);
 }
 
 /* dk, dv += the group's shares, heads in order; a block (hd threads) per
@@ -554,39 +613,59 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
     }
 }
 
-/* The kernels' shapes per head_dim: BK, the other side's tile, halves at
- * 128 so that registers (two tiles of scores beside two of accumulators)
- * and static shared memory (48 KB) hold. */
-template <int HD> struct tc_shape;
-template <> struct tc_shape<64> {
-    static constexpr int bk = 64;
+/* The kernels' shapes per head_dim and variant (RL_CUDA_ATTN: tc, tc-pipe,
+ * tc-wide). BK, the other side's tile, halves at head_dim 128 so that
+ * registers (two tiles of scores beside two of accumulators) and static
+ * shared memory (48 KB) hold. tc-wide is tc-pipe with M = 2 blocks of 16
+ * query rows a warp in the forward and dq (128 queries a block, each
+ * fragment of a tile serving both) and the scores of dq and dk/dv taken in
+ * halves of a tile (fewer registers); its results are tc-pipe's, bit for
+ * bit. ptxas (sm_90) gives its forward 242 registers (2 blocks an SM
+ * against tc-pipe's 3, each warp twice the products per fragment load),
+ * dq 255 (2, against 2), dk/dv 166 (3, against tc-pipe's 234: 2). At head_dim
+ * 128 two blocks of rows spill (255 registers) and halves save none
+ * (dk/dv's 254): there tc-wide is tc-pipe. */
+template <int HD, int KIND> struct tc_shape {
+    static constexpr bool pipe = KIND != TC_PLAIN;
+    static constexpr int bk = HD == 64 ? 64 : 32;
+    static constexpr bool wide = KIND == TC_WIDE && HD == 64;
+    static constexpr int m = wide ? 2 : 1;       /* 16-row blocks a warp, forward and dq */
+    static constexpr int parts = wide ? 2 : 1;   /* of a tile's scores, dq and dk/dv */
 };
-template <> struct tc_shape<128> {
-    static constexpr int bk = 32;
-};
+static int per_query_tc(int m) { return m == 2 ? PER_QUERY_TC_WIDE : PER_QUERY_TC; }
+/* the launches' names by variant (the kernel times and the launch trace) */
+static const char *const tc_fwd_name[] = {"attention (tensor cores)", "attention (tensor cores, cp.async)",
+                                          "attention (tensor cores, wide)"};
+static const char *const tc_dq_name[] = {"attention_bwd (queries, tensor cores)",
+                                         "attention_bwd (queries, tensor cores, cp.async)",
+                                         "attention_bwd (queries, tensor cores, wide)"};
+static const char *const tc_dkv_name[] = {"attention_bwd (keys, tensor cores)",
+                                          "attention_bwd (keys, tensor cores, cp.async)",
+                                          "attention_bwd (keys, tensor cores, wide)"};
 
-template <int HD, bool PIPE, class TO>
+template <int HD, int KIND, class TO>
 static void tc_fwd(TO *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                    int n_heads, int n_kv, float scale)
 {
+    using K = tc_shape<HD, KIND>;
     for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
         tc_bf16 B = {};
         tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD);
         attn_args A = {};
-        int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH((k_flash_fwd_tc<HD, tc_shape<HD>::bk, PIPE, TO>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
-                                                                                           n_heads / n_kv, scale);
-        LAUNCHED(PIPE ? "attention (tensor cores, cp.async)" : "attention (tensor cores)");
+        int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
+        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::m, TO>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
+                                                                                          n_heads / n_kv, scale);
+        LAUNCHED(tc_fwd_name[KIND]);
     }
 }
 
 /* The tensor-core backward of the sequences t (their copies: t[i].p is set
  * to each one's dk, dv partials). */
-template <int HD, bool PIPE, class TO>
+template <int HD, int KIND, class TO>
 static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
                    int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, float scale)
 {
-    constexpr int BK = tc_shape<HD>::bk;
+    using K = tc_shape<HD, KIND>;
     int rows = 0;                          /* D is laid out like lse: nh floats per row of the batch */
     size_t part = 0;                       /* dk, dv partials [2][head][ctx][hd] */
     for (int i = 0; i < nt; i++) {
@@ -607,13 +686,14 @@ static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, con
         LAUNCH(k_attn_delta<TO>, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
             D, (const TO *)dout, dout_stride, (const TO *)out, out_stride, A, n_heads, HD);
         LAUNCHED("attention_bwd (D, tensor cores)");
-        int tiles = attn_describe(&A, t, nt, s0, PER_QUERY_TC);
-        LAUNCH((k_flash_bwd_dq_tc<HD, BK, PIPE, TO>), dim3(tiles, n_heads), 128)(dq, q_stride, D, A, B,
-                                                                                 n_heads / n_kv, scale);
-        LAUNCHED(PIPE ? "attention_bwd (queries, tensor cores, cp.async)" : "attention_bwd (queries, tensor cores)");
+        int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
+        LAUNCH((k_flash_bwd_dq_tc<HD, K::bk, K::pipe, K::m, K::parts, TO>), dim3(tiles, n_heads), 128)(
+            dq, q_stride, D, A, B, n_heads / n_kv, scale);
+        LAUNCHED(tc_dq_name[KIND]);
         int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-        LAUNCH((k_flash_bwd_dkv_tc<HD, BK, PIPE>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv, scale);
-        LAUNCHED(PIPE ? "attention_bwd (keys, tensor cores, cp.async)" : "attention_bwd (keys, tensor cores)");
+        LAUNCH((k_flash_bwd_dkv_tc<HD, K::bk, K::pipe, K::parts>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv,
+                                                                                               scale);
+        LAUNCHED(tc_dkv_name[KIND]);
         int keys = attn_describe(&A, t, nt, s0, PER_KEY);
         LAUNCH(k_dkv_sum<TO>, dim3(keys, n_kv), HD)(A, n_heads / n_kv, n_heads);
         LAUNCHED("attention_bwd (dk, dv sums)");
@@ -623,18 +703,16 @@ static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, con
 bool attn_tc_applies(int hd) { return hd == 64 || hd == 128; }
 
 /* Activations (q, out, dO, dq, and training's k, v, dk, dv) are read and
- * written in their own type: bf16 where cuda_acts.cu says so, else fp32. */
+ * written in their own type: bf16 where cuda_acts.cu says so, else fp32.
+ * The variant and head_dim pick the instance. */
 template <class TO>
 static void tc_fwd_as(TO *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                       int n_heads, int n_kv, int hd, float scale)
 {
-    bool pipe = attn_tc_pipelined();
-    if (hd == 64)
-        (pipe ? tc_fwd<64, true, TO> : tc_fwd<64, false, TO>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv,
-                                                              scale);
-    else
-        (pipe ? tc_fwd<128, true, TO> : tc_fwd<128, false, TO>)(out, out_stride, q, q_stride, t, nt, n_heads, n_kv,
-                                                                scale);
+    static void (*const fwd[2][3])(TO *, int, const float *, int, const struct bk_attn_seq *, int, int, int, float) = {
+        {tc_fwd<64, TC_PLAIN, TO>, tc_fwd<64, TC_PIPE, TO>, tc_fwd<64, TC_WIDE, TO>},
+        {tc_fwd<128, TC_PLAIN, TO>, tc_fwd<128, TC_PIPE, TO>, tc_fwd<128, TC_WIDE, TO>}};
+    fwd[hd == 128][attn_tc_kind()](out, out_stride, q, q_stride, t, nt, n_heads, n_kv, scale);
 }
 void attn_tc_fwd(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *t, int nt,
                  int n_heads, int n_kv, int hd, float scale)
@@ -652,13 +730,11 @@ template <class TO>
 static void tc_bwd_as(TO *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
                       int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, int hd, float scale)
 {
-    bool pipe = attn_tc_pipelined();
-    if (hd == 64)
-        (pipe ? tc_bwd<64, true, TO> : tc_bwd<64, false, TO>)(dq, q_stride, dout, dout_stride, q, out, out_stride, t,
-                                                              nt, n_heads, n_kv, scale);
-    else
-        (pipe ? tc_bwd<128, true, TO> : tc_bwd<128, false, TO>)(dq, q_stride, dout, dout_stride, q, out, out_stride,
-                                                                t, nt, n_heads, n_kv, scale);
+    static void (*const bwd[2][3])(TO *, int, const float *, int, const float *, const float *, int,
+                                   struct bk_attn_seq *, int, int, int, float) = {
+        {tc_bwd<64, TC_PLAIN, TO>, tc_bwd<64, TC_PIPE, TO>, tc_bwd<64, TC_WIDE, TO>},
+        {tc_bwd<128, TC_PLAIN, TO>, tc_bwd<128, TC_PIPE, TO>, tc_bwd<128, TC_WIDE, TO>}};
+    bwd[hd == 128][attn_tc_kind()](dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, scale);
 }
 void attn_tc_bwd(float *dq, int q_stride, const float *dout, int dout_stride, const float *q, const float *out,
                  int out_stride, struct bk_attn_seq *t, int nt, int n_heads, int n_kv, int hd, float scale)

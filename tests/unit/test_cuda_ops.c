@@ -296,7 +296,7 @@ static void check_tc_ran(const char *what, const char *kernel)
 {
     long n = traced(kernel);
     const char *d = gpu->detail ? gpu->detail : "";
-    if (n < 0 || !bf16_mode || (!strstr(d, "tensor-core+") && !strstr(d, "tensor-core (cp.async)+")))
+    if (n < 0 || !bf16_mode || (!strstr(d, "tensor-core+") && !strstr(d, "tensor-core (cp.async")))
         return;
     CHECKF(what, n > 0, "no launch of %s", kernel);
 }
@@ -304,15 +304,17 @@ static void check_tc_ran(const char *what, const char *kernel)
 static void test_attention(int hd, bool kv16)
 {
     const char *kvn = kv16 ? ", bf16 KV cache" : "";
-    enum { NS = 5 };
+    enum { NS = 6 };
     int nh = hd == 64 ? 6 : 4, nkv = 2, qs = nh * hd, kvs = 2 * nkv * hd;
     /* 70 and 80 rows span several tiles of the tiled (32 rows) and the
      * tensor-core (64) kernels; the 80 continue 129 cached positions (a
      * prompt after a shared prefix), so their keys span four tiles, and the
      * last query of their first tile (position 192) is the only one to see
      * the first key of the fourth: a tile edge that each kernel's skipping
-     * of masked tiles must get right */
-    int len[NS] = {17, 1, 70, 5, 80}, pos[NS] = {0, 30, 0, 11, 129};
+     * of masked tiles must get right. The 140 take two blocks of tc-wide's
+     * 128 queries, the second's rows all in its first warp (the others'
+     * padding) */
+    int len[NS] = {17, 1, 70, 5, 80, 140}, pos[NS] = {0, 30, 0, 11, 129, 0};
     int rows = 0, keys = 0;
     size_t p_total = 0;
     for (int s = 0; s < NS; s++) {
@@ -371,12 +373,16 @@ static void test_attention(int hd, bool kv16)
         expect(append, &kv, 0);
     }
     drop(&knew), drop(&vnew);
-    bool pipe = gpu->detail && strstr(gpu->detail, "tensor-core (cp.async)");
+    /* the kernels the device line names: tc-wide's, tc-pipe's (cp.async) or tc's */
+    const char *det = gpu->detail ? gpu->detail : "";
+    bool wide = strstr(det, "tensor-core (cp.async, wide)"), pipe = wide || strstr(det, "tensor-core (cp.async)");
     cpu->attention(out.c, qs, q.c, qs, sc, NS, nh, nkv, hd, scale);
     traced("");
     gpu->attention(out.g, qs, q.g, qs, sg, NS, nh, nkv, hd, scale);
     check_tc_ran(harness_name("attention: the tensor-core kernel ran (head_dim %d%s)", hd, kvn),
-                 pipe ? "attention (tensor cores, cp.async)\n" : "attention (tensor cores)\n");
+                 wide   ? "attention (tensor cores, wide)\n"
+                 : pipe ? "attention (tensor cores, cp.async)\n"
+                        : "attention (tensor cores)\n");
     expect(harness_name("attention: output (prefill, continuation, decode; GQA; head_dim %d%s)", hd, kvn), &out,
            attn_tol);
     expect(harness_name("attention: log-sum-exp per query row and head (head_dim %d%s)", hd, kvn), &lse, attn_tol);
@@ -388,8 +394,8 @@ static void test_attention(int hd, bool kv16)
 
     /* backward on the sequences at pos 0 (training's case) and on the
      * continuation (the interface allows it) */
-    enum { NB = 3 };
-    int bs[NB] = {0, 2, 4};
+    enum { NB = 4 };
+    int bs[NB] = {0, 2, 4, 5};
     struct bk_attn_seq bc[NB], bg[NB];
     struct two dout = rand_bf16_both((size_t)rows * qs), dq = poisoned((size_t)rows * qs);
     struct two dkv = rand_both((size_t)keys * kvs, 1), dp = rand_both(p_total, 1);
@@ -409,9 +415,10 @@ static void test_attention(int hd, bool kv16)
     cpu->attention_bwd(dq.c, qs, dout.c, qs, q.c, out.c, qs, bc, NB, nh, nkv, hd, scale);
     traced("");
     gpu->attention_bwd(dq.g, qs, dout.g, qs, q.g, out.g, qs, bg, NB, nh, nkv, hd, scale);
-    if (pipe)   /* tc-pipe takes both directions (tc-fwd and auto's choice may not) */
+    if (pipe)   /* tc-pipe and tc-wide take both directions (tc-fwd and auto's choice may not) */
         check_tc_ran(harness_name("attention_bwd: the tensor-core kernels ran (head_dim %d)", hd),
-                     "attention_bwd (keys, tensor cores, cp.async)\n");
+                     wide ? "attention_bwd (keys, tensor cores, wide)\n"
+                          : "attention_bwd (keys, tensor cores, cp.async)\n");
     /* only these sequences' rows of dq are written: compare those */
     float *hdq = rl_malloc((size_t)rows * qs * sizeof *hdq);
     gpu->download(hdq, dq.g, (size_t)rows * qs * sizeof *hdq);
@@ -1395,7 +1402,7 @@ static void tc_read_acts(const char *what, const char *kernel)
 {
     FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
     const char *d = gpu->detail ? gpu->detail : "";
-    bool tc = strstr(d, "tensor-core+") || strstr(d, "tensor-core (cp.async)+");
+    bool tc = strstr(d, "tensor-core+") || strstr(d, "tensor-core (cp.async");
     if (!f || (!tc && strncmp(kernel, "attention (split decode)", 24))) {
         if (f)
             fclose(f);
@@ -1470,9 +1477,9 @@ static void test_acts_attention(int hd, const int *len, bool all_tc)
     cpu->attention_bwd(dx.c, qkv, dout.c, qd, x.c, out.c, qd, sc, NS, nh, nkv, hd, scale);
     traced("");
     gpu->attention_bwd(dx.g, qkv, dout.g, qd, x.g, out.g, qd, sg, NS, nh, nkv, hd, scale);
-    /* auto and tc-pipe (the cp.async kernels) and tc take both directions; tc-fwd one */
+    /* auto, tc-pipe and tc-wide (the cp.async kernels) and tc take both directions; tc-fwd one */
     const char *d = gpu->detail ? gpu->detail : "", *mode = getenv("RL_CUDA_ATTN");
-    bool tc_bwd = strstr(d, "tensor-core (cp.async)") || (strstr(d, "tensor-core+") && mode && !strcmp(mode, "tc"));
+    bool tc_bwd = strstr(d, "tensor-core (cp.async") || (strstr(d, "tensor-core+") && mode && !strcmp(mode, "tc"));
     if (all_tc && tc_bwd)
         tc_read_acts(harness_name("bf16 activations: the tensor-core backward reads them as they are (head_dim %d)", hd),
                      "attention_bwd (keys, tensor cores");
