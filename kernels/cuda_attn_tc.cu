@@ -24,10 +24,33 @@
 #define LN2 0.6931471805599453f
 
 #define TC_PAD TC_BR_WIDE             /* rows of the head-major copies are padded to this: the widest block's */
-struct tc_bf16 {                      /* per sequence of the call: the copies, [head][pad][hd] bf16 bits */
+/* Per sequence of the call, Q, dO, K and V as bf16 bits: a head-major copy
+ * ([head][padded rows][hd], k_pack_heads; its ld 0), or (tc-wide) the rows
+ * where they are, when they are bf16 already (activations, a bf16 KV
+ * cache): head h at column h hd, rows ld elements apart. */
+struct tc_bf16 {
     const unsigned short *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
+    int q_ld[ATTN_SEQS], dout_ld[ATTN_SEQS], k_ld[ATTN_SEQS], v_ld[ATTN_SEQS];
 };
 __host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / TC_PAD * TC_PAD; }
+/* One head's rows of an operand: row r at p + r ld; rows from `rows` on
+ * read as zeros (they are the padding of a block or tile). VIEW: the
+ * operand may be read in place (tc-wide), so ld and the bound are checked;
+ * else it is a head-major copy, its ld HD and its padding zeros already,
+ * and the kernels (tc, tc-pipe) keep the registers the checks would take. */
+template <int HD, bool VIEW> struct tc_rows {
+    const unsigned short *p;
+    int ld, rows;
+    __device__ bool has(int r) const { return !VIEW || r < rows; }
+    __device__ const unsigned short *at(int r, int c) const { return p + (size_t)r * (VIEW ? ld : HD) + c; }
+};
+template <int HD, bool VIEW>
+__device__ static inline tc_rows<HD, VIEW> head_rows(const unsigned short *base, int ld, int head, int rows)
+{
+    if (VIEW && ld)
+        return tc_rows<HD, VIEW>{base + (size_t)head * HD, ld, rows};
+    return tc_rows<HD, VIEW>{base + (size_t)head * padded(rows) * HD, HD, rows};
+}
 
 /* A shared tile: R rows of C bf16, pitched C + 8 so that the 8 rows x 4
  * lanes of a fragment load fall in 32 distinct banks. */
@@ -61,22 +84,42 @@ __device__ static inline void copy16(unsigned short *dst, const unsigned short *
     *(uint4 *)dst = *(const uint4 *)src;
 #endif
 }
-/* as they are: s[r][c] = src[r][c] */
-template <int R, int C> __device__ static void stage_rows(tile<R, C> &s, const unsigned short *src)
+__device__ static inline void zero16(unsigned short *dst)
+{
+#ifdef RL_CUDA_EMU
+    if ((uintptr_t)dst & 15) {
+        fprintf(stderr, "zero16: a 16-byte store at %p, misaligned on a GPU\n", (void *)dst);
+        abort();
+    }
+    memset(dst, 0, 16);
+#else
+    *(uint4 *)dst = uint4{0u, 0u, 0u, 0u};
+#endif
+}
+/* the 8 elements from column c of row r of src, or zeros past its rows */
+template <int C, bool V> __device__ static inline void row16(unsigned short *dst, const tc_rows<C, V> &src, int r, int c)
+{
+    if (src.has(r))
+        copy16(dst, src.at(r, c));
+    else
+        zero16(dst);
+}
+/* as they are: s[r][c] = src[r0 + r][c] */
+template <int R, int C, bool V> __device__ static void stage_rows(tile<R, C> &s, const tc_rows<C, V> &src, int r0)
 {
     for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
         int r = i / (C / 8), c = 8 * (i % (C / 8));
-        copy16(&s.at[r][c], src + (size_t)r * C + c);
+        row16(&s.at[r][c], src, r0 + r, c);
     }
 }
-/* transposed: s[c][r] = src[r][c] (consecutive threads take consecutive
- * rows, so that their 2-byte stores fall in distinct banks) */
-template <int R, int C> __device__ static void stage_cols(tile<C, R> &s, const unsigned short *src)
+/* transposed: s[c][r] = src[r0 + r][c] (consecutive threads take
+ * consecutive rows, so that their 2-byte stores fall in distinct banks) */
+template <int R, int C, bool V> __device__ static void stage_cols(tile<C, R> &s, const tc_rows<C, V> &src, int r0)
 {
     for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
         int r = i % R, c = 8 * (i / R);
         __align__(16) unsigned short v[8];
-        copy16(v, src + (size_t)r * C + c);
+        row16(v, src, r0 + r, c);
 #pragma unroll
         for (int e = 0; e < 8; e++)
             s.at[c + e][r] = v[e];
@@ -84,12 +127,16 @@ template <int R, int C> __device__ static void stage_cols(tile<C, R> &s, const u
 }
 
 /* as they are, by cp.async (tc-pipe): the caller commits the group and
- * waits for it */
-template <int R, int C> __device__ static void stage_async(tile<R, C> &s, const unsigned short *src)
+ * waits for it; the zeros past the rows are plain stores, visible after
+ * the same barrier */
+template <int R, int C, bool V> __device__ static void stage_async(tile<R, C> &s, const tc_rows<C, V> &src, int r0)
 {
     for (int i = threadIdx.x; i < R * C / 8; i += blockDim.x) {
         int r = i / (C / 8), c = 8 * (i % (C / 8));
-        cp_async16(&s.at[r][c], src + (size_t)r * C + c);
+        if (src.has(r0 + r))
+            cp_async16(&s.at[r][c], src.at(r0 + r, c));
+        else
+            zero16(&s.at[r][c]);
     }
 }
 
@@ -114,17 +161,17 @@ template <int HD, int BK> struct tiles<HD, BK, false, SCORED | SUMMED> {
     tile<BK, HD> rows[1];
     tile<HD, BK> cols;
 };
-/* buffer b gets the tile at src: in the background with PIPE */
-template <int HD, int BK, bool PIPE, int USE>
-__device__ static inline void fill(tiles<HD, BK, PIPE, USE> &s, int b, const unsigned short *src)
+/* buffer b gets the tile of rows r0.. of src: in the background with PIPE */
+template <int HD, int BK, bool PIPE, int USE, bool V>
+__device__ static inline void fill(tiles<HD, BK, PIPE, USE> &s, int b, const tc_rows<HD, V> &src, int r0)
 {
     if constexpr (PIPE)
-        stage_async(s.rows[b], src);
+        stage_async(s.rows[b], src, r0);
     else {
         if constexpr (USE & SCORED)
-            stage_rows(s.rows[0], src);
+            stage_rows(s.rows[0], src, r0);
         if constexpr (USE & SUMMED)
-            stage_cols<BK, HD>(s.cols, src);
+            stage_cols<BK, HD>(s.cols, src, r0);
     }
 }
 
@@ -221,12 +268,21 @@ template <bool PIPE, int BK, class Fill> __device__ static inline void tile_step
     __syncthreads();                     /* and every thread's */
 }
 
-/* A warp's 16 rows of a head-major copy as A fragments over HD */
-template <int HD> __device__ static inline void rows_as_a(unsigned (*a)[4], const unsigned short *rows, int lane)
+/* A warp's 16 rows r0.. of src as A fragments over HD (load_a's layout:
+ * a lane holds rows g and g + 8), zeros past src's rows */
+template <int HD, bool V>
+__device__ static inline void rows_as_a(unsigned (*a)[4], const tc_rows<HD, V> &src, int r0, int lane)
 {
+    int g = lane >> 2;
+    bool in0 = src.has(r0 + g), in1 = src.has(r0 + g + 8);
+    const unsigned short *p0 = src.at(r0 + g, 2 * (lane & 3)), *p1 = src.at(r0 + g + 8, 2 * (lane & 3));
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++)
-        load_a(a[kk], rows + 16 * kk, HD, lane);
+    for (int kk = 0; kk < HD / 16; kk++) {
+        a[kk][0] = in0 ? ld_pair(p0 + 16 * kk) : 0u;
+        a[kk][1] = in1 ? ld_pair(p1 + 16 * kk) : 0u;
+        a[kk][2] = in0 ? ld_pair(p0 + 16 * kk + 8) : 0u;
+        a[kk][3] = in1 ? ld_pair(p1 + 16 * kk + 8) : 0u;
+    }
 }
 /* the max and the sum over the four lanes of a group (the lanes of one row) */
 __device__ static inline float group_max(float v)
@@ -278,7 +334,7 @@ __device__ static inline void store_rows(T *dst, size_t ld, size_t col0, const f
  * 2, key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every
  * row (the padding's included) sees key 0, so a row's max is finite from
  * then on: no exp of inf - inf. */
-template <int HD, int BK, bool PIPE, int M, class TO>
+template <int HD, int BK, bool PIPE, int M, bool VIEW, class TO>
 __global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_stride, attn_args A, tc_bf16 B, int group,
                                                              float scale)
 {
@@ -288,19 +344,20 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_st
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
-    int npad = padded(S.n), cpad = padded(S.pos + S.n), wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2);
-    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
+    int wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2), ctx = S.pos + S.n;
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n), kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx),
+            vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
     unsigned qa[M][HD / 16][4];
 #pragma unroll
     for (int m = 0; m < M; m++)
-        rows_as_a<HD>(qa[m], B.q[si] + ((size_t)h * npad + wrow + 16 * m) * HD, lane);
+        rows_as_a(qa[m], qr, wrow + 16 * m, lane);
     float o[M][HD / 8][4] = {}, mrow[M][2], l[M][2] = {}, sl2 = scale * LOG2E;
 #pragma unroll
     for (int m = 0; m < M; m++)
         mrow[m][0] = mrow[m][1] = -INFINITY;
     int last = S.pos + (q0 + BR < S.n ? q0 + BR : S.n) - 1;   /* the block's last key */
     int wfirst = S.pos + wrow, wlast = wfirst + 16 * M - 1;      /* its warp's first and last row's */
-    auto kv = [&](int k, int b) { fill(ks, b, kb + (size_t)k * HD), fill(vs, b, vb + (size_t)k * HD); };
+    auto kv = [&](int k, int b) { fill(ks, b, kr, k), fill(vs, b, vr, k); };
     tiles_begin<PIPE, BK>(kv, 0, last + 1);
     for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
         tile_step<PIPE, BK>(kv, k0, last + 1, b);
@@ -391,8 +448,8 @@ __global__ static void k_attn_delta(float *D, const T *dout, int dout_stride, co
  * keys (fewer registers for the scores; P = 1 or 2): S = Q K^T, P =
  * exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
  * scale dS K. A part's products sum in the order of the whole tile's. */
-template <int HD, int BK, bool PIPE, int M, int P, class TO>
-__global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(TO *dq, int q_stride, const float *D, attn_args A,
+template <int HD, int BK, bool PIPE, int M, int P, bool VIEW, class TO>
+__global__ static void __launch_bounds__(128, 2) k_flash_bwd_dq_tc(TO *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
 {
     constexpr int BR = TC_BR * M, N = BK / P, NT = N / 8;
@@ -401,14 +458,15 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(TO *dq, int q_st
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group, nh = gridDim.y;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
-    int npad = padded(S.n), cpad = padded(S.pos + S.n), wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2);
-    const unsigned short *kb = B.k[si] + (size_t)kvh * cpad * HD, *vb = B.v[si] + (size_t)kvh * cpad * HD;
+    int wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2), ctx = S.pos + S.n;
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n), dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
+    auto kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
     unsigned qa[M][HD / 16][4], da[M][HD / 16][4];
     float lse[M][2], dd[M][2], acc[M][HD / 8][4] = {}, sl2 = scale * LOG2E;
 #pragma unroll
     for (int m = 0; m < M; m++) {
-        rows_as_a<HD>(qa[m], B.q[si] + ((size_t)h * npad + wrow + 16 * m) * HD, lane);
-        rows_as_a<HD>(da[m], B.dout[si] + ((size_t)h * npad + wrow + 16 * m) * HD, lane);
+        rows_as_a(qa[m], qr, wrow + 16 * m, lane);
+        rows_as_a(da[m], dr, wrow + 16 * m, lane);
         for (int r = 0; r < 2; r++) {
             int row = row0 + 16 * m + 8 * r;
             lse[m][r] = row < S.n ? S.lse[(size_t)h * S.n + row] * LOG2E : 0.0f;
@@ -417,7 +475,7 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(TO *dq, int q_st
     }
     int last = S.pos + (q0 + BR < S.n ? q0 + BR : S.n) - 1;
     int wfirst = S.pos + wrow, wlast = wfirst + 16 * M - 1;
-    auto kv = [&](int k, int b) { fill(ks, b, kb + (size_t)k * HD), fill(vs, b, vb + (size_t)k * HD); };
+    auto kv = [&](int k, int b) { fill(ks, b, kr, k), fill(vs, b, vr, k); };
     tiles_begin<PIPE, BK>(kv, 0, last + 1);
     for (int k0 = 0, b = 0; k0 <= last; k0 += BK, b ^= PIPE) {
         tile_step<PIPE, BK>(kv, k0, last + 1, b);
@@ -459,8 +517,8 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dq_tc(TO *dq, int q_st
  * adds a kv head's shares in order. A block per query head rather than per
  * kv head: group times the blocks (eight for TinyLlama), each a group-th
  * of the work. */
-template <int HD, int BK, bool PIPE, int P>
-__global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
+template <int HD, int BK, bool PIPE, int P, bool VIEW>
+__global__ static void __launch_bounds__(128, HD == 64 && P > 1 ? 3 : 1) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
                                                                  float scale)
 {
     constexpr int N = BK / P, NT = N / 8;
@@ -470,17 +528,16 @@ __global__ static void __launch_bounds__(128) k_flash_bwd_dkv_tc(const float *D,
     const bk_attn_seq &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
-    int npad = padded(S.n), cpad = padded(ctx);
-    const unsigned short *qb = B.q[si] + (size_t)h * npad * HD, *ob = B.dout[si] + (size_t)h * npad * HD;
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n), dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
     unsigned ka[1][HD / 16][4], va[1][HD / 16][4];
-    rows_as_a<HD>(ka[0], B.k[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
-    rows_as_a<HD>(va[0], B.v[si] + ((size_t)kvh * cpad + k0 + 16 * w) * HD, lane);
+    rows_as_a(ka[0], head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), k0 + 16 * w, lane);
+    rows_as_a(va[0], head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx), k0 + 16 * w, lane);
     float dk[1][HD / 8][4] = {}, dv[1][HD / 8][4] = {}, sl2 = scale * LOG2E;
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
     int first = k0 - S.pos > 0 ? (k0 - S.pos) / BK * BK : 0;   /* the first query tile that sees key k0 */
     auto stage = [&](int i0, int b) {   /* the query tile from i0 into buffers b */
-        fill(qs, b, qb + (size_t)i0 * HD);
-        fill(dos, b, ob + (size_t)i0 * HD);
+        fill(qs, b, qr, i0);
+        fill(dos, b, dr, i0);
         for (int j = threadIdx.x; j < BK; j += blockDim.x) {
             bool in = i0 + j < S.n;
             lse_s[b][j] = in ? lse[i0 + j] * LOG2E : 0.0f;
@@ -571,44 +628,75 @@ __global__ static void k_pack_heads(pack_jobs J, int n_seq, int width, int hd)
     }
 }
 
-/* The bf16 head-major copies of Q (and dO when given), K and V for the
- * sequences t[s0 .. s0 + ATTN_SEQS) (nt in all), in the WS_TCB workspace:
- * a sequence's copies back to back, Q, K, V, dO. */
+/* The kernels' Q (and dO when given), K and V for the sequences t[s0 ..
+ * s0 + ATTN_SEQS) (nt in all). With in_place (tc-wide) an operand that is
+ * bf16 already (activations, a bf16 KV cache) and 16-byte aligned is read
+ * where it is; the others get bf16 head-major copies in the WS_TCB
+ * workspace, a launch of k_pack_heads per operand. */
+struct tc_operand {                    /* one operand of one sequence */
+    const void *src;
+    bool bf16;
+    int ld, rows, heads;
+    const unsigned short **dst;
+    int *dst_ld;
+};
+static bool readable_in_place(const tc_operand &c)
+{
+    return c.bf16 && ((uintptr_t)c.src & 15) == 0 && c.ld % 8 == 0;
+}
 static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, const float *q, int q_stride,
-                      const float *dout, int dout_stride, int n_heads, int n_kv, int hd)
+                      const float *dout, int dout_stride, int n_heads, int n_kv, int hd, bool in_place)
 {
     int end = nt < s0 + ATTN_SEQS ? nt : s0 + ATTN_SEQS, ops = dout ? 4 : 3;
+    tc_operand c[ATTN_SEQS][4];
     size_t total = 0;
-    for (int i = s0; i < end; i++)
-        total += (size_t)((dout ? 2 : 1) * n_heads * padded(t[i].n) + 2 * n_kv * padded(t[i].pos + t[i].n)) * hd;
-    unsigned short *cp = (unsigned short *)workspace(WS_TCB, total * sizeof(unsigned short));
-    pack_jobs J[4];
-    for (int j = 0; j < ops; j++)
-        J[j].first[0] = 0;
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
-        int ctx = x->pos + x->n, np = padded(x->n), cpd = padded(ctx), k = i - s0;
+        int ctx = x->pos + x->n, k = i - s0;
         /* queries and dO: activations (bf16, or fp32); keys and values:
          * activations, a bf16 KV cache, or fp32 */
         bool a16 = is_act(q), kv16 = x->kv_bf16 || is_act(x->k);
         size_t qo = (size_t)x->row * q_stride * (a16 ? 2 : 4), dout_o = (size_t)x->row * dout_stride * (a16 ? 2 : 4);
-        struct { const void *src; bool bf16; int ld, rows, pad, heads; const unsigned short **dst; } c[4] = {
-            {(const char *)q + qo, a16, q_stride, x->n, np, n_heads, &B->q[k]},
-            {x->k, kv16, x->kv_stride, ctx, cpd, n_kv, &B->k[k]},
-            {x->v, kv16, x->kv_stride, ctx, cpd, n_kv, &B->v[k]},
-            {dout ? (const char *)dout + dout_o : NULL, a16, dout_stride, x->n, np, n_heads, &B->dout[k]}};
+        tc_operand ci[4] = {
+            {(const char *)q + qo, a16, q_stride, x->n, n_heads, &B->q[k], &B->q_ld[k]},
+            {x->k, kv16, x->kv_stride, ctx, n_kv, &B->k[k], &B->k_ld[k]},
+            {x->v, kv16, x->kv_stride, ctx, n_kv, &B->v[k], &B->v_ld[k]},
+            {dout ? (const char *)dout + dout_o : NULL, a16, dout_stride, x->n, n_heads, &B->dout[k], &B->dout_ld[k]}};
         for (int j = 0; j < ops; j++) {
-            J[j].src[k] = c[j].src, J[j].bf16[k] = c[j].bf16, J[j].dst[k] = cp, J[j].rows[k] = c[j].rows;
-            J[j].pad[k] = c[j].pad, J[j].ld[k] = c[j].ld;
-            J[j].first[k + 1] = J[j].first[k] + c[j].pad;
-            *c[j].dst = cp;
-            cp += (size_t)c[j].heads * c[j].pad * hd;
+            c[k][j] = ci[j];
+            if (in_place && readable_in_place(ci[j])) {
+                *ci[j].dst = (const unsigned short *)ci[j].src;
+                *ci[j].dst_ld = ci[j].ld;
+                c[k][j].src = NULL;    /* nothing to copy */
+            } else
+                total += (size_t)ci[j].heads * padded(ci[j].rows) * hd;
         }
     }
+    if (!total)
+        return;
+    unsigned short *cp = (unsigned short *)workspace(WS_TCB, total * sizeof(unsigned short));
     for (int j = 0; j < ops; j++) {
-        int width = (j == 1 || j == 2 ? n_kv : n_heads) * hd, rows = J[j].first[end - s0];
+        pack_jobs J;
+        int jobs = 0;
+        J.first[0] = 0;
+        for (int k = 0; k < end - s0; k++) {
+            const tc_operand &o = c[k][j];
+            if (!o.src)
+                continue;
+            int pad = padded(o.rows);
+            J.src[jobs] = o.src, J.bf16[jobs] = o.bf16, J.dst[jobs] = cp, J.rows[jobs] = o.rows;
+            J.pad[jobs] = pad, J.ld[jobs] = o.ld;
+            J.first[jobs + 1] = J.first[jobs] + pad;
+            jobs++;
+            *o.dst = cp;
+            *o.dst_ld = 0;
+            cp += (size_t)o.heads * pad * hd;
+        }
+        if (!jobs)
+            continue;
+        int width = (j == 1 || j == 2 ? n_kv : n_heads) * hd, rows = J.first[jobs];
         int tx = width / 8 < THREADS ? (width / 8 + 31) / 32 * 32 : THREADS, ty = THREADS / tx;
-        LAUNCH(k_pack_heads, (rows + ty - 1) / ty, dim3(tx, ty))(J[j], end - s0, width, hd);
+        LAUNCH(k_pack_heads, (rows + ty - 1) / ty, dim3(tx, ty))(J, jobs, width, hd);
         LAUNCHED("attention (bf16 copies)");
     }
 }
@@ -630,7 +718,12 @@ template <int HD, int KIND> struct tc_shape {
     static constexpr int bk = HD == 64 ? 64 : 32;
     static constexpr bool wide = KIND == TC_WIDE && HD == 64;
     static constexpr int m = wide ? 2 : 1;       /* 16-row blocks a warp, forward and dq */
-    static constexpr int parts = wide ? 2 : 1;   /* of a tile's scores, dq and dk/dv */
+    static constexpr int parts = wide ? 4 : 1;   /* of a tile's scores, dq */
+    /* and dk/dv's: quarters for tc-wide (167 registers with its bounds
+     * checks: 3 blocks an SM); halves for tc's at head_dim 128, which
+     * spills 12 bytes whole (ptxas 13.0) */
+    static constexpr int kv_parts = wide ? 4 : KIND == TC_PLAIN && HD == 128 ? 2 : 1;
+    static constexpr bool in_place = KIND == TC_WIDE;   /* bf16 operands read where they are */
 };
 static int per_query_tc(int m) { return m == 2 ? PER_QUERY_TC_WIDE : PER_QUERY_TC; }
 /* the launches' names by variant (the kernel times and the launch trace) */
@@ -650,10 +743,10 @@ static void tc_fwd(TO *out, int out_stride, const float *q, int q_stride, const 
     using K = tc_shape<HD, KIND>;
     for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
         tc_bf16 B = {};
-        tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD);
+        tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD, K::in_place);
         attn_args A = {};
         int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
-        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::m, TO>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
+        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::m, K::in_place, TO>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
                                                                                           n_heads / n_kv, scale);
         LAUNCHED(tc_fwd_name[KIND]);
     }
@@ -680,18 +773,18 @@ static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, con
     }
     for (int s0 = 0; s0 < nt; s0 += ATTN_SEQS) {
         tc_bf16 B = {};
-        tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv, HD);
+        tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv, HD, K::in_place);
         attn_args A = {};
         int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
         LAUNCH(k_attn_delta<TO>, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
             D, (const TO *)dout, dout_stride, (const TO *)out, out_stride, A, n_heads, HD);
         LAUNCHED("attention_bwd (D, tensor cores)");
         int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
-        LAUNCH((k_flash_bwd_dq_tc<HD, K::bk, K::pipe, K::m, K::parts, TO>), dim3(tiles, n_heads), 128)(
+        LAUNCH((k_flash_bwd_dq_tc<HD, K::bk, K::pipe, K::m, K::parts, K::in_place, TO>), dim3(tiles, n_heads), 128)(
             dq, q_stride, D, A, B, n_heads / n_kv, scale);
         LAUNCHED(tc_dq_name[KIND]);
         int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-        LAUNCH((k_flash_bwd_dkv_tc<HD, K::bk, K::pipe, K::parts>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv,
+        LAUNCH((k_flash_bwd_dkv_tc<HD, K::bk, K::pipe, K::kv_parts, K::in_place>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv,
                                                                                                scale);
         LAUNCHED(tc_dkv_name[KIND]);
         int keys = attn_describe(&A, t, nt, s0, PER_KEY);
