@@ -14,9 +14,11 @@
  * this one. Tiles are stored as they are; ldmatrix loads the fragments,
  * transposing them for the products that contract over a tile's rows
  * (P V, dS K, P^T dO, dS^T Q). Q, K, V (and dO) are first
- * copied once as bf16, head-major and zero-padded to whole blocks (k_pack),
- * so tiles load without bounds checks. Nothing n x ctx is stored. Inputs
- * are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
+ * copied once as bf16, head-major and zero-padded to whole blocks
+ * (k_pack_heads), so tiles load without bounds checks; tc-wide's kernels
+ * read the operands that are bf16 already (activations, a bf16 KV cache)
+ * where they are instead, checking the bounds. Nothing n x ctx is stored.
+ * Inputs are rounded to bf16, as the GEMMs of bf16 mode round theirs. */
 #include "cuda_attention.cuh"
 #include "cuda_mma.cuh"
 
@@ -97,7 +99,8 @@ __device__ static inline void zero16(unsigned short *dst)
 #endif
 }
 /* the 8 elements from column c of row r of src, or zeros past its rows */
-template <int C, bool V> __device__ static inline void row16(unsigned short *dst, const tc_rows<C, V> &src, int r, int c)
+template <int C, bool V>
+__device__ static inline void row16(unsigned short *dst, const tc_rows<C, V> &src, int r, int c)
 {
     if (src.has(r))
         copy16(dst, src.at(r, c));
@@ -447,7 +450,9 @@ __global__ static void k_attn_delta(float *D, const T *dout, int dout_stride, co
  * forward), over the key tiles they see, each tile in P parts of BK / P
  * keys (fewer registers for the scores; P = 1 or 2): S = Q K^T, P =
  * exp2(S scale log2e - lse log2e), dP = dO V^T, dS = P (dP - D), dq =
- * scale dS K. A part's products sum in the order of the whole tile's. */
+ * scale dS K. A part's products sum in the order of the whole tile's.
+ * Two blocks an SM whatever the variant (their registers): said to ptxas,
+ * which otherwise squeezed tc-pipe's into 168 registers and spilled. */
 template <int HD, int BK, bool PIPE, int M, int P, bool VIEW, class TO>
 __global__ static void __launch_bounds__(128, 2) k_flash_bwd_dq_tc(TO *dq, int q_stride, const float *D, attn_args A,
                                                                 tc_bf16 B, int group, float scale)
@@ -459,8 +464,10 @@ __global__ static void __launch_bounds__(128, 2) k_flash_bwd_dq_tc(TO *dq, int q
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2), ctx = S.pos + S.n;
-    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n), dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
-    auto kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n);
+    auto dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
+    auto kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx);
+    auto vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
     unsigned qa[M][HD / 16][4], da[M][HD / 16][4];
     float lse[M][2], dd[M][2], acc[M][HD / 8][4] = {}, sl2 = scale * LOG2E;
 #pragma unroll
@@ -516,10 +523,11 @@ __global__ static void __launch_bounds__(128, 2) k_flash_bwd_dq_tc(TO *dq, int q
  * written to the sequence's partials (S.p: [2][head][ctx][HD]); k_dkv_sum
  * adds a kv head's shares in order. A block per query head rather than per
  * kv head: group times the blocks (eight for TinyLlama), each a group-th
- * of the work. */
+ * of the work. Parts at head_dim 64 are tc-wide's, there to fit 3 blocks
+ * an SM (168 registers), which ptxas is told. */
 template <int HD, int BK, bool PIPE, int P, bool VIEW>
-__global__ static void __launch_bounds__(128, HD == 64 && P > 1 ? 3 : 1) k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group,
-                                                                 float scale)
+__global__ static void __launch_bounds__(128, HD == 64 && P > 1 ? 3 : 1)
+    k_flash_bwd_dkv_tc(const float *D, attn_args A, tc_bf16 B, int group, float scale)
 {
     constexpr int N = BK / P, NT = N / 8;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED | SUMMED> qs, dos;
@@ -528,7 +536,8 @@ __global__ static void __launch_bounds__(128, HD == 64 && P > 1 ? 3 : 1) k_flash
     const bk_attn_seq &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
-    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n), dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n);
+    auto dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
     unsigned ka[1][HD / 16][4], va[1][HD / 16][4];
     rows_as_a(ka[0], head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), k0 + 16 * w, lane);
     rows_as_a(va[0], head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx), k0 + 16 * w, lane);
@@ -707,12 +716,13 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
  * shared memory (48 KB) hold. tc-wide is tc-pipe with M = 2 blocks of 16
  * query rows a warp in the forward and dq (128 queries a block, each
  * fragment of a tile serving both) and the scores of dq and dk/dv taken in
- * halves of a tile (fewer registers); its results are tc-pipe's, bit for
- * bit. ptxas (sm_90) gives its forward 242 registers (2 blocks an SM
- * against tc-pipe's 3, each warp twice the products per fragment load),
- * dq 255 (2, against 2), dk/dv 166 (3, against tc-pipe's 234: 2). At head_dim
- * 128 two blocks of rows spill (255 registers) and halves save none
- * (dk/dv's 254): there tc-wide is tc-pipe. */
+ * quarters of a tile (fewer registers), and bf16 operands read where they
+ * are (in_place: no copies); its results are tc-pipe's, bit for bit. ptxas
+ * 13.0 (sm_90) gives its forward 255 registers (2 blocks an SM against
+ * tc-pipe's 3, each warp twice the products per fragment load), dq 230 (2,
+ * as tc-pipe's 193), dk/dv 167 (3, against tc-pipe's 231: 2). At head_dim
+ * 128 two blocks of rows spill and parts save nothing (dk/dv stays at
+ * 255): there tc-wide is tc-pipe's kernels reading in place. */
 template <int HD, int KIND> struct tc_shape {
     static constexpr bool pipe = KIND != TC_PLAIN;
     static constexpr int bk = HD == 64 ? 64 : 32;
@@ -746,8 +756,8 @@ static void tc_fwd(TO *out, int out_stride, const float *q, int q_stride, const 
         tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD, K::in_place);
         attn_args A = {};
         int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
-        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::m, K::in_place, TO>), dim3(tiles, n_heads), 128)(out, out_stride, A, B,
-                                                                                          n_heads / n_kv, scale);
+        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::m, K::in_place, TO>), dim3(tiles, n_heads), 128)(
+            out, out_stride, A, B, n_heads / n_kv, scale);
         LAUNCHED(tc_fwd_name[KIND]);
     }
 }
@@ -784,8 +794,8 @@ static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, con
             dq, q_stride, D, A, B, n_heads / n_kv, scale);
         LAUNCHED(tc_dq_name[KIND]);
         int ktiles = attn_describe(&A, t, nt, s0, PER_KEY_TC);
-        LAUNCH((k_flash_bwd_dkv_tc<HD, K::bk, K::pipe, K::kv_parts, K::in_place>), dim3(ktiles, n_heads), 128)(D, A, B, n_heads / n_kv,
-                                                                                               scale);
+        LAUNCH((k_flash_bwd_dkv_tc<HD, K::bk, K::pipe, K::kv_parts, K::in_place>), dim3(ktiles, n_heads), 128)(
+            D, A, B, n_heads / n_kv, scale);
         LAUNCHED(tc_dkv_name[KIND]);
         int keys = attn_describe(&A, t, nt, s0, PER_KEY);
         LAUNCH(k_dkv_sum<TO>, dim3(keys, n_kv), HD)(A, n_heads / n_kv, n_heads);
