@@ -328,28 +328,76 @@ __device__ static inline void store_rows(T *dst, size_t ld, size_t col0, const f
     }
 }
 
-/* The forward for TC_BR M queries of head h: per key tile, S = Q K^T
- * (scaled to base 2), the online softmax on the accumulators, O += P V.
- * Warp w takes the rows 16 M w .. 16 M (w + 1) - 1, in M blocks of 16 whose
- * products share each fragment of the tile (M = 2, RL_CUDA_ATTN=tc-wide:
- * half the shared-memory reads per product). A lane's rows are row0 + 16 m
- * and row0 + 16 m + 8 (r = 0, 1); its score x[m][nt][i] is at row r = i /
- * 2, key k0 + 8 nt + 2t + i % 2. The tile of key 0 comes first, and every
+/* The online softmax of the scores x of a part of a key tile, in place
+ * (FlashAttention-2's): masked where diag says some key follows some row
+ * (x[m][nt][i] is key key0 + 8 nt + 2t + i % 2 of row position qpos0 + 16 m
+ * + 8 (i / 2)), in base 2, and exponentiated against the rows' new running
+ * max mrow; O and the lane's row sums l rescaled to it. */
+template <int M, int NT, int DT>
+__device__ static inline void softmax_part(float (&x)[M][NT][4], float (&mrow)[M][2], float (&l)[M][2],
+                                           float (&o)[M][DT][4], int key0, int qpos0, bool diag, float sl2, int t)
+{
+    float mx[M][2], sum[M][2] = {};
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        mx[m][0] = mrow[m][0], mx[m][1] = mrow[m][1];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int key = key0 + 8 * nt + 2 * t + (i & 1), r = i >> 1;
+                x[m][nt][i] = diag && key > qpos0 + 16 * m + 8 * r ? -INFINITY : x[m][nt][i] * sl2;
+                mx[m][r] = fmaxf(mx[m][r], x[m][nt][i]);
+            }
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[m][r] = group_max(mx[m][r]);
+            alpha[r] = exp2f(mrow[m][r] - mx[m][r]);   /* 0 on the first tile (m = -inf) */
+            mrow[m][r] = mx[m][r];
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                x[m][nt][i] = exp2f(x[m][nt][i] - mrow[m][i >> 1]);
+                sum[m][i >> 1] += x[m][nt][i];
+            }
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                o[m][dt][i] *= alpha[i >> 1];
+        l[m][0] = l[m][0] * alpha[0] + sum[m][0];   /* this lane's part of the row sum */
+        l[m][1] = l[m][1] * alpha[1] + sum[m][1];
+    }
+}
+
+/* The forward for TC_BR M queries of head h: per key tile, in P parts of
+ * BK / P keys, S = Q K^T (scaled to base 2), the online softmax on the
+ * accumulators, O += P V. Warp w takes the rows 16 M w .. 16 M (w + 1) - 1,
+ * in M blocks of 16 whose products share each fragment of the tile (M = 2,
+ * RL_CUDA_ATTN=tc-wide: half the shared-memory reads per product; its
+ * parts, at head_dim 128, leave the registers for that). A lane's rows are
+ * row0 + 16 m and row0 + 16 m + 8. The tile of key 0 comes first, and every
  * row (the padding's included) sees key 0, so a row's max is finite from
  * then on: no exp of inf - inf. */
-template <int HD, int BK, bool PIPE, int M, bool VIEW, class TO>
+template <int HD, int BK, bool PIPE, int M, int P, bool VIEW, class TO>
 __global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_stride, attn_args A, tc_bf16 B, int group,
                                                              float scale)
 {
-    constexpr int BR = TC_BR * M, NT = BK / 8;
+    constexpr int BR = TC_BR * M, N = BK / P, NT = N / 8;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SCORED> ks;
     __shared__ __align__(16) tiles<HD, BK, PIPE, SUMMED> vs;
     int si = find_seq(A, blockIdx.x), h = blockIdx.y, kvh = h / group;
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2), ctx = S.pos + S.n;
-    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n), kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx),
-            vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n);
+    auto kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
     unsigned qa[M][HD / 16][4];
 #pragma unroll
     for (int m = 0; m < M; m++)
@@ -366,46 +414,16 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_st
         tile_step<PIPE, BK>(kv, k0, last + 1, b);
         if (k0 > wlast || wrow >= S.n)
             continue;                    /* the warp's rows see none of these keys, or are all padding */
-        float x[M][NT][4], mx[M][2], sum[M][2] = {};
-        scores(x, qa, ks, b, 0, lane);
-        bool diag = k0 + BK - 1 > wfirst;   /* some key after some row: mask */
 #pragma unroll
-        for (int m = 0; m < M; m++) {
-            mx[m][0] = mrow[m][0], mx[m][1] = mrow[m][1];
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    int key = k0 + 8 * nt + 2 * t + (i & 1), r = i >> 1;
-                    x[m][nt][i] = diag && key > S.pos + row0 + 16 * m + 8 * r ? -INFINITY : x[m][nt][i] * sl2;
-                    mx[m][r] = fmaxf(mx[m][r], x[m][nt][i]);
-                }
+        for (int part = 0; part < P; part++) {
+            int n0 = part * N;
+            if (P > 1 && k0 + n0 > wlast)
+                break;                   /* keys after all the warp's rows: nothing changes */
+            float x[M][NT][4];
+            scores(x, qa, ks, b, n0, lane);
+            softmax_part(x, mrow, l, o, k0 + n0, S.pos + row0, k0 + n0 + N - 1 > wfirst, sl2, t);
+            accumulate(o, x, vs, b, n0, lane);   /* O += P V */
         }
-#pragma unroll
-        for (int m = 0; m < M; m++) {
-            float alpha[2];
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                mx[m][r] = group_max(mx[m][r]);
-                alpha[r] = exp2f(mrow[m][r] - mx[m][r]);   /* 0 on the first tile (m = -inf) */
-                mrow[m][r] = mx[m][r];
-            }
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    x[m][nt][i] = exp2f(x[m][nt][i] - mrow[m][i >> 1]);
-                    sum[m][i >> 1] += x[m][nt][i];
-                }
-#pragma unroll
-            for (int dt = 0; dt < HD / 8; dt++)
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    o[m][dt][i] *= alpha[i >> 1];
-            l[m][0] = l[m][0] * alpha[0] + sum[m][0];  /* this lane's part of the row sum */
-            l[m][1] = l[m][1] * alpha[1] + sum[m][1];
-        }
-        accumulate(o, x, vs, b, 0, lane);   /* O += P V */
     }
 #pragma unroll
     for (int m = 0; m < M; m++) {
@@ -727,7 +745,9 @@ template <int HD, int KIND> struct tc_shape {
     static constexpr bool pipe = KIND != TC_PLAIN;
     static constexpr int bk = HD == 64 ? 64 : 32;
     static constexpr bool wide = KIND == TC_WIDE && HD == 64;
-    static constexpr int m = wide ? 2 : 1;       /* 16-row blocks a warp, forward and dq */
+    static constexpr int fwd_m = KIND == TC_WIDE ? 2 : 1;   /* 16-row blocks a warp, forward */
+    static constexpr int fwd_parts = KIND == TC_WIDE && HD == 128 ? 2 : 1;
+    static constexpr int m = wide ? 2 : 1;       /* 16-row blocks a warp, dq */
     static constexpr int parts = wide ? 4 : 1;   /* of a tile's scores, dq */
     /* and dk/dv's: quarters for tc-wide (167 registers with its bounds
      * checks: 3 blocks an SM); halves for tc's at head_dim 128, which
@@ -755,8 +775,8 @@ static void tc_fwd(TO *out, int out_stride, const float *q, int q_stride, const 
         tc_bf16 B = {};
         tc_copies(&B, t, nt, s0, q, q_stride, NULL, 0, n_heads, n_kv, HD, K::in_place);
         attn_args A = {};
-        int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
-        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::m, K::in_place, TO>), dim3(tiles, n_heads), 128)(
+        int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::fwd_m));
+        LAUNCH((k_flash_fwd_tc<HD, K::bk, K::pipe, K::fwd_m, K::fwd_parts, K::in_place, TO>), dim3(tiles, n_heads), 128)(
             out, out_stride, A, B, n_heads / n_kv, scale);
         LAUNCHED(tc_fwd_name[KIND]);
     }
