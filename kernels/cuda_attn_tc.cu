@@ -735,12 +735,14 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
  * query rows a warp in the forward and dq (128 queries a block, each
  * fragment of a tile serving both) and the scores of dq and dk/dv taken in
  * quarters of a tile (fewer registers), and bf16 operands read where they
- * are (in_place: no copies); its results are tc-pipe's, bit for bit. ptxas
- * 13.0 (sm_90) gives its forward 255 registers (2 blocks an SM against
- * tc-pipe's 3, each warp twice the products per fragment load), dq 230 (2,
- * as tc-pipe's 193), dk/dv 167 (3, against tc-pipe's 231: 2). At head_dim
- * 128 two blocks of rows spill and parts save nothing (dk/dv stays at
- * 255): there tc-wide is tc-pipe's kernels reading in place. */
+ * are (in_place: no copies); at head_dim 64 its results are tc-pipe's, bit
+ * for bit. ptxas 13.0 (sm_90) gives its forward 252 registers (2 blocks an
+ * SM against tc-pipe's 3, each warp twice the products per fragment load),
+ * dq 230 (2, as tc-pipe's 193), dk/dv 167 (3, against tc-pipe's 231: 2).
+ * At head_dim 128 the forward takes two blocks of rows too, its tiles in
+ * two parts (255 registers; the online softmax steps 16 keys at a time),
+ * and dq and dk/dv are tc-pipe's (Q's and dO's fragments would not fit
+ * twice; parts save dk/dv nothing). */
 template <int HD, int KIND> struct tc_shape {
     static constexpr bool pipe = KIND != TC_PLAIN;
     static constexpr int bk = HD == 64 ? 64 : 32;
