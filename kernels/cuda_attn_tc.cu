@@ -27,13 +27,22 @@
 
 #define TC_PAD TC_BR_WIDE             /* rows of the head-major copies are padded to this: the widest block's */
 /* Per sequence of the call, Q, dO, K and V as bf16 bits: a head-major copy
- * ([head][padded rows][hd], k_pack_heads; its ld 0), or (tc-wide) the rows
- * where they are, when they are bf16 already (activations, a bf16 KV
- * cache): head h at column h hd, rows ld elements apart. */
+ * ([head][padded rows][hd], k_pack_heads), or (tc-wide) the rows where
+ * they are, when they are bf16 already (activations, a bf16 KV cache):
+ * head h at column h hd, rows ld elements apart. Q and dO are one
+ * activation buffer each for the whole call, so their pitch is the call's
+ * (0: copies); K and V are each sequence's, so a bit says which are read
+ * in place, at the sequence's kv_stride. (A pitch a sequence would take
+ * the kernels' parameters past 4 KB.) */
 struct tc_bf16 {
     const unsigned short *q[ATTN_SEQS], *dout[ATTN_SEQS], *k[ATTN_SEQS], *v[ATTN_SEQS];
-    int q_ld[ATTN_SEQS], dout_ld[ATTN_SEQS], k_ld[ATTN_SEQS], v_ld[ATTN_SEQS];
+    int q_ld, dout_ld;
+    unsigned k_view, v_view;            /* bit s: sequence s's K (V) in place */
 };
+__host__ __device__ static inline int kv_ld(unsigned view, int s, const bk_attn_seq &S)
+{
+    return view >> s & 1 ? S.kv_stride : 0;
+}
 __host__ __device__ static int padded(int rows) { return (rows + TC_PAD - 1) / TC_PAD * TC_PAD; }
 /* One head's rows of an operand: row r at p + r ld; rows from `rows` on
  * read as zeros (they are the padding of a block or tile). VIEW: the
@@ -396,8 +405,8 @@ __global__ static void __launch_bounds__(128) k_flash_fwd_tc(TO *out, int out_st
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2), ctx = S.pos + S.n;
-    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n);
-    auto kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld, h, S.n);
+    auto kr = head_rows<HD, VIEW>(B.k[si], kv_ld(B.k_view, si, S), kvh, ctx), vr = head_rows<HD, VIEW>(B.v[si], kv_ld(B.v_view, si, S), kvh, ctx);
     unsigned qa[M][HD / 16][4];
 #pragma unroll
     for (int m = 0; m < M; m++)
@@ -482,10 +491,10 @@ __global__ static void __launch_bounds__(128, 2) k_flash_bwd_dq_tc(TO *dq, int q
     const bk_attn_seq &S = A.s[si];
     int q0 = (blockIdx.x - A.first[si]) * BR, lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3;
     int wrow = q0 + 16 * M * w, row0 = wrow + (lane >> 2), ctx = S.pos + S.n;
-    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n);
-    auto dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
-    auto kr = head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx);
-    auto vr = head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx);
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld, h, S.n);
+    auto dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld, h, S.n);
+    auto kr = head_rows<HD, VIEW>(B.k[si], kv_ld(B.k_view, si, S), kvh, ctx);
+    auto vr = head_rows<HD, VIEW>(B.v[si], kv_ld(B.v_view, si, S), kvh, ctx);
     unsigned qa[M][HD / 16][4], da[M][HD / 16][4];
     float lse[M][2], dd[M][2], acc[M][HD / 8][4] = {}, sl2 = scale * LOG2E;
 #pragma unroll
@@ -554,11 +563,11 @@ __global__ static void __launch_bounds__(128, HD == 64 && P > 1 ? 3 : 1)
     const bk_attn_seq &S = A.s[si];
     int k0 = (blockIdx.x - A.first[si]) * TC_BR, ctx = S.pos + S.n;
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = lane & 3, key0 = k0 + 16 * w + (lane >> 2);
-    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld[si], h, S.n);
-    auto dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld[si], h, S.n);
+    auto qr = head_rows<HD, VIEW>(B.q[si], B.q_ld, h, S.n);
+    auto dr = head_rows<HD, VIEW>(B.dout[si], B.dout_ld, h, S.n);
     unsigned ka[1][HD / 16][4], va[1][HD / 16][4];
-    rows_as_a(ka[0], head_rows<HD, VIEW>(B.k[si], B.k_ld[si], kvh, ctx), k0 + 16 * w, lane);
-    rows_as_a(va[0], head_rows<HD, VIEW>(B.v[si], B.v_ld[si], kvh, ctx), k0 + 16 * w, lane);
+    rows_as_a(ka[0], head_rows<HD, VIEW>(B.k[si], kv_ld(B.k_view, si, S), kvh, ctx), k0 + 16 * w, lane);
+    rows_as_a(va[0], head_rows<HD, VIEW>(B.v[si], kv_ld(B.v_view, si, S), kvh, ctx), k0 + 16 * w, lane);
     float dk[1][HD / 8][4] = {}, dv[1][HD / 8][4] = {}, sl2 = scale * LOG2E;
     const float *lse = S.lse + (size_t)h * S.n, *dd = D + (size_t)nh * S.row + (size_t)h * S.n;
     int first = k0 - S.pos > 0 ? (k0 - S.pos) / BK * BK : 0;   /* the first query tile that sees key k0 */
@@ -661,40 +670,46 @@ __global__ static void k_pack_heads(pack_jobs J, int n_seq, int width, int hd)
  * where it is; the others get bf16 head-major copies in the WS_TCB
  * workspace, a launch of k_pack_heads per operand. */
 struct tc_operand {                    /* one operand of one sequence */
-    const void *src;
+    const void *src;                   /* NULL: read in place, nothing to copy */
     bool bf16;
     int ld, rows, heads;
     const unsigned short **dst;
-    int *dst_ld;
 };
-static bool readable_in_place(const tc_operand &c)
+/* whether rows ld elements apart from p can be read in place: bf16, every
+ * row 16-byte aligned (the tiles' cp.async) */
+static bool in_place_ok(const void *p, bool bf16, int ld)
 {
-    return c.bf16 && ((uintptr_t)c.src & 15) == 0 && c.ld % 8 == 0;
+    return bf16 && ((uintptr_t)p & 15) == 0 && ld % 8 == 0;
 }
 static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, const float *q, int q_stride,
                       const float *dout, int dout_stride, int n_heads, int n_kv, int hd, bool in_place)
 {
     int end = nt < s0 + ATTN_SEQS ? nt : s0 + ATTN_SEQS, ops = dout ? 4 : 3;
+    /* queries and dO: activations (bf16, or fp32); keys and values:
+     * activations, a bf16 KV cache, or fp32 */
+    bool a16 = is_act(q);
+    B->q_ld = in_place && in_place_ok(q, a16, q_stride) ? q_stride : 0;
+    B->dout_ld = in_place && dout && in_place_ok(dout, a16, dout_stride) ? dout_stride : 0;
+    B->k_view = B->v_view = 0;
     tc_operand c[ATTN_SEQS][4];
     size_t total = 0;
     for (int i = s0; i < end; i++) {
         const struct bk_attn_seq *x = &t[i];
         int ctx = x->pos + x->n, k = i - s0;
-        /* queries and dO: activations (bf16, or fp32); keys and values:
-         * activations, a bf16 KV cache, or fp32 */
-        bool a16 = is_act(q), kv16 = x->kv_bf16 || is_act(x->k);
+        bool kv16 = x->kv_bf16 || is_act(x->k);
         size_t qo = (size_t)x->row * q_stride * (a16 ? 2 : 4), dout_o = (size_t)x->row * dout_stride * (a16 ? 2 : 4);
-        tc_operand ci[4] = {
-            {(const char *)q + qo, a16, q_stride, x->n, n_heads, &B->q[k], &B->q_ld[k]},
-            {x->k, kv16, x->kv_stride, ctx, n_kv, &B->k[k], &B->k_ld[k]},
-            {x->v, kv16, x->kv_stride, ctx, n_kv, &B->v[k], &B->v_ld[k]},
-            {dout ? (const char *)dout + dout_o : NULL, a16, dout_stride, x->n, n_heads, &B->dout[k], &B->dout_ld[k]}};
+        tc_operand ci[4] = {{(const char *)q + qo, a16, q_stride, x->n, n_heads, &B->q[k]},
+                            {x->k, kv16, x->kv_stride, ctx, n_kv, &B->k[k]},
+                            {x->v, kv16, x->kv_stride, ctx, n_kv, &B->v[k]},
+                            {dout ? (const char *)dout + dout_o : NULL, a16, dout_stride, x->n, n_heads, &B->dout[k]}};
+        bool view[4] = {B->q_ld != 0, in_place && in_place_ok(x->k, kv16, x->kv_stride),
+                        in_place && in_place_ok(x->v, kv16, x->kv_stride), B->dout_ld != 0};
+        B->k_view |= (unsigned)view[1] << k, B->v_view |= (unsigned)view[2] << k;
         for (int j = 0; j < ops; j++) {
             c[k][j] = ci[j];
-            if (in_place && readable_in_place(ci[j])) {
+            if (view[j]) {
                 *ci[j].dst = (const unsigned short *)ci[j].src;
-                *ci[j].dst_ld = ci[j].ld;
-                c[k][j].src = NULL;    /* nothing to copy */
+                c[k][j].src = NULL;
             } else
                 total += (size_t)ci[j].heads * padded(ci[j].rows) * hd;
         }
@@ -716,7 +731,6 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
             J.first[jobs + 1] = J.first[jobs] + pad;
             jobs++;
             *o.dst = cp;
-            *o.dst_ld = 0;
             cp += (size_t)o.heads * pad * hd;
         }
         if (!jobs)
