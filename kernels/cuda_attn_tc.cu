@@ -752,7 +752,7 @@ static void tc_copies(tc_bf16 *B, const struct bk_attn_seq *t, int nt, int s0, c
  * are (in_place: no copies); at head_dim 64 its results are tc-pipe's, bit
  * for bit. ptxas 13.0 (sm_90) gives its forward 252 registers (2 blocks an
  * SM against tc-pipe's 3, each warp twice the products per fragment load),
- * dq 230 (2, as tc-pipe's 193), dk/dv 167 (3, against tc-pipe's 231: 2).
+ * dq 230 (2, as tc-pipe's 193), dk/dv 168 (3, against tc-pipe's 231: 2).
  * At head_dim 128 the forward takes two blocks of rows too, its tiles in
  * two parts (255 registers; the online softmax steps 16 keys at a time),
  * and dq and dk/dv are tc-pipe's (Q's and dO's fragments would not fit
@@ -765,7 +765,7 @@ template <int HD, int KIND> struct tc_shape {
     static constexpr int fwd_parts = KIND == TC_WIDE && HD == 128 ? 2 : 1;
     static constexpr int m = wide ? 2 : 1;       /* 16-row blocks a warp, dq */
     static constexpr int parts = wide ? 4 : 1;   /* of a tile's scores, dq */
-    /* and dk/dv's: quarters for tc-wide (167 registers with its bounds
+    /* and dk/dv's: quarters for tc-wide (168 registers with its bounds
      * checks: 3 blocks an SM); halves for tc's at head_dim 128, which
      * spills 12 bytes whole (ptxas 13.0) */
     static constexpr int kv_parts = wide ? 4 : KIND == TC_PLAIN && HD == 128 ? 2 : 1;
