@@ -473,6 +473,40 @@ __global__ static void k_attn_delta(float *D, const T *dout, int dout_stride, co
         D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
 }
 
+/* The same D with four elements a lane, one load of 16 bytes (fp32) or 8
+ * (bf16) from each operand, HD / 4 lanes a head (a warp holds two heads at
+ * 64), summed over the head's lanes by shuffles: a quarter of the scalar
+ * kernel's loads and half its warps. For rows and operands aligned to four
+ * elements (delta_vectorized); the scalar kernel takes the rest. */
+template <int HD, class T>
+__global__ static void __launch_bounds__(128) k_attn_delta4(float *D, const T *dout, int dout_stride, const T *out,
+                                                            int out_stride, attn_args A, int nh)
+{
+    constexpr int L = HD / 4 < 32 ? HD / 4 : 32, V = HD / 4 / L; /* lanes a head; loads a lane */
+    static_assert(HD % 4 == 0 && (L & (L - 1)) == 0 && HD == 4 * L * V, "k_attn_delta4: head_dim");
+    int si = find_seq(A, blockIdx.x), g = (blockIdx.y * blockDim.x + threadIdx.x) / L, j = threadIdx.x % L;
+    int h = g < nh ? g : nh - 1; /* a whole head's lanes run the shuffles; only live heads write */
+    const bk_attn_seq &S = A.s[si];
+    int i = blockIdx.x - A.first[si];
+    size_t r = S.row + i;
+    float acc = 0;
+    for (int v = 0; v < V; v++) {
+        int d = 4 * (j + L * v);
+        float4 a = get4(dout, r * dout_stride + (size_t)h * HD + d), b = get4(out, r * out_stride + (size_t)h * HD + d);
+        acc = fmaf(a.w, b.w, fmaf(a.z, b.z, fmaf(a.y, b.y, fmaf(a.x, b.x, acc))));
+    }
+    for (int o = L / 2; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (g < nh && j == 0)
+        D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
+}
+template <int HD, class T>
+static bool delta_vectorized(const T *dout, int dout_stride, const T *out, int out_stride)
+{
+    return HD % 4 == 0 && HD <= 512 && dout_stride % 4 == 0 && out_stride % 4 == 0 &&
+           ((size_t)dout | (size_t)out) % (4 * sizeof(T)) == 0;
+}
+
 /* dq for TC_BR M queries of head h (warp w: M blocks of 16 rows, as in the
  * forward), over the key tiles they see, each tile in P parts of BK / P
  * keys (fewer registers for the scores; P = 1 or 2): S = Q K^T, P =
@@ -822,8 +856,14 @@ static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, con
         tc_copies(&B, t, nt, s0, q, q_stride, dout, dout_stride, n_heads, n_kv, HD, K::in_place);
         attn_args A = {};
         int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
-        LAUNCH(k_attn_delta<TO>, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
-            D, (const TO *)dout, dout_stride, (const TO *)out, out_stride, A, n_heads, HD);
+        const TO *dO = (const TO *)dout, *O = (const TO *)out;
+        constexpr int lanes = HD / 4 < 32 ? HD / 4 : 32;
+        if (delta_vectorized<HD>(dO, dout_stride, O, out_stride))
+            LAUNCH((k_attn_delta4<HD, TO>), dim3(nq, (n_heads * lanes + 127) / 128), 128)(D, dO, dout_stride, O,
+                                                                                        out_stride, A, n_heads);
+        else
+            LAUNCH(k_attn_delta<TO>, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
+                D, dO, dout_stride, O, out_stride, A, n_heads, HD);
         LAUNCHED("attention_bwd (D, tensor cores)");
         int tiles = attn_describe(&A, t, nt, s0, per_query_tc(K::m));
         LAUNCH((k_flash_bwd_dq_tc<HD, K::bk, K::pipe, K::m, K::parts, K::in_place, TO>), dim3(tiles, n_heads), 128)(

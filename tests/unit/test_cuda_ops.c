@@ -301,6 +301,22 @@ static void check_tc_ran(const char *what, const char *kernel)
     CHECKF(what, n > 0, "no launch of %s", kernel);
 }
 
+/* Largest normalized error of the GPU's dq over the rows of the n sequences
+ * s (the only rows attention_bwd writes) against the CPU's. */
+static double dq_rows_err(const struct two *dq, int stride, const struct bk_attn_seq *s, int n)
+{
+    float *h = rl_malloc(dq->n * sizeof *h);
+    gpu->download(h, dq->g, dq->n * sizeof *h);
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        size_t o = (size_t)s[i].row * stride;
+        double ei = harness_max_rel_err(h + o, dq->c + o, (size_t)s[i].n * stride);
+        e = ei > e || ei != ei ? ei : e;
+    }
+    free(h);
+    return e;
+}
+
 static void test_attention(int hd, bool kv16)
 {
     const char *kvn = kv16 ? ", bf16 KV cache" : "";
@@ -419,19 +435,31 @@ static void test_attention(int hd, bool kv16)
         check_tc_ran(harness_name("attention_bwd: the tensor-core kernels ran (head_dim %d)", hd),
                      wide ? "attention_bwd (keys, tensor cores, wide)\n"
                           : "attention_bwd (keys, tensor cores, cp.async)\n");
-    /* only these sequences' rows of dq are written: compare those */
-    float *hdq = rl_malloc((size_t)rows * qs * sizeof *hdq);
-    gpu->download(hdq, dq.g, (size_t)rows * qs * sizeof *hdq);
-    double e = 0;
-    for (int i = 0; i < NB; i++) {
-        size_t o = (size_t)sc[bs[i]].row * qs, n = (size_t)len[bs[i]] * qs;
-        double ei = harness_max_rel_err(hdq + o, dq.c + o, n);
-        e = ei > e || ei != ei ? ei : e;
-    }
+    double e = dq_rows_err(&dq, qs, bc, NB);
     CHECKF(harness_name("attention_bwd: dq (overwritten; head_dim %d)", hd), e <= attn_tol, "normalized error %.3g", e);
-    free(hdq);
     expect(harness_name("attention_bwd: dk, dv += (no other rows touched; head_dim %d)", hd), &dkv, attn_tol);
+
+    /* The GPU's O again at an odd row stride, NaN between the rows: D =
+     * rowsum(dO * O) from the scalar kernel (the vectorized one reads rows
+     * aligned to four elements); dq is a function of D, so it shows a wrong
+     * one. (The CPU takes D as rowsum(P * dP): O is unused there.) dk, dv
+     * add to the first run's and are not compared. */
+    int os = qs + 1;
+    float *ho = rl_malloc((size_t)rows * os * sizeof *ho);
+    gpu->download(ho, out.g, out.n * sizeof *ho);
+    for (int r = rows - 1; r >= 0; r--) {
+        memmove(ho + (size_t)r * os, ho + (size_t)r * qs, (size_t)qs * sizeof *ho);
+        ho[(size_t)r * os + qs] = NAN;
+    }
+    struct two odd = both(ho, (size_t)rows * os), dq2 = poisoned((size_t)rows * qs);
+    free(ho);
+    cpu->attention_bwd(dq2.c, qs, dout.c, qs, q.c, odd.c, os, bc, NB, nh, nkv, hd, scale);
+    gpu->attention_bwd(dq2.g, qs, dout.g, qs, q.g, odd.g, os, bg, NB, nh, nkv, hd, scale);
+    e = dq_rows_err(&dq2, qs, bc, NB);
+    CHECKF(harness_name("attention_bwd: dq with O at an odd row stride (head_dim %d)", hd), e <= attn_tol,
+           "normalized error %.3g", e);
     drop(&q), drop(&kv), drop(&out), drop(&lse), drop(&p), drop(&dout), drop(&dq), drop(&dkv), drop(&dp);
+    drop(&odd), drop(&dq2);
 }
 
 /* Decode steps over long contexts: ns sequences of len[s] (1 to 4) queries
