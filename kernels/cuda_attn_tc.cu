@@ -476,13 +476,14 @@ __global__ static void k_attn_delta(float *D, const T *dout, int dout_stride, co
 /* The same D with four elements a lane, one load of 16 bytes (fp32) or 8
  * (bf16) from each operand, HD / 4 lanes a head (a warp holds two heads at
  * 64), summed over the head's lanes by shuffles: a quarter of the scalar
- * kernel's loads and half its warps. For rows and operands aligned to four
- * elements (delta_vectorized); the scalar kernel takes the rest. */
+ * kernel's loads and half its warps. For rows aligned to four elements
+ * (rows_by4); the scalar kernel takes the rest. */
+template <int HD> constexpr int delta_lanes = HD / 4 < 32 ? HD / 4 : 32; /* lanes a head */
 template <int HD, class T>
 __global__ static void __launch_bounds__(128) k_attn_delta4(float *D, const T *dout, int dout_stride, const T *out,
                                                             int out_stride, attn_args A, int nh)
 {
-    constexpr int L = HD / 4 < 32 ? HD / 4 : 32, V = HD / 4 / L; /* lanes a head; loads a lane */
+    constexpr int L = delta_lanes<HD>, V = HD / 4 / L; /* loads a lane */
     static_assert(HD % 4 == 0 && (L & (L - 1)) == 0 && HD == 4 * L * V, "k_attn_delta4: head_dim");
     int si = find_seq(A, blockIdx.x), g = (blockIdx.y * blockDim.x + threadIdx.x) / L, j = threadIdx.x % L;
     int h = g < nh ? g : nh - 1; /* a whole head's lanes run the shuffles; only live heads write */
@@ -499,12 +500,6 @@ __global__ static void __launch_bounds__(128) k_attn_delta4(float *D, const T *d
         acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (g < nh && j == 0)
         D[(size_t)nh * S.row + (size_t)h * S.n + i] = acc;
-}
-template <int HD, class T>
-static bool delta_vectorized(const T *dout, int dout_stride, const T *out, int out_stride)
-{
-    return HD % 4 == 0 && HD <= 512 && dout_stride % 4 == 0 && out_stride % 4 == 0 &&
-           ((size_t)dout | (size_t)out) % (4 * sizeof(T)) == 0;
 }
 
 /* dq for TC_BR M queries of head h (warp w: M blocks of 16 rows, as in the
@@ -857,10 +852,9 @@ static void tc_bwd(TO *dq, int q_stride, const float *dout, int dout_stride, con
         attn_args A = {};
         int nq = attn_describe(&A, t, nt, s0, PER_QUERY);
         const TO *dO = (const TO *)dout, *O = (const TO *)out;
-        constexpr int lanes = HD / 4 < 32 ? HD / 4 : 32;
-        if (delta_vectorized<HD>(dO, dout_stride, O, out_stride))
-            LAUNCH((k_attn_delta4<HD, TO>), dim3(nq, (n_heads * lanes + 127) / 128), 128)(D, dO, dout_stride, O,
-                                                                                        out_stride, A, n_heads);
+        if (rows_by4(dO, dout_stride) && rows_by4(O, out_stride))
+            LAUNCH((k_attn_delta4<HD, TO>), dim3(nq, (n_heads * delta_lanes<HD> + 127) / 128), 128)(
+                D, dO, dout_stride, O, out_stride, A, n_heads);
         else
             LAUNCH(k_attn_delta<TO>, dim3(nq, (n_heads + DELTA_HEADS - 1) / DELTA_HEADS), dim3(32, DELTA_HEADS))(
                 D, dO, dout_stride, O, out_stride, A, n_heads, HD);

@@ -237,6 +237,12 @@ __device__ static inline void put_bf16_4(unsigned short *p, float4 v)
     q[1] = bf16_rne(v.z) | (unsigned)bf16_rne(v.w) << 16;
 }
 
+/* Whether get4 and put4 may walk rows of p ld elements apart: p and every
+ * row start aligned to four elements. */
+template <class T> static inline bool rows_by4(const T *p, long long ld)
+{
+    return ld % 4 == 0 && (size_t)p % (4 * sizeof *p) == 0;
+}
 /* Four elements at p + i, 4 * sizeof *p bytes aligned, as fp32 */
 __device__ static inline float4 get4(const float *p, size_t i) { return *(const float4 *)(p + i); }
 __device__ static inline float4 get4(const unsigned short *p, size_t i)

@@ -206,7 +206,7 @@ template <class T> __global__ static void k_swiglu(T *h, unsigned short *h16, co
 }
 template <class T> static bool by4(int n, int f, const void *a, const void *b, const void *c)
 {
-    return n > 0 && f % 4 == 0 && ((size_t)a | (size_t)b | (size_t)c) % (4 * sizeof(T)) == 0 &&
+    return n > 0 && rows_by4((const T *)a, f) && rows_by4((const T *)b, f) && rows_by4((const T *)c, f) &&
            (f / 4 + THREADS - 1) / THREADS < 65536;
 }
 static void cu_swiglu(float *h, const float *gu, int n, int f)
@@ -327,7 +327,7 @@ static void cu_add(float *y, const float *x, size_t n)
     as_stored2(y, x, [&](auto *ty, auto *tx) {
         using TY = stored_t<decltype(ty)>;
         using TX = stored_t<decltype(tx)>;
-        if (std::is_same<TY, TX>::value && n % 4 == 0 && ((size_t)y | (size_t)x) % (4 * sizeof(TY)) == 0)
+        if (std::is_same<TY, TX>::value && rows_by4((const TY *)y, n) && rows_by4((const TX *)x, n))
             LAUNCH_OVER(n / 4, k_add4<TY>, "add", (TY *)y, (const TY *)x, n / 4);
         else
             LAUNCH_OVER(n, (k_add<TY, TX>), "add", (TY *)y, (const TX *)x, n);

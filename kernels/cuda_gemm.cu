@@ -399,7 +399,7 @@ template <class TA, class TC> static void matmul_rows_as(TC *c, const TA *a, con
 {
     if (matmul_rows_tc(c, a, b, m, n, k))
         return;
-    bool vec = k % 4 == 0 && (size_t)a % (4 * sizeof *a) == 0 && (size_t)b % 16 == 0;
+    bool vec = rows_by4(a, k) && rows_by4(b, k);
     unsigned row_blocks = (m + MR_ROWS - 1) / MR_ROWS, warps = THREADS / 32;
     /* four columns per warp reuse each row of a four times; one column per
      * warp makes four times the blocks, for the GPU to have enough of them */
