@@ -13,6 +13,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench_common.h"
 #include "config.h"
@@ -22,7 +23,7 @@
 #include "optim.h"
 #include "rm.h"
 #include "rng.h"
-#include <string.h>
+#include "train.h"
 
 int main(int argc, char **argv)
 {
@@ -89,8 +90,8 @@ int main(int argc, char **argv)
             for (int i = 0; i < pairs; i += micro)
                 if (task->micro(task, m, idx + i, pairs - i < micro ? pairs - i : micro, 1.0 / pairs, &acc))
                     rl_die_err();
-            clip_grad_norm(m->bk, m->g_mem, m->n_params, 1.0);
-            adamw_step(opt, m->w_mem, m->g_mem, 1e-6f);
+            float coef = clip_coef(grad_norm(m->bk, m->g_mem, m->n_params), 1.0);
+            train_adamw_step(opt, m, 1e-6f, 0.01f, coef);       /* the trainers' step */
         }
         double t = bench_now() - t0;
         if (s > 0 && t < best) best = t;

@@ -516,12 +516,12 @@ static void cu_scale(float *x, float a, size_t n)
 }
 
 /* w16: the weights' bf16 copy (cuda_params.cu), written beside them; may be NULL */
-__global__ static void k_adamw(float *w, unsigned short *w16, const float *g, float *m, float *v, size_t n,
-                               float decay, float step, float beta1, float beta2, float omb1, float omb2, float eps,
-                               float bc2s)
+__global__ static void k_adamw(float *w, unsigned short *w16, const float *g, float gscale, float *m, float *v,
+                               size_t n, float decay, float step, float beta1, float beta2, float omb1, float omb2,
+                               float eps, float bc2s)
 {
     GRID_STRIDE(i, n) {
-        float wi = w[i] * decay, gi = g[i];
+        float wi = w[i] * decay, gi = g[i] * gscale;
         float mi = m[i] * beta1 + gi * omb1;
         float vi = v[i] * beta2 + omb2 * gi * gi;
         m[i] = mi;
@@ -533,14 +533,14 @@ __global__ static void k_adamw(float *w, unsigned short *w16, const float *g, fl
             w16[i] = bf16_rne(wn);
     }
 }
-static void cu_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
-                     float eps, float wd, double bc1, double bc2_sqrt)
+static void cu_adamw(float *w, const float *g, float gscale, float *m, float *v, size_t n, float lr, float beta1,
+                     float beta2, float eps, float wd, double bc1, double bc2_sqrt)
 {
     /* the scalars exactly as the CPU forms them (torch's Python floats) */
     float decay = (float)(1.0 - (double)lr * wd), step = (float)(lr / bc1), bc2s = (float)bc2_sqrt;
     float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
     unsigned short *w16 = param_bf16_update(w, n);
-    LAUNCH_OVER(n, k_adamw, "adamw", w, w16, g, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
+    LAUNCH_OVER(n, k_adamw, "adamw", w, w16, g, gscale, m, v, n, decay, step, beta1, beta2, omb1, omb2, eps, bc2s);
 }
 
 void cuda_elementwise_ops(struct backend *b)

@@ -164,10 +164,13 @@ struct backend {
 
     double (*sumsq)(const float *x, size_t n);          /* sum of squares, in double */
     void (*scale)(float *x, float a, size_t n);
-    /* One AdamW update of n parameters (torch.optim.AdamW semantics):
+    /* One AdamW update of n parameters (torch.optim.AdamW semantics) with
+     * the gradient g*gscale (gscale: the clipping coefficient, folded in so
+     * that clipping costs no pass of its own; the product is rounded to fp32
+     * first, as scale() then adamw() would round it):
      * w -= lr*wd*w; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
      * w -= (lr/bc1) * m / (sqrt(v)/bc2_sqrt + eps). */
-    void (*adamw)(float *w, const float *g, float *m, float *v, size_t n,
+    void (*adamw)(float *w, const float *g, float gscale, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps, float wd,
                   double bc1, double bc2_sqrt);
 };
@@ -185,11 +188,12 @@ const struct backend *backend_get(const char *name);
 
 /* rlflow-cuda.so's entry point. Its name carries the table's version, one
  * more whenever an op is added, removed or changes its meaning (2: softmax
- * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches; 5: bf16 activations): a library built
+ * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches;
+ * 5: bf16 activations; 6: adamw takes a gradient scale): a library built
  * from another version has another name and is refused, where a check of
  * the table's size alone would let a same-sized table with other ops
  * through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v5
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v6
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 

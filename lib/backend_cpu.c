@@ -591,7 +591,7 @@ static void cpu_scale(float *x, float a, size_t n)
         x[i] *= a;
 }
 
-static void cpu_adamw(float *w, const float *g, float *m, float *v, size_t n,
+static void cpu_adamw(float *w, const float *g, float gscale, float *m, float *v, size_t n,
                       float lr, float beta1, float beta2, float eps, float wd,
                       double bc1, double bc2_sqrt)
 {
@@ -602,9 +602,10 @@ static void cpu_adamw(float *w, const float *g, float *m, float *v, size_t n,
     float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
 #pragma omp parallel for schedule(static) if (PAR(n))
     for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * gscale;
         w[i] *= decay;
-        m[i] = m[i] * beta1 + g[i] * omb1;
-        v[i] = v[i] * beta2 + omb2 * g[i] * g[i];
+        m[i] = m[i] * beta1 + gi * omb1;
+        v[i] = v[i] * beta2 + omb2 * gi * gi;
         float denom = sqrtf(v[i]) / bc2s + eps;
         w[i] -= step * (m[i] / denom);
     }

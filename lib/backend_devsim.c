@@ -134,10 +134,10 @@ static void sim_sample_rows(int *tok, double *lp, const float *x, const double *
 }
 static double sim_sumsq(const float *x, size_t n) { return backend_cpu.sumsq(F(x), n); }
 static void sim_scale(float *x, float a, size_t n) { backend_cpu.scale(F(x), a, n); }
-static void sim_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                      float eps, float wd, double bc1, double bc2s)
+static void sim_adamw(float *w, const float *g, float gs, float *m, float *v, size_t n, float lr, float b1,
+                      float b2, float eps, float wd, double bc1, double bc2s)
 {
-    backend_cpu.adamw(F(w), F(g), F(m), F(v), n, lr, b1, b2, eps, wd, bc1, bc2s);
+    backend_cpu.adamw(F(w), F(g), gs, F(m), F(v), n, lr, b1, b2, eps, wd, bc1, bc2s);
 }
 
 const struct backend backend_devsim = {

@@ -176,10 +176,10 @@ static double p_sumsq(const float *x, size_t n)
     return r;
 }
 static void p_scale(float *x, float a, size_t n) { TIMED("scale", 0, inner->scale(x, a, n)); }
-static void p_adamw(float *w, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
-                    float wd, double bc1, double bc2s)
+static void p_adamw(float *w, const float *g, float gs, float *m, float *v, size_t n, float lr, float b1, float b2,
+                    float eps, float wd, double bc1, double bc2s)
 {
-    TIMED("adamw", 0, inner->adamw(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2s));
+    TIMED("adamw", 0, inner->adamw(w, g, gs, m, v, n, lr, b1, b2, eps, wd, bc1, bc2s));
 }
 
 const struct backend *backend_profiled(const struct backend *bk)

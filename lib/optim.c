@@ -68,31 +68,38 @@ int adamw_load(struct adamw *o, const char *path)
     return 0;
 }
 
-void adamw_update(struct adamw *o, size_t off, size_t n, float *w, const float *g, float lr, float weight_decay)
+void adamw_update(struct adamw *o, size_t off, size_t n, float *w, const float *g, float grad_scale, float lr,
+                  float weight_decay)
 {
     /* bias corrections in double from the step count, as torch computes them */
     double bc1 = 1.0 - pow(o->cfg.beta1, (double)o->step);
     double bc2 = 1.0 - pow(o->cfg.beta2, (double)o->step);
-    o->bk->adamw(w + off, g + off, o->m + off, o->v + off, n, lr, o->cfg.beta1, o->cfg.beta2,
+    o->bk->adamw(w + off, g + off, grad_scale, o->m + off, o->v + off, n, lr, o->cfg.beta1, o->cfg.beta2,
                  o->cfg.eps, weight_decay, bc1, sqrt(bc2));
 }
 
 void adamw_step(struct adamw *o, float *w, const float *g, float lr)
 {
     adamw_begin(o);
-    adamw_update(o, 0, o->n, w, g, lr, o->cfg.weight_decay);
+    adamw_update(o, 0, o->n, w, g, 1.0f, lr, o->cfg.weight_decay);
 }
 
 double grad_norm(const struct backend *bk, const float *g, size_t n) { return sqrt(bk->sumsq(g, n)); }
+
+float clip_coef(double norm, double max_norm)
+{
+    double coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? (float)coef : 1.0f;
+}
 
 double clip_grad_norm(const struct backend *bk, float *g, size_t n, double max_norm)
 {
     double norm = grad_norm(bk, g, n);
     if (!isfinite(norm))
         return norm;
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0)
-        bk->scale(g, (float)coef, n);
+    float coef = clip_coef(norm, max_norm);
+    if (coef < 1.0f)
+        bk->scale(g, coef, n);
     return norm;
 }
 

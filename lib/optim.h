@@ -30,9 +30,12 @@ void adamw_free(struct adamw *o);
 /* One step over all n parameters with learning rate lr. */
 void adamw_step(struct adamw *o, float *w, const float *g, float lr);
 /* The same in pieces, e.g. to exempt norms and biases from weight decay:
- * adamw_begin(o); then adamw_update() for every [off, off+n) range once. */
+ * adamw_begin(o); then adamw_update() for every [off, off+n) range once.
+ * The gradient is g * grad_scale: a clipping coefficient (clip_coef) applied
+ * here, in the update's one pass, instead of by a pass of its own. */
 void adamw_begin(struct adamw *o);
-void adamw_update(struct adamw *o, size_t off, size_t n, float *w, const float *g, float lr, float weight_decay);
+void adamw_update(struct adamw *o, size_t off, size_t n, float *w, const float *g, float grad_scale, float lr,
+                  float weight_decay);
 
 /* Trainer state beside a checkpoint (DESIGN.md: a killed run resumes):
  * a safetensors file with adamw.exp_avg [n], adamw.exp_avg_sq [n] and
@@ -42,9 +45,12 @@ int adamw_load(struct adamw *o, const char *path);
 
 /* L2 norm of all n gradients (in double). */
 double grad_norm(const struct backend *bk, const float *g, size_t n);
-/* Scale gradients so that their global norm is at most max_norm (coef =
- * max_norm / (norm + 1e-6), capped at 1, as torch); returns the norm before
- * clipping. A non-finite norm leaves g untouched (the caller must stop). */
+/* torch's clipping coefficient for a gradient of global norm `norm`:
+ * max_norm / (norm + 1e-6), capped at 1, in fp32. */
+float clip_coef(double norm, double max_norm);
+/* Scale gradients by clip_coef so that their global norm is at most
+ * max_norm; returns the norm before clipping. A non-finite norm leaves g
+ * untouched (the caller must stop). */
 double clip_grad_norm(const struct backend *bk, float *g, size_t n, double max_norm);
 
 enum lr_kind { LR_CONSTANT, LR_LINEAR, LR_COSINE };

@@ -264,16 +264,28 @@ static void emit_metrics(struct rec_writer *w, const struct run *r, const struct
         rec_flush(w);
 }
 
-/* Weight decay applies to matrices only, as the Hugging Face Trainer does
- * (biases and norm weights are exempt). */
-static void optimizer_step(struct run *r, double lr)
+static int by_offset(const void *a, const void *b)
 {
-    adamw_begin(r->opt);
-    for (int i = 0; i < r->m->n_params_tensors; i++) {
-        const struct model_param *p = &r->m->params[i];
-        float wd = p->ndim >= 2 ? (float)r->cfg->weight_decay : 0.0f;
-        adamw_update(r->opt, p->offset, p->numel, r->m->w_mem, r->m->g_mem, (float)lr, wd);
+    size_t x = (*(const struct model_param *const *)a)->offset, y = (*(const struct model_param *const *)b)->offset;
+    return (x > y) - (x < y);
+}
+
+void train_adamw_step(struct adamw *o, struct model *m, float lr, float weight_decay, float grad_scale)
+{
+    int n = m->n_params_tensors;
+    const struct model_param **p = rl_malloc((size_t)n * sizeof *p);
+    for (int i = 0; i < n; i++)
+        p[i] = &m->params[i];
+    qsort(p, (size_t)n, sizeof *p, by_offset);
+    adamw_begin(o);
+    for (int i = 0; i < n;) {
+        bool decays = p[i]->ndim >= 2;
+        size_t off = p[i]->offset, end = off + p[i]->numel;
+        for (i++; i < n && p[i]->offset == end && (p[i]->ndim >= 2) == decays; i++)
+            end += p[i]->numel;
+        adamw_update(o, off, end - off, m->w_mem, m->g_mem, grad_scale, lr, decays ? weight_decay : 0.0f);
     }
+    free(p);
 }
 
 /* How many of the step's next examples go into one forward. */
@@ -304,16 +316,15 @@ static int one_step(struct run *r, const size_t *idx, int n, struct rec_writer *
             return rl_err_prefix("step %ld", r->step + 1);
         i += k;
     }
-    const struct backend *bk = r->m->bk;
-    double gnorm = r->cfg->max_grad_norm > 0 ? clip_grad_norm(bk, r->m->g_mem, r->m->n_params, r->cfg->max_grad_norm)
-                                             : grad_norm(bk, r->m->g_mem, r->m->n_params);
+    double gnorm = grad_norm(r->m->bk, r->m->g_mem, r->m->n_params);
     double loss = acc.n ? acc.sum[0] / norm : 0;
     if (!isfinite(loss) || !isfinite(gnorm))
         return rl_err("step %ld: the %s is not finite (loss %g, gradient norm %g); stopping, the last "
                       "checkpoint in %s is kept", r->step + 1, isfinite(loss) ? "gradient" : "loss", loss, gnorm,
                       r->cfg->out_dir);
     double lr = lr_at(&r->sched, r->step);
-    optimizer_step(r, lr);
+    float coef = r->cfg->max_grad_norm > 0 ? clip_coef(gnorm, r->cfg->max_grad_norm) : 1.0f;
+    train_adamw_step(r->opt, r->m, (float)lr, (float)r->cfg->weight_decay, coef);
     if (metrics)
         emit_metrics(metrics, r, &acc, n, norm, gnorm, lr, cli_now() - t0);
     return 0;

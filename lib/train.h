@@ -74,8 +74,13 @@ int train_run(const struct train_cfg *cfg, struct train_task *task, struct rec_w
  * start), then each response keeps its start. rlen[0..n). True if shortened. */
 bool train_fit(int *plen, int *skip, int *rlen, int n, int max_len, int max_prompt);
 
-/* Training data keep their token ids in one growing arena: append n ids to
- * (*ids, *len, *cap) and return the offset they start at. */
+/* The trainers' AdamW step over a model's parameters: weight decay on
+ * matrices only (the Hugging Face Trainer's groups: biases and norm weights
+ * are exempt) and the gradient times grad_scale (clip_coef, or 1). Tensors
+ * adjacent in memory and in the same group share one update, so that a
+ * GPU runs a few long launches, not one per tensor. */
+void train_adamw_step(struct adamw *o, struct model *m, float lr, float weight_decay, float grad_scale);
+
 /* A task's micro-batch buffers (host memory), grown as needed: the packed
  * tokens and targets, d loss / d logp per token, and the sequence lengths. */
 struct train_batch {
@@ -86,6 +91,8 @@ struct train_batch {
 void train_batch_reserve(struct train_batch *b, size_t ntok, size_t nseq);
 void train_batch_free(struct train_batch *b);
 
+/* Training data keep their token ids in one growing arena: append n ids to
+ * (*ids, *len, *cap) and return the offset they start at. */
 size_t train_ids_append(int32_t **ids, size_t *len, size_t *cap, const int32_t *v, int n);
 
 /* FNV-1a over n bytes, continuing from h (TRAIN_HASH_INIT to start): the

@@ -15,8 +15,9 @@ the golden outputs the C model is checked against.
       pairs (prompt_ids, chosen_ids, rejected_ids), ref_logps for generations
       (prompt_ids, response_ids): sums of response-token log-probs.
 
-The AdamW recipe (shared with tests/unit/test_model_parity.c):
-  lr 1e-2, betas (0.9, 0.95), eps 1e-8, weight_decay 0.1, clip_grad_norm 0.05,
+The AdamW recipe (shared with tests/unit/test_model_parity.c), the trainers':
+  lr 1e-2, betas (0.9, 0.95), eps 1e-8, weight_decay 0.1 on matrices and 0 on
+  norm weights and biases (the Hugging Face Trainer's groups), clip_grad_norm 0.05,
   schedule: warmup 3 steps then cosine to 0 at step 10 (HF formulas),
   gradient at step k (0-based) = grad * (1 - 0.3 k) (signs flip after step 3).
 """
@@ -272,7 +273,9 @@ def run(case_dir, out_path):
     # ten AdamW steps on fixed gradients (the recipe in the docstring)
     P = [W[n].detach().clone().requires_grad_(True) for n in names]
     G = [W[n].grad.detach().clone() for n in names]
-    opt = torch.optim.AdamW(P, lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    groups = [{"params": [p for p in P if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in P if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr)
     for k in range(10):
         for p, g0 in zip(P, G):

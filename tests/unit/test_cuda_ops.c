@@ -823,10 +823,13 @@ static void test_adamw(void)
     memcpy(v.c, vh, n * sizeof *vh);
     gpu->upload(v.g, vh, n * sizeof *vh);
     free(vh);
+    /* the gradient scaled (a clipping coefficient) in two of the steps */
+    static const float gscale[3] = {0.37f, 1, 0.0625f};
     for (int step = 1; step <= 3; step++) {
         double bc1 = 1 - pow(0.9, step), bc2s = sqrt(1 - pow(0.95, step));
-        cpu->adamw(w.c, g.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2s);
-        gpu->adamw(w.g, g.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2s);
+        float gs = gscale[step - 1];
+        cpu->adamw(w.c, g.c, gs, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2s);
+        gpu->adamw(w.g, g.g, gs, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2s);
     }
     expect("adamw: weights after 3 steps", &w, 1e-6);
     expect("adamw: first moments", &m, 1e-6);
@@ -1114,9 +1117,9 @@ static void test_params(void)
     same_product("mark_params: ... after scaling them", x, wm, wu, m, n, k);
     for (int part = 0; part < 2; part++) {     /* all of them, then one tensor's worth */
         size_t off = part ? 64 : 0, len = part ? 640 : nw;
-        gpu->adamw(wm + off, g + off, mom + off, mom + nw + off, len, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1, 0.2);
-        gpu->adamw(wu + off, g + off, mom + 2 * nw + off, mom + 3 * nw + off, len, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f,
-                   0.1, 0.2);
+        gpu->adamw(wm + off, g + off, 1, mom + off, mom + nw + off, len, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.1, 0.2);
+        gpu->adamw(wu + off, g + off, 1, mom + 2 * nw + off, mom + 3 * nw + off, len, 1e-2f, 0.9f, 0.95f, 1e-8f,
+                   0.1f, 0.1, 0.2);
         same_product(part ? "mark_params: ... after adamw on part of them"
                           : "mark_params: ... after adamw (the copy written beside the weights)",
                      x, wm, wu, m, n, k);

@@ -1,7 +1,8 @@
 /* The C model against the PyTorch reference (tests/ref/llama_ref.py): for each
  * case of tests/data/golden/ the logits and log-probs (1e-5 relative), every
  * parameter gradient (1e-4 relative norm of the difference), the score head,
- * and ten AdamW steps with clipping and a warmup+cosine schedule (1e-5).
+ * and ten of the trainers' AdamW steps (train_adamw_step: decay on matrices
+ * only, clipping folded in) with a warmup+cosine schedule (1e-5).
  *   test_model_parity [REFDIR [CASEDIR...]]
  *       REFDIR/CASE.safetensors replaces the committed CASE/ref.safetensors
  *       (live runs); CASEDIRs (model + inputs.json) replace the golden cases. */
@@ -16,6 +17,7 @@
 #include "optim.h"
 #include "safetensors.h"
 #include "test_device.h"
+#include "train.h"
 
 static const char *CASES[] = {"mha_untied", "gqa_tied", "qwen2_bias", "llama3_rope", "score_head"};
 
@@ -97,8 +99,8 @@ static void check_adamw(const char *c, struct model *m, const struct st_file *re
         for (size_t j = 0; j < m->n_params; j++)
             gk[j] = g0[j] * (float)(1 - 0.3 * k);
         m->bk->upload(m->g_mem, gk, m->n_params * sizeof *gk);
-        clip_grad_norm(m->bk, m->g_mem, m->n_params, 0.05);
-        adamw_step(o, m->w_mem, m->g_mem, (float)lr_at(&s, k));
+        float coef = clip_coef(grad_norm(m->bk, m->g_mem, m->n_params), 0.05);
+        train_adamw_step(o, m, (float)lr_at(&s, k), cfg.weight_decay, coef);
     }
     free(gk);
     float *wh = host_copy(m->bk, m->w_mem, m->n_params);
@@ -118,7 +120,7 @@ static void check_adamw(const char *c, struct model *m, const struct st_file *re
     }
     free(wh);
     fprintf(stderr, "%s: AdamW weights after ten steps: %.3g\n", c, worst);
-    snprintf(name, sizeof name, "%s: ten AdamW steps (clip, warmup+cosine) within 1e-5", c);
+    snprintf(name, sizeof name, "%s: ten AdamW steps (decay groups, clip, warmup+cosine) within 1e-5", c);
     CHECKF(name, missing == 0 && worst <= 1e-5, "%d missing; worst %.3g", missing, worst);
     adamw_free(o);
     free(g0);

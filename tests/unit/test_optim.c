@@ -1,6 +1,8 @@
 /* AdamW, clipping, schedules and accumulation against hand-computed values
  * (the ten-step comparison with torch.optim.AdamW is in test_model_parity). */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../harness.h"
@@ -66,6 +68,43 @@ static void test_adamw(void)
     adamw_free(o);
 }
 
+/* Clipping folded into the update (the trainers' way) must be the separate
+ * scale-then-step bit for bit: the same fp32 product g * coef feeds both. */
+static void test_clip_folded(void)
+{
+    const struct backend *bk = &backend_cpu;
+    enum { N = 1001 };
+    struct adamw_cfg c = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    struct adamw *a = adamw_new(bk, N, &c), *b = adamw_new(bk, N, &c);
+    static float wa[N], wb[N], ga[N], gb[N];
+    uint64_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        wa[i] = wb[i] = (float)((s >> 40) % 2001) / 1000.0f - 1.0f;
+    }
+    int clipped = 0;
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < N; i++)
+            ga[i] = gb[i] = sinf((float)(i * (k + 1))) * (k == 1 ? 1e-3f : 1.0f);
+        double na = clip_grad_norm(bk, ga, N, 1.0);
+        adamw_step(a, wa, ga, 0.01f);
+        double nb = grad_norm(bk, gb, N);
+        float coef = clip_coef(nb, 1.0);
+        clipped += coef < 1;
+        adamw_begin(b);
+        adamw_update(b, 0, 400, wb, gb, coef, 0.01f, c.weight_decay);
+        adamw_update(b, 400, N - 400, wb, gb, coef, 0.01f, c.weight_decay);
+        CHECK("clip folded: the same norm", na == nb);
+    }
+    CHECK("clip folded: two of three steps clipped", clipped == 2);
+    CHECK("clip folded: weights bit for bit", !memcmp(wa, wb, sizeof wa));
+    CHECK("clip folded: moments bit for bit", !memcmp(a->m, b->m, sizeof wa) && !memcmp(a->v, b->v, sizeof wa));
+    CHECK("clip_coef: capped at 1", clip_coef(0.5, 1.0) == 1.0f && clip_coef(0, 1.0) == 1.0f);
+    CHECK("clip_coef: max / (norm + 1e-6)", clip_coef(4, 1.0) == (float)(1.0 / (4 + 1e-6)));
+    adamw_free(a);
+    adamw_free(b);
+}
+
 static void test_accum(void)
 {
     const struct backend *bk = &backend_cpu;
@@ -110,6 +149,7 @@ int main(void)
     test_schedules();
     test_clip();
     test_adamw();
+    test_clip_folded();
     test_accum();
     return harness_exit();
 }
