@@ -22,39 +22,47 @@ int cuda_act_mode(const char *name)
     return 0;
 }
 
-#define ACT_SETS 16                   /* model_acts of the policy, reference, reward model, ... */
-static struct {
+/* One range per model_acts alive (the policy's, the reference's, the
+ * reward model's, forks...), grown as needed: a fixed table made a
+ * seventeenth model a fatal error. */
+struct act_range {
     const char *p;
     size_t bytes;
-} ranges[ACT_SETS];
+};
+static act_range *ranges;
+static size_t n_ranges, cap_ranges;
 
 bool is_act(const void *p)
 {
     const char *a = (const char *)p;
     if (!acts_bf16 || !a)
         return false;
-    for (auto &r : ranges)
-        if (r.p && a >= r.p && a < r.p + r.bytes)
+    for (size_t i = 0; i < n_ranges; i++)
+        if (a >= ranges[i].p && a < ranges[i].p + ranges[i].bytes)
             return true;
     return false;
 }
 
 void acts_forget(const void *p)
 {
-    for (auto &r : ranges)
-        if (r.p == p)
-            r = {};
+    for (size_t i = 0; i < n_ranges; i++)
+        if (ranges[i].p == p) {
+            ranges[i] = ranges[--n_ranges];
+            return;
+        }
 }
 
 static void cu_mark_acts(const void *p, size_t bytes)
 {
     acts_forget(p);
-    for (auto &r : ranges)
-        if (!r.p) {
-            r = {(const char *)p, bytes};
-            return;
-        }
-    fatal("mark_acts", "more than 16 sets of activations at once");
+    if (n_ranges == cap_ranges) {
+        size_t cap = cap_ranges ? 2 * cap_ranges : 16;
+        act_range *r = (act_range *)realloc(ranges, cap * sizeof(act_range));
+        if (!r)
+            fatal("mark_acts", "out of host memory");
+        ranges = r, cap_ranges = cap;
+    }
+    ranges[n_ranges++] = {(const char *)p, bytes};
 }
 
 /* dst[r][c] (+)= src[r][c] for r < rows, c < cols: a block per row, each

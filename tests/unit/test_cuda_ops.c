@@ -1280,6 +1280,47 @@ static void test_acts_memory(void)
     drop(&a), drop(&back), act_drop(&x), act_drop(&y);
 }
 
+/* More models than the table once held (16 marked ranges were a fatal
+ * error): every range is an activation until it is freed. */
+static void test_acts_many_sets(void)
+{
+    enum { SETS = 40, N = 999 };
+    float *set[SETS], *plain = gpu->alloc(N * sizeof *plain);
+    for (int s = 0; s < SETS; s++) {
+        set[s] = gpu->alloc(N * sizeof(float));
+        gpu->mark_acts(set[s], N * sizeof(uint16_t));
+    }
+    float *h = rand_host(N, 2), *back = rl_malloc(N * sizeof *back);
+    uint16_t *b16 = rl_malloc(N * sizeof *b16);
+    float *src = gpu->alloc(N * sizeof *src);
+    gpu->upload(src, h, N * sizeof *h);
+    int bad = 0;
+    for (int s = 0; s < SETS; s++) {
+        gpu->copy(set[s], src, N);                 /* into an activation: N bf16 values */
+        gpu->download(b16, set[s], N * sizeof *b16);
+        for (int i = 0; i < N; i++)
+            bad += b16[i] != st_f32_to_bf16(h[i]);
+    }
+    CHECKF("bf16 activations: 40 marked sets, each one bf16", bad == 0, "%d values differ", bad);
+    for (int s = 0; s < SETS; s += 2)             /* forget every other one */
+        gpu->free(set[s]);
+    gpu->copy(plain, src, N);                      /* never marked: fp32 */
+    gpu->download(back, plain, N * sizeof *back);
+    CHECK("bf16 activations: an unmarked buffer stays fp32", !memcmp(back, h, N * sizeof *h));
+    bad = 0;
+    for (int s = 1; s < SETS; s += 2) {
+        gpu->copy(set[s], plain, N);
+        gpu->download(b16, set[s], N * sizeof *b16);
+        for (int i = 0; i < N; i++)
+            bad += b16[i] != st_f32_to_bf16(h[i]);
+    }
+    CHECKF("bf16 activations: the sets left after freeing half stay bf16", bad == 0, "%d values differ", bad);
+    for (int s = 1; s < SETS; s += 2)
+        gpu->free(set[s]);
+    gpu->free(src), gpu->free(plain);
+    free(h), free(back), free(b16);
+}
+
 static void test_acts_matmul(void)
 {
     double tol = gemm_tol + 1e-2;
@@ -1607,6 +1648,7 @@ static void test_acts(void)
     arena = gpu->alloc(arena_cap);
     gpu->mark_acts(arena, arena_cap);
     test_acts_memory();
+    test_acts_many_sets();
     arena_used = 0;
     test_acts_matmul();
     arena_used = 0;
