@@ -291,7 +291,52 @@ int model_save(const struct model *m, const char *dir)
     return rc;
 }
 
-void model_zero_grad(struct model *m) { m->bk->zero(m->g_mem, m->n_params); }
+static int by_offset(const void *a, const void *b)
+{
+    size_t x = (*(const struct model_param *const *)a)->offset, y = (*(const struct model_param *const *)b)->offset;
+    return (x > y) - (x < y);
+}
+
+void model_param_runs(const struct model *m, int (*group)(const struct model_param *p),
+                      void (*fn)(void *ctx, size_t off, size_t n, int group), void *ctx)
+{
+    int n = m->n_params_tensors;
+    const struct model_param **p = rl_malloc((size_t)(n ? n : 1) * sizeof *p);
+    for (int i = 0; i < n; i++)
+        p[i] = &m->params[i];
+    qsort(p, (size_t)n, sizeof *p, by_offset);     /* biases are laid out after the rest */
+    for (int i = 0; i < n;) {
+        int g = group(p[i]);
+        size_t off = p[i]->offset, end = off + p[i]->numel;
+        for (i++; i < n && p[i]->offset == end && group(p[i]) == g; i++)
+            end += p[i]->numel;
+        fn(ctx, off, end - off, g);
+    }
+    free(p);
+}
+
+/* The tensors whose first gradient in a backward is one product over all
+ * of them (model_bwd.c layer_backward: q|k|v, o, gate|up, down). */
+static int written_by_backward(const struct model_param *p)
+{
+    switch (p->role) {
+    case HF_Q: case HF_K: case HF_V: case HF_O: case HF_GATE: case HF_UP: case HF_DOWN:
+        return 1;
+    default:
+        return 0;
+    }
+}
+static void zero_run(void *ctx, size_t off, size_t n, int written)
+{
+    struct model *m = ctx;
+    if (!written)
+        m->bk->zero(m->g_mem + off, n);
+}
+void model_zero_grad(struct model *m)
+{
+    model_param_runs(m, written_by_backward, zero_run, m);
+    m->grad_unwritten = true;
+}
 
 /* ---- RoPE ----
  * inv_freq and the angles are formed in fp32 exactly as Hugging Face does

@@ -81,6 +81,7 @@ struct model {
     int n_params_tensors;
     size_t n_params;           /* floats in w_mem (and g_mem): weights, then biases */
     float *w_mem, *g_mem;      /* one allocation each */
+    bool grad_unwritten;       /* model_zero_grad has left the layers' matrices to the next backward */
     struct model_tensors w, g;
 
     /* RoPE tables [rope_len][hd/2] */
@@ -122,7 +123,19 @@ int model_forward(struct model *m, const struct model_batch *b, int flags);
  * d loss / d score (score head; may be NULL), dhidden [T, H] = d loss / d
  * last hidden states (may be NULL). */
 int model_backward(struct model *m, const float *dlogp, const float *dscore, const float *dhidden);
+/* Start a new gradient: the next model_backward's results are the
+ * gradient, later ones add to it. The layers' matrices (most of the
+ * parameters) are not cleared here: that backward's weight-gradient
+ * products write them rather than add to zeros, which saves a pass over
+ * them and each product's read of its output. So until a backward has run,
+ * their part of g_mem is undefined. */
 void model_zero_grad(struct model *m);
+
+/* fn(ctx, off, n, group) for each run of parameter tensors adjacent in
+ * w_mem / g_mem on which group() agrees, in memory order: a few long
+ * calls (a GPU's launches) over the flat arrays instead of one a tensor. */
+void model_param_runs(const struct model *m, int (*group)(const struct model_param *p),
+                      void (*fn)(void *ctx, size_t off, size_t n, int group), void *ctx);
 
 /* Sequence log-probs, batched: out[i] = sum over t of log p(resp[i][t] |
  * prompt[i], resp[i][<t]) (the prompt masked; 0 for an empty response).

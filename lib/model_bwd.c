@@ -1,6 +1,7 @@
 /* The backward pass: the forward of model_fwd.c read bottom to top. Each
  * step turns the gradient of its output into the gradient of its input and
- * adds its parameters' gradients into m->g (so micro-batches accumulate).
+ * adds its parameters' gradients into m->g (so micro-batches accumulate;
+ * after model_zero_grad the layers' matrices are written, not added to).
  * The LM head recomputes its logits chunk by chunk from the saved final hidden
  * states and logsumexps instead of keeping [tokens x vocab] logits. */
 #include <math.h>
@@ -10,13 +11,15 @@
 #include "model_impl.h"
 
 /* Backward of out = in @ w^T + b: din (= or += by beta) dout @ w,
- * dw += dout^T @ in, db += column sums of dout. */
+ * dw (= or +=, by m->grad_unwritten) dout^T @ in, db += column sums of dout. */
 static void linear_bwd(const struct model *m, float *din, float beta, float *dw, float *db,
                        const float *dout, const float *in, const float *w, int n, int d_in, int d_out)
 {
     const struct backend *bk = m->bk;
+    /* the step's first backward writes dw (model_zero_grad left it) */
+    float dw_beta = m->grad_unwritten ? 0.0f : 1.0f;
     bk->matmul(false, false, n, d_in, d_out, 1.0f, dout, d_out, w, d_in, beta, din, d_in);
-    bk->matmul(true, false, d_out, d_in, n, 1.0f, dout, d_out, in, d_in, 1.0f, dw, d_in);
+    bk->matmul(true, false, d_out, d_in, n, 1.0f, dout, d_out, in, d_in, dw_beta, dw, d_in);
     if (db)
         bk->bias_bwd(db, dout, n, d_out);
 }
@@ -132,5 +135,6 @@ int model_backward(struct model *m, const float *dlogp, const float *dscore, con
     for (int l = m->L - 1; l >= 0; l--)
         layer_backward(m, l, a->dx);
     bk->embed_bwd(m->g.embed, a->dx, a->d_tokens, T, H);
+    m->grad_unwritten = false;
     return 0;
 }

@@ -264,28 +264,24 @@ static void emit_metrics(struct rec_writer *w, const struct run *r, const struct
         rec_flush(w);
 }
 
-static int by_offset(const void *a, const void *b)
+static int decays(const struct model_param *p) { return p->ndim >= 2; }
+
+struct adamw_run {
+    struct adamw *o;
+    struct model *m;
+    float lr, weight_decay, grad_scale;
+};
+static void adamw_run(void *ctx, size_t off, size_t n, int decayed)
 {
-    size_t x = (*(const struct model_param *const *)a)->offset, y = (*(const struct model_param *const *)b)->offset;
-    return (x > y) - (x < y);
+    struct adamw_run *r = ctx;
+    adamw_update(r->o, off, n, r->m->w_mem, r->m->g_mem, r->grad_scale, r->lr, decayed ? r->weight_decay : 0.0f);
 }
 
 void train_adamw_step(struct adamw *o, struct model *m, float lr, float weight_decay, float grad_scale)
 {
-    int n = m->n_params_tensors;
-    const struct model_param **p = rl_malloc((size_t)n * sizeof *p);
-    for (int i = 0; i < n; i++)
-        p[i] = &m->params[i];
-    qsort(p, (size_t)n, sizeof *p, by_offset);
+    struct adamw_run r = {o, m, lr, weight_decay, grad_scale};
     adamw_begin(o);
-    for (int i = 0; i < n;) {
-        bool decays = p[i]->ndim >= 2;
-        size_t off = p[i]->offset, end = off + p[i]->numel;
-        for (i++; i < n && p[i]->offset == end && (p[i]->ndim >= 2) == decays; i++)
-            end += p[i]->numel;
-        adamw_update(o, off, end - off, m->w_mem, m->g_mem, grad_scale, lr, decays ? weight_decay : 0.0f);
-    }
-    free(p);
+    model_param_runs(m, decays, adamw_run, &r);
 }
 
 /* How many of the step's next examples go into one forward. */

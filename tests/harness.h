@@ -51,6 +51,10 @@ __attribute__((unused, format(printf, 1, 2))) static const char *harness_name(co
 #define CHECKF(name, cond, ...) harness_report(!!(cond), (name), __VA_ARGS__)
 
 /* max |a-b| / max(1, max|b|): a normalized error for comparing tensors */
+/* Whether error e replaces the worst so far: NaN is the worst of all and
+ * stays (`!(e <= worst)` let the next finite error replace a NaN). */
+static inline int harness_worse(double e, double worst) { return worst == worst && (e != e || e > worst); }
+
 static inline double harness_max_rel_err(const float *a, const float *b, size_t n)
 {
     double diff = 0, scale = 1;

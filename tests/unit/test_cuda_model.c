@@ -18,6 +18,7 @@
 #include "err.h"
 #include "model.h"
 #include "rng.h"
+#include "test_device.h"
 #include "weights_layout.h"
 
 static double tol;
@@ -101,8 +102,8 @@ static void check_training(struct model *mc, struct model *mg, struct rng *R, co
     float *dc = rl_malloc(T * sizeof *dc), *dg = rl_malloc(T * sizeof *dg);
     double lc = dpo_loss(mc, dc), lg = dpo_loss(mg, dg);
     CHECKF(harness_name("DPO loss of two pairs (%s)", how), fabs(lc - lg) <= tol * fabs(lc), "%.9g vs %.9g", lg, lc);
-    model_zero_grad(mc);
-    model_zero_grad(mg);
+    zero_grad_poisoned(mc);
+    zero_grad_poisoned(mg);
     /* the same d/dlogp on both sides: the backward alone is compared */
     rc = model_backward(mc, dc, NULL, NULL) || model_backward(mg, dc, NULL, NULL);
     CHECKF(harness_name("backward on both devices (%s)", how), rc == 0, "%s", rl_errmsg());
@@ -114,7 +115,7 @@ static void check_training(struct model *mc, struct model *mg, struct rng *R, co
     for (int i = 0; i < mc->n_params_tensors; i++) {
         const struct model_param *p = &mc->params[i];
         double ei = rel_norm(gg + p->offset, gc + p->offset, p->numel);
-        if (!(ei <= worst)) {
+        if (harness_worse(ei, worst)) {
             worst = ei;
             wn = p->name;
         }
@@ -154,7 +155,7 @@ static void check_generation(struct model *mc, struct model *mg, struct rng *R)
         }
         rc = model_step(mc, cc, ALL, slots, ntok, next, lc) || model_step(mg, cg, ALL, slots, ntok, next, lg);
         double ek = rel_norm(lg, lc, (size_t)ALL * V);
-        worst = ek > worst ? ek : worst;
+        worst = harness_worse(ek, worst) ? ek : worst;
     }
     CHECKF("KV cache: five batched decode steps, one slot a fork of another", !rc && worst <= gen_tol, "%s %.3g",
            rc ? rl_errmsg() : "", worst);

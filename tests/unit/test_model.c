@@ -128,7 +128,7 @@ static void test_kv_cache(const char *c)
         int one = 1;
         rc = model_step(m, kv, 1, &slot, &one, seq + t, out);
         double e = harness_max_rel_err(out, full + (size_t)t * V, V);
-        if (!(e <= worst))
+        if (harness_worse(e, worst))
             worst = e;
     }
     snprintf(name, sizeof name, "%s: prefill + decode logits == full forward (1e-5)", c);

@@ -68,7 +68,7 @@ static void check_grads(const char *c, struct model *m, const struct st_file *re
             continue;
         }
         double e = rel_norm(grad + p->offset, g, p->numel);
-        if (!(e <= worst)) {
+        if (harness_worse(e, worst)) {
             worst = e;
             worst_name = p->name;
         }
@@ -115,7 +115,7 @@ static void check_adamw(const char *c, struct model *m, const struct st_file *re
             continue;
         }
         double e = harness_max_rel_err(wh + p->offset, w, p->numel);
-        if (!(e <= worst))
+        if (harness_worse(e, worst))
             worst = e;
     }
     free(wh);
@@ -166,7 +166,7 @@ static void run_case(const char *golden, const char *refdir, const char *c)
         snprintf(name, sizeof name, "%s: per-token log-probs within 1e-5", c);
         CHECKF(name, e2 <= 1e-5, "max rel err %.3g", e2);
         const float *dlogp = ref_tensor(ref, "dlogp", T);
-        model_zero_grad(m);
+        zero_grad_poisoned(m);
         rc = dlogp ? model_backward(m, dlogp, NULL, NULL) : -1;
         snprintf(name, sizeof name, "%s: backward from d loss / d logp", c);
         CHECKF(name, rc == 0, "%s", dlogp ? rl_errmsg() : "no dlogp in the reference");
@@ -177,7 +177,7 @@ static void run_case(const char *golden, const char *refdir, const char *c)
         fprintf(stderr, "%s: scores %.3g\n", c, e);
         snprintf(name, sizeof name, "%s: scores within 1e-5", c);
         CHECKF(name, e <= 1e-5, "max rel err %.3g", e);
-        model_zero_grad(m);
+        zero_grad_poisoned(m);
         rc = ds ? model_backward(m, NULL, ds, NULL) : -1;
         snprintf(name, sizeof name, "%s: backward from d loss / d score", c);
         CHECKF(name, rc == 0, "%s", ds ? rl_errmsg() : "no dscore in the reference");

@@ -50,7 +50,7 @@ static double compare_grads(struct model *m, struct st_file *exp, const char *ca
         }
         free(want);
         double rel = sqrt(d) / fmax(sqrt(s), 1e-30);
-        if (rel > worst || rel != rel) {
+        if (harness_worse(rel, worst)) {
             worst = rel;
             snprintf(worst_name, wn, "%s", p->name);
         }
@@ -148,7 +148,7 @@ static void test_rm(const char *root)
     st_read_f32(exp, "rm.scores", ws, 1, shape);
     for (size_t k = 0; k < 2 * pairs.n; k++) {
         double e = fabs(alone[k] - ws[k]) / fmax(1, fabs(ws[k]));
-        if (e > worst) worst = e;
+        if (harness_worse(e, worst)) worst = e;
         if (alone[k] != batch[k]) diff_batch++;
     }
     CHECKF("rewards of unequal-length sequences equal torch within 1e-5", want && worst < 1e-5, "worst %.3g", worst);
