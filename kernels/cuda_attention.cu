@@ -266,47 +266,67 @@ static void attention_bwd_f32(float *dq, int q_stride, const float *dout, int do
  * of its queries (and its forward output and dO), of keys and values that
  * are activations (training's; a KV cache keeps its own handling), and
  * fp32 outputs, narrowed into the activations after it. An fp32 region
- * of the call's rows, one sequence's keys: */
-struct act_region {
-    float *f32;
-    const float *src;                /* the activation (bf16) it copies, or NULL */
-    long long ld;                    /* the activation's row pitch, in elements */
-    size_t rows;
-    int cols;
-};
-/* The region of rows [0, rows) x cols of activation src (ld apart), at *ws */
-static act_region region(float **ws, const float *src, long long ld, size_t rows, int cols, bool widen)
+ * of one sequence's keys: rows [0, rows) x cols of activation src (ld
+ * apart), at *ws */
+static float *region(float **ws, const float *src, long long ld, size_t rows, int cols, bool widen)
 {
-    act_region r = {*ws, src, ld, rows, cols};
+    float *f32 = *ws;
     *ws += rows * cols;
     if (widen)
-        act_widen(r.f32, cols, src, ld, rows, cols);
-    return r;
-}
-/* narrow rows [row, row + n) of r back into its activation (add: +=) */
-static void narrow_rows(const act_region &r, size_t row, size_t n, bool add)
-{
-    act_narrow((unsigned short *)r.src + row * r.ld, r.ld, r.f32 + row * r.cols, r.cols, n, r.cols, add);
-}
-/* The rows [lo, hi) the sequences span: they are renumbered from lo, so
- * that the fp32 copies hold those rows only (the rows of sequences on
- * other routes below them are not widened), and the call's activations
- * are taken from row lo by act_from. Returns hi - lo. */
-static size_t span_rows(struct bk_attn_seq *s, int n_seq, size_t *lo)
-{
-    size_t a = n_seq ? (size_t)s[0].row : 0, b = 0;
-    for (int i = 0; i < n_seq; i++) {
-        a = std::min(a, (size_t)s[i].row);
-        b = std::max(b, (size_t)(s[i].row + s[i].n));
-    }
-    for (int i = 0; i < n_seq; i++)
-        s[i].row -= (int)a;
-    *lo = a;
-    return b - a;
+        act_widen(f32, cols, src, ld, rows, cols);
+    return f32;
 }
 static inline const float *act_from(const float *x, long long ld, size_t lo)
 {
     return (const float *)((const unsigned short *)x + lo * ld);
+}
+/* The copies of the queries' side (q, out, dO, dQ) hold the rows of the
+ * call's sequences only, back to back: pack_rows renumbers them from 0 and
+ * keeps each one's activation row in from[i]. A span from the first to the
+ * last would also hold the rows of the sequences on other routes between
+ * them, in a packed batch most of it (its size was the batch's, not the
+ * call's, and outside the model's memory budget). */
+static size_t pack_rows(struct bk_attn_seq *s, int n_seq, int *from)
+{
+    size_t rows = 0;
+    for (int i = 0; i < n_seq; i++) {
+        from[i] = s[i].row;
+        s[i].row = (int)rows;
+        rows += (size_t)s[i].n;
+    }
+    return rows;
+}
+/* f(packed row, activation row, rows) for each run of sequences whose
+ * activation rows follow one another (a decode step's are one run): one
+ * conversion a run, not one a sequence */
+template <class F> static void seq_runs(const struct bk_attn_seq *s, const int *from, int n_seq, F f)
+{
+    for (int i = 0, j; i < n_seq; i = j) {
+        size_t rows = (size_t)s[i].n;
+        for (j = i + 1; j < n_seq && from[j] == from[j - 1] + s[j - 1].n; j++)
+            rows += (size_t)s[j].n;
+        f((size_t)s[i].row, (size_t)from[i], rows);
+    }
+}
+/* The packed rows of activation src (ld apart) at *ws, widened or not */
+static float *packed_region(float **ws, const float *src, long long ld, int cols, const struct bk_attn_seq *s,
+                            const int *from, int n_seq, size_t rows, bool widen)
+{
+    float *f32 = *ws;
+    *ws += rows * cols;
+    if (widen)
+        seq_runs(s, from, n_seq, [&](size_t p, size_t a, size_t n) {
+            act_widen(f32 + p * cols, cols, act_from(src, ld, a), ld, n, cols);
+        });
+    return f32;
+}
+/* ... and the packed rows narrowed back into it */
+static void narrow_packed(const float *dst, long long ld, const float *f32, int cols, const struct bk_attn_seq *s,
+                          const int *from, int n_seq)
+{
+    seq_runs(s, from, n_seq, [&](size_t p, size_t a, size_t n) {
+        act_narrow((unsigned short *)dst + a * ld, ld, f32 + p * cols, cols, n, cols, false);
+    });
 }
 /* The backward's fp32 copies of the sequences' activation keys and values
  * at *ws, and zeroed dk, dv: a host copy of s pointing at them */
@@ -320,10 +340,10 @@ static struct bk_attn_seq *acts_kv(const struct bk_attn_seq *s, int n_seq, int k
         if (!is_act(s[i].k))
             continue;
         size_t ctx = (size_t)s[i].pos + s[i].n;
-        w[i].k = region(ws, s[i].k, s[i].kv_stride, ctx, kvd, true).f32;
-        w[i].v = region(ws, s[i].v, s[i].kv_stride, ctx, kvd, true).f32;
-        w[i].dk = region(ws, s[i].dk, s[i].kv_stride, ctx, kvd, false).f32;
-        w[i].dv = region(ws, s[i].dv, s[i].kv_stride, ctx, kvd, false).f32;
+        w[i].k = region(ws, s[i].k, s[i].kv_stride, ctx, kvd, true);
+        w[i].v = region(ws, s[i].v, s[i].kv_stride, ctx, kvd, true);
+        w[i].dk = region(ws, s[i].dk, s[i].kv_stride, ctx, kvd, false);
+        w[i].dv = region(ws, s[i].dv, s[i].kv_stride, ctx, kvd, false);
         CU(cudaMemsetAsync(w[i].dk, 0, 2 * ctx * kvd * sizeof(float), 0));
         w[i].kv_stride = kvd;
     }
@@ -368,14 +388,17 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     int nd = attn_split_decodes(out, out_stride, q, q_stride, o, no, n_heads, n_kv, hd, scale);
     /* the rest through fp32 copies of q and out */
     struct bk_attn_seq *r = o + nd;
-    int nr = no - nd;
-    size_t lo, rows = span_rows(r, nr, &lo), qw = (size_t)n_heads * hd;
+    int nr = no - nd, qw = n_heads * hd;
+    int *from = (int *)malloc((size_t)(nr ? nr : 1) * sizeof *from);
+    if (!from)
+        fatal("attention", "out of host memory");
+    size_t rows = pack_rows(r, nr, from);
     float *ws = (float *)workspace(WS_ACT32, 2 * rows * qw * sizeof(float));
-    act_region q32 = region(&ws, act_from(q, q_stride, lo), q_stride, rows, (int)qw, true);
-    act_region o32 = region(&ws, act_from(out, out_stride, lo), out_stride, rows, (int)qw, false);
-    attention_f32(o32.f32, (int)qw, q32.f32, (int)qw, r, nr, n_heads, n_kv, hd, scale);
-    for (int i = 0; i < nr; i++)
-        narrow_rows(o32, r[i].row, r[i].n, false);
+    float *q32 = packed_region(&ws, q, q_stride, qw, r, from, nr, rows, true);
+    float *o32 = packed_region(&ws, out, out_stride, qw, r, from, nr, rows, false);
+    attention_f32(o32, qw, q32, qw, r, nr, n_heads, n_kv, hd, scale);
+    narrow_packed(out, out_stride, o32, qw, r, from, nr);
+    free(from);
     free(o);
     free(w);
 }
@@ -404,17 +427,21 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     attn_tc_bwd(dq, q_stride, dout, dout_stride, q, out, out_stride, t, nt, n_heads, n_kv, hd, scale);
     free(t);
     struct bk_attn_seq *o = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &no, true);
-    size_t lo, rows = span_rows(o, no, &lo), qw = (size_t)n_heads * hd;
+    int qw = n_heads * hd;
+    int *from = (int *)malloc((size_t)(no ? no : 1) * sizeof *from);
+    if (!from)
+        fatal("attention_bwd", "out of host memory");
+    size_t rows = pack_rows(o, no, from);
     float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(o, no, kvd)) * sizeof(float));
-    act_region q32 = region(&ws, act_from(q, q_stride, lo), q_stride, rows, (int)qw, true);
-    act_region o32 = region(&ws, act_from(out, out_stride, lo), out_stride, rows, (int)qw, true);
-    act_region do32 = region(&ws, act_from(dout, dout_stride, lo), dout_stride, rows, (int)qw, true);
-    act_region dq32 = region(&ws, act_from(dq, q_stride, lo), q_stride, rows, (int)qw, false);
+    float *q32 = packed_region(&ws, q, q_stride, qw, o, from, no, rows, true);
+    float *o32 = packed_region(&ws, out, out_stride, qw, o, from, no, rows, true);
+    float *do32 = packed_region(&ws, dout, dout_stride, qw, o, from, no, rows, true);
+    float *dq32 = packed_region(&ws, dq, q_stride, qw, o, from, no, rows, false);
     struct bk_attn_seq *w = acts_kv(o, no, kvd, &ws);
-    attention_bwd_f32(dq32.f32, (int)qw, do32.f32, (int)qw, q32.f32, o32.f32, (int)qw, w, no, n_heads, n_kv, hd,
-                      scale);
+    attention_bwd_f32(dq32, qw, do32, qw, q32, o32, qw, w, no, n_heads, n_kv, hd, scale);
+    narrow_packed(dq, q_stride, dq32, qw, o, from, no);
+    free(from);
     for (int i = 0; i < no; i++) {
-        narrow_rows(dq32, o[i].row, o[i].n, false);
         if (!is_act(o[i].k))
             continue;
         size_t ctx = (size_t)o[i].pos + o[i].n;
