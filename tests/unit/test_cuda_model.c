@@ -186,7 +186,10 @@ int main(void)
     config_defaults(&c, ARCH_LLAMA, HEAD_LM);
     c.hidden_size = 96;
     c.intermediate_size = 256;
-    c.num_hidden_layers = 3;
+    /* RL_TEST_LAYERS: deeper, to see bf16 error grow with depth (22 is
+     * TinyLlama's: tests/gpu/run checks that depth too) */
+    const char *layers = getenv("RL_TEST_LAYERS");
+    c.num_hidden_layers = layers && atoi(layers) > 0 ? atoi(layers) : 3;
     c.num_attention_heads = 6;
     c.num_key_value_heads = 2;
     c.head_dim = 64;                 /* the tensor-core attention's (bf16 mode) */
