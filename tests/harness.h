@@ -54,6 +54,8 @@ __attribute__((unused, format(printf, 1, 2))) static const char *harness_name(co
 /* Whether error e replaces the worst so far: NaN is the worst of all and
  * stays (`!(e <= worst)` let the next finite error replace a NaN). */
 static inline int harness_worse(double e, double worst) { return worst == worst && (e != e || e > worst); }
+/* The larger of the two as an error: fmax would drop a NaN */
+static inline double harness_max(double worst, double e) { return harness_worse(e, worst) ? e : worst; }
 
 static inline double harness_max_rel_err(const float *a, const float *b, size_t n)
 {

@@ -71,6 +71,7 @@ for case, cfg in (("gqa", "tiny-llama.json"), ("qwen2", "tiny-qwen2.json")):
                          run([os.path.join(BIN, "rl-gen"), "-q", "-m", d, "-n", "3", "--max-new-tokens", "10",
                               "--max-prompt-tokens", "64", "--seed", "4"], inp)))
     diffs = [abs(a - b) for r in scored for a, b in zip(r["logps"], r["ref_logps"])]
-    report(max(diffs) < 1e-4, "%s: logps equal rl-logp's for the sampled ids (max diff %.2g)" % (case, max(diffs)),
+    ok = bool(diffs) and all(d < 1e-4 for d in diffs)    # a NaN fails (max() would skip it)
+    report(ok, "%s: logps equal rl-logp's for the sampled ids (max diff %.2g)" % (case, max(diffs, default=0)),
            str(diffs))
 sys.exit(1 if failed else 0)

@@ -157,7 +157,7 @@ static void test_kv_cache(const char *c)
         rc = model_forward(m, &bk, MODEL_LOGITS);
         double e1 = harness_max_rel_err(got + (size_t)k * V, m->logits + (size_t)4 * V, V);
         double e2 = harness_max_rel_err(out + (size_t)k * V, m->logits + (size_t)6 * V, V);
-        worst = fmax(worst, fmax(e1, e2));
+        worst = harness_max(worst, harness_max(e1, e2));
     }
     snprintf(name, sizeof name, "%s: forked prompt cache, 3 continuations == full forwards (1e-5)", c);
     CHECKF(name, rc == 0 && worst <= 1e-5, "rc %d (%s), worst %.3g", rc, rl_errmsg(), worst);

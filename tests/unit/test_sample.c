@@ -53,7 +53,7 @@ static void check_config(const char *name, struct sampler c, int draws)
     reference(&c, want);
     sample_distribution(&c, logits, V, &s, got);
     double err = 0;
-    for (int i = 0; i < V; i++) err = fmax(err, fabs(want[i] - got[i]));
+    for (int i = 0; i < V; i++) err = harness_max(err, fabs(want[i] - got[i]));
     char label[160];
     snprintf(label, sizeof label, "%s: distribution equals the reference", name);
     CHECKF(label, err < 1e-12, "max difference %g", err);
@@ -67,7 +67,7 @@ static void check_config(const char *name, struct sampler c, int draws)
     int zero_violations = 0;
     for (int i = 0; i < V; i++) {
         double f = (double)count[i] / draws, sd = sqrt(want[i] * (1 - want[i]) / draws) + 1e-12;
-        worst = fmax(worst, fabs(f - want[i]) / sd);
+        worst = harness_max(worst, fabs(f - want[i]) / sd);
         zero_violations += want[i] == 0 && count[i] > 0;
     }
     snprintf(label, sizeof label, "%s: %d draws match it (within 5 sigma), dropped tokens never drawn", name, draws);
