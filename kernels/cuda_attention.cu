@@ -281,20 +281,23 @@ static inline const float *act_from(const float *x, long long ld, size_t lo)
     return (const float *)((const unsigned short *)x + lo * ld);
 }
 /* The copies of the queries' side (q, out, dO, dQ) hold the rows of the
- * call's sequences only, back to back: pack_rows renumbers them from 0 and
- * keeps each one's activation row in from[i]. A span from the first to the
- * last would also hold the rows of the sequences on other routes between
- * them, in a packed batch most of it (its size was the batch's, not the
- * call's, and outside the model's memory budget). */
-static size_t pack_rows(struct bk_attn_seq *s, int n_seq, int *from)
+ * call's sequences only, back to back: pack_rows renumbers them from 0
+ * (*rows in all) and returns each one's activation row, malloc'd. A span
+ * from the first to the last would also hold the rows of the sequences on
+ * other routes between them, in a packed batch most of it (its size was
+ * the batch's, not the call's, and outside the model's memory budget). */
+static int *pack_rows(struct bk_attn_seq *s, int n_seq, size_t *rows)
 {
-    size_t rows = 0;
+    int *from = (int *)malloc((size_t)(n_seq ? n_seq : 1) * sizeof *from);
+    if (!from)
+        fatal("attention", "out of host memory");
+    *rows = 0;
     for (int i = 0; i < n_seq; i++) {
         from[i] = s[i].row;
-        s[i].row = (int)rows;
-        rows += (size_t)s[i].n;
+        s[i].row = (int)*rows;
+        *rows += (size_t)s[i].n;
     }
-    return rows;
+    return from;
 }
 /* f(packed row, activation row, rows) for each run of sequences whose
  * activation rows follow one another (a decode step's are one run): one
@@ -389,10 +392,8 @@ static void cu_attention(float *out, int out_stride, const float *q, int q_strid
     /* the rest through fp32 copies of q and out */
     struct bk_attn_seq *r = o + nd;
     int nr = no - nd, qw = n_heads * hd;
-    int *from = (int *)malloc((size_t)(nr ? nr : 1) * sizeof *from);
-    if (!from)
-        fatal("attention", "out of host memory");
-    size_t rows = pack_rows(r, nr, from);
+    size_t rows;
+    int *from = pack_rows(r, nr, &rows);
     float *ws = (float *)workspace(WS_ACT32, 2 * rows * qw * sizeof(float));
     float *q32 = packed_region(&ws, q, q_stride, qw, r, from, nr, rows, true);
     float *o32 = packed_region(&ws, out, out_stride, qw, r, from, nr, rows, false);
@@ -428,10 +429,8 @@ static void cu_attention_bwd(float *dq, int q_stride, const float *dout, int dou
     free(t);
     struct bk_attn_seq *o = seqs_by_route(s, n_seq, n_heads, hd, true, BY_TC, &no, true);
     int qw = n_heads * hd;
-    int *from = (int *)malloc((size_t)(no ? no : 1) * sizeof *from);
-    if (!from)
-        fatal("attention_bwd", "out of host memory");
-    size_t rows = pack_rows(o, no, from);
+    size_t rows;
+    int *from = pack_rows(o, no, &rows);
     float *ws = (float *)workspace(WS_ACT32, (4 * rows * qw + acts_kv_floats(o, no, kvd)) * sizeof(float));
     float *q32 = packed_region(&ws, q, q_stride, qw, o, from, no, rows, true);
     float *o32 = packed_region(&ws, out, out_stride, qw, o, from, no, rows, true);

@@ -61,7 +61,9 @@ static void layout_params(struct model *m)
 {
     m->n_params_tensors = hf_tensor_count(&m->cfg);
     m->params = rl_calloc(m->n_params_tensors, sizeof *m->params);
+    m->by_offset = rl_calloc(m->n_params_tensors, sizeof *m->by_offset);
     m->n_params = 0;
+    int placed = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < m->n_params_tensors; i++) {
             struct hf_tensor h;
@@ -79,6 +81,7 @@ static void layout_params(struct model *m)
             p->role = h.role;
             p->layer = h.layer;
             m->n_params += p->numel;
+            m->by_offset[placed++] = i;
         }
 }
 
@@ -207,6 +210,7 @@ void model_close(struct model *m)
     m->bk->free(m->rope_cos);
     m->bk->free(m->rope_sin);
     free(m->params);
+    free(m->by_offset);
     free(m->w.layer);
     free(m->g.layer);
     free(m);
@@ -291,28 +295,22 @@ int model_save(const struct model *m, const char *dir)
     return rc;
 }
 
-static int by_offset(const void *a, const void *b)
-{
-    size_t x = (*(const struct model_param *const *)a)->offset, y = (*(const struct model_param *const *)b)->offset;
-    return (x > y) - (x < y);
-}
-
 void model_param_runs(const struct model *m, int (*group)(const struct model_param *p),
                       void (*fn)(void *ctx, size_t off, size_t n, int group), void *ctx)
 {
     int n = m->n_params_tensors;
-    const struct model_param **p = rl_malloc((size_t)(n ? n : 1) * sizeof *p);
-    for (int i = 0; i < n; i++)
-        p[i] = &m->params[i];
-    qsort(p, (size_t)n, sizeof *p, by_offset);     /* biases are laid out after the rest */
     for (int i = 0; i < n;) {
-        int g = group(p[i]);
-        size_t off = p[i]->offset, end = off + p[i]->numel;
-        for (i++; i < n && p[i]->offset == end && group(p[i]) == g; i++)
-            end += p[i]->numel;
+        const struct model_param *first = &m->params[m->by_offset[i]];
+        int g = group(first);
+        size_t off = first->offset, end = off + first->numel;
+        for (i++; i < n; i++) {
+            const struct model_param *p = &m->params[m->by_offset[i]];
+            if (p->offset != end || group(p) != g)
+                break;
+            end += p->numel;
+        }
         fn(ctx, off, end - off, g);
     }
-    free(p);
 }
 
 /* The tensors whose first gradient in a backward is one product over all

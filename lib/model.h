@@ -78,6 +78,7 @@ struct model {
     int H, ffn, L, V, n_heads, n_kv, hd, q_dim, kv_dim, qkv_dim;   /* qkv_dim = q_dim + 2 kv_dim */
 
     struct model_param *params;
+    int *by_offset;            /* params' indices in memory order (biases are laid out after the rest) */
     int n_params_tensors;
     size_t n_params;           /* floats in w_mem (and g_mem): weights, then biases */
     float *w_mem, *g_mem;      /* one allocation each */

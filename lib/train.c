@@ -266,20 +266,20 @@ static void emit_metrics(struct rec_writer *w, const struct run *r, const struct
 
 static int decays(const struct model_param *p) { return p->ndim >= 2; }
 
-struct adamw_run {
+struct adamw_step_args {
     struct adamw *o;
     struct model *m;
     float lr, weight_decay, grad_scale;
 };
 static void adamw_run(void *ctx, size_t off, size_t n, int decayed)
 {
-    struct adamw_run *r = ctx;
+    const struct adamw_step_args *r = ctx;
     adamw_update(r->o, off, n, r->m->w_mem, r->m->g_mem, r->grad_scale, r->lr, decayed ? r->weight_decay : 0.0f);
 }
 
 void train_adamw_step(struct adamw *o, struct model *m, float lr, float weight_decay, float grad_scale)
 {
-    struct adamw_run r = {o, m, lr, weight_decay, grad_scale};
+    struct adamw_step_args r = {o, m, lr, weight_decay, grad_scale};
     adamw_begin(o);
     model_param_runs(m, decays, adamw_run, &r);
 }

@@ -1280,6 +1280,22 @@ static void test_acts_memory(void)
     drop(&a), drop(&back), act_drop(&x), act_drop(&y);
 }
 
+/* Copy n fp32 values (h on the host, src on the GPU) into each of the sets
+ * first, first + 2, ... < last; the bf16 values that differ from h's */
+static int copies_not_bf16(float **set, int first, int last, const float *src, const float *h, int n)
+{
+    uint16_t *b16 = rl_malloc((size_t)n * sizeof *b16);
+    int bad = 0;
+    for (int s = first; s < last; s += 2) {
+        gpu->copy(set[s], src, (size_t)n);
+        gpu->download(b16, set[s], (size_t)n * sizeof *b16);
+        for (int i = 0; i < n; i++)
+            bad += b16[i] != st_f32_to_bf16(h[i]);
+    }
+    free(b16);
+    return bad;
+}
+
 /* More models than the table once held (16 marked ranges were a fatal
  * error): every range is an activation until it is freed. */
 static void test_acts_many_sets(void)
@@ -1291,34 +1307,22 @@ static void test_acts_many_sets(void)
         gpu->mark_acts(set[s], N * sizeof(uint16_t));
     }
     float *h = rand_host(N, 2), *back = rl_malloc(N * sizeof *back);
-    uint16_t *b16 = rl_malloc(N * sizeof *b16);
     float *src = gpu->alloc(N * sizeof *src);
     gpu->upload(src, h, N * sizeof *h);
-    int bad = 0;
-    for (int s = 0; s < SETS; s++) {
-        gpu->copy(set[s], src, N);                 /* into an activation: N bf16 values */
-        gpu->download(b16, set[s], N * sizeof *b16);
-        for (int i = 0; i < N; i++)
-            bad += b16[i] != st_f32_to_bf16(h[i]);
-    }
+    /* into an activation: N bf16 values */
+    int bad = copies_not_bf16(set, 0, SETS, src, h, N) + copies_not_bf16(set, 1, SETS, src, h, N);
     CHECKF("bf16 activations: 40 marked sets, each one bf16", bad == 0, "%d values differ", bad);
     for (int s = 0; s < SETS; s += 2)             /* forget every other one */
         gpu->free(set[s]);
     gpu->copy(plain, src, N);                      /* never marked: fp32 */
     gpu->download(back, plain, N * sizeof *back);
     CHECK("bf16 activations: an unmarked buffer stays fp32", !memcmp(back, h, N * sizeof *h));
-    bad = 0;
-    for (int s = 1; s < SETS; s += 2) {
-        gpu->copy(set[s], plain, N);
-        gpu->download(b16, set[s], N * sizeof *b16);
-        for (int i = 0; i < N; i++)
-            bad += b16[i] != st_f32_to_bf16(h[i]);
-    }
+    bad = copies_not_bf16(set, 1, SETS, plain, h, N);
     CHECKF("bf16 activations: the sets left after freeing half stay bf16", bad == 0, "%d values differ", bad);
     for (int s = 1; s < SETS; s += 2)
         gpu->free(set[s]);
     gpu->free(src), gpu->free(plain);
-    free(h), free(back), free(b16);
+    free(h), free(back);
 }
 
 static void test_acts_matmul(void)
