@@ -149,7 +149,7 @@ static int cuda_init(void)
         return fail("RL_CUDA_DECODE=\"%s\": expected auto, split or query", dec);
     const char *rows = getenv("RL_CUDA_ROWS");
     if (cuda_rows_mode(rows) < 0)
-        return fail("RL_CUDA_ROWS=\"%s\": expected auto, tc or fp32", rows);
+        return fail("RL_CUDA_ROWS=\"%s\": expected auto, tc, stream or fp32", rows);
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
@@ -162,7 +162,8 @@ static int cuda_init(void)
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
     snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s%s, %s KV cache, %s activations",
              prop.name, prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
-             cuda_split_decode() ? ", split decode attention" : "", cuda_rows_tc() ? ", tensor-core decoding" : "",
+             cuda_split_decode() ? ", split decode attention" : "",
+             cuda_rows_stream() ? ", tensor-core decoding (streamed)" : cuda_rows_tc() ? ", tensor-core decoding" : "",
              kv_bf16 ? "bf16" : "fp32", acts_bf16 ? "bf16" : "fp32");
     ktimes_start();
     table = make_table();

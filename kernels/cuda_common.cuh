@@ -207,7 +207,7 @@ static inline void pack(T *dst, const float *src, int rows, int pad, int cols, i
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
 enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_SAMPLE,
-       WS_KV32, WS_DECODE, WS_ACT32, WS_COUNT };
+       WS_KV32, WS_DECODE, WS_ACT32, WS_ROWS, WS_COUNT };
 void *workspace(int which, size_t bytes);
 
 /* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */
@@ -343,6 +343,7 @@ template <int N> static inline int mode_index(const char *name, const char *cons
  * matmul_rows may take the tensor cores */
 int cuda_rows_mode(const char *name);
 bool cuda_rows_tc(void);
+bool cuda_rows_stream(void);           /* the tensor-core kernel that streams the weights */
 /* $RL_CUDA_DECODE (after $RL_CUDA_ATTN): 0, or -1 when it names no mode;
  * and whether decode steps take the split kernel */
 int cuda_decode_mode(const char *name);

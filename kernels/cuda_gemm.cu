@@ -16,15 +16,20 @@ unsigned long op_epoch;
  * kernel's 3730, and 177 against 213 at batch 1. The choice cannot follow
  * the batch: a row's bits must not depend on it. */
 #define AUTO_ROWS_TC 1
-static bool rows_tc;
+/* stream: the tensor cores through k_matmul_rows_stream, written for the
+ * weights' bandwidth (below), not yet timed on a GPU; auto stays tc until
+ * tests/gpu/run has timed both */
+static bool rows_tc, rows_stream;
 int cuda_rows_mode(const char *name)
 {
-    static const char *const modes[] = {"auto", "tc", "fp32"};
+    static const char *const modes[] = {"auto", "tc", "fp32", "stream"};
     int i = mode_index(name, modes);
-    rows_tc = i == 0 ? AUTO_ROWS_TC : i == 1;
+    rows_tc = i == 0 ? AUTO_ROWS_TC : i == 1 || i == 3;
+    rows_stream = i == 3;
     return i < 0 ? -1 : 0;
 }
 bool cuda_rows_tc(void) { return rows_tc && gemm_bf16; }
+bool cuda_rows_stream(void) { return rows_stream && cuda_rows_tc(); }
 
 /* The workspaces of cuda_common.cuh: grown on demand, never shrunk. */
 void *workspace(int which, size_t bytes)
@@ -376,6 +381,170 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
             put(c, (size_t)(r0 + r) * n + j0 + j, v);
     }
 }
+/* matmul_rows on the tensor cores with the weights streamed
+ * (RL_CUDA_ROWS=stream): a decode step reads every weight once, so the
+ * kernel is there to keep the memory busy. k_matmul_rows_tc above has few
+ * warps (n/16 blocks of 4: 160 blocks for a 2560-column product on 132 SMs)
+ * and each loads 8 bytes a lane at a time, about a third of the card's
+ * bandwidth at batch 1 (177 tokens/s against a floor of 712 on the H100).
+ *   - A lane loads 16 bytes of a row of b at once: 8 consecutive k, for
+ *     two products. The products take them in another order of k than
+ *     load_bt would give them (a fixed permutation within each 32 k); a
+ *     takes the same one, so each product pairs a's k with b's.
+ *   - k is cut into `segs` segments, each a block's (segs from n and k
+ *     alone: about MRS_BLOCKS blocks), and a segment into MRS_WK parts,
+ *     one a warp, which loads MRS_UNROLL parts of 32 k of b before using
+ *     them. The warps of a block add their sums in order; the segments'
+ *     sums go to a workspace, and k_rows_segments adds them in order.
+ *   - Each element's arithmetic is thus fixed by n and k: a row's bits
+ *     do not depend on m (as in k_matmul_rows_tc, provided the tensor cores
+ *     compute an element from its own row and column only).
+ *   - What m changes is only who computes what: MT row tiles a warp (rows
+ *     past m load no a: zeros), and WC warps' groups of 16 columns a block,
+ *     which share each part of a through the L1 (a's bytes beside b's are
+ *     m/16 to 1 per group).
+ * Needs k a multiple of 32, n of 8, and b's bf16 copy 16-byte aligned. */
+#define MRS_WK 4
+#define MRS_UNROLL 4
+#ifdef RL_CUDA_EMU                   /* the op test's products: several segments, and warps of 5 or 6 parts */
+#define MRS_BLOCKS 40
+#else
+#define MRS_BLOCKS 512
+#endif
+struct rows_split {
+    int segs, per;                       /* segments, and 32-k parts in each (the last may have fewer) */
+};
+static rows_split rows_stream_split(int n, int k)
+{
+    int parts = k / 32, col_blocks = (n + 15) / 16;
+    int segs = (MRS_BLOCKS + col_blocks - 1) / col_blocks, most = parts / MRS_WK > 0 ? parts / MRS_WK : 1;
+    if (segs > most)
+        segs = most;
+    int per = (parts + segs - 1) / segs;
+    return {(parts + per - 1) / per, per};   /* no empty segment */
+}
+__device__ static inline uint4 ld16(const unsigned short *p) { return *(const uint4 *)p; }
+
+/* c, or the segment's slice of part ([segs][m][n]), for rows r0.. of a */
+template <int MT, int WC, class TC>
+__global__ static void __launch_bounds__(32 * MRS_WK * WC)
+    k_matmul_rows_stream(TC *c, float *part, const unsigned short *a16, const unsigned short *__restrict__ b16,
+                         int m, int n, int k, int per)
+{
+    __shared__ float red[WC][MRS_WK - 1][16 * MT][16];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kw = w % MRS_WK, wc = w / MRS_WK, g = lane >> 2, t = lane & 3;
+    int j0 = (blockIdx.x * WC + wc) * 16, r0 = blockIdx.z * 16 * MT;
+    int cols = n - j0 >= 16 ? 2 : n - j0 > 0 ? (n - j0) / 8 : 0;
+    int parts = k / 32, s0 = blockIdx.y * per, s1 = s0 + per < parts ? s0 + per : parts;
+    int p0 = s0 + kw * (s1 - s0) / MRS_WK, p1 = s0 + (kw + 1) * (s1 - s0) / MRS_WK;
+    const unsigned short *bp[2], *ap[MT][2];
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+        bp[nt] = b16 + (size_t)(j0 + 8 * nt + g) * k + 8 * t;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {    /* rows g and g + 8 of the tile; none past m */
+            int r = r0 + 16 * mt + g + 8 * h;
+            ap[mt][h] = r < m ? a16 + (size_t)r * k + 8 * t : NULL;
+        }
+    float acc[MT][2][4] = {};
+    for (int q0 = p0; q0 < p1; q0 += MRS_UNROLL) {
+        uint4 bw[MRS_UNROLL][2];
+#pragma unroll
+        for (int u = 0; u < MRS_UNROLL; u++)     /* all of them in flight before the products */
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                if (q0 + u < p1 && nt < cols)
+                    bw[u][nt] = ld16(bp[nt] + (size_t)(q0 + u) * 32);
+#pragma unroll
+        for (int u = 0; u < MRS_UNROLL; u++) {
+            if (q0 + u >= p1)
+                break;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                uint4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
+                if (ap[mt][0])
+                    lo = ld16(ap[mt][0] + (size_t)(q0 + u) * 32);
+                if (ap[mt][1])
+                    hi = ld16(ap[mt][1] + (size_t)(q0 + u) * 32);
+                unsigned a1[4] = {lo.x, hi.x, lo.y, hi.y}, a2[4] = {lo.z, hi.z, lo.w, hi.w};
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    if (nt < cols) {
+                        unsigned b1[2] = {bw[u][nt].x, bw[u][nt].y}, b2[2] = {bw[u][nt].z, bw[u][nt].w};
+                        mma_bf16(acc[mt][nt], a1, b1);
+                        mma_bf16(acc[mt][nt], a2, b2);
+                    }
+            }
+        }
+    }
+    if (kw > 0)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    red[wc][kw - 1][16 * mt + g + 8 * (i >> 1)][8 * nt + 2 * t + (i & 1)] = acc[mt][nt][i];
+    __syncthreads();
+    if (kw > 0)
+        return;
+    int segs = gridDim.y;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int rr = 16 * mt + g + 8 * (i >> 1), jj = 8 * nt + 2 * t + (i & 1), r = r0 + rr, j = j0 + jj;
+                float v = acc[mt][nt][i];
+#pragma unroll
+                for (int q = 0; q < MRS_WK - 1; q++)
+                    v += red[wc][q][rr][jj];
+                if (r < m && nt < cols) {
+                    if (segs == 1)
+                        put(c, (size_t)r * n + j, v);
+                    else
+                        part[((size_t)blockIdx.y * m + r) * n + j] = v;
+                }
+            }
+}
+/* c = the segments' sums of k_matmul_rows_stream, added in order */
+template <class TC> __global__ static void k_rows_segments(TC *c, const float *part, size_t mn, int segs)
+{
+    GRID_STRIDE(i, mn) {
+        float v = part[i];
+        for (int s = 1; s < segs; s++)
+            v += part[(size_t)s * mn + i];
+        put(c, i, v);
+    }
+}
+template <int MT, int WC, class TC>
+static void rows_stream_launch(TC *c, float *part, const unsigned short *a16, const unsigned short *b16, int m, int n,
+                               int k, rows_split sp)
+{
+    dim3 grid((n + 16 * WC - 1) / (16 * WC), sp.segs, (m + 16 * MT - 1) / (16 * MT));
+    LAUNCH((k_matmul_rows_stream<MT, WC, TC>), grid, 32 * MRS_WK * WC)(c, part, a16, b16, m, n, k, sp.per);
+    LAUNCHED("matmul_rows (tensor cores, streamed)");
+}
+/* a16: a's rows as bf16, zero rows up to a whole 16 */
+template <class TC>
+static void matmul_rows_stream(TC *c, const unsigned short *a16, const unsigned short *b16, int m, int n, int k)
+{
+    rows_split sp = rows_stream_split(n, k);
+    float *part = sp.segs > 1 ? (float *)workspace(WS_ROWS, (size_t)sp.segs * m * n * sizeof(float)) : NULL;
+    if (m <= 16)
+        rows_stream_launch<1, 1>(c, part, a16, b16, m, n, k, sp);
+    else if (m <= 32)
+        rows_stream_launch<2, 2>(c, part, a16, b16, m, n, k, sp);
+    else
+        rows_stream_launch<4, 2>(c, part, a16, b16, m, n, k, sp);
+    if (sp.segs > 1) {
+        LAUNCH_OVER((size_t)m * n, k_rows_segments<TC>, "matmul_rows (segments' sums)", c, part, (size_t)m * n,
+                    sp.segs);
+    }
+}
 /* The tensor-core route when it applies (see above; and $RL_CUDA_ROWS
  * allows it); false to take the fp32 kernel. Which route a call takes
  * depends on the modes, b, n and k, never on m. */
@@ -389,6 +558,10 @@ template <class TA, class TC> static bool matmul_rows_tc(TC *c, const TA *a, con
     size_t na = (size_t)(m + 15) / 16 * 16 * k;
     unsigned short *a16 = (unsigned short *)workspace(WS_GEMM_A, na * sizeof *a16);
     LAUNCH_OVER(na, k_rows_bf16<TA>, "matmul_rows (bf16 rows)", a16, a, (size_t)m * k, na);
+    if (cuda_rows_stream() && k % 32 == 0 && (size_t)b16 % 16 == 0) {
+        matmul_rows_stream(c, a16, b16, m, n, k);
+        return true;
+    }
     LAUNCH(k_matmul_rows_tc<TC>, dim3((n + 15) / 16, (m + MRT_ROWS - 1) / MRT_ROWS), 32 * MRT_SPLIT)(c, a16, b16, m, n,
                                                                                                    k);
     LAUNCHED("matmul_rows (tensor cores)");

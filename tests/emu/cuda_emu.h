@@ -61,6 +61,9 @@ struct alignas(8) float2 {
 struct alignas(8) uint2 {
     unsigned x, y;
 };
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
 #define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {

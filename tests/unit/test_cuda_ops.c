@@ -174,7 +174,10 @@ static void test_matmul(void)
 /* matmul_rows, whose every row must be the bits of that row computed
  * alone; marked: b marked as parameters (on the GPU in bf16 mode, where k is
  * a multiple of 16 and n of 8, the tensor-core kernel: bf16 operands; 80
- * rows take two row blocks there, and n = 296 ends in a half block) */
+ * rows take two row blocks there, and n = 296 ends in a half block). With
+ * RL_CUDA_ROWS=stream and k a multiple of 32, the streamed kernel must be
+ * the one that ran (in the emulation, k = 576 is 3 segments of 6 parts of
+ * 32, k = 2048 3 of 22, warps of 5 and 6 parts: a partial unroll). */
 static void test_matmul_rows(int k, bool marked)
 {
     enum { MAXR = 80 };
@@ -196,7 +199,12 @@ static void test_matmul_rows(int k, bool marked)
         int m = rows[i];
         struct two c = poisoned((size_t)m * n);
         cpu->matmul_rows(c.c, a.c, b.c, m, n, k);
+        traced("");
         gpu->matmul_rows(c.g, a.g, b.g, m, n, k);
+        long streamed = traced("matmul_rows (tensor cores, streamed)");
+        if (marked && streamed >= 0 && k % 32 == 0 && gpu->detail && strstr(gpu->detail, "(streamed)"))
+            CHECKF(harness_name("matmul_rows m=%d k=%d: the streamed kernel ran", m, k), streamed > 0,
+                   "%ld launches", streamed);
         const char *how = marked ? ", b marked (the GEMM mode)" : " (fp32, fixed order)";
         expect(harness_name("matmul_rows m=%d k=%d%s", m, k, how), &c, marked ? gemm_tol : 1e-5);
         float *h = rl_malloc((size_t)m * n * sizeof *h);
@@ -1711,6 +1719,7 @@ int main(void)
     test_matmul_rows(577, false);
     test_matmul_rows(576, false);
     test_matmul_rows(576, true);
+    test_matmul_rows(2048, true);
     test_norms(33);
     test_norms(300);
     test_rope();
