@@ -403,7 +403,11 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
  *     past m load no a: zeros), and WC warps' groups of 16 columns a block,
  *     which share each part of a through the L1 (a's bytes beside b's are
  *     m/16 to 1 per group).
- * Needs k a multiple of 32, n of 8, and b's bf16 copy 16-byte aligned. */
+ *   - a's rows are read as they are (bf16 activations) or rounded to bf16
+ *     as they are loaded (fp32), the rounding of k_rows_bf16: no copy of
+ *     them and no launch for it.
+ * Needs k a multiple of 32, n of 8, and a and b's bf16 copy 16-byte
+ * aligned. */
 #define MRS_WK 4
 #define MRS_UNROLL 4
 #ifdef RL_CUDA_EMU                   /* the op test's products: several segments, and warps of 5 or 6 parts */
@@ -424,12 +428,20 @@ static rows_split rows_stream_split(int n, int k)
     return {(parts + per - 1) / per, per};   /* no empty segment */
 }
 __device__ static inline uint4 ld16(const unsigned short *p) { return *(const uint4 *)p; }
+/* 8 consecutive elements of a row of a as bf16 pairs: bf16 activations as
+ * they are, fp32 rounded here (the rounding of k_rows_bf16) */
+__device__ static inline uint4 ld8_bf16(const unsigned short *p) { return ld16(p); }
+__device__ static inline uint4 ld8_bf16(const float *p)
+{
+    float4 x = *(const float4 *)p, y = *(const float4 *)(p + 4);
+    return {pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w)};
+}
 
 /* c, or the segment's slice of part ([segs][m][n]), for rows r0.. of a */
-template <int MT, int WC, class TC>
+template <int MT, int WC, class TA, class TC>
 __global__ static void __launch_bounds__(32 * MRS_WK * WC)
-    k_matmul_rows_stream(TC *c, float *part, const unsigned short *a16, const unsigned short *__restrict__ b16,
-                         int m, int n, int k, int per)
+    k_matmul_rows_stream(TC *c, float *part, const TA *a, const unsigned short *__restrict__ b16, int m, int n, int k,
+                         int per)
 {
     __shared__ float red[WC][MRS_WK - 1][16 * MT][16];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kw = w % MRS_WK, wc = w / MRS_WK, g = lane >> 2, t = lane & 3;
@@ -437,7 +449,8 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
     int cols = n - j0 >= 16 ? 2 : n - j0 > 0 ? (n - j0) / 8 : 0;
     int parts = k / 32, s0 = blockIdx.y * per, s1 = s0 + per < parts ? s0 + per : parts;
     int p0 = s0 + kw * (s1 - s0) / MRS_WK, p1 = s0 + (kw + 1) * (s1 - s0) / MRS_WK;
-    const unsigned short *bp[2], *ap[MT][2];
+    const unsigned short *bp[2];
+    const TA *ap[MT][2];
 #pragma unroll
     for (int nt = 0; nt < 2; nt++)
         bp[nt] = b16 + (size_t)(j0 + 8 * nt + g) * k + 8 * t;
@@ -446,7 +459,7 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
 #pragma unroll
         for (int h = 0; h < 2; h++) {    /* rows g and g + 8 of the tile; none past m */
             int r = r0 + 16 * mt + g + 8 * h;
-            ap[mt][h] = r < m ? a16 + (size_t)r * k + 8 * t : NULL;
+            ap[mt][h] = r < m ? a + (size_t)r * k + 8 * t : NULL;
         }
     float acc[MT][2][4] = {};
     for (int q0 = p0; q0 < p1; q0 += MRS_UNROLL) {
@@ -465,9 +478,9 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
             for (int mt = 0; mt < MT; mt++) {
                 uint4 lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
                 if (ap[mt][0])
-                    lo = ld16(ap[mt][0] + (size_t)(q0 + u) * 32);
+                    lo = ld8_bf16(ap[mt][0] + (size_t)(q0 + u) * 32);
                 if (ap[mt][1])
-                    hi = ld16(ap[mt][1] + (size_t)(q0 + u) * 32);
+                    hi = ld8_bf16(ap[mt][1] + (size_t)(q0 + u) * 32);
                 unsigned a1[4] = {lo.x, hi.x, lo.y, hi.y}, a2[4] = {lo.z, hi.z, lo.w, hi.w};
 #pragma unroll
                 for (int nt = 0; nt < 2; nt++)
@@ -520,26 +533,26 @@ template <class TC> __global__ static void k_rows_segments(TC *c, const float *p
         put(c, i, v);
     }
 }
-template <int MT, int WC, class TC>
-static void rows_stream_launch(TC *c, float *part, const unsigned short *a16, const unsigned short *b16, int m, int n,
-                               int k, rows_split sp)
+template <int MT, int WC, class TA, class TC>
+static void rows_stream_launch(TC *c, float *part, const TA *a, const unsigned short *b16, int m, int n, int k,
+                               rows_split sp)
 {
     dim3 grid((n + 16 * WC - 1) / (16 * WC), sp.segs, (m + 16 * MT - 1) / (16 * MT));
-    LAUNCH((k_matmul_rows_stream<MT, WC, TC>), grid, 32 * MRS_WK * WC)(c, part, a16, b16, m, n, k, sp.per);
+    LAUNCH((k_matmul_rows_stream<MT, WC, TA, TC>), grid, 32 * MRS_WK * WC)(c, part, a, b16, m, n, k, sp.per);
     LAUNCHED("matmul_rows (tensor cores, streamed)");
 }
-/* a16: a's rows as bf16, zero rows up to a whole 16 */
-template <class TC>
-static void matmul_rows_stream(TC *c, const unsigned short *a16, const unsigned short *b16, int m, int n, int k)
+/* a: fp32, or bf16 activations; 16-byte aligned */
+template <class TA, class TC>
+static void matmul_rows_stream(TC *c, const TA *a, const unsigned short *b16, int m, int n, int k)
 {
     rows_split sp = rows_stream_split(n, k);
     float *part = sp.segs > 1 ? (float *)workspace(WS_ROWS, (size_t)sp.segs * m * n * sizeof(float)) : NULL;
     if (m <= 16)
-        rows_stream_launch<1, 1>(c, part, a16, b16, m, n, k, sp);
+        rows_stream_launch<1, 1>(c, part, a, b16, m, n, k, sp);
     else if (m <= 32)
-        rows_stream_launch<2, 2>(c, part, a16, b16, m, n, k, sp);
+        rows_stream_launch<2, 2>(c, part, a, b16, m, n, k, sp);
     else
-        rows_stream_launch<4, 2>(c, part, a16, b16, m, n, k, sp);
+        rows_stream_launch<4, 2>(c, part, a, b16, m, n, k, sp);
     if (sp.segs > 1) {
         LAUNCH_OVER((size_t)m * n, k_rows_segments<TC>, "matmul_rows (segments' sums)", c, part, (size_t)m * n,
                     sp.segs);
@@ -555,13 +568,13 @@ template <class TA, class TC> static bool matmul_rows_tc(TC *c, const TA *a, con
     const unsigned short *b16 = param_bf16(b, (size_t)n * k);
     if (!b16 || (size_t)b16 % 4)
         return false;
+    if (cuda_rows_stream() && k % 32 == 0 && (size_t)b16 % 16 == 0 && (size_t)a % 16 == 0) {
+        matmul_rows_stream(c, a, b16, m, n, k);   /* rounds a's rows itself: no copy, no launch */
+        return true;
+    }
     size_t na = (size_t)(m + 15) / 16 * 16 * k;
     unsigned short *a16 = (unsigned short *)workspace(WS_GEMM_A, na * sizeof *a16);
     LAUNCH_OVER(na, k_rows_bf16<TA>, "matmul_rows (bf16 rows)", a16, a, (size_t)m * k, na);
-    if (cuda_rows_stream() && k % 32 == 0 && (size_t)b16 % 16 == 0) {
-        matmul_rows_stream(c, a16, b16, m, n, k);
-        return true;
-    }
     LAUNCH(k_matmul_rows_tc<TC>, dim3((n + 15) / 16, (m + MRT_ROWS - 1) / MRT_ROWS), 32 * MRT_SPLIT)(c, a16, b16, m, n,
                                                                                                    k);
     LAUNCHED("matmul_rows (tensor cores)");

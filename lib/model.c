@@ -561,6 +561,10 @@ int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, 
     na.Tc = head_chunk(m);
     na.layer = rl_calloc(na.layers_cap, sizeof *na.layer);
     size_t bytes = layout_acts(m, &na, NULL);
+    /* the old set goes first, so that growing never holds both (a GPU's
+     * training set beside the next one could not fit where either alone
+     * does); nothing in it outlives the call that grows it */
+    model_acts_free(m);
     na.mem = m->bk->alloc(bytes);
     if (!na.mem) {
         free(na.layer);
@@ -590,7 +594,6 @@ int model_acts_reserve(struct model *m, int T, int n_seq, size_t p, bool train, 
         free(na.layer);
         return -1;
     }
-    model_acts_free(m);
     *a = na;
     return 0;
 }

@@ -1373,7 +1373,11 @@ static void test_acts_matmul(void)
             gpu->mark_params(b.g, (size_t)nr * kr);
         struct two c = act_poisoned((size_t)rows * nr), c32 = poisoned((size_t)rows * nr);
         cpu->matmul_rows(c.c, a.c, b.c, rows, nr, kr);
+        traced("");
         gpu->matmul_rows(c.g, a.g, b.g, rows, nr, kr);
+        long streamed = traced("matmul_rows (tensor cores, streamed)");
+        if (marked && streamed >= 0 && gpu->detail && strstr(gpu->detail, "(streamed)"))
+            CHECKF("bf16 activations: matmul_rows, the streamed kernel ran", streamed > 0, "%ld launches", streamed);
         expect_act(harness_name("bf16 activations: matmul_rows into activations%s", marked ? ", b marked" : ""), &c,
                    (marked ? gemm_tol : 1e-5) + 1e-2);
         memcpy(c32.c, c.c, (size_t)rows * nr * sizeof *c.c);

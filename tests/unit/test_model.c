@@ -189,6 +189,55 @@ static void test_kv_cache(const char *c)
 
 /* The LM head in chunks of 3 rows (many chunks per sequence) against one
  * chunk: same log-probs and gradients to rounding. */
+/* The CPU backend with its live bytes counted, for test_acts_growth. */
+static struct { void *p[64]; size_t n[64]; size_t live, peak; } counted;
+static void *counted_alloc(size_t bytes)
+{
+    void *p = backend_cpu.alloc(bytes);
+    for (int i = 0; p && i < 64; i++)
+        if (!counted.p[i]) {
+            counted.p[i] = p, counted.n[i] = bytes;
+            counted.live += bytes;
+            counted.peak = counted.live > counted.peak ? counted.live : counted.peak;
+            break;
+        }
+    return p;
+}
+static void counted_free(void *p)
+{
+    for (int i = 0; p && i < 64; i++)
+        if (counted.p[i] == p) {
+            counted.live -= counted.n[i];
+            counted.p[i] = NULL;
+        }
+    backend_cpu.free(p);
+}
+
+/* A batch that outgrows the activations frees the old set before it
+ * allocates the new one: at no time are both held (on a GPU, a training
+ * set beside the next could not fit where either alone does). */
+static void test_acts_growth(void)
+{
+    struct model *m = open_case("gqa_tied");
+    if (!m)
+        return;
+    static struct backend bk;
+    bk = backend_cpu;
+    bk.alloc = counted_alloc, bk.free = counted_free;
+    m->bk = &bk;                         /* the weights, allocated before, are freed through it too */
+    int len[2] = {4, 32}, tok[32] = {0};
+    struct model_batch small = {1, len, tok, tok}, big = {1, len + 1, tok, tok};
+    bool ok = !model_forward(m, &small, MODEL_TRAIN);
+    size_t old_set = counted.live;
+    counted.peak = counted.live;
+    ok = ok && !model_forward(m, &big, MODEL_TRAIN);
+    CHECKF("growing activations: the forwards run", ok, "%s", rl_errmsg());
+    size_t held_beyond = counted.peak - counted.live;
+    CHECKF("growing activations: the old set is freed before the new one is allocated", held_beyond < old_set / 2,
+           "%zu bytes held beyond the new set at the peak; the old set was %zu", held_beyond, old_set);
+    model_close(m);
+}
+
 static void test_head_chunks(void)
 {
     struct model *m = open_case("mha_untied");
@@ -503,6 +552,7 @@ int main(void)
     test_hidden_grad();
     test_response_logps();
     test_head_chunks();
+    test_acts_growth();
     test_step_draw("cpu");
     test_step_draw("devsim");
     test_finite_differences();
