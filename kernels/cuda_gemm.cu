@@ -395,7 +395,9 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
  *     alone: about MRS_BLOCKS blocks), and a segment into MRS_WK parts,
  *     one a warp, which loads MRS_UNROLL parts of 32 k of b before using
  *     them. The warps of a block add their sums in order; the segments'
- *     sums go to a workspace, and k_rows_segments adds them in order.
+ *     sums go to a workspace, and the tile's last block to finish (a
+ *     counter per tile) adds them in order: no second launch, which is
+ *     what a decode step at batch 1 mostly pays for.
  *   - Each element's arithmetic is thus fixed by n and k: a row's bits
  *     do not depend on m (as in k_matmul_rows_tc, provided the tensor cores
  *     compute an element from its own row and column only).
@@ -437,11 +439,42 @@ __device__ static inline uint4 ld8_bf16(const float *p)
     return {pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w)};
 }
 
-/* c, or the segment's slice of part ([segs][m][n]), for rows r0.. of a */
+/* The end of a block of k_matmul_rows_stream with several segments, whose
+ * sums it has written to part ([segs][m][n]): the last block of the tile
+ * (rows r0.., columns j0..) to get here adds the segments' sums in order
+ * into c, and resets the tile's counter for the next launch. Each block
+ * fences its writes before it counts itself (CUDA's threadfence reduction);
+ * the last reads them past the L1, which no other SM's writes reach. */
+template <class TC>
+__device__ static void rows_stream_last(TC *c, const float *part, unsigned *count, int m, int n, int r0, int rows,
+                                        int j0, int cols)
+{
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0)
+        last = atomicAdd(count, 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!last)
+        return;
+    for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
+        int r = r0 + e / cols, j = j0 + e % cols;
+        if (r >= m || j >= n)
+            continue;
+        float v = __ldcg(part + (size_t)r * n + j);
+        for (unsigned s = 1; s < gridDim.y; s++)
+            v += __ldcg(part + ((size_t)s * m + r) * n + j);
+        put(c, (size_t)r * n + j, v);
+    }
+    if (threadIdx.x == 0)
+        *count = 0;
+}
+/* c, or with several segments part ([segs][m][n]) and then c, for rows r0..
+ * of a; count: a zeroed counter per tile of the grid (x, z) */
 template <int MT, int WC, class TA, class TC>
 __global__ static void __launch_bounds__(32 * MRS_WK * WC)
-    k_matmul_rows_stream(TC *c, float *part, const TA *a, const unsigned short *__restrict__ b16, int m, int n, int k,
-                         int per)
+    k_matmul_rows_stream(TC *c, float *part, unsigned *count, const TA *a, const unsigned short *__restrict__ b16,
+                         int m, int n, int k, int per)
 {
     __shared__ float red[WC][MRS_WK - 1][16 * MT][16];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kw = w % MRS_WK, wc = w / MRS_WK, g = lane >> 2, t = lane & 3;
@@ -501,44 +534,52 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
                 for (int i = 0; i < 4; i++)
                     red[wc][kw - 1][16 * mt + g + 8 * (i >> 1)][8 * nt + 2 * t + (i & 1)] = acc[mt][nt][i];
     __syncthreads();
-    if (kw > 0)
-        return;
     int segs = gridDim.y;
+    if (kw == 0)
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++)
+            for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int rr = 16 * mt + g + 8 * (i >> 1), jj = 8 * nt + 2 * t + (i & 1), r = r0 + rr, j = j0 + jj;
-                float v = acc[mt][nt][i];
+                for (int i = 0; i < 4; i++) {
+                    int rr = 16 * mt + g + 8 * (i >> 1), jj = 8 * nt + 2 * t + (i & 1), r = r0 + rr, j = j0 + jj;
+                    float v = acc[mt][nt][i];
 #pragma unroll
-                for (int q = 0; q < MRS_WK - 1; q++)
-                    v += red[wc][q][rr][jj];
-                if (r < m && nt < cols) {
-                    if (segs == 1)
-                        put(c, (size_t)r * n + j, v);
-                    else
-                        part[((size_t)blockIdx.y * m + r) * n + j] = v;
+                    for (int q = 0; q < MRS_WK - 1; q++)
+                        v += red[wc][q][rr][jj];
+                    if (r < m && nt < cols) {
+                        if (segs == 1)
+                            put(c, (size_t)r * n + j, v);
+                        else
+                            part[((size_t)blockIdx.y * m + r) * n + j] = v;
+                    }
                 }
-            }
+    if (segs > 1)
+        rows_stream_last(c, part, count + blockIdx.z * gridDim.x + blockIdx.x, m, n, r0, 16 * MT,
+                         blockIdx.x * WC * 16, WC * 16);
 }
-/* c = the segments' sums of k_matmul_rows_stream, added in order */
-template <class TC> __global__ static void k_rows_segments(TC *c, const float *part, size_t mn, int segs)
+/* n zeroed counters, kept zero by the kernels that use them */
+static unsigned *tile_counters(size_t n)
 {
-    GRID_STRIDE(i, mn) {
-        float v = part[i];
-        for (int s = 1; s < segs; s++)
-            v += part[(size_t)s * mn + i];
-        put(c, i, v);
+    static unsigned *p;
+    static size_t cap;
+    if (n > cap) {
+        if (p)
+            CU(cudaFree(p));
+        if (cudaMalloc(&p, n * sizeof *p) != cudaSuccess)
+            fatal("matmul_rows", "out of GPU memory for the tiles' counters");
+        CU(cudaMemset(p, 0, n * sizeof *p));
+        cap = n;
     }
+    return p;
 }
 template <int MT, int WC, class TA, class TC>
 static void rows_stream_launch(TC *c, float *part, const TA *a, const unsigned short *b16, int m, int n, int k,
                                rows_split sp)
 {
     dim3 grid((n + 16 * WC - 1) / (16 * WC), sp.segs, (m + 16 * MT - 1) / (16 * MT));
-    LAUNCH((k_matmul_rows_stream<MT, WC, TA, TC>), grid, 32 * MRS_WK * WC)(c, part, a, b16, m, n, k, sp.per);
+    unsigned *count = sp.segs > 1 ? tile_counters((size_t)grid.x * grid.z) : NULL;
+    LAUNCH((k_matmul_rows_stream<MT, WC, TA, TC>), grid, 32 * MRS_WK * WC)(c, part, count, a, b16, m, n, k, sp.per);
     LAUNCHED("matmul_rows (tensor cores, streamed)");
 }
 /* a: fp32, or bf16 activations; 16-byte aligned */
@@ -553,10 +594,6 @@ static void matmul_rows_stream(TC *c, const TA *a, const unsigned short *b16, in
         rows_stream_launch<2, 2>(c, part, a, b16, m, n, k, sp);
     else
         rows_stream_launch<4, 2>(c, part, a, b16, m, n, k, sp);
-    if (sp.segs > 1) {
-        LAUNCH_OVER((size_t)m * n, k_rows_segments<TC>, "matmul_rows (segments' sums)", c, part, (size_t)m * n,
-                    sp.segs);
-    }
 }
 /* The tensor-core route when it applies (see above; and $RL_CUDA_ROWS
  * allows it); false to take the fp32 kernel. Which route a call takes

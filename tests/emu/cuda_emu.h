@@ -364,6 +364,16 @@ template <class K> auto launcher(K kernel, dim3 grid, dim3 blk)
 #define LAUNCH(kernel, grid, block) emu::launcher(kernel, dim3(grid), dim3(block))
 
 inline void __syncthreads() { emu::wait(emu::block_gate); }
+/* Blocks run one after another: an atomic is a plain update, a fence has
+ * nothing to order, and no cache can hold a stale line. */
+inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+inline void __threadfence() {}
+inline float __ldcg(const float *p) { return *p; }
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return emu::exchange(v, emu::cur->lane ^ o); }
 template <class T> T __shfl_sync(unsigned, T v, int src) { return emu::exchange(v, src); }
 inline unsigned __float_as_uint(float x)
