@@ -150,6 +150,9 @@ static int cuda_init(void)
     const char *rows = getenv("RL_CUDA_ROWS");
     if (cuda_rows_mode(rows) < 0)
         return fail("RL_CUDA_ROWS=\"%s\": expected auto, tc, stream or fp32", rows);
+    const char *rows_blocks = getenv("RL_CUDA_ROWS_BLOCKS");
+    if (cuda_rows_blocks(rows_blocks) < 0)
+        return fail("RL_CUDA_ROWS_BLOCKS=\"%s\": expected a count of blocks from 1 to 65535", rows_blocks);
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));

@@ -343,6 +343,7 @@ template <int N> static inline int mode_index(const char *name, const char *cons
  * matmul_rows may take the tensor cores */
 int cuda_rows_mode(const char *name);
 bool cuda_rows_tc(void);
+int cuda_rows_blocks(const char *value);  /* $RL_CUDA_ROWS_BLOCKS; -1 when not a count in 1..65535 */
 bool cuda_rows_stream(void);           /* the tensor-core kernel that streams the weights */
 /* $RL_CUDA_DECODE (after $RL_CUDA_ATTN): 0, or -1 when it names no mode;
  * and whether decode steps take the split kernel */

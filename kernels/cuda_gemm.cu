@@ -417,13 +417,28 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
 #else
 #define MRS_BLOCKS 512
 #endif
+/* $RL_CUDA_ROWS_BLOCKS: the blocks' target instead of MRS_BLOCKS, for
+ * tests/gpu/run to try others without a build (a process keeps one, so its
+ * rows stay batch-invariant; another target sums k in other segments) */
+static int rows_blocks = MRS_BLOCKS;
+int cuda_rows_blocks(const char *value)
+{
+    if (!value || !*value)
+        return 0;
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (*end || v < 1 || v > 65535)
+        return -1;
+    rows_blocks = (int)v;
+    return 0;
+}
 struct rows_split {
     int segs, per;                       /* segments, and 32-k parts in each (the last may have fewer) */
 };
 static rows_split rows_stream_split(int n, int k)
 {
     int parts = k / 32, col_blocks = (n + 15) / 16;
-    int segs = (MRS_BLOCKS + col_blocks - 1) / col_blocks, most = parts / MRS_WK > 0 ? parts / MRS_WK : 1;
+    int segs = (rows_blocks + col_blocks - 1) / col_blocks, most = parts / MRS_WK > 0 ? parts / MRS_WK : 1;
     if (segs > most)
         segs = most;
     int per = (parts + segs - 1) / segs;

@@ -87,4 +87,12 @@ check "rl-rm trains on the GPU" test -f rm/model.safetensors
 rl-score -q -m rm --device $DEV < g1 | rl-cat > sg
 rl-score -q -m rm --device cpu < g1 | rl-cat > sc
 check "rl-score: GPU and CPU rewards agree (1e-3)" agree sg sc $NP rewards
+
+# the CUDA backend's settings: a bad value is an error that names it
+if [ "$DEV" = cuda ]; then
+    check_fails "RL_CUDA_ROWS_BLOCKS=0 is an error naming it" 1 "RL_CUDA_ROWS_BLOCKS=\"0\": expected a count" \
+        env RL_CUDA_ROWS_BLOCKS=0 rl-gen -q -m pol --device cuda prompts.jsonl
+    check_fails "RL_CUDA_ROWS=fast is an error naming it" 1 "RL_CUDA_ROWS=\"fast\": expected auto, tc, stream" \
+        env RL_CUDA_ROWS=fast rl-gen -q -m pol --device cuda prompts.jsonl
+fi
 finish
