@@ -11,7 +11,8 @@
  * every K and V row read, and a long context is spread over up to
  * DEC_MAX_SPLITS blocks. Each warp runs an online softmax over its keys
  * (lanes over head_dim, as the per-query kernel), the block merges its warps,
- * and a second kernel merges the splits, all in a fixed order.
+ * and the last block of a query row and kv head to finish merges the
+ * splits (last_block: no second launch), all in a fixed order.
  *
  * The split depends on the sequence's context length alone (dec_splits), so
  * a row's result does not depend on the batch: decoding stays
@@ -28,12 +29,38 @@ __device__ static inline size_t dec_part(size_t block, int g, int n_kv, int grou
     return (((size_t)block * n_kv + g) * group + hh) * (size_t)(hd + 2);
 }
 
+/* The splits of query row i (whose first split block is blk) merged in
+ * order for the group of kv head g, by the last of its blocks to finish;
+ * out and lse written as the per-query kernel writes them. */
+template <class TQ>
+__device__ static void decode_merge(TQ *out, int out_stride, const float *part, const bk_attn_seq &S, int i,
+                                    size_t blk, int splits, int g, int n_kv, int group, int hd)
+{
+    size_t step = (size_t)n_kv * group * (hd + 2);      /* from one split's block to the next */
+    for (int x = threadIdx.x; x < group * hd; x += blockDim.x) {
+        int hh = x / hd, d = x % hd, h = g * group + hh;
+        const float *p0 = part + dec_part(blk, g, n_kv, group, hh, hd);
+        float M = -INFINITY, L = 0, O = 0;
+        for (int c = 0; c < splits; c++)
+            M = fmaxf(M, __ldcg(p0 + c * step));
+        for (int c = 0; c < splits; c++) {
+            float e = expf(__ldcg(p0 + c * step) - M);
+            L = fmaf(__ldcg(p0 + c * step + 1), e, L);
+            O = fmaf(__ldcg(p0 + c * step + 2 + d), e, O);
+        }
+        put(out + (size_t)(S.row + i) * out_stride + (size_t)h * hd, d, O / L);
+        if (S.lse && d == 0)
+            S.lse[(size_t)h * S.n + i] = M + logf(L);
+    }
+}
+
 /* A block per (query row i of a sequence, split c; kv head blockIdx.y).
- * KV: how the keys and values are stored, TQ the queries (float, or
- * unsigned short for bf16: a bf16 cache, bf16 activations) */
+ * KV: how the keys and values are stored, TQ the queries and the output
+ * (float, or unsigned short for bf16: a bf16 cache, bf16 activations).
+ * count: a zeroed counter per (row of out, kv head). */
 template <class KV, class TQ>
-__global__ static void k_decode_split(float *part, const TQ *q, int q_stride, attn_args A, int n_kv, int group,
-                                      int hd, float scale)
+__global__ static void k_decode_split(TQ *out, int out_stride, float *part, unsigned *count, const TQ *q, int q_stride,
+                                      attn_args A, int n_kv, int group, int hd, float scale)
 {
     __shared__ float qs[DEC_MAX_GROUP][DEC_MAX_HD];
     __shared__ float wm[DEC_WARPS][DEC_MAX_GROUP], wl[DEC_WARPS][DEC_MAX_GROUP];
@@ -110,38 +137,8 @@ __global__ static void k_decode_split(float *part, const TQ *q, int q_stride, at
             pt[0] = M, pt[1] = L;
         pt[2 + d] = O;
     }
-}
-
-/* A block per (query row, head): the splits merged in order; out and lse
- * written as the per-query kernel writes them. */
-template <class TO>
-__global__ static void k_decode_merge(TO *out, int out_stride, const float *part, attn_args A, int n_kv, int group,
-                                      int hd)
-{
-    int b = blockIdx.x / (n_kv * group), h = blockIdx.x % (n_kv * group), si = find_seq(A, b);
-    const bk_attn_seq &S = A.s[si];
-    int i = b - A.first[si], splits = dec_splits(S.pos + S.n);
-    size_t first = 0;                 /* the sequence's first split block (k_decode_split's grid) */
-    for (int s = 0; s < si; s++)
-        first += (size_t)A.s[s].n * dec_splits(A.s[s].pos + A.s[s].n);
-    size_t blk = first + (size_t)i * splits;
-    int g = h / group, hh = h % group;
-    const float *p0 = part + dec_part(blk, g, n_kv, group, hh, hd);
-    size_t step = (size_t)n_kv * group * (hd + 2);      /* from one split's block to the next */
-    float M = -INFINITY, L = 0;
-    for (int c = 0; c < splits; c++)
-        M = fmaxf(M, p0[c * step]);
-    for (int c = 0; c < splits; c++)
-        L = fmaf(p0[c * step + 1], expf(p0[c * step] - M), L);
-    TO *oi = out + (size_t)(S.row + i) * out_stride + (size_t)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float O = 0;
-        for (int c = 0; c < splits; c++)
-            O = fmaf(p0[c * step + 2 + d], expf(p0[c * step] - M), O);
-        put(oi, d, O / L);
-    }
-    if (S.lse && threadIdx.x == 0)
-        S.lse[(size_t)h * S.n + i] = M + logf(L);
+    if (last_block(count + (size_t)(S.row + i) * n_kv + g, splits))
+        decode_merge(out, out_stride, part, S, i, blockIdx.x - c, splits, g, n_kv, group, hd);
 }
 
 bool attn_decode_applies(int n, int hd, int group) { return n <= DEC_MAX_N && hd <= DEC_MAX_HD && group <= DEC_MAX_GROUP; }
@@ -158,16 +155,17 @@ static void decode_as(T *out, int out_stride, const T *q, int q_stride, const st
         if (!blocks)
             continue;
         float *part = (float *)workspace(WS_DECODE, (size_t)blocks * n_heads * (hd + 2) * sizeof(float));
+        size_t rows = 0;                 /* the rows of out this launch writes, for their counters */
+        for (int i = 0; i < A.n_seq; i++)
+            rows = (size_t)(A.s[i].row + A.s[i].n) > rows ? (size_t)(A.s[i].row + A.s[i].n) : rows;
+        unsigned *count = zeroed_counters(CNT_DECODE, rows * n_kv);
         if (s[s0].kv_bf16)
-            LAUNCH((k_decode_split<unsigned short, T>), dim3(blocks, n_kv), 32 * DEC_WARPS)(part, q, q_stride, A, n_kv,
-                                                                                          group, hd, scale);
+            LAUNCH((k_decode_split<unsigned short, T>), dim3(blocks, n_kv), 32 * DEC_WARPS)(
+                out, out_stride, part, count, q, q_stride, A, n_kv, group, hd, scale);
         else
-            LAUNCH((k_decode_split<float, T>), dim3(blocks, n_kv), 32 * DEC_WARPS)(part, q, q_stride, A, n_kv, group,
-                                                                                 hd, scale);
+            LAUNCH((k_decode_split<float, T>), dim3(blocks, n_kv), 32 * DEC_WARPS)(out, out_stride, part, count, q,
+                                                                                 q_stride, A, n_kv, group, hd, scale);
         LAUNCHED("attention (split decode)");
-        int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
-        LAUNCH(k_decode_merge<T>, rows * n_heads, 32)(out, out_stride, part, A, n_kv, group, hd);
-        LAUNCHED("attention (split decode, merge)");
     }
 }
 

@@ -209,6 +209,31 @@ static inline void pack(T *dst, const float *src, int rows, int pad, int cols, i
 enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_SAMPLE,
        WS_KV32, WS_DECODE, WS_ACT32, WS_ROWS, WS_COUNT };
 void *workspace(int which, size_t bytes);
+/* Counters that start zeroed and that the kernels using them leave zeroed
+ * (the last block of a tile resets its own), grown on demand like the
+ * workspaces: the tiles' counters of last_block. */
+enum { CNT_ROWS, CNT_DECODE, CNT_COUNT };
+unsigned *zeroed_counters(int which, size_t n);
+
+/* CUDA's threadfence reduction: whether this block is the last of the
+ * `blocks` that share *count to get here. Each block's earlier writes are
+ * fenced before it counts itself, so the last one sees them all; it should
+ * read them with __ldcg (its L1 may hold older lines of them), and it
+ * resets the counter for the next launch. Every thread of the block calls
+ * it, after its writes. */
+__device__ static inline bool last_block(unsigned *count, unsigned blocks)
+{
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(count, 1u) == blocks - 1;
+        if (last)
+            *count = 0;                  /* every other block has counted itself */
+    }
+    __syncthreads();
+    return last;
+}
 
 /* An operand of gemm_ex: fp32, or already bf16 (only in bf16 mode). */
 struct operand {

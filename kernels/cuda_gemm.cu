@@ -50,6 +50,21 @@ void *workspace(int which, size_t bytes)
     return ws[which];
 }
 
+unsigned *zeroed_counters(int which, size_t n)
+{
+    static unsigned *p[CNT_COUNT];
+    static size_t cap[CNT_COUNT];
+    if (n > cap[which]) {
+        if (p[which])
+            CU(cudaFree(p[which]));
+        if (cudaMalloc(&p[which], n * sizeof(unsigned)) != cudaSuccess)
+            fatal("counters", "out of GPU memory for the tiles' counters");
+        CU(cudaMemset(p[which], 0, n * sizeof(unsigned)));
+        cap[which] = n;
+    }
+    return p[which];
+}
+
 /* k_pack (cuda_common.cuh) to bf16 for an operand already contiguous (ld = cols, items back to
  * back), four elements a thread: no index arithmetic per element. */
 __global__ static void k_pack_bf16_flat(unsigned short *dst, const float *src, size_t n4)
@@ -457,20 +472,12 @@ __device__ static inline uint4 ld8_bf16(const float *p)
 /* The end of a block of k_matmul_rows_stream with several segments, whose
  * sums it has written to part ([segs][m][n]): the last block of the tile
  * (rows r0.., columns j0..) to get here adds the segments' sums in order
- * into c, and resets the tile's counter for the next launch. Each block
- * fences its writes before it counts itself (CUDA's threadfence reduction);
- * the last reads them past the L1, which no other SM's writes reach. */
+ * into c. */
 template <class TC>
 __device__ static void rows_stream_last(TC *c, const float *part, unsigned *count, int m, int n, int r0, int rows,
                                         int j0, int cols)
 {
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0)
-        last = atomicAdd(count, 1u) == gridDim.y - 1;
-    __syncthreads();
-    if (!last)
+    if (!last_block(count, gridDim.y))
         return;
     for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
         int r = r0 + e / cols, j = j0 + e % cols;
@@ -481,8 +488,6 @@ __device__ static void rows_stream_last(TC *c, const float *part, unsigned *coun
             v += __ldcg(part + ((size_t)s * m + r) * n + j);
         put(c, (size_t)r * n + j, v);
     }
-    if (threadIdx.x == 0)
-        *count = 0;
 }
 /* c, or with several segments part ([segs][m][n]) and then c, for rows r0..
  * of a; count: a zeroed counter per tile of the grid (x, z) */
@@ -573,27 +578,12 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
         rows_stream_last(c, part, count + blockIdx.z * gridDim.x + blockIdx.x, m, n, r0, 16 * MT,
                          blockIdx.x * WC * 16, WC * 16);
 }
-/* n zeroed counters, kept zero by the kernels that use them */
-static unsigned *tile_counters(size_t n)
-{
-    static unsigned *p;
-    static size_t cap;
-    if (n > cap) {
-        if (p)
-            CU(cudaFree(p));
-        if (cudaMalloc(&p, n * sizeof *p) != cudaSuccess)
-            fatal("matmul_rows", "out of GPU memory for the tiles' counters");
-        CU(cudaMemset(p, 0, n * sizeof *p));
-        cap = n;
-    }
-    return p;
-}
 template <int MT, int WC, class TA, class TC>
 static void rows_stream_launch(TC *c, float *part, const TA *a, const unsigned short *b16, int m, int n, int k,
                                rows_split sp)
 {
     dim3 grid((n + 16 * WC - 1) / (16 * WC), sp.segs, (m + 16 * MT - 1) / (16 * MT));
-    unsigned *count = sp.segs > 1 ? tile_counters((size_t)grid.x * grid.z) : NULL;
+    unsigned *count = sp.segs > 1 ? zeroed_counters(CNT_ROWS, (size_t)grid.x * grid.z) : NULL;
     LAUNCH((k_matmul_rows_stream<MT, WC, TA, TC>), grid, 32 * MRS_WK * WC)(c, part, count, a, b16, m, n, k, sp.per);
     LAUNCHED("matmul_rows (tensor cores, streamed)");
 }

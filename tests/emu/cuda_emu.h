@@ -17,6 +17,10 @@
  * may take, so a kernel must give the same result in both: a thread that
  * reads what another writes with no barrier in between sees the write in
  * one order and not in the other (tests/run runs the GPU suites both ways).
+ * RL_EMU_ORDER=shuffle runs the blocks in a fixed pseudo-random order, for
+ * kernels whose blocks meet through a counter (last_block). Blocks never
+ * run at the same time, so a fence left out, or a counter's block that acts
+ * before the others have written, goes unseen here.
  * cuBLAS column-major GEMMs go to OpenBLAS
  * in column-major, which also checks the row-major mapping above them.
  * mma.sync's fragments are exchanged across the warp in the layout PTX
@@ -197,16 +201,23 @@ inline const std::function<void()> *body;
 enum { STACK = 1 << 16 };
 /* RL_EMU_ORDER: forward (the default: between two barriers a block's
  * threads run one after another, first first), reverse (blocks and threads
- * last first) or warp (each warp runs as far as it can, through its own
+ * last first), warp (each warp runs as far as it can, through its own
  * exchanges, before the next starts, and cp.async copies land at once: a
- * warp refilling a buffer that another has yet to read shows) */
-enum { ORDER_FORWARD, ORDER_REVERSE, ORDER_WARP };
+ * warp refilling a buffer that another has yet to read shows) or shuffle
+ * (the blocks in a fixed pseudo-random order: blocks that meet through a
+ * counter, last_block, finish in orders that forward and reverse never
+ * give, such as the tiles' blocks interleaved) */
+enum { ORDER_FORWARD, ORDER_REVERSE, ORDER_WARP, ORDER_SHUFFLE };
 inline int order_mode()
 {
     static int m = -1;
     if (m < 0) {
         const char *e = getenv("RL_EMU_ORDER");
-        m = e && !strcmp(e, "reverse") ? ORDER_REVERSE : e && !strcmp(e, "warp") ? ORDER_WARP : ORDER_FORWARD;
+        m = !e                        ? ORDER_FORWARD
+          : !strcmp(e, "reverse")     ? ORDER_REVERSE
+          : !strcmp(e, "warp")        ? ORDER_WARP
+          : !strcmp(e, "shuffle")     ? ORDER_SHUFFLE
+                                      : ORDER_FORWARD;
     }
     return m;
 }
@@ -331,12 +342,22 @@ inline void run(dim3 grid, dim3 blk, const std::function<void()> &fn)
     blockDim = blk;
     gridDim = grid;
     bool rev = reverse_order();
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = {rev ? grid.x - 1 - x : x, rev ? grid.y - 1 - y : y, rev ? grid.z - 1 - z : z};
-                run_block(nt);
-            }
+    size_t blocks = (size_t)grid.x * grid.y * grid.z;
+    std::vector<size_t> perm(blocks);
+    for (size_t i = 0; i < blocks; i++)
+        perm[i] = rev ? blocks - 1 - i : i;
+    if (order_mode() == ORDER_SHUFFLE) {  /* Fisher-Yates with a fixed LCG: the same order every run */
+        unsigned long long r = 0x9e3779b97f4a7c15ull ^ blocks;
+        for (size_t i = blocks; i > 1; i--) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            size_t j = (size_t)((r >> 33) % i), t = perm[i - 1];
+            perm[i - 1] = perm[j], perm[j] = t;
+        }
+    }
+    for (size_t b : perm) {
+        blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / grid.x / grid.y)};
+        run_block(nt);
+    }
     body = nullptr;                      /* fn lives only for this launch */
 }
 
