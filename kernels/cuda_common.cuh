@@ -228,8 +228,10 @@ __device__ static inline bool last_block(unsigned *count, unsigned blocks)
     __syncthreads();
     if (threadIdx.x == 0) {
         last = atomicAdd(count, 1u) == blocks - 1;
-        if (last)
+        if (last) {
+            __threadfence();             /* the reading side's fence, for the PTX memory model */
             *count = 0;                  /* every other block has counted itself */
+        }
     }
     __syncthreads();
     return last;

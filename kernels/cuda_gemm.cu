@@ -31,38 +31,40 @@ int cuda_rows_mode(const char *name)
 bool cuda_rows_tc(void) { return rows_tc && gemm_bf16; }
 bool cuda_rows_stream(void) { return rows_stream && cuda_rows_tc(); }
 
+/* *p grown to at least `bytes` (never shrunk; what it held goes when it
+ * grows): whether it grew */
+static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
+{
+    if (bytes <= *cap)
+        return false;
+    if (*p)
+        CU(cudaFree(*p));
+    *p = NULL;
+    if (cudaMalloc(p, bytes) != cudaSuccess) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "out of GPU memory for %.0f MB of %s", bytes / 1e6, what);
+        fatal("workspace", msg);
+    }
+    *cap = bytes;
+    return true;
+}
+
 /* The workspaces of cuda_common.cuh: grown on demand, never shrunk. */
 void *workspace(int which, size_t bytes)
 {
     static void *ws[WS_COUNT];
     static size_t cap[WS_COUNT];
-    if (bytes > cap[which]) {
-        if (ws[which])
-            CU(cudaFree(ws[which]));
-        ws[which] = NULL;
-        if (cudaMalloc(&ws[which], bytes) != cudaSuccess) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "out of GPU memory for a %.0f MB workspace", bytes / 1e6);
-            fatal("workspace", msg);
-        }
-        cap[which] = bytes;
-    }
+    grow(&ws[which], &cap[which], bytes, "workspace");
     return ws[which];
 }
 
 unsigned *zeroed_counters(int which, size_t n)
 {
-    static unsigned *p[CNT_COUNT];
+    static void *p[CNT_COUNT];
     static size_t cap[CNT_COUNT];
-    if (n > cap[which]) {
-        if (p[which])
-            CU(cudaFree(p[which]));
-        if (cudaMalloc(&p[which], n * sizeof(unsigned)) != cudaSuccess)
-            fatal("counters", "out of GPU memory for the tiles' counters");
+    if (grow(&p[which], &cap[which], n * sizeof(unsigned), "the tiles' counters"))
         CU(cudaMemset(p[which], 0, n * sizeof(unsigned)));
-        cap[which] = n;
-    }
-    return p[which];
+    return (unsigned *)p[which];
 }
 
 /* k_pack (cuda_common.cuh) to bf16 for an operand already contiguous (ld = cols, items back to
@@ -423,8 +425,9 @@ __global__ static void __launch_bounds__(32 * MRT_SPLIT)
  *   - a's rows are read as they are (bf16 activations) or rounded to bf16
  *     as they are loaded (fp32), the rounding of k_rows_bf16: no copy of
  *     them and no launch for it.
- * Needs k a multiple of 32, n of 8, and a and b's bf16 copy 16-byte
- * aligned. */
+ * Needs k a multiple of 32, n of 8, and b's bf16 copy 16-byte aligned; a
+ * not 16-byte aligned is read from k_rows_bf16's copy, so that neither the
+ * kernel nor the bits depend on where a lies. */
 #define MRS_WK 4
 #define MRS_UNROLL 4
 #ifdef RL_CUDA_EMU                   /* the op test's products: several segments, and warps of 5 or 6 parts */
@@ -496,7 +499,7 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
     k_matmul_rows_stream(TC *c, float *part, unsigned *count, const TA *a, const unsigned short *__restrict__ b16,
                          int m, int n, int k, int per)
 {
-    __shared__ float red[WC][MRS_WK - 1][16 * MT][16];
+    __shared__ float red[WC][MRS_WK - 1][16 * MT][17];    /* 17: the stores spread over the banks */
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kw = w % MRS_WK, wc = w / MRS_WK, g = lane >> 2, t = lane & 3;
     int j0 = (blockIdx.x * WC + wc) * 16, r0 = blockIdx.z * 16 * MT;
     int cols = n - j0 >= 16 ? 2 : n - j0 > 0 ? (n - j0) / 8 : 0;
@@ -610,13 +613,18 @@ template <class TA, class TC> static bool matmul_rows_tc(TC *c, const TA *a, con
     const unsigned short *b16 = param_bf16(b, (size_t)n * k);
     if (!b16 || (size_t)b16 % 4)
         return false;
-    if (cuda_rows_stream() && k % 32 == 0 && (size_t)b16 % 16 == 0 && (size_t)a % 16 == 0) {
+    bool stream = cuda_rows_stream() && k >= 32 && k % 32 == 0 && (size_t)b16 % 16 == 0;
+    if (stream && (size_t)a % 16 == 0) {
         matmul_rows_stream(c, a, b16, m, n, k);   /* rounds a's rows itself: no copy, no launch */
         return true;
     }
     size_t na = (size_t)(m + 15) / 16 * 16 * k;
     unsigned short *a16 = (unsigned short *)workspace(WS_GEMM_A, na * sizeof *a16);
     LAUNCH_OVER(na, k_rows_bf16<TA>, "matmul_rows (bf16 rows)", a16, a, (size_t)m * k, na);
+    if (stream) {                        /* a unaligned: the same kernel from the copy, so the same bits */
+        matmul_rows_stream(c, (const unsigned short *)a16, b16, m, n, k);
+        return true;
+    }
     LAUNCH(k_matmul_rows_tc<TC>, dim3((n + 15) / 16, (m + MRT_ROWS - 1) / MRT_ROWS), 32 * MRT_SPLIT)(c, a16, b16, m, n,
                                                                                                    k);
     LAUNCHED("matmul_rows (tensor cores)");

@@ -215,6 +215,24 @@ static void test_matmul_rows(int k, bool marked)
         drop(&c);
     }
     free(alone);
+    if (marked) {                        /* rows at an address 4 bytes off 16: the bits of the same rows aligned */
+        int m = 3;
+        float *shifted = a.g + 1, *aligned = gpu->alloc((size_t)m * k * sizeof(float));
+        gpu->copy(aligned, shifted, (size_t)m * k);
+        struct two c = poisoned((size_t)m * n), c2 = poisoned((size_t)m * n);
+        cpu->matmul_rows(c.c, a.c + 1, b.c, m, n, k);
+        gpu->matmul_rows(c.g, shifted, b.g, m, n, k);
+        gpu->matmul_rows(c2.g, aligned, b.g, m, n, k);
+        expect(harness_name("matmul_rows m=%d k=%d, b marked, a unaligned", m, k), &c, gemm_tol);
+        float *h = rl_malloc((size_t)m * n * sizeof *h), *h2 = rl_malloc((size_t)m * n * sizeof *h2);
+        gpu->download(h, c.g, (size_t)m * n * sizeof *h);
+        gpu->download(h2, c2.g, (size_t)m * n * sizeof *h2);
+        CHECK(harness_name("matmul_rows m=%d k=%d, b marked: a unaligned gives the bits of a aligned", m, k),
+              !memcmp(h, h2, (size_t)m * n * sizeof *h));
+        free(h), free(h2);
+        drop(&c), drop(&c2);
+        gpu->free(aligned);
+    }
     drop(&a), drop(&b);
 }
 
