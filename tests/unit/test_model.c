@@ -187,8 +187,6 @@ static void test_kv_cache(const char *c)
     model_close(m);
 }
 
-/* The LM head in chunks of 3 rows (many chunks per sequence) against one
- * chunk: same log-probs and gradients to rounding. */
 /* The CPU backend with its live bytes counted, for test_acts_growth. */
 static struct { void *p[64]; size_t n[64]; size_t live, peak; } counted;
 static void *counted_alloc(size_t bytes)
@@ -238,6 +236,8 @@ static void test_acts_growth(void)
     model_close(m);
 }
 
+/* The LM head in chunks of 3 rows (many chunks per sequence) against one
+ * chunk: same log-probs and gradients to rounding. */
 static void test_head_chunks(void)
 {
     struct model *m = open_case("mha_untied");
