@@ -13,9 +13,11 @@
  *     backend (sample_rows) or on the host's threads from the logits.
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
- *   gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] [-p decode_prompt]
- *             [-D device] [-t | -g] [-I]
- * (-t: the training step only; -g: the decode steps only; -p: the decode
+ *   gpu_bench [-c config.json] [-b batch] [-s seq] [-a micro_batches] [-L layers] [-d decode_steps]
+ *             [-p decode_prompt] [-D device] [-t | -g] [-I]
+ * (-a: a training step of that many forwards and backwards of batch x seq
+ * tokens, one AdamW update, as the trainers accumulate gradients; -t: the
+ * training step only; -g: the decode steps only; -p: the decode
  * steps' context, 128 tokens by default, where the weights' bytes
  * dominate a step; a long one weighs the KV cache's; -I: the training
  * step batch-invariant, one product per sequence, as the trainers run it
@@ -99,7 +101,9 @@ static double train_flops(const struct model *m, int batch, int seq)
     return 6 * matmul_params * tokens + 6.0 * seq * seq * m->q_dim * m->L * batch;
 }
 
-static void bench_train(struct model *m, int batch, int seq, double bf16_tflops, bool invariant)
+/* accum: micro-batches of batch x seq a step (the trainers' gradient
+ * accumulation: the backward adds, one AdamW update a step) */
+static void bench_train(struct model *m, int batch, int seq, int accum, double bf16_tflops, bool invariant)
 {
     int T = batch * seq;
     int *len = rl_malloc(batch * sizeof *len), *tok = rl_malloc(T * sizeof *tok), *tgt = rl_malloc(T * sizeof *tgt);
@@ -109,7 +113,7 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops,
     for (int t = 0; t < T; t++) {
         tok[t] = (int)((t * 2654435761u) % (unsigned)m->V);
         tgt[t] = (t + 1) % seq ? (int)(((t + 1) * 2654435761u) % (unsigned)m->V) : -1;
-        dlogp[t] = tgt[t] >= 0 ? -1.0f / T : 0;
+        dlogp[t] = tgt[t] >= 0 ? -1.0f / ((float)T * accum) : 0;
     }
     struct model_batch b = {batch, len, tok, tgt};
     struct adamw_cfg ac = ADAMW_DEFAULTS;
@@ -123,17 +127,18 @@ static void bench_train(struct model *m, int batch, int seq, double bf16_tflops,
             backend_prof_reset();
         double t0 = now();
         model_zero_grad(m);
-        if (model_forward(m, &b, MODEL_TRAIN) || model_backward(m, dlogp, NULL, NULL))
-            rl_die_err();
+        for (int a = 0; a < accum; a++)
+            if (model_forward(m, &b, MODEL_TRAIN) || model_backward(m, dlogp, NULL, NULL))
+                rl_die_err();
         adamw_step(opt, m->w_mem, m->g_mem, 1e-5f);
         sync_gpu(m->bk, m->w_mem);
         double t = now() - t0;
         if (r > 0 && t < best)           /* the first step warms cuBLAS and the allocator */
             best = t;
     }
-    double flops = train_flops(m, batch, seq);
+    double flops = accum * train_flops(m, batch, seq);
     printf("train_step_s %.4f\n", best);
-    printf("train_tokens_per_s %.0f\n", T / best);
+    printf("train_tokens_per_s %.0f\n", (double)T * accum / best);
     printf("train_model_tflops %.1f\n", flops / best / 1e12);
     printf("train_mfu %.3f\n", flops / best / 1e12 / bf16_tflops);
     if (backend_prof_wanted())
@@ -267,13 +272,14 @@ int main(int argc, char **argv)
 {
     rl_set_prog("gpu_bench");
     const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
-    int batch = 4, seq = 1024, layers = 0, steps = 34, prompt = 128, opt;
+    int batch = 4, seq = 1024, accum = 1, layers = 0, steps = 34, prompt = 128, opt;
     bool train_only = false, decode_only = false, invariant = false;
-    while ((opt = getopt(argc, argv, "c:b:s:L:d:p:D:tgIh")) != -1)
+    while ((opt = getopt(argc, argv, "c:b:s:a:L:d:p:D:tgIh")) != -1)
         switch (opt) {
         case 'c': cfg_path = optarg; break;
         case 'b': batch = atoi(optarg); break;
         case 's': seq = atoi(optarg); break;
+        case 'a': accum = atoi(optarg); break;
         case 'L': layers = atoi(optarg); break;
         case 'd': steps = atoi(optarg); break;
         case 'p': prompt = atoi(optarg); break;
@@ -282,12 +288,12 @@ int main(int argc, char **argv)
         case 'g': decode_only = true; break;
         case 'I': invariant = true; break;
         default:
-            fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-L layers] [-d decode_steps] "
+            fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-a micro_batches] [-L layers] [-d decode_steps] "
                             "[-p decode_prompt] [-D device] [-t | -g] [-I]\n");
             return opt == 'h' ? 0 : 2;
         }
-    if (prompt < 1 || steps < 1 || batch < 1 || seq < 1)
-        rl_die("-p, -d, -b and -s take counts of at least 1");
+    if (prompt < 1 || steps < 1 || batch < 1 || seq < 1 || accum < 1)
+        rl_die("-p, -d, -b, -s and -a take counts of at least 1");
     const struct backend *bk = backend_get(device);
     if (!bk) {
         printf("skip %s\n", rl_errmsg());
@@ -319,9 +325,10 @@ int main(int argc, char **argv)
     }
     printf("model_params %.3fB\n", m->n_params / 1e9);
     printf("train_shape %dx%d\n", batch, seq);
+    printf("train_micro_batches %d\n", accum);
     fflush(stdout);
     if (!decode_only)
-        bench_train(m, batch, seq, bf16, invariant);
+        bench_train(m, batch, seq, accum, bf16, invariant);
     fflush(stdout);
     for (int inv = 1; inv >= 0 && !train_only; inv--) {
         bench_decode(m, 1, prompt, steps, inv, gbps);

@@ -5,6 +5,7 @@ in the same run (tests/gpu/run calls both).
   - bf16 matmul rate (8192^3, bf16 in and out), the MFU denominator;
   - training step of the same Llama config: bf16 autocast over fp32 master
     weights, fused AdamW, flash attention through scaled_dot_product_attention;
+    and a step of 4 such micro-batches (gradient accumulation, one update);
   - decode tokens/s at batch 1 and 64 after a 128-token prompt, with a KV
     cache, fp32 weights (the bytes rlflow reads) and bf16 weights; and with
     bf16 weights and cache after a 2048-token prompt (a long context, where
@@ -121,17 +122,20 @@ def matmul_tflops():
     return 2 * n**3 / best / 1e12
 
 
-def train(m, c, B, S, peak):
+def train(m, c, B, S, peak, accum=1, tag=""):
+    """accum micro-batches of B x S tokens a step, one AdamW update (the
+    trainers' gradient accumulation: backward adds into .grad)"""
     opt = torch.optim.AdamW(m.parameters(), lr=1e-5, **({"fused": True} if DEV == "cuda" else {}))
     ids = torch.randint(0, c["vocab_size"], (B, S + 1), device=DEV)
     pos = torch.arange(S, device=DEV)
     best = 1e30
     for r in range(4):
         t0 = now_synced()
-        with torch.autocast(DEV, dtype=torch.bfloat16):
-            logits = m(ids[:, :-1], pos)
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-        loss.backward()
+        for _ in range(accum):
+            with torch.autocast(DEV, dtype=torch.bfloat16):
+                logits = m(ids[:, :-1], pos)
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)) / accum
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         t = now_synced() - t0
@@ -139,10 +143,10 @@ def train(m, c, B, S, peak):
             best = min(best, t)
     n_params = sum(p.numel() for p in m.parameters()) - m.embed.weight.numel()
     q_dim = m.nh * m.hd
-    flops = 6 * n_params * B * S + 6.0 * S * S * q_dim * len(m.layers) * B
-    print(f"torch_train_step_s {best:.4f}")
-    print(f"torch_train_tokens_per_s {B * S / best:.0f}")
-    print(f"torch_train_mfu {flops / best / 1e12 / peak:.3f}")
+    flops = accum * (6 * n_params * B * S + 6.0 * S * S * q_dim * len(m.layers) * B)
+    print(f"torch_train{tag}_step_s {best:.4f}")
+    print(f"torch_train{tag}_tokens_per_s {accum * B * S / best:.0f}")
+    print(f"torch_train{tag}_mfu {flops / best / 1e12 / peak:.3f}")
     del opt
 
 
@@ -187,6 +191,8 @@ def main():
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
     sys.stdout.flush()
     train(m, c, B, S, peak)
+    sys.stdout.flush()
+    train(m, c, B, S, peak, 4, "_accum4")
     sys.stdout.flush()
     for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         for B_ in (1, 64):

@@ -31,6 +31,15 @@ check "gpu_bench -t on devsim exits 0" test $? = 0 -a ! -s "$TMP/err"
 for k in train_step_s train_tokens_per_s; do
     check "gpu_bench training step: $k" has $k
 done
+# -a: micro-batches a step (gradient accumulation), as tests/gpu/run's accum4 row
+"$B" -D devsim -t -a 2 -b 2 -s 24 -L 1 -c "$cfg" > "$TMP/out" 2> "$TMP/err"
+check "gpu_bench -t -a 2 on devsim exits 0" test $? = 0 -a ! -s "$TMP/err"
+check "gpu_bench -a 2: the step has 2 micro-batches" grep -qx "train_micro_batches 2" "$TMP/out"
+for k in train_step_s train_tokens_per_s; do
+    check "gpu_bench training step of 2 micro-batches: $k" has $k
+done
+"$B" -D devsim -t -a 0 -L 1 -c "$cfg" > "$TMP/out" 2> "$TMP/err"
+check "gpu_bench -a 0 is refused" test $? != 0 -a -s "$TMP/err"
 
 "$G" -D devsim -c "$cfg" -L 2 -p 4 -l 16 -n 3 -g 8 -s 32 -b 64 -P 0.9 > "$TMP/out" 2> "$TMP/err"
 check "gen_bench on devsim exits 0" test $? = 0
