@@ -130,14 +130,3 @@ int lr_kind_parse(const char *name, enum lr_kind *k)
         }
     return rl_err("learning-rate schedule '%s': expected constant, linear or cosine", name);
 }
-
-bool grad_accum_tick(struct grad_accum *a, const struct backend *bk, float *g, size_t n)
-{
-    int every = a->every > 1 ? a->every : 1;
-    if (++a->count < every)
-        return false;
-    if (every > 1)
-        bk->scale(g, 1.0f / (float)every, n);
-    a->count = 0;
-    return true;
-}

@@ -1,9 +1,11 @@
 /* Optimisation: AdamW (torch.optim.AdamW semantics: decoupled weight decay,
  * bias correction), global gradient-norm clipping (torch.nn.utils.
  * clip_grad_norm_), learning-rate schedules with warmup (the Hugging Face
- * get_{constant,linear,cosine}_schedule_with_warmup formulas) and gradient
- * accumulation. Parameters and gradients are flat fp32 arrays on a backend
- * (a model's w_mem / g_mem). */
+ * get_{constant,linear,cosine}_schedule_with_warmup formulas). Gradient
+ * accumulation needs no function here: the trainer weights each
+ * micro-batch's loss by 1/(the step's total), so the backward's += leaves
+ * the average (lib/train.c one_step). Parameters and gradients are flat
+ * fp32 arrays on a backend (a model's w_mem / g_mem). */
 #ifndef RLFLOW_OPTIM_H
 #define RLFLOW_OPTIM_H
 #include <stdbool.h>
@@ -65,11 +67,4 @@ double lr_at(const struct lr_schedule *s, long step);
 /* "constant", "linear", "cosine"; -1 with rl_err naming the value. */
 int lr_kind_parse(const char *name, enum lr_kind *k);
 
-/* Gradient accumulation over `every` micro-batches: backward adds into the
- * gradients; grad_accum_tick() counts one micro-batch and says whether it is
- * time to step; the gradients are then averaged (scaled by 1/every). */
-struct grad_accum {
-    int every, count;
-};
-bool grad_accum_tick(struct grad_accum *a, const struct backend *bk, float *g, size_t n);
 #endif

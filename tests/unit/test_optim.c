@@ -105,20 +105,6 @@ static void test_clip_folded(void)
     adamw_free(b);
 }
 
-static void test_accum(void)
-{
-    const struct backend *bk = &backend_cpu;
-    struct grad_accum a = {.every = 4};
-    float g[1] = {8};
-    int steps = 0;
-    for (int i = 0; i < 8; i++)
-        steps += grad_accum_tick(&a, bk, g, 1);
-    CHECK("accumulation: a step every 4 micro-batches", steps == 2);
-    CHECK("accumulation: gradients averaged at each step", g[0] == 0.5f);
-    struct grad_accum one = {0};
-    CHECK("accumulation: every <= 1 steps each time", grad_accum_tick(&one, bk, g, 1) && g[0] == 0.5f);
-}
-
 static void test_state(void)
 {
     const struct backend *bk = &backend_cpu;
@@ -150,6 +136,5 @@ int main(void)
     test_clip();
     test_adamw();
     test_clip_folded();
-    test_accum();
     return harness_exit();
 }
