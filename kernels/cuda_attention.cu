@@ -479,5 +479,6 @@ void cuda_attention_ops(struct backend *b)
     b->attention = STAMPED(cu_attention);
     b->attention_bwd = STAMPED(cu_attention_bwd);
     b->kv_append = STAMPED(attn_kv_append);   /* reads activations (bf16) itself */
+    b->rope_kv_append = STAMPED(attn_rope_kv_append);
     b->attn_scratch = cu_attn_scratch;   /* writes nothing of the caller's: not STAMPED */
 }

@@ -84,6 +84,8 @@ void attn_bwd_kernels(float *dq, int q_stride, const float *dout, int dout_strid
                       float scale);
 void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src, int src_stride,
                     int kv_dim);
+void attn_rope_kv_append(float *qkv, int stride, const int *pos, int nh, int nkv, int hd, const float *cs,
+                         const float *sn, const struct bk_attn_seq *s, int n_seq);
 /* the split decode kernel, for the sequences it applies to (all with one kv_bf16) */
 bool attn_decode_applies(int n, int hd, int group);
 void attn_decode(float *out, int out_stride, const float *q, int q_stride, const struct bk_attn_seq *s, int n_seq,

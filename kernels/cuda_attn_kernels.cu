@@ -524,17 +524,23 @@ __device__ static void append_row(T *k, T *v, const TS *ks, const TS *vs, int kv
         put(v, d, get(vs, d));
     }
 }
+/* Row i of sequence S, its k and v at ks and vs, into S's cache */
+template <class TS>
+__device__ static void append_to_cache(const bk_attn_seq &S, int i, const TS *ks, const TS *vs, int kv_dim)
+{
+    size_t dst = (size_t)(S.pos + i) * S.kv_stride;
+    if (S.kv_bf16)
+        append_row((unsigned short *)S.k + dst, (unsigned short *)S.v + dst, ks, vs, kv_dim);
+    else
+        append_row((float *)S.k + dst, (float *)S.v + dst, ks, vs, kv_dim);
+}
 template <class TS>
 __global__ static void k_kv_append(attn_args A, const TS *k_src, const TS *v_src, int src_stride, int kv_dim)
 {
     int si = find_seq(A, blockIdx.x);
-    const bk_attn_seq &S = A.s[si];
     int i = blockIdx.x - A.first[si];
-    size_t src = (size_t)(S.row + i) * src_stride, dst = (size_t)(S.pos + i) * S.kv_stride;
-    if (S.kv_bf16)
-        append_row((unsigned short *)S.k + dst, (unsigned short *)S.v + dst, k_src + src, v_src + src, kv_dim);
-    else
-        append_row((float *)S.k + dst, (float *)S.v + dst, k_src + src, v_src + src, kv_dim);
+    size_t src = (size_t)(A.s[si].row + i) * src_stride;
+    append_to_cache(A.s[si], i, k_src + src, v_src + src, kv_dim);
 }
 void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                          int src_stride, int kv_dim)
@@ -548,6 +554,36 @@ void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, 
             if (rows)
                 LAUNCH(k_kv_append<TS>, rows, 128)(A, (const TS *)k_src, (const TS *)v_src, src_stride, kv_dim);
             LAUNCHED("kv_append");
+        }
+    });
+}
+
+/* rope then kv_append in one launch: a block per new row rotates the row's
+ * q and k heads in place (rope_row, rope's own code), and once all its
+ * threads have, copies the rotated k and v into the cache. */
+template <class TS>
+__global__ static void k_rope_kv_append(attn_args A, TS *x, int stride, const int *pos, int nh, int nkv, int hd,
+                                        const float *cs, const float *sn)
+{
+    int si = find_seq(A, blockIdx.x);
+    int i = blockIdx.x - A.first[si], r = A.s[si].row + i, half = hd / 2;
+    TS *row = x + (size_t)r * stride;
+    rope_row(row, nh + nkv, hd, cs + (size_t)pos[r] * half, sn + (size_t)pos[r] * half, 1.0f);
+    __syncthreads();
+    const TS *ks = row + (size_t)nh * hd;
+    append_to_cache(A.s[si], i, ks, ks + (size_t)nkv * hd, nkv * hd);
+}
+void attn_rope_kv_append(float *qkv, int stride, const int *pos, int nh, int nkv, int hd, const float *cs,
+                         const float *sn, const struct bk_attn_seq *s, int n_seq)
+{
+    as_stored(qkv, [&](auto *t) {
+        using TS = stored_t<decltype(t)>;
+        for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
+            attn_args A = {};
+            int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
+            if (rows)
+                LAUNCH(k_rope_kv_append<TS>, rows, 128)(A, (TS *)qkv, stride, pos, nh, nkv, hd, cs, sn);
+            LAUNCHED("rope_kv_append");
         }
     });
 }

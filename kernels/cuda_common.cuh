@@ -173,6 +173,23 @@ __device__ static inline float get(const unsigned short *p, size_t i) { return _
 __device__ static inline void put(float *p, size_t i, float v) { p[i] = v; }
 __device__ static inline void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
 
+/* Rotate-half RoPE of one row's nh heads of hd, in place: ci and si are the
+ * position's row of the tables, sgn -1 rotates back. The block's threads
+ * take (head, pair) with 32-bit index arithmetic. rope and rope_kv_append
+ * both run it, so their rows have the same bits. */
+template <class T>
+__device__ static inline void rope_row(T *row, int nh, int hd, const float *ci, const float *si, float sgn)
+{
+    int half = hd / 2;
+    for (int t = threadIdx.x; t < nh * half; t += blockDim.x) {
+        int h = t / half, j = t - h * half;
+        T *v = row + (size_t)h * hd;
+        float c = ci[j], s = sgn * si[j], a = get(v, j), b = get(v, j + half);
+        put(v, j, a * c - b * s);
+        put(v, j + half, b * c + a * s);
+    }
+}
+
 /* dst[i][r][c] = src[i * stride + r * ld + c] for r < rows and 0 for rows <= r
  * < pad: a strided batch of matrices packed back to back (a GEMM's
  * operands, or a matrix's heads stacked head-major: stride = the head's

@@ -1,5 +1,5 @@
-/* The CUDA backend's row and elementwise kernels: RMSNorm and its
- * backward (column sums in two fixed-order passes), RoPE, SwiGLU, gathers
+/* The CUDA backend's row and elementwise kernels: RMSNorm (alone or after
+ * the residual add) and its backward (column sums in two fixed-order passes), RoPE, SwiGLU, gathers
  * and scatters, the embedding, the vocabulary's log-softmax, and the
  * optimizer's norm and AdamW. */
 #include "cuda_common.cuh"
@@ -10,27 +10,112 @@ double *red_buf;
 
 /* Kernels over activations take T, how they are stored: float, or
  * unsigned short for bf16 activations (cuda_acts.cu); get and put convert.
+ * V4: the row's elements go four at a time (get4, put4: 16 bytes of fp32
+ * or 8 of bf16 a load, where single bf16 elements load 2 bytes), when d is
+ * a multiple of four and every row, w and the bf16 copy are aligned to it
+ * (norm_by4). The sums' order then differs from the elementwise form, so
+ * the choice depends only on d and the buffers, never on a row's batch.
  * y16: the bf16 copy of y for the next product (a_copy_for), or NULL */
-template <class T>
-__global__ static void k_rmsnorm(T *y, unsigned short *y16, float *rstd, const T *x, const float *w, int d, float eps)
+template <bool V4, class T> __device__ static inline float4 load_e(const T *p, size_t i)
 {
-    const T *xi = x + (size_t)blockIdx.x * d;
-    T *yi = y + (size_t)blockIdx.x * d;
+    if constexpr (V4)
+        return get4(p, i);
+    else
+        return float4{get(p, i), 0, 0, 0};
+}
+template <bool V4, class T> __device__ static inline void store_e(T *p, size_t i, float4 v)
+{
+    if constexpr (V4)
+        put4(p, i, v);
+    else
+        put(p, i, v.x);
+}
+template <bool V4> __device__ static inline void store_bf16_e(unsigned short *p, size_t i, float4 v)
+{
+    if constexpr (V4)
+        put_bf16_4(p + i, v);
+    else
+        p[i] = bf16_rne(v.x);
+}
+__device__ static inline float4 add4(float4 a, float4 b) { return float4{a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w}; }
+__device__ static inline float4 mul4(float4 a, float4 b) { return float4{a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w}; }
+/* sum += a * b (* c), element by element in order: one rounding each, as
+ * the elementwise form has (nvcc fuses each into one fma; a sum of the
+ * four products first would round twice where only .x is used) */
+template <bool V4> __device__ static inline void dot_acc(double &sum, float4 a, float4 b)
+{
+    sum += (double)a.x * b.x;
+    if constexpr (V4) {
+        sum += (double)a.y * b.y;
+        sum += (double)a.z * b.z;
+        sum += (double)a.w * b.w;
+    }
+}
+template <bool V4> __device__ static inline void dot_acc(double &sum, float4 a, float4 b, float4 c)
+{
+    sum += (double)a.x * b.x * c.x;
+    if constexpr (V4) {
+        sum += (double)a.y * b.y * c.y;
+        sum += (double)a.z * b.z * c.z;
+        sum += (double)a.w * b.w * c.w;
+    }
+}
+/* Four elements of the residual at p + i, whose rows need not be aligned
+ * as x's are (r4: they are) */
+template <bool V4, class T> __device__ static inline float4 load_res(const T *p, size_t i, bool r4)
+{
+    if (!V4 || r4)
+        return load_e<V4>(p, i);
+    return float4{get(p, i), get(p, i + 1), get(p, i + 2), get(p, i + 3)};
+}
+
+/* res: add_rmsnorm's residual, added into x first: the sum as stored
+ * (rounded where bf16) is the norm's input. The residual's alignment does
+ * not choose V4 (r4 says how to read it), so that add_rmsnorm sums in the
+ * order rmsnorm would after add. */
+template <class T, bool V4>
+__global__ static void k_rmsnorm(T *y, unsigned short *y16, float *rstd, T *x, const T *res, bool r4, const float *w,
+                                 int d, float eps)
+{
+    constexpr int E = V4 ? 4 : 1;
+    size_t o = (size_t)blockIdx.x * d;
     double ss = 0;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        double v = get(xi, j);
-        ss += v * v;
+    for (int j = E * threadIdx.x; j < d; j += E * blockDim.x) {
+        if (res)
+            store_e<V4>(x, o + j, add4(load_e<V4>(x, o + j), load_res<V4>(res, o + j, r4)));
+        float4 v = load_e<V4>(x, o + j);
+        dot_acc<V4>(ss, v, v);
     }
     ss = block_sum_d(ss);
     float r = (float)(1.0 / sqrt(ss / d + eps));
     if (threadIdx.x == 0)
         rstd[blockIdx.x] = r;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = w[j] * (get(xi, j) * r);
-        put(yi, j, v);
+    float4 rr = {r, r, r, r};
+    for (int j = E * threadIdx.x; j < d; j += E * blockDim.x) {
+        float4 v = mul4(load_e<V4>(w, j), mul4(load_e<V4>(x, o + j), rr));
+        store_e<V4>(y, o + j, v);
         if (y16)
-            y16[(size_t)blockIdx.x * d + j] = bf16_rne(v);
+            store_bf16_e<V4>(y16, o + j, v);
     }
+}
+/* Whether a norm's rows go four elements at a time */
+template <class T> static bool norm_by4(int d, const void *a, const void *b, const void *c, const float *w,
+                                        const unsigned short *copy)
+{
+    return rows_by4((const T *)a, d) && (!b || rows_by4((const T *)b, d)) && (!c || rows_by4((const T *)c, d)) &&
+           rows_by4(w, 0) && (!copy || rows_by4(copy, d));
+}
+template <class T>
+static void launch_rmsnorm(const char *name, float *y, float *rstd, float *x, const float *r, const float *w, int n,
+                           int d, float eps)
+{
+    unsigned short *y16 = a_copy_for(y, n, d);
+    bool r4 = r && rows_by4((const T *)r, d);
+    if (norm_by4<T>(d, x, y, nullptr, w, y16))
+        LAUNCH((k_rmsnorm<T, true>), n, THREADS)((T *)y, y16, rstd, (T *)x, (const T *)r, r4, w, d, eps);
+    else
+        LAUNCH((k_rmsnorm<T, false>), n, THREADS)((T *)y, y16, rstd, (T *)x, (const T *)r, r4, w, d, eps);
+    LAUNCHED(name);
 }
 static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps)
 {
@@ -38,29 +123,38 @@ static void cu_rmsnorm(float *y, float *rstd, const float *x, const float *w, in
         return;
     same_kind("rmsnorm", y, x);
     as_stored(x, [&](auto *t) {
-        using T = stored_t<decltype(t)>;
-        LAUNCH(k_rmsnorm<T>, n, THREADS)((T *)y, a_copy_for(y, n, d), rstd, (const T *)x, w, d, eps);
-        LAUNCHED("rmsnorm");
+        launch_rmsnorm<stored_t<decltype(t)>>("rmsnorm", y, rstd, (float *)x, nullptr, w, n, d, eps);
     });
+}
+static void cu_add_rmsnorm(float *y, float *rstd, float *x, const float *r, const float *w, int n, int d, float eps)
+{
+    if (n <= 0)
+        return;
+    same_kind("add_rmsnorm", y, x);
+    same_kind("add_rmsnorm", r, x);
+    as_stored(x, [&](auto *t) { launch_rmsnorm<stored_t<decltype(t)>>("add_rmsnorm", y, rstd, x, r, w, n, d, eps); });
 }
 
 /* dx += r w dy - x r^3/d sum(w dy x), per row */
-template <class T>
+template <class T, bool V4>
 __global__ static void k_rmsnorm_bwd_rows(T *dx, unsigned short *dx16, const T *dy, const T *x, const float *w,
                                           const float *rstd, int d)
 {
+    constexpr int E = V4 ? 4 : 1;
     size_t o = (size_t)blockIdx.x * d;
     double dot = 0;
-    for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dot += (double)w[j] * get(dy, o + j) * get(x, o + j);
+    for (int j = E * threadIdx.x; j < d; j += E * blockDim.x)
+        dot_acc<V4>(dot, load_e<V4>(w, j), load_e<V4>(dy, o + j), load_e<V4>(x, o + j));
     dot = block_sum_d(dot);
     float r = rstd[blockIdx.x];
     float c = (float)(dot * r * r * r / d);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = get(dx, o + j) + (r * w[j] * get(dy, o + j) - get(x, o + j) * c);
-        put(dx, o + j, v);
+    for (int j = E * threadIdx.x; j < d; j += E * blockDim.x) {
+        float4 g = load_e<V4>(dx, o + j), ww = load_e<V4>(w, j), dyv = load_e<V4>(dy, o + j), xv = load_e<V4>(x, o + j);
+        float4 v = {g.x + (r * ww.x * dyv.x - xv.x * c), g.y + (r * ww.y * dyv.y - xv.y * c),
+                    g.z + (r * ww.z * dyv.z - xv.z * c), g.w + (r * ww.w * dyv.w - xv.w * c)};
+        store_e<V4>(dx, o + j, v);
         if (dx16)
-            dx16[o + j] = bf16_rne(v);
+            store_bf16_e<V4>(dx16, o + j, v);
     }
 }
 
@@ -129,7 +223,11 @@ static void cu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x
     same_kind("rmsnorm_bwd", dx, x);
     as_stored(dx, [&](auto *t) {
         using T = stored_t<decltype(t)>;
-        LAUNCH(k_rmsnorm_bwd_rows<T>, n, THREADS)((T *)dx, a_copy_for(dx, n, d), (const T *)dy, (const T *)x, w, rstd, d);
+        unsigned short *dx16 = a_copy_for(dx, n, d);
+        if (norm_by4<T>(d, dx, dy, x, w, dx16))
+            LAUNCH((k_rmsnorm_bwd_rows<T, true>), n, THREADS)((T *)dx, dx16, (const T *)dy, (const T *)x, w, rstd, d);
+        else
+            LAUNCH((k_rmsnorm_bwd_rows<T, false>), n, THREADS)((T *)dx, dx16, (const T *)dy, (const T *)x, w, rstd, d);
         LAUNCHED("rmsnorm_bwd");
     });
     colsum(dw, dy, x, rstd, n, d);
@@ -145,15 +243,7 @@ __global__ static void k_rope(T *x, int stride, const int *pos, int nh, int hd, 
                               float sgn)
 {
     int half = hd / 2, i = blockIdx.x;
-    const float *ci = cs + (size_t)pos[i] * half, *si = sn + (size_t)pos[i] * half;
-    T *row = x + (size_t)i * stride;
-    for (int t = threadIdx.x; t < nh * half; t += blockDim.x) {
-        int h = t / half, j = t - h * half;
-        T *v = row + (size_t)h * hd;
-        float c = ci[j], s = sgn * si[j], a = get(v, j), b = get(v, j + half);
-        put(v, j, a * c - b * s);
-        put(v, j + half, b * c + a * s);
-    }
+    rope_row(x + (size_t)i * stride, nh, hd, cs + (size_t)pos[i] * half, sn + (size_t)pos[i] * half, sgn);
 }
 static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *cs,
                     const float *sn, bool inverse)
@@ -547,6 +637,7 @@ void cuda_elementwise_ops(struct backend *b)
 {
     b->rmsnorm = STAMPED(cu_rmsnorm);
     b->rmsnorm_bwd = STAMPED(cu_rmsnorm_bwd);
+    b->add_rmsnorm = STAMPED(cu_add_rmsnorm);
     b->rope = STAMPED(cu_rope);
     b->swiglu = STAMPED(cu_swiglu);
     b->swiglu_bwd = STAMPED(cu_swiglu_bwd);

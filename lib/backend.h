@@ -96,6 +96,12 @@ struct backend {
     /* dx += d/dx, dw += d/dw, given dy, the input x and the saved rstd */
     void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x,
                         const float *w, const float *rstd, int n, int d);
+    /* x += r, then rmsnorm(y, rstd, x, w): the residual add and the norm
+     * that reads its sum in one pass (one launch instead of two in a decode
+     * step), with the bits of add() followed by rmsnorm(). x is written like
+     * add's output (never marked as parameters); y like rmsnorm's. */
+    void (*add_rmsnorm)(float *y, float *rstd, float *x, const float *r, const float *w, int n, int d,
+                        float eps);
 
     /* Rotate-half RoPE in place on n rows of n_heads heads (row stride
      * `stride`); row i is at position pos[i]; cos/sin tables [pos][head_dim/2].
@@ -115,6 +121,13 @@ struct backend {
      * s->kv_bf16 each value is rounded to bf16 (to nearest, ties to even). */
     void (*kv_append)(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                       int src_stride, int kv_dim);
+    /* Generation's RoPE and kv_append in one pass: for each row r of the
+     * sequences (rows s->row.. of each), rope() of its n_heads q heads and
+     * n_kv k heads (adjacent at the row's start, q first; stride floats a
+     * row; position pos[r]), then kv_append() of the rotated k and of v
+     * (the n_kv heads after k) into the caches: the bits of those two ops. */
+    void (*rope_kv_append)(float *qkv, int stride, const int *pos, int n_heads, int n_kv, int head_dim,
+                           const float *cos, const float *sin, const struct bk_attn_seq *s, int n_seq);
     /* Whether attention (or, backward, attention_bwd) on a sequence of n
      * queries over ctx keys uses the s->p (and s->dp) scratch; the model
      * allocates it only for the sequences that do (it is n x ctx per head:
@@ -189,11 +202,11 @@ const struct backend *backend_get(const char *name);
 /* rlflow-cuda.so's entry point. Its name carries the table's version, one
  * more whenever an op is added, removed or changes its meaning (2: softmax
  * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches;
- * 5: bf16 activations; 6: adamw takes a gradient scale): a library built
- * from another version has another name and is refused, where a check of
- * the table's size alone would let a same-sized table with other ops
- * through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v6
+ * 5: bf16 activations; 6: adamw takes a gradient scale; 7: add_rmsnorm
+ * and rope_kv_append): a library built from another version has another
+ * name and is refused, where a check of the table's size alone would let
+ * a same-sized table with other ops through. */
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v7
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 

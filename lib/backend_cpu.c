@@ -204,19 +204,35 @@ static void cpu_matmul_rows(float *c, const float *a, const float *b, int m, int
     }
 }
 
+/* One row of RMSNorm: returns 1/rms */
+static float rmsnorm_row(float *y, const float *x, const float *w, int d, float eps)
+{
+    double ss = 0;
+    for (int j = 0; j < d; j++)
+        ss += (double)x[j] * x[j];
+    float r = (float)(1.0 / sqrt(ss / d + eps));
+    for (int j = 0; j < d; j++)
+        y[j] = w[j] * (x[j] * r);
+    return r;
+}
+
 static void cpu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps)
 {
 #pragma omp parallel for schedule(static) if (PAR((size_t)n * d))
+    for (int i = 0; i < n; i++)
+        rstd[i] = rmsnorm_row(y + (size_t)i * d, x + (size_t)i * d, w, d, eps);
+}
+
+static void cpu_add_rmsnorm(float *y, float *rstd, float *x, const float *r, const float *w, int n, int d,
+                            float eps)
+{
+#pragma omp parallel for schedule(static) if (PAR((size_t)n * d))
     for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * d;
-        float *yi = y + (size_t)i * d;
-        double ss = 0;
+        float *xi = x + (size_t)i * d;
+        const float *ri = r + (size_t)i * d;
         for (int j = 0; j < d; j++)
-            ss += (double)xi[j] * xi[j];
-        float r = (float)(1.0 / sqrt(ss / d + eps));
-        rstd[i] = r;
-        for (int j = 0; j < d; j++)
-            yi[j] = w[j] * (xi[j] * r);
+            xi[j] += ri[j];
+        rstd[i] = rmsnorm_row(y + (size_t)i * d, xi, w, d, eps);
     }
 }
 
@@ -250,23 +266,27 @@ static void cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *
     }
 }
 
+/* One row's n_heads heads at position p */
+static void rope_row(float *x, int p, int n_heads, int head_dim, const float *cos_t, const float *sin_t, float sgn)
+{
+    int half = head_dim / 2;
+    const float *c = cos_t + (size_t)p * half, *s = sin_t + (size_t)p * half;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * head_dim;
+        for (int j = 0; j < half; j++) {
+            float a = v[j], b = v[j + half], sj = sgn * s[j];
+            v[j] = a * c[j] - b * sj;
+            v[j + half] = b * c[j] + a * sj;
+        }
+    }
+}
+
 static void cpu_rope(float *x, int stride, const int *pos, int n, int n_heads, int head_dim,
                      const float *cos_t, const float *sin_t, bool inverse)
 {
-    int half = head_dim / 2;
-    float sgn = inverse ? -1.0f : 1.0f;
 #pragma omp parallel for schedule(static) if (PAR((size_t)n * n_heads * head_dim))
-    for (int i = 0; i < n; i++) {
-        const float *c = cos_t + (size_t)pos[i] * half, *s = sin_t + (size_t)pos[i] * half;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + (size_t)i * stride + (size_t)h * head_dim;
-            for (int j = 0; j < half; j++) {
-                float a = v[j], b = v[j + half], sj = sgn * s[j];
-                v[j] = a * c[j] - b * sj;
-                v[j + half] = b * c[j] + a * sj;
-            }
-        }
-    }
+    for (int i = 0; i < n; i++)
+        rope_row(x + (size_t)i * stride, pos[i], n_heads, head_dim, cos_t, sin_t, inverse ? -1.0f : 1.0f);
 }
 
 /* Attention with sgemm: per (sequence, head) the scores S = q k^T for all
@@ -416,6 +436,22 @@ static void cpu_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k
             memcpy((float *)s[q].k + dst, k_src + src, kv_dim * sizeof(float));
             memcpy((float *)s[q].v + dst, v_src + src, kv_dim * sizeof(float));
         }
+}
+
+static void cpu_rope_kv_append(float *qkv, int stride, const int *pos, int n_heads, int n_kv, int head_dim,
+                               const float *cos_t, const float *sin_t, const struct bk_attn_seq *s, int n_seq)
+{
+    size_t rows = 0;
+    for (int q = 0; q < n_seq; q++)
+        rows += (size_t)s[q].n;
+    /* the sequences' rows in one parallel loop (a decode step: a row each) */
+#pragma omp parallel for schedule(static) if (PAR(rows * (n_heads + n_kv) * head_dim))
+    for (int q = 0; q < n_seq; q++)
+        for (int r = s[q].row; r < s[q].row + s[q].n; r++)
+            rope_row(qkv + (size_t)r * stride, pos[r], n_heads + n_kv, head_dim, cos_t, sin_t, 1.0f);
+    int kv_dim = n_kv * head_dim;
+    cpu_kv_append(s, n_seq, qkv + (size_t)n_heads * head_dim, qkv + (size_t)n_heads * head_dim + kv_dim, stride,
+                  kv_dim);
 }
 
 static void cpu_swiglu(float *h, const float *gu, int n, int f)
@@ -625,10 +661,12 @@ const struct backend backend_cpu = {
     .matmul_rows = cpu_matmul_rows,
     .rmsnorm = cpu_rmsnorm,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .add_rmsnorm = cpu_add_rmsnorm,
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attention_bwd = cpu_attention_bwd,
     .kv_append = cpu_kv_append,
+    .rope_kv_append = cpu_rope_kv_append,
     .attn_scratch = cpu_attn_scratch,
     .swiglu = cpu_swiglu,
     .swiglu_bwd = cpu_swiglu_bwd,

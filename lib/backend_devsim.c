@@ -48,6 +48,11 @@ static void sim_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *
 {
     backend_cpu.rmsnorm_bwd(F(dx), F(dw), F(dy), F(x), F(w), F(rstd), n, d);
 }
+static void sim_add_rmsnorm(float *y, float *rstd, float *x, const float *r, const float *w, int n, int d,
+                            float eps)
+{
+    backend_cpu.add_rmsnorm(F(y), F(rstd), F(x), F(r), F(w), n, d, eps);
+}
 static void sim_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *c,
                      const float *s, bool inverse)
 {
@@ -89,6 +94,13 @@ static void sim_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k
 {
     struct bk_attn_seq *r = real_seqs(s, n_seq);
     backend_cpu.kv_append(r, n_seq, F(k_src), F(v_src), src_stride, kv_dim);
+    free(r);
+}
+static void sim_rope_kv_append(float *qkv, int stride, const int *pos, int nh, int nkv, int hd, const float *c,
+                               const float *sn, const struct bk_attn_seq *s, int n_seq)
+{
+    struct bk_attn_seq *r = real_seqs(s, n_seq);
+    backend_cpu.rope_kv_append(F(qkv), stride, I(pos), nh, nkv, hd, F(c), F(sn), r, n_seq);
     free(r);
 }
 static bool sim_attn_scratch(int n, int ctx, int nh, int hd, bool backward)
@@ -154,10 +166,12 @@ const struct backend backend_devsim = {
     .matmul_rows = sim_matmul_rows,
     .rmsnorm = sim_rmsnorm,
     .rmsnorm_bwd = sim_rmsnorm_bwd,
+    .add_rmsnorm = sim_add_rmsnorm,
     .rope = sim_rope,
     .attention = sim_attention,
     .attention_bwd = sim_attention_bwd,
     .kv_append = sim_kv_append,
+    .rope_kv_append = sim_rope_kv_append,
     .attn_scratch = sim_attn_scratch,
     .swiglu = sim_swiglu,
     .swiglu_bwd = sim_swiglu_bwd,

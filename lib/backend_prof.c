@@ -97,6 +97,11 @@ static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
 {
     TIMED("rmsnorm_bwd", 0, inner->rmsnorm_bwd(dx, dw, dy, x, w, rstd, n, d));
 }
+static void p_add_rmsnorm(float *y, float *rstd, float *x, const float *r, const float *w, int n, int d,
+                          float eps)
+{
+    TIMED("add_rmsnorm", 0, inner->add_rmsnorm(y, rstd, x, r, w, n, d, eps));
+}
 static void p_rope(float *x, int stride, const int *pos, int n, int nh, int hd, const float *c, const float *s,
                    bool inverse)
 {
@@ -127,6 +132,11 @@ static void p_attention_bwd(float *dq, int qs, const float *dout, int ds, const 
 static void p_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k, const float *v, int ss, int kvd)
 {
     TIMED("kv_append", 0, inner->kv_append(s, n_seq, k, v, ss, kvd));
+}
+static void p_rope_kv_append(float *x, int stride, const int *pos, int nh, int nkv, int hd, const float *c,
+                             const float *sn, const struct bk_attn_seq *s, int n_seq)
+{
+    TIMED("rope_kv_append", 0, inner->rope_kv_append(x, stride, pos, nh, nkv, hd, c, sn, s, n_seq));
 }
 static bool p_attn_scratch(int n, int ctx, int nh, int hd, bool backward)
 {
@@ -196,10 +206,12 @@ const struct backend *backend_profiled(const struct backend *bk)
     table.matmul_rows = p_matmul_rows;
     table.rmsnorm = p_rmsnorm;
     table.rmsnorm_bwd = p_rmsnorm_bwd;
+    table.add_rmsnorm = p_add_rmsnorm;
     table.rope = p_rope;
     table.attention = p_attention;
     table.attention_bwd = p_attention_bwd;
     table.kv_append = p_kv_append;
+    table.rope_kv_append = p_rope_kv_append;
     table.attn_scratch = p_attn_scratch;
     table.swiglu = p_swiglu;
     table.swiglu_bwd = p_swiglu_bwd;

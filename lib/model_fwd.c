@@ -58,7 +58,8 @@ static size_t kv_offset(const struct kv_cache *c, int slot, int l)
 }
 
 /* Point each sequence's attention at its keys and values: the batch's own
- * rows (training, scoring) or its cache slot, after appending the new rows. */
+ * rows (training, scoring) or its cache slot (where layer_forward appends
+ * the new rows). */
 static void attn_sources(struct model *m, struct layer_acts *la, int l,
                          struct kv_cache *c, const int *slots)
 {
@@ -87,36 +88,44 @@ static void attn_sources(struct model *m, struct layer_acts *la, int l,
         q->v = (const float *)((const char *)c->v + base);
         q->kv_stride = c->kv_dim;
     }
-    if (c)
-        m->bk->kv_append(a->seqs, a->n_seq, k_new, v_new, m->qkv_dim, m->kv_dim);
 }
 
-/* One decoder layer: x_out = x2 + mlp(norm(x2)), x2 = x + attn(norm(x)).
+/* One decoder layer: x_out = x2 + mlp(norm(x2)), x2 = x + attn(norm(x)),
+ * except that each residual add is left to the norm that reads its sum
+ * (add_rmsnorm, one pass): x_out gets mlp(norm(x2)) alone, and the next
+ * layer's first norm (or the final norm) adds x2 into it. res_in is that
+ * pending x2 of the previous layer, NULL for the first (x is the embedding).
  * x_out may alias la->x (inference reuses one buffer set). */
-static void layer_forward(struct model *m, int l, struct layer_acts *la, float *x_out,
+static void layer_forward(struct model *m, int l, struct layer_acts *la, const float *res_in, float *x_out,
                           struct kv_cache *c, const int *slots)
 {
     const struct backend *bk = m->bk;
     const struct layer_tensors *w = &m->w.layer[l];
     struct model_acts *a = m->acts;
     int T = a->T, H = m->H;
+    float eps = m->cfg.rms_norm_eps;
 
-    bk->rmsnorm(la->xn1, la->rstd1, la->x, w->ln1, T, H, m->cfg.rms_norm_eps);
+    if (res_in)
+        bk->add_rmsnorm(la->xn1, la->rstd1, la->x, res_in, w->ln1, T, H, eps);
+    else
+        bk->rmsnorm(la->xn1, la->rstd1, la->x, w->ln1, T, H, eps);
     /* q, k, v in one matmul: their weights (and biases) are adjacent in w_mem */
     linear(m, la->qkv, la->xn1, w->wq, w->bq, T, H, m->qkv_dim);
-    /* q's heads and k's are adjacent in a row (q | k | v): one call rotates both */
-    bk->rope(la->qkv, m->qkv_dim, a->d_pos, T, m->n_heads + m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
+    /* q's heads and k's are adjacent in a row (q | k | v): one call rotates
+     * both, and with a cache also appends the rotated k and v to it */
     attn_sources(m, la, l, c, slots);
+    if (c)
+        bk->rope_kv_append(la->qkv, m->qkv_dim, a->d_pos, m->n_heads, m->n_kv, m->hd, m->rope_cos, m->rope_sin,
+                           a->seqs, a->n_seq);
+    else
+        bk->rope(la->qkv, m->qkv_dim, a->d_pos, T, m->n_heads + m->n_kv, m->hd, m->rope_cos, m->rope_sin, false);
     bk->attention(la->att, m->q_dim, la->qkv, m->qkv_dim, a->seqs, a->n_seq, m->n_heads, m->n_kv,
                   m->hd, 1.0f / sqrtf((float)m->hd));
     linear(m, la->x2, la->att, w->wo, w->bo, T, m->q_dim, H);
-    bk->add(la->x2, la->x, (size_t)T * H);
-
-    bk->rmsnorm(la->xn2, la->rstd2, la->x2, w->ln2, T, H, m->cfg.rms_norm_eps);
+    bk->add_rmsnorm(la->xn2, la->rstd2, la->x2, la->x, w->ln2, T, H, eps);
     linear(m, la->gu, la->xn2, w->wg, w->bg, T, H, 2 * m->ffn);      /* gate | up, adjacent too */
     bk->swiglu(la->h, la->gu, T, m->ffn);
     linear(m, x_out, la->h, w->wd, w->bd, T, m->ffn, H);
-    bk->add(x_out, la->x2, (size_t)T * H);
 }
 
 /* Gather hidden rows a->rows[k0..k0+n) into a->hg and compute their logits in a->chunk. */
@@ -206,12 +215,14 @@ static void trunk_forward(struct model *m, struct kv_cache *c, const int *slots)
     struct model_acts *a = m->acts;
     bool train = a->train;
     m->bk->embed(a->layer[0].x, m->w.embed, a->d_tokens, a->T, m->H);
+    const float *res = NULL;            /* the previous layer's x2, still to be added */
     for (int l = 0; l < m->L; l++) {
         struct layer_acts *la = &a->layer[train ? l : 0];
         float *x_out = l + 1 == m->L ? a->xf : a->layer[train ? l + 1 : 0].x;
-        layer_forward(m, l, la, x_out, c, slots);
+        layer_forward(m, l, la, res, x_out, c, slots);
+        res = la->x2;
     }
-    m->bk->rmsnorm(a->hf, a->rstd_f, a->xf, m->w.norm, a->T, m->H, m->cfg.rms_norm_eps);
+    m->bk->add_rmsnorm(a->hf, a->rstd_f, a->xf, res, m->w.norm, a->T, m->H, m->cfg.rms_norm_eps);
 }
 
 static int check_tokens(const struct model *m, const int *tok, int n, int seq, const char *what)

@@ -121,6 +121,11 @@ static void drop(struct two *t)
     cpu->free(t->c);
     gpu->free(t->g);
 }
+/* Element i of a GPU buffer of fp32, or of bf16 activations (act) */
+static const float *act_at_g(const float *p, size_t i, bool act)
+{
+    return (const float *)((const char *)p + i * (act ? 2 : sizeof(float)));
+}
 static int *ints_gpu(const int *h, size_t n)
 {
     int *g = gpu->alloc((n ? n : 1) * sizeof *g);
@@ -245,22 +250,77 @@ static void test_matmul_rows(int k, bool marked)
     drop(&a), drop(&b);
 }
 
-/* n = 300 rows: the weight gradient's column sums span three row chunks */
-static void test_norms(int n)
+/* n = 300 rows: the weight gradient's column sums span three row chunks;
+ * d = 1000 takes the rows four elements at a time, 1001 one at a time */
+static void test_norms(int n, int d)
 {
-    int d = 1000;
     struct two x = rand_both((size_t)n * d, 3), w = rand_both(d, 1);
     struct two y = poisoned((size_t)n * d), r = poisoned(n);
     cpu->rmsnorm(y.c, r.c, x.c, w.c, n, d, 1e-5f);
     gpu->rmsnorm(y.g, r.g, x.g, w.g, n, d, 1e-5f);
-    expect(harness_name("rmsnorm: output, n=%d", n), &y, 1e-5);
-    expect(harness_name("rmsnorm: saved 1/rms, n=%d", n), &r, 1e-5);
+    expect(harness_name("rmsnorm: output, n=%d, d=%d", n, d), &y, 1e-5);
+    expect(harness_name("rmsnorm: saved 1/rms, n=%d, d=%d", n, d), &r, 1e-5);
     struct two dy = rand_both((size_t)n * d, 1), dx = rand_both((size_t)n * d, 1), dw = rand_both(d, 1);
     cpu->rmsnorm_bwd(dx.c, dw.c, dy.c, x.c, w.c, r.c, n, d);
     gpu->rmsnorm_bwd(dx.g, dw.g, dy.g, x.g, w.g, r.g, n, d);
-    expect(harness_name("rmsnorm_bwd: dx +=, n=%d", n), &dx, 1e-5);
-    expect(harness_name("rmsnorm_bwd: dw += (column sums), n=%d", n), &dw, 1e-5);
+    expect(harness_name("rmsnorm_bwd: dx +=, n=%d, d=%d", n, d), &dx, 1e-5);
+    expect(harness_name("rmsnorm_bwd: dw += (column sums), n=%d, d=%d", n, d), &dw, 1e-5);
     drop(&x), drop(&w), drop(&y), drop(&r), drop(&dy), drop(&dx), drop(&dw);
+}
+
+/* add_rmsnorm against the CPU's, and against the backend's own add then
+ * rmsnorm: the same bits (x, y and 1/rms), since a decode step takes the
+ * fused op where a caller of the two would get the other. act: x, r and y
+ * are bf16 activations (the sum is rounded before the norm reads it). */
+static void expect_act(const char *name, const struct two *t, double tol);
+static void check_add_norm(const char *what, struct two *x, const struct two *r, const struct two *w,
+                           struct two *y, struct two *rs, float *x2, float *y2, float *rs2, int n, int d, bool act)
+{
+    size_t nd = (size_t)n * d, esz = act ? 2 : sizeof(float);
+    gpu->copy(x2, x->g, nd);
+    cpu->add_rmsnorm(y->c, rs->c, x->c, r->c, w->c, n, d, 1e-5f);
+    gpu->add_rmsnorm(y->g, rs->g, x->g, r->g, w->g, n, d, 1e-5f);
+    double tol = act ? 1e-2 : 1e-5;
+    if (act) {
+        expect_act(harness_name("%s: x += r", what), x, tol);
+        expect_act(harness_name("%s: output", what), y, tol);
+    } else {
+        expect(harness_name("%s: x += r", what), x, tol);
+        expect(harness_name("%s: output", what), y, tol);
+    }
+    expect(harness_name("%s: saved 1/rms", what), rs, tol);
+    gpu->add(x2, r->g, nd);
+    gpu->rmsnorm(y2, rs2, x2, w->g, n, d, 1e-5f);
+    const float *fused[3] = {x->g, y->g, rs->g}, *apart[3] = {x2, y2, rs2};
+    size_t bytes[3] = {nd * esz, nd * esz, (size_t)n * sizeof(float)};
+    bool same = true;
+    for (int i = 0; i < 3; i++) {
+        char *h1 = rl_malloc(bytes[i]), *h2 = rl_malloc(bytes[i]);
+        gpu->download(h1, fused[i], bytes[i]);
+        gpu->download(h2, apart[i], bytes[i]);
+        same = same && !memcmp(h1, h2, bytes[i]);
+        free(h1), free(h2);
+    }
+    CHECK(harness_name("%s: the bits of add then rmsnorm", what), same);
+}
+
+/* r_off: the residual starts that many floats into its buffer (1: its rows
+ * are not 16-byte aligned where x's are: the same bits still) */
+static void test_add_norm(int n, int d, int r_off)
+{
+    size_t nd = (size_t)n * d;
+    struct two x = rand_both(nd, 3), r = rand_both(nd, 3), w = rand_both(d, 1);
+    struct two y = poisoned(nd), rs = poisoned(n), two2 = poisoned(nd);
+    float *y2 = gpu->alloc(nd * sizeof(float)), *rs2 = gpu->alloc((size_t)n * sizeof(float));
+    float *rbuf = gpu->alloc((nd + r_off) * sizeof(float)), *r_dev = r.g;
+    gpu->copy(rbuf + r_off, r.g, nd);
+    r.g = rbuf + r_off;
+    char what[64];
+    snprintf(what, sizeof what, "add_rmsnorm, n=%d, d=%d%s", n, d, r_off ? ", residual unaligned" : "");
+    check_add_norm(what, &x, &r, &w, &y, &rs, two2.g, y2, rs2, n, d, false);
+    r.g = r_dev;
+    gpu->free(y2), gpu->free(rs2), gpu->free(rbuf);
+    drop(&x), drop(&r), drop(&w), drop(&y), drop(&rs), drop(&two2);
 }
 
 static void test_rope(void)
@@ -609,6 +669,122 @@ static void test_kv_append_bf16(void)
            "%ld of %zu values differ", bad, 2 * nc);
     gpu->free(gsrc), gpu->free(cache);
     free(src), free(h);
+}
+
+/* rope_kv_append against the CPU's, and against the backend's own rope
+ * then kv_append: the same bits in q|k|v and in the caches, unwritten
+ * cache rows included. 35 sequences (more than a launch takes: 32): a
+ * prefill of 5 rows, one of 3, then decode steps. x: the q|k|v rows, fp32
+ * or bf16 activations (x2: a second buffer of the same kind); kv16: bf16
+ * caches. */
+enum { RKA_SEQS = 35, RKA_NH = 6, RKA_NKV = 2, RKA_HD = 64, RKA_CAP = 16, RKA_LEN = 64 };
+static void check_rope_kv_append(const char *what, struct two *x, float *x2, int rows, const int *row_pos,
+                                 const struct bk_attn_seq *proto, bool act, bool kv16)
+{
+    int half = RKA_HD / 2, kvd = RKA_NKV * RKA_HD, stride = (RKA_NH + 2 * RKA_NKV) * RKA_HD;
+    size_t nc = (size_t)RKA_SEQS * RKA_CAP * kvd, esz = kv16 ? 2 : 4, xesz = act ? 2 : 4;
+    float *cs = rl_malloc((size_t)RKA_LEN * half * sizeof *cs), *sn = rl_malloc((size_t)RKA_LEN * half * sizeof *sn);
+    for (int p = 0; p < RKA_LEN; p++)
+        for (int j = 0; j < half; j++) {
+            double a = p * pow(10000.0, -2.0 * j / RKA_HD);
+            cs[p * half + j] = (float)cos(a), sn[p * half + j] = (float)sin(a);
+        }
+    struct two c = both(cs, (size_t)RKA_LEN * half), sv = both(sn, (size_t)RKA_LEN * half);
+    int *gpos = ints_gpu(row_pos, rows);
+    /* caches: the CPU's fp32 (zeros), the GPU's two poisoned with NaN bits */
+    float *ck = cpu->alloc(nc * 4), *cv = cpu->alloc(nc * 4);
+    char *poison = rl_malloc(nc * esz);
+    for (size_t i = 0; i < nc * esz / 2; i++)
+        ((uint16_t *)poison)[i] = 0x7fc1;
+    char *g[4];                                   /* k, v of the fused op; k, v of the two ops */
+    for (int i = 0; i < 4; i++) {
+        g[i] = gpu->alloc(nc * esz);
+        gpu->upload(g[i], poison, nc * esz);
+    }
+    struct bk_attn_seq sc[RKA_SEQS], s1[RKA_SEQS], s2[RKA_SEQS];
+    for (int q = 0; q < RKA_SEQS; q++) {
+        size_t o = (size_t)q * RKA_CAP * kvd;
+        sc[q] = s1[q] = s2[q] = proto[q];
+        sc[q].k = ck + o, sc[q].v = cv + o, sc[q].kv_bf16 = false;
+        s1[q].k = (const float *)(g[0] + o * esz), s1[q].v = (const float *)(g[1] + o * esz);
+        s2[q].k = (const float *)(g[2] + o * esz), s2[q].v = (const float *)(g[3] + o * esz);
+        s1[q].kv_bf16 = s2[q].kv_bf16 = kv16;
+    }
+    gpu->copy(x2, x->g, (size_t)rows * stride);
+    cpu->rope_kv_append(x->c, stride, row_pos, RKA_NH, RKA_NKV, RKA_HD, c.c, sv.c, sc, RKA_SEQS);
+    gpu->rope_kv_append(x->g, stride, gpos, RKA_NH, RKA_NKV, RKA_HD, c.g, sv.g, s1, RKA_SEQS);
+    if (act)
+        expect_act(harness_name("%s: q and k rotated", what), x, 1e-2);
+    else
+        expect(harness_name("%s: q and k rotated", what), x, 1e-5);
+    /* the caches' written rows against the CPU's */
+    char *hk = rl_malloc(nc * esz);
+    double worst = 0;
+    for (int kv = 0; kv < 2; kv++) {
+        gpu->download(hk, g[kv], nc * esz);
+        for (int q = 0; q < RKA_SEQS; q++)
+            for (int i = 0; i < proto[q].n; i++)
+                for (int d = 0; d < kvd; d++) {
+                    size_t o = (size_t)q * RKA_CAP * kvd + (size_t)(proto[q].pos + i) * kvd + d;
+                    float got = kv16 ? st_bf16_to_f32(((uint16_t *)hk)[o]) : ((float *)hk)[o];
+                    float want = (kv ? cv : ck)[o];
+                    double e = fabs(got - want) / (fabs(want) + 1e-3);
+                    if (e != e)
+                        e = INFINITY;
+                    if (e > worst)
+                        worst = e;
+                }
+    }
+    double tol = act || kv16 ? 1e-2 : 1e-5;
+    CHECKF(harness_name("%s: the caches' new rows", what), worst <= tol, "worst relative error %.3g > %.1g", worst,
+           tol);
+    /* the same bits as rope, then kv_append */
+    gpu->rope(x2, stride, gpos, rows, RKA_NH + RKA_NKV, RKA_HD, c.g, sv.g, false);
+    gpu->kv_append(s2, RKA_SEQS, act_at_g(x2, RKA_NH * RKA_HD, act), act_at_g(x2, RKA_NH * RKA_HD + kvd, act),
+                   stride, kvd);
+    size_t xb = (size_t)rows * stride * xesz;
+    char *h1 = rl_malloc(xb > nc * esz ? xb : nc * esz), *h2 = rl_malloc(xb > nc * esz ? xb : nc * esz);
+    gpu->download(h1, x->g, xb), gpu->download(h2, x2, xb);
+    bool same = !memcmp(h1, h2, xb);
+    for (int kv = 0; kv < 2; kv++) {
+        gpu->download(h1, g[kv], nc * esz), gpu->download(h2, g[2 + kv], nc * esz);
+        same = same && !memcmp(h1, h2, nc * esz);
+    }
+    CHECK(harness_name("%s: the bits of rope then kv_append (q|k|v and the caches)", what), same);
+    free(h1), free(h2), free(hk), free(poison), free(cs), free(sn);
+    for (int i = 0; i < 4; i++)
+        gpu->free(g[i]);
+    cpu->free(ck), cpu->free(cv);
+    drop(&c), drop(&sv);
+    gpu->free(gpos);
+}
+
+/* The sequences of check_rope_kv_append: rows in order, positions before
+ * RKA_CAP; row_pos[r] = its position */
+static int rka_seqs(struct bk_attn_seq *s, int *row_pos)
+{
+    int row = 0;
+    for (int q = 0; q < RKA_SEQS; q++) {
+        int n = q == 0 ? 5 : q == 1 ? 3 : 1, pos = (q * 5) % (RKA_CAP - n + 1);
+        s[q] = (struct bk_attn_seq){.row = row, .n = n, .pos = pos, .kv_stride = RKA_NKV * RKA_HD};
+        for (int i = 0; i < n; i++)
+            row_pos[row + i] = pos + i;
+        row += n;
+    }
+    return row;
+}
+
+static void test_rope_kv_append(bool kv16)
+{
+    struct bk_attn_seq s[RKA_SEQS];
+    int row_pos[8 + RKA_SEQS], stride = (RKA_NH + 2 * RKA_NKV) * RKA_HD;
+    int rows = rka_seqs(s, row_pos);
+    struct two x = rand_both((size_t)rows * stride, 2);
+    float *x2 = gpu->alloc((size_t)rows * stride * sizeof(float));
+    check_rope_kv_append(kv16 ? "rope_kv_append, bf16 caches" : "rope_kv_append", &x, x2, rows, row_pos, s, false,
+                         kv16);
+    gpu->free(x2);
+    drop(&x);
 }
 
 static void test_elementwise(void)
@@ -991,7 +1167,7 @@ static void check_producer_copy(const char *op, const struct copy_check *k, cons
     free(a1), free(a2), free(b1), free(b2), free(t1), free(t2);
 }
 
-/* Producer ops (rmsnorm, rmsnorm_bwd, swiglu, swiglu_bwd) write a bf16 copy
+/* Producer ops (rmsnorm, rmsnorm_bwd, add_rmsnorm, swiglu, swiglu_bwd) write a bf16 copy
  * of their output for the next product in bf16 mode (a_copy_for). */
 static void test_producer_copies(void)
 {
@@ -1013,6 +1189,8 @@ static void test_producer_copies(void)
     check_producer_copy("rmsnorm", &k, y.g, d);
     gpu->rmsnorm_bwd(x.g, dw.g, dy.g, y.g, w.g, rstd.g, n, d);
     check_producer_copy("rmsnorm_bwd (dx, accumulated)", &k, x.g, d);
+    gpu->add_rmsnorm(y.g, rstd.g, x.g, dy.g, w.g, n, d, 1e-5f);
+    check_producer_copy("add_rmsnorm", &k, y.g, d);
     gpu->swiglu(y.g, gu.g, n, 64);
     check_producer_copy("swiglu (float4)", &k, y.g, 64);
     gpu->swiglu(y.g, gu.g, n, 66);
@@ -1192,6 +1370,7 @@ static void test_memory(void)
         gpu->matmul_rows &&
         gpu->rmsnorm &&
         gpu->rmsnorm_bwd &&
+        gpu->add_rmsnorm &&
         gpu->rope &&
         gpu->attention &&
         gpu->kv_append &&
@@ -1424,6 +1603,32 @@ static void test_acts_matmul(void)
         act_drop(&c), drop(&c32);
     }
     act_drop(&a), drop(&b);
+}
+
+/* d = 520: four elements at a time; 522: one at a time */
+static void test_acts_add_norm(int d)
+{
+    int n = 37;
+    char what[64];
+    snprintf(what, sizeof what, "bf16 activations: add_rmsnorm, d=%d", d);
+    struct two x = act_rand((size_t)n * d, 3), r = act_rand((size_t)n * d, 3), w = rand_both(d, 1);
+    struct two y = act_poisoned((size_t)n * d), rs = poisoned(n);
+    float *x2 = act_take((size_t)n * d), *y2 = act_take((size_t)n * d), *rs2 = gpu->alloc(n * sizeof(float));
+    check_add_norm(what, &x, &r, &w, &y, &rs, x2, y2, rs2, n, d, true);
+    gpu->free(rs2);
+    act_drop(&x), act_drop(&r), drop(&w), act_drop(&y), drop(&rs);
+}
+
+static void test_acts_rope_kv_append(bool kv16)
+{
+    struct bk_attn_seq s[RKA_SEQS];
+    int row_pos[8 + RKA_SEQS], stride = (RKA_NH + 2 * RKA_NKV) * RKA_HD;
+    int rows = rka_seqs(s, row_pos);
+    struct two x = act_rand((size_t)rows * stride, 2);
+    float *x2 = act_take((size_t)rows * stride);
+    check_rope_kv_append(kv16 ? "bf16 activations: rope_kv_append, bf16 caches" : "bf16 activations: rope_kv_append",
+                         &x, x2, rows, row_pos, s, true, kv16);
+    act_drop(&x);
 }
 
 static void test_acts_rows(void)
@@ -1696,6 +1901,14 @@ static void test_acts(void)
     arena_used = 0;
     test_acts_rows();
     arena_used = 0;
+    test_acts_add_norm(520);
+    arena_used = 0;
+    test_acts_add_norm(522);
+    arena_used = 0;
+    test_acts_rope_kv_append(false);
+    arena_used = 0;
+    test_acts_rope_kv_append(true);
+    arena_used = 0;
     /* the tensor cores' lengths (a multiple of no tile among them), then
      * short sequences between and after them, then a head_dim no tensor
      * core kernel takes */
@@ -1750,9 +1963,15 @@ int main(void)
     test_matmul_rows(576, false);
     test_matmul_rows(576, true);
     test_matmul_rows(2048, true);
-    test_norms(33);
-    test_norms(300);
+    test_norms(33, 1000);
+    test_norms(300, 1000);
+    test_norms(33, 1001);
+    test_add_norm(33, 1000, 0);
+    test_add_norm(300, 1000, 0);
+    test_add_norm(33, 1001, 0);
+    test_add_norm(33, 1000, 1);
     test_rope();
+    test_rope_kv_append(false);
     test_attention(64, false);
     test_attention(128, false);
     test_decodes();
@@ -1760,6 +1979,7 @@ int main(void)
         test_attention(64, true);
         test_attention(128, true);
         test_kv_append_bf16();
+        test_rope_kv_append(true);
     }
     test_elementwise();
     test_vocab();

@@ -236,6 +236,33 @@ static void test_acts_growth(void)
     model_close(m);
 }
 
+/* The forward adds each residual in the norm that reads the sum
+ * (add_rmsnorm): on the CPU that is add() then rmsnorm(), bit for bit,
+ * rows in parallel or not. */
+static void test_add_rmsnorm(void)
+{
+    const struct backend *bk = &backend_cpu;
+    for (int n = 3; n <= 300; n += 297) {
+        int d = 576;
+        size_t nd = (size_t)n * d;
+        float *x = bk->alloc(nd * 4), *x2 = bk->alloc(nd * 4), *r = bk->alloc(nd * 4), *w = bk->alloc(d * 4);
+        float *y = bk->alloc(nd * 4), *y2 = bk->alloc(nd * 4), *rs = bk->alloc(n * 4), *rs2 = bk->alloc(n * 4);
+        for (size_t i = 0; i < nd; i++)
+            x[i] = x2[i] = nrand(), r[i] = nrand();
+        for (int j = 0; j < d; j++)
+            w[j] = 1 + 0.1f * nrand();
+        bk->add_rmsnorm(y, rs, x, r, w, n, d, 1e-5f);
+        bk->add(x2, r, nd);
+        bk->rmsnorm(y2, rs2, x2, w, n, d, 1e-5f);
+        bool sx = !memcmp(x, x2, nd * 4), sy = !memcmp(y, y2, nd * 4), sr = !memcmp(rs, rs2, (size_t)n * 4);
+        CHECKF(harness_name("add_rmsnorm is add then rmsnorm, bit for bit (%d rows)", n), sx && sy && sr,
+               "x %s, y %s, 1/rms %s", sx ? "same" : "differs", sy ? "same" : "differs", sr ? "same" : "differs");
+        float *all[8] = {x, x2, r, w, y, y2, rs, rs2};
+        for (int i = 0; i < 8; i++)
+            bk->free(all[i]);
+    }
+}
+
 /* The LM head in chunks of 3 rows (many chunks per sequence) against one
  * chunk: same log-probs and gradients to rounding. */
 static void test_head_chunks(void)
@@ -553,6 +580,7 @@ int main(void)
     test_response_logps();
     test_head_chunks();
     test_acts_growth();
+    test_add_rmsnorm();
     test_step_draw("cpu");
     test_step_draw("devsim");
     test_finite_differences();
