@@ -542,19 +542,27 @@ __global__ static void k_kv_append(attn_args A, const TS *k_src, const TS *v_src
     size_t src = (size_t)(A.s[si].row + i) * src_stride;
     append_to_cache(A.s[si], i, k_src + src, v_src + src, kv_dim);
 }
+/* launch(A, rows) for each launch's worth of the sequences (ATTN_SEQS), a
+ * block per new row: kv_append's and rope_kv_append's grids */
+template <class F> static void per_row_launches(const char *name, const struct bk_attn_seq *s, int n_seq, F launch)
+{
+    for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
+        attn_args A = {};
+        int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
+        if (rows)
+            launch(A, rows);
+        LAUNCHED(name);
+    }
+}
 void attn_kv_append(const struct bk_attn_seq *s, int n_seq, const float *k_src, const float *v_src,
                          int src_stride, int kv_dim)
 {
     same_kind("kv_append", k_src, v_src);
     as_stored(k_src, [&](auto *t) {
         using TS = stored_t<decltype(t)>;
-        for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
-            attn_args A = {};
-            int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
-            if (rows)
-                LAUNCH(k_kv_append<TS>, rows, 128)(A, (const TS *)k_src, (const TS *)v_src, src_stride, kv_dim);
-            LAUNCHED("kv_append");
-        }
+        per_row_launches("kv_append", s, n_seq, [&](const attn_args &A, int rows) {
+            LAUNCH(k_kv_append<TS>, rows, 128)(A, (const TS *)k_src, (const TS *)v_src, src_stride, kv_dim);
+        });
     });
 }
 
@@ -578,13 +586,9 @@ void attn_rope_kv_append(float *qkv, int stride, const int *pos, int nh, int nkv
 {
     as_stored(qkv, [&](auto *t) {
         using TS = stored_t<decltype(t)>;
-        for (int s0 = 0; s0 < n_seq; s0 += ATTN_SEQS) {
-            attn_args A = {};
-            int rows = attn_describe(&A, s, n_seq, s0, PER_QUERY);
-            if (rows)
-                LAUNCH(k_rope_kv_append<TS>, rows, 128)(A, (TS *)qkv, stride, pos, nh, nkv, hd, cs, sn);
-            LAUNCHED("rope_kv_append");
-        }
+        per_row_launches("rope_kv_append", s, n_seq, [&](const attn_args &A, int rows) {
+            LAUNCH(k_rope_kv_append<TS>, rows, 128)(A, (TS *)qkv, stride, pos, nh, nkv, hd, cs, sn);
+        });
     });
 }
 

@@ -1,7 +1,7 @@
 /* The CUDA backend's row and elementwise kernels: RMSNorm (alone or after
- * the residual add) and its backward (column sums in two fixed-order passes), RoPE, SwiGLU, gathers
- * and scatters, the embedding, the vocabulary's log-softmax, and the
- * optimizer's norm and AdamW. */
+ * the residual add) and its backward (column sums in two fixed-order
+ * passes), RoPE, SwiGLU, gathers and scatters, the embedding, the
+ * vocabulary's log-softmax, and the optimizer's norm and AdamW. */
 #include "cuda_common.cuh"
 
 double *red_buf;

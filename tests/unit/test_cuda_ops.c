@@ -323,13 +323,10 @@ static void test_add_norm(int n, int d, int r_off)
     drop(&x), drop(&r), drop(&w), drop(&y), drop(&rs), drop(&two2);
 }
 
-static void test_rope(void)
+/* RoPE's cos and sin tables [len][hd/2] on both sides (theta 10000) */
+static void rope_tables(int len, int hd, struct two *c, struct two *s)
 {
-    int n = 20, nh = 5, hd = 64, stride = nh * hd + 7, len = 64, half = hd / 2;
-    int pos[20];
-    for (int i = 0; i < n; i++)
-        pos[i] = (i * 7 + 3) % len;
-    int *gpos = ints_gpu(pos, n);
+    int half = hd / 2;
     float *cs = rl_malloc((size_t)len * half * sizeof *cs), *sn = rl_malloc((size_t)len * half * sizeof *sn);
     for (int p = 0; p < len; p++)
         for (int j = 0; j < half; j++) {
@@ -337,7 +334,19 @@ static void test_rope(void)
             cs[p * half + j] = (float)cos(a);
             sn[p * half + j] = (float)sin(a);
         }
-    struct two c = both(cs, (size_t)len * half), s = both(sn, (size_t)len * half);
+    *c = both(cs, (size_t)len * half), *s = both(sn, (size_t)len * half);
+    free(cs), free(sn);
+}
+
+static void test_rope(void)
+{
+    int n = 20, nh = 5, hd = 64, stride = nh * hd + 7, len = 64;
+    int pos[20];
+    for (int i = 0; i < n; i++)
+        pos[i] = (i * 7 + 3) % len;
+    int *gpos = ints_gpu(pos, n);
+    struct two c, s;
+    rope_tables(len, hd, &c, &s);
     for (int inv = 0; inv < 2; inv++) {
         struct two x = rand_both((size_t)n * stride, 1);
         cpu->rope(x.c, stride, pos, n, nh, hd, c.c, s.c, inv);
@@ -346,7 +355,6 @@ static void test_rope(void)
         drop(&x);
     }
     drop(&c), drop(&s);
-    free(cs), free(sn);
     gpu->free(gpos);
 }
 
@@ -681,15 +689,10 @@ enum { RKA_SEQS = 35, RKA_NH = 6, RKA_NKV = 2, RKA_HD = 64, RKA_CAP = 16, RKA_LE
 static void check_rope_kv_append(const char *what, struct two *x, float *x2, int rows, const int *row_pos,
                                  const struct bk_attn_seq *proto, bool act, bool kv16)
 {
-    int half = RKA_HD / 2, kvd = RKA_NKV * RKA_HD, stride = (RKA_NH + 2 * RKA_NKV) * RKA_HD;
+    int kvd = RKA_NKV * RKA_HD, stride = (RKA_NH + 2 * RKA_NKV) * RKA_HD;
     size_t nc = (size_t)RKA_SEQS * RKA_CAP * kvd, esz = kv16 ? 2 : 4, xesz = act ? 2 : 4;
-    float *cs = rl_malloc((size_t)RKA_LEN * half * sizeof *cs), *sn = rl_malloc((size_t)RKA_LEN * half * sizeof *sn);
-    for (int p = 0; p < RKA_LEN; p++)
-        for (int j = 0; j < half; j++) {
-            double a = p * pow(10000.0, -2.0 * j / RKA_HD);
-            cs[p * half + j] = (float)cos(a), sn[p * half + j] = (float)sin(a);
-        }
-    struct two c = both(cs, (size_t)RKA_LEN * half), sv = both(sn, (size_t)RKA_LEN * half);
+    struct two c, sv;
+    rope_tables(RKA_LEN, RKA_HD, &c, &sv);
     int *gpos = ints_gpu(row_pos, rows);
     /* caches: the CPU's fp32 (zeros), the GPU's two poisoned with NaN bits */
     float *ck = cpu->alloc(nc * 4), *cv = cpu->alloc(nc * 4);
@@ -751,7 +754,7 @@ static void check_rope_kv_append(const char *what, struct two *x, float *x2, int
         same = same && !memcmp(h1, h2, nc * esz);
     }
     CHECK(harness_name("%s: the bits of rope then kv_append (q|k|v and the caches)", what), same);
-    free(h1), free(h2), free(hk), free(poison), free(cs), free(sn);
+    free(h1), free(h2), free(hk), free(poison);
     for (int i = 0; i < 4; i++)
         gpu->free(g[i]);
     cpu->free(ck), cpu->free(cv);
