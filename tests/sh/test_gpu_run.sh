@@ -29,7 +29,7 @@ printf '#!/bin/sh\nexit 0\n' >"$pack/bin/rl-gen"
 
 # gpu_bench: a training step's figures that encode its switches (MFU 0.3,
 # 0.1 more with tc-wide attention, 0.01 times the micro-batches, 0.2 less with
-# fp32 activations); decode figures that encode the rows kernel and the
+# fp32 activations; the step's seconds 0.0124 over the MFU); decode figures that encode the rows kernel and the
 # streamed kernel's block target. FAKE_SLEEP: seconds before the output.
 cat >"$pack/benchbin/gpu_bench" <<'EOF'
 #!/bin/bash
@@ -49,7 +49,7 @@ if [ -n "$t" ]; then
     mfu=$(awk -v m=$mfu -v a="$a" 'BEGIN { printf "%.3f", m + 0.01 * a }')
     echo "model_params 1.100B"
     echo "train_shape 4x1024"
-    echo "train_step_s 0.0${a}00"
+    awk -v m="$mfu" 'BEGIN { printf "train_step_s %.4f\n", 0.0124 / m }'   # 0.04 s at 0.31
     echo "train_tokens_per_s 4${a}000"
     echo "train_mfu $mfu"
 fi
@@ -108,20 +108,25 @@ check "check: the card is named" has check "GPU check (check): Stand-in H200"
 check "check: the whole suite ran" grep -qE "^GPU suite: 2[0-9] passed, 0 failed" "$TMP/check.report"
 check "check: the 22-layer gradient errors are reported" has check "22 layers 0.022"
 check "check: the headline MFU, ours and PyTorch's" test "$(grep -F 'MFU vs bf16' "$TMP/check.report" | tr -d ' ')" = "|MFUvsbf16GEMMrate(target0.45)|0.310|0.312|"
-check "check: 4 micro-batches ran with -a 4" test "$(cell check '  4 micro-batches')" = "0.0400 / 0.340"
-check "check: tc-wide's route ran under RL_CUDA_ATTN=tc-wide" test "$(cell check '  train step, attention tc-wide')" = "0.0100 / 0.410"
-check "check: fp32 activations ran under RL_CUDA_ACT=fp32" test "$(cell check '  fp32 activations')" = "0.0100 / 0.110"
+check "check: 4 micro-batches ran with -a 4" test "$(cell check '  4 micro-batches')" = "0.0365 / 0.340"
+check "check: tc-wide's route ran under RL_CUDA_ATTN=tc-wide" test "$(cell check '  train step, attention tc-wide')" = "0.0302 / 0.410"
+check "check: fp32 activations ran under RL_CUDA_ACT=fp32" test "$(cell check '  fp32 activations')" = "0.1127 / 0.110"
 check "check: the streamed decode ran under RL_CUDA_ROWS=stream" test "$(cell check '  the same, streamed')" = 106
 check "check: rl-gen end to end, default and streamed" test "$(cell check 'rl-gen b64 / b1, top-p 1, streamed')" = "456 / 246"
 check "check: no tuning rows" test -z "$(cell check '  streamed, 256')$(cell check '  train step, attention cublas')"
+check "check: tc-wide's faster step chooses it" grep -qx "  training step, tc-wide attention against auto's: gains 32.5% -> AUTO_TC_KIND TC_WIDE (kernels/cuda_attention.cu)" "$TMP/check.report"
+check "check: fp32 activations' slower step keeps bf16" grep -qx "  training step, fp32 activations against auto's bf16: loses 64.5% -> keep the default" "$TMP/check.report"
+check "check: streamed rows past 3% at batch 1 choose them" grep -q "decode batch 1, streamed rows against auto's: gains 3.9% -> RL_CUDA_ROWS's auto to stream" "$TMP/check.report"
+check "check: under 3% keeps the default" grep -q "rl-gen batch 1 end to end, streamed rows against auto's: gains 2.5% -> keep the default" "$TMP/check.report"
 check "check: the time of each part" grep -qE "^time by part: ops-fp32 [0-9]+ s, .*gpu_bench [0-9]+ s, gpu_torch [0-9]+ s" "$TMP/check.report"
 check "check: the report and the logs in \$OUT" test -s "$TMP/OUT/gpu-report.txt" -a -s "$TMP/OUT/gpu-logs.txt"
 
 gpu_run tune --tune
 check "tune: exits 0" test $? = 0
 check "tune: one op suite, no other" grep -q "^GPU suite: 1 passed, 0 failed" "$TMP/tune.report"
-check "tune: the streamed blocks' sweep under RL_CUDA_ROWS_BLOCKS" test "$(grep -F '  streamed, 256' "$TMP/tune.report" | head -1 | awk -F'|' '{print $3}' | tr -d ' ')" = 109/110/110
-check "tune: the cublas route ran" test "$(cell tune '  train step, attention cublas')" = "0.0100 / 0.310"
+check "tune: the streamed blocks' sweep under RL_CUDA_ROWS_BLOCKS" test "$(grep -F '  streamed, 256' "$TMP/tune.report" | head -1 | awk -F'|' '{print $3}' | tr -d ' ')" = 109/109/110/110
+check "tune: the fastest blocks' target" grep -q "decode batch 64, streamed rows, blocks' target 256 / 512 / 1024 / 2048: 6409 / 6409 / 6410 / 6410 tok/s -> keep 512" "$TMP/tune.report"
+check "tune: the cublas route ran" test "$(cell tune '  train step, attention cublas')" = "0.0400 / 0.310"
 check "tune: head_dim 128 on Mistral-7B's shape, 4 layers" grep -q -- "-t -L 4 -c tests/data/configs/mistral-7b.json" "$TMP/calls"
 check "tune: not the check's PyTorch run" test ! -e "$TMP/gpu-out/torch.txt"
 
