@@ -10,11 +10,17 @@
  *     (weights + KV cache bytes per step over the copy bandwidth), with the
  *     batch-invariant kernel (rl-gen's default) and with cuBLAS; and, with
  *     the former, rl-gen's whole step: a token drawn per sequence on the
- *     backend (sample_rows) or on the host's threads from the logits.
+ *     backend (sample_rows) or on the host's threads from the logits;
+ *   - a decode step's launches against their floor: the microseconds from
+ *     one launch to the next when empty kernels run back to back, times
+ *     the step's launches (where the launches, not the bytes, bound a step,
+ *     CUDA graphs would pay).
  * Prints one "key value" line per figure (tests/gpu/run makes the table).
  * Skips with a message when there is no GPU.
  *   gpu_bench [-c config.json] [-b batch] [-s seq] [-a micro_batches] [-L layers] [-d decode_steps]
- *             [-p decode_prompt] [-D device] [-t | -g] [-I]
+ *             [-p decode_prompt] [-D device] [-C ceiling_gemm_size] [-t | -g] [-I]
+ * (-C: the ceiling GEMM's m = n = k, 8192 by default; make check's run on
+ * the CPU emulation of the kernels takes a small one)
  * (-a: a training step of that many forwards and backwards of batch x seq
  * tokens, one AdamW update, as the trainers accumulate gradients; -t: the
  * training step only; -g: the decode steps only; -p: the decode
@@ -154,10 +160,14 @@ static void bench_train(struct model *m, int batch, int seq, int accum, double b
  * top-p or min-p). */
 enum step_end { LOGITS, DRAW_BACKEND, DRAW_HOST };
 
-/* Seconds per step of `steps` decode steps after two warm-up ones. */
+/* Seconds per step of `steps` decode steps after two warm-up ones; and,
+ * where launches is given, the CUDA backend's launches a timed step (-1
+ * on other backends). */
 static double time_steps(struct model *m, struct kv_cache *c, int batch, int steps, enum step_end end,
-                         const struct sampler *sampler, const int *slots, const int *ntok, int *tok, float *logits)
+                         const struct sampler *sampler, const int *slots, const int *ntok, int *tok, float *logits,
+                         double *launches)
 {
+    long long l0 = -1;
     int threads = omp_get_max_threads();
     struct sample_scratch *sc = rl_calloc(threads, sizeof *sc);
     for (int i = 0; i < threads; i++)
@@ -173,6 +183,7 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
             sync_gpu(m->bk, m->w_mem);
             backend_prof_reset();
             t0 = now();
+            l0 = backend_cuda_launches();
         }
         for (int s = 0; s < batch; s++)
             tok[s] = (k * 31 + s * 17) % m->V;
@@ -194,6 +205,8 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
         }
     }
     double per_step = (now() - t0) / steps;
+    if (launches)
+        *launches = l0 >= 0 ? (double)(backend_cuda_launches() - l0) / steps : -1;
     for (int i = 0; i < threads; i++)
         sample_scratch_free(&sc[i]);
     free(sc), free(rng), free(u), free(lp), free(drawn);
@@ -213,7 +226,8 @@ static void fork_prompt(struct kv_cache *c, int batch, int prompt)
  * drawn on the backend, then on the host, at temperature 1 and with top-p
  * 0.9. Each timing starts again from the prompt, so all decode the same
  * contexts. */
-static void bench_decode(struct model *m, int batch, int prompt, int steps, bool invariant, double gbps)
+static void bench_decode(struct model *m, int batch, int prompt, int steps, bool invariant, double gbps,
+                         double launch_us)
 {
     int timed = steps > 2 ? steps - 2 : 1;
     struct kv_cache *c = kv_cache_new(m, batch, prompt + timed + 2);
@@ -234,7 +248,8 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
     }
     fork_prompt(c, batch, prompt);
     struct sampler plain = {.temperature = 1, .top_p = 1}, nucleus = {.temperature = 1, .top_p = 0.9f};
-    double per_step = time_steps(m, c, batch, timed, LOGITS, &plain, slots, ntok, tok, logits);
+    double launches;
+    double per_step = time_steps(m, c, batch, timed, LOGITS, &plain, slots, ntok, tok, logits, &launches);
     /* bytes a step must read: every weight but the embedding table (one row
      * each), and the K/V of every cached position (2 or 4 bytes a value, as
      * the cache holds them); a weight is 2 bytes where
@@ -250,6 +265,10 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
     printf("decode_b%d_%s_tokens_per_s %.0f\n", batch, mode, batch / per_step);
     printf("decode_b%d_%s_floor_tokens_per_s %.0f\n", batch, mode, batch / floor_s);
     printf("decode_b%d_%s_of_floor %.3f\n", batch, mode, floor_s / per_step);
+    if (launches > 0 && launch_us > 0) {  /* the launches alone, back to back, as empty kernels would run */
+        printf("decode_b%d_%s_launches_per_step %.1f\n", batch, mode, launches);
+        printf("decode_b%d_%s_launch_floor_tokens_per_s %.0f\n", batch, mode, batch / (launches * launch_us * 1e-6));
+    }
     if (backend_prof_wanted()) {
         char title[64];
         snprintf(title, sizeof title, "%d decode steps, batch %d, %s", timed, batch, mode);
@@ -258,9 +277,9 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
     for (int k = 0; invariant && k < 2; k++) {      /* temperature 1, then top-p 0.9 */
         const struct sampler *s = k ? &nucleus : &plain;
         fork_prompt(c, batch, prompt);
-        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, s, slots, ntok, tok, logits);
+        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, s, slots, ntok, tok, logits, NULL);
         fork_prompt(c, batch, prompt);
-        double host = time_steps(m, c, batch, timed, DRAW_HOST, s, slots, ntok, tok, logits);
+        double host = time_steps(m, c, batch, timed, DRAW_HOST, s, slots, ntok, tok, logits, NULL);
         printf("decode_b%d_%s_%sdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / dev);
         printf("decode_b%d_%s_%shostdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / host);
     }
@@ -272,9 +291,9 @@ int main(int argc, char **argv)
 {
     rl_set_prog("gpu_bench");
     const char *cfg_path = "tests/data/configs/tinyllama-1.1b.json";
-    int batch = 4, seq = 1024, accum = 1, layers = 0, steps = 34, prompt = 128, opt;
+    int batch = 4, seq = 1024, accum = 1, layers = 0, steps = 34, prompt = 128, ceil_n = 8192, opt;
     bool train_only = false, decode_only = false, invariant = false;
-    while ((opt = getopt(argc, argv, "c:b:s:a:L:d:p:D:tgIh")) != -1)
+    while ((opt = getopt(argc, argv, "c:b:s:a:L:d:p:D:C:tgIh")) != -1)
         switch (opt) {
         case 'c': cfg_path = optarg; break;
         case 'b': batch = atoi(optarg); break;
@@ -284,28 +303,31 @@ int main(int argc, char **argv)
         case 'd': steps = atoi(optarg); break;
         case 'p': prompt = atoi(optarg); break;
         case 'D': device = optarg; break;
+        case 'C': ceil_n = atoi(optarg); break;
         case 't': train_only = true; break;
         case 'g': decode_only = true; break;
         case 'I': invariant = true; break;
         default:
             fprintf(stderr, "usage: gpu_bench [-c config.json] [-b batch] [-s seq] [-a micro_batches] [-L layers] [-d decode_steps] "
-                            "[-p decode_prompt] [-D device] [-t | -g] [-I]\n");
+                            "[-p decode_prompt] [-D device] [-C ceiling_gemm_size] [-t | -g] [-I]\n");
             return opt == 'h' ? 0 : 2;
         }
-    if (prompt < 1 || steps < 1 || batch < 1 || seq < 1 || accum < 1)
-        rl_die("-p, -d, -b, -s and -a take counts of at least 1");
+    if (prompt < 1 || steps < 1 || batch < 1 || seq < 1 || accum < 1 || ceil_n < 1)
+        rl_die("-p, -d, -b, -s, -a and -C take counts of at least 1");
     const struct backend *bk = backend_get(device);
     if (!bk) {
         printf("skip %s\n", rl_errmsg());
         return 0;
     }
     printf("device %s\n", bk->detail ? bk->detail : bk->name);
-    double bf16 = backend_cuda_gemm_tflops(8192, 8192, 8192, true);
-    double ours = backend_cuda_gemm_tflops(8192, 8192, 8192, false);
-    double gbps = copy_bandwidth(bk);
+    double bf16 = backend_cuda_gemm_tflops(ceil_n, ceil_n, ceil_n, true);
+    double ours = backend_cuda_gemm_tflops(ceil_n, ceil_n, ceil_n, false);
+    double gbps = copy_bandwidth(bk), launch_us = backend_cuda_launch_us(2000);
     printf("gemm_bf16_tflops %.1f\n", bf16);
     printf("gemm_fp32io_tflops %.1f\n", ours);
     printf("copy_gbps %.0f\n", gbps);
+    if (launch_us > 0)
+        printf("launch_us %.2f\n", launch_us);
     fflush(stdout);
 
     struct model_config c;
@@ -331,8 +353,8 @@ int main(int argc, char **argv)
         bench_train(m, batch, seq, accum, bf16, invariant);
     fflush(stdout);
     for (int inv = 1; inv >= 0 && !train_only; inv--) {
-        bench_decode(m, 1, prompt, steps, inv, gbps);
-        bench_decode(m, 64, prompt, steps, inv, gbps);
+        bench_decode(m, 1, prompt, steps, inv, gbps, launch_us);
+        bench_decode(m, 64, prompt, steps, inv, gbps, launch_us);
         fflush(stdout);
     }
     model_close(m);

@@ -56,16 +56,20 @@ static inline void fatal(const char *what, const char *why)
         NOTE_LAUNCH(name);                                         \
         cudaError_t e_ = cudaGetLastError();                       \
         if (e_ != cudaSuccess) fatal(name, cudaGetErrorString(e_)); \
+        launch_count++;                                            \
         if (ktimes_on) ktimes_mark(name);                          \
     } while (0)
 #define BLAS(call)                                                          \
     do {                                                                    \
         cublasStatus_t s_ = (call);                                         \
         if (s_ != CUBLAS_STATUS_SUCCESS) fatal(#call, cublasGetStatusString(s_)); \
+        launch_count++;                                                     \
         if (ktimes_on) ktimes_mark("cuBLAS");                               \
     } while (0)
-/* RL_CUDA_KERNEL_TIMES (cuda_ktimes.cu): each launch's time, by name */
+/* RL_CUDA_KERNEL_TIMES (cuda_ktimes.cu): each launch's time, by name; and
+ * the launches so far, a cuBLAS call counted as one (rlflow_cuda_launches) */
 extern bool ktimes_on;
+extern unsigned long long launch_count;
 void ktimes_start(void);
 void ktimes_op_begin(void);          /* an op starts: the time before it is no kernel's (with ktimes_on) */
 void ktimes_mark(const char *name);
@@ -172,6 +176,13 @@ __device__ static inline float get(const float *p, size_t i) { return p[i]; }
 __device__ static inline float get(const unsigned short *p, size_t i) { return __uint_as_float((unsigned)p[i] << 16); }
 __device__ static inline void put(float *p, size_t i, float v) { p[i] = v; }
 __device__ static inline void put(unsigned short *p, size_t i, float v) { p[i] = bf16_rne(v); }
+
+/* SwiGLU's element: silu(g) u (swiglu's, and the streamed products' that
+ * end in it: the same bits) */
+__device__ static inline float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/* The swiglu op (cuda_elementwise.cu), for matmul_rows_swiglu where it
+ * does not fuse them */
+void cu_swiglu(float *h, const float *gu, int n, int f);
 
 /* Rotate-half RoPE of one row's nh heads of hd, in place: ci and si are the
  * position's row of the tables, sgn -1 rotates back. The block's threads

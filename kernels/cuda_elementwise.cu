@@ -259,8 +259,7 @@ static void cu_rope(float *x, int stride, const int *pos, int n, int nh, int hd,
 
 /* ---------------- elementwise ---------------- */
 
-/* SwiGLU's element: silu(g) u, and its backward (d gate, d up) for dh */
-__device__ static inline float swiglu1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/* SwiGLU's backward (d gate, d up) for dh; swiglu1 is in cuda_common.cuh */
 __device__ static inline void swiglu1_bwd(float *dg, float *du, float d, float g, float u)
 {
     float sg = 1.0f / (1.0f + expf(-g));
@@ -299,7 +298,7 @@ template <class T> static bool by4(int n, int f, const void *a, const void *b, c
     return n > 0 && rows_by4((const T *)a, f) && rows_by4((const T *)b, f) && rows_by4((const T *)c, f) &&
            (f / 4 + THREADS - 1) / THREADS < 65536;
 }
-static void cu_swiglu(float *h, const float *gu, int n, int f)
+void cu_swiglu(float *h, const float *gu, int n, int f)
 {
     same_kind("swiglu", h, gu);
     as_stored(h, [&](auto *t) {

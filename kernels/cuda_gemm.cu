@@ -492,16 +492,57 @@ __device__ static void rows_stream_last(TC *c, const float *part, unsigned *coun
         put(c, (size_t)r * n + j, v);
     }
 }
+/* With SWIGLU (matmul_rows_swiglu), c is swiglu of the product instead:
+ * h [m, n/2] from its gate and up columns j and n/2 + j, each rounded to
+ * c's kind first as the product's output would be (and h's bf16 copy c16
+ * where a_copy_for wants one): the bits of matmul_rows then swiglu. A
+ * block's two column groups are then 16 gate columns and the same 16 up
+ * columns, which it pairs in shared memory, or its tile's last block in
+ * part. Which block sums which element changes; how it sums does not. */
+__device__ static inline float rounded_as(const float *, float v) { return v; }
+__device__ static inline float rounded_as(const unsigned short *, float v)
+{
+    return __uint_as_float((unsigned)bf16_rne(v) << 16);
+}
+template <class TC> __device__ static inline void put_swiglu(TC *h, unsigned short *h16, size_t i, float g, float u)
+{
+    float v = swiglu1(rounded_as(h, g), rounded_as(h, u));
+    put(h, i, v);
+    if (h16)
+        h16[i] = bf16_rne(v);
+}
+/* rows_stream_last for SWIGLU: the gate and up columns j0.. j0 + 16 of the
+ * tile's rows into h */
+template <class TC>
+__device__ static void rows_swiglu_last(TC *h, unsigned short *h16, const float *part, unsigned *count, int m, int n,
+                                        int r0, int rows, int j0)
+{
+    if (!last_block(count, gridDim.y))
+        return;
+    int f = n / 2;
+    for (int e = threadIdx.x; e < rows * 16; e += blockDim.x) {
+        int r = r0 + e / 16, j = j0 + e % 16;
+        if (r >= m)
+            continue;
+        float g = __ldcg(part + (size_t)r * n + j), u = __ldcg(part + (size_t)r * n + f + j);
+        for (unsigned s = 1; s < gridDim.y; s++) {
+            g += __ldcg(part + ((size_t)s * m + r) * n + j);
+            u += __ldcg(part + ((size_t)s * m + r) * n + f + j);
+        }
+        put_swiglu(h, h16, (size_t)r * f + j, g, u);
+    }
+}
 /* c, or with several segments part ([segs][m][n]) and then c, for rows r0..
  * of a; count: a zeroed counter per tile of the grid (x, z) */
-template <int MT, int WC, class TA, class TC>
+template <int MT, int WC, bool SWIGLU, class TA, class TC>
 __global__ static void __launch_bounds__(32 * MRS_WK * WC)
-    k_matmul_rows_stream(TC *c, float *part, unsigned *count, const TA *a, const unsigned short *__restrict__ b16,
-                         int m, int n, int k, int per)
+    k_matmul_rows_stream(TC *c, unsigned short *c16, float *part, unsigned *count, const TA *a,
+                         const unsigned short *__restrict__ b16, int m, int n, int k, int per)
 {
     __shared__ float red[WC][MRS_WK - 1][16 * MT][17];    /* 17: the stores spread over the banks */
+    __shared__ float gu[SWIGLU ? 2 : 1][SWIGLU ? 16 * MT : 1][17];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kw = w % MRS_WK, wc = w / MRS_WK, g = lane >> 2, t = lane & 3;
-    int j0 = (blockIdx.x * WC + wc) * 16, r0 = blockIdx.z * 16 * MT;
+    int j0 = SWIGLU ? wc * (n / 2) + blockIdx.x * 16 : (blockIdx.x * WC + wc) * 16, r0 = blockIdx.z * 16 * MT;
     int cols = n - j0 >= 16 ? 2 : n - j0 > 0 ? (n - j0) / 8 : 0;
     int parts = k / 32, s0 = blockIdx.y * per, s1 = s0 + per < parts ? s0 + per : parts;
     int p0 = s0 + kw * (s1 - s0) / MRS_WK, p1 = s0 + (kw + 1) * (s1 - s0) / MRS_WK;
@@ -571,37 +612,54 @@ __global__ static void __launch_bounds__(32 * MRS_WK * WC)
                     for (int q = 0; q < MRS_WK - 1; q++)
                         v += red[wc][q][rr][jj];
                     if (r < m && nt < cols) {
-                        if (segs == 1)
-                            put(c, (size_t)r * n + j, v);
-                        else
+                        if (segs > 1)
                             part[((size_t)blockIdx.y * m + r) * n + j] = v;
+                        else if (SWIGLU)
+                            gu[wc][rr][jj] = v;
+                        else
+                            put(c, (size_t)r * n + j, v);
                     }
                 }
-    if (segs > 1)
+    if (SWIGLU && segs == 1) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < 16 * MT * 16; e += blockDim.x) {
+            int rr = e / 16, jj = e % 16;
+            if (r0 + rr < m)
+                put_swiglu(c, c16, (size_t)(r0 + rr) * (n / 2) + blockIdx.x * 16 + jj, gu[0][rr][jj], gu[1][rr][jj]);
+        }
+    } else if (SWIGLU)
+        rows_swiglu_last(c, c16, part, count + blockIdx.z * gridDim.x + blockIdx.x, m, n, r0, 16 * MT,
+                         blockIdx.x * 16);
+    else if (segs > 1)
         rows_stream_last(c, part, count + blockIdx.z * gridDim.x + blockIdx.x, m, n, r0, 16 * MT,
                          blockIdx.x * WC * 16, WC * 16);
 }
-template <int MT, int WC, class TA, class TC>
-static void rows_stream_launch(TC *c, float *part, const TA *a, const unsigned short *b16, int m, int n, int k,
-                               rows_split sp)
+/* c16: SWIGLU's h16 */
+template <int MT, int WC, bool SWIGLU, class TA, class TC>
+static void rows_stream_launch(TC *c, unsigned short *c16, float *part, const TA *a, const unsigned short *b16, int m,
+                               int n, int k, rows_split sp)
 {
-    dim3 grid((n + 16 * WC - 1) / (16 * WC), sp.segs, (m + 16 * MT - 1) / (16 * MT));
+    int col_blocks = SWIGLU ? n / 32 : (n + 16 * WC - 1) / (16 * WC);   /* SWIGLU: 16 gate and 16 up columns a block */
+    dim3 grid(col_blocks, sp.segs, (m + 16 * MT - 1) / (16 * MT));
     unsigned *count = sp.segs > 1 ? zeroed_counters(CNT_ROWS, (size_t)grid.x * grid.z) : NULL;
-    LAUNCH((k_matmul_rows_stream<MT, WC, TA, TC>), grid, 32 * MRS_WK * WC)(c, part, count, a, b16, m, n, k, sp.per);
-    LAUNCHED("matmul_rows (tensor cores, streamed)");
+    LAUNCH((k_matmul_rows_stream<MT, WC, SWIGLU, TA, TC>), grid, 32 * MRS_WK * WC)(c, c16, part, count, a, b16, m, n,
+                                                                                 k, sp.per);
+    LAUNCHED(SWIGLU ? "matmul_rows + swiglu (tensor cores, streamed)" : "matmul_rows (tensor cores, streamed)");
 }
-/* a: fp32, or bf16 activations; 16-byte aligned */
-template <class TA, class TC>
-static void matmul_rows_stream(TC *c, const TA *a, const unsigned short *b16, int m, int n, int k)
+/* a: fp32, or bf16 activations; 16-byte aligned. SWIGLU: c is h [m, n/2]
+ * (n a multiple of 32), two column groups a block at every m */
+template <bool SWIGLU = false, class TA, class TC>
+static void matmul_rows_stream(TC *c, const TA *a, const unsigned short *b16, int m, int n, int k,
+                               unsigned short *c16 = NULL)
 {
     rows_split sp = rows_stream_split(n, k);
     float *part = sp.segs > 1 ? (float *)workspace(WS_ROWS, (size_t)sp.segs * m * n * sizeof(float)) : NULL;
     if (m <= 16)
-        rows_stream_launch<1, 1>(c, part, a, b16, m, n, k, sp);
+        rows_stream_launch<1, SWIGLU ? 2 : 1, SWIGLU>(c, c16, part, a, b16, m, n, k, sp);
     else if (m <= 32)
-        rows_stream_launch<2, 2>(c, part, a, b16, m, n, k, sp);
+        rows_stream_launch<2, 2, SWIGLU>(c, c16, part, a, b16, m, n, k, sp);
     else
-        rows_stream_launch<4, 2>(c, part, a, b16, m, n, k, sp);
+        rows_stream_launch<4, 2, SWIGLU>(c, c16, part, a, b16, m, n, k, sp);
 }
 /* The tensor-core route when it applies (see above; and $RL_CUDA_ROWS
  * allows it); false to take the fp32 kernel. Which route a call takes
@@ -658,6 +716,31 @@ static void cu_matmul_rows(float *c, const float *a, const float *b, int m, int 
         as_stored(c, [&](auto *tc) {
             using TC = stored_t<decltype(tc)>;
             matmul_rows_as((TC *)c, (const TA *)a, b, m, n, k);
+        });
+    });
+}
+
+/* matmul_rows then swiglu: one launch where the streamed kernel takes the
+ * product (its epilogue pairs the gate and up columns), else the two ops.
+ * Either way the bits of the two ops. gu is left unwritten by the first. */
+static void cu_matmul_rows_swiglu(float *h, float *gu, const float *a, const float *b, int m, int f, int k)
+{
+    same_kind("matmul_rows_swiglu", h, gu);
+    if (m <= 0 || f <= 0)
+        return;
+    const unsigned short *b16 = cuda_rows_stream() && k >= 32 && k % 32 == 0 && f % 16 == 0 && (size_t)a % 16 == 0
+                                    ? param_bf16(b, (size_t)2 * f * k) : NULL;
+    if (!b16 || (size_t)b16 % 16) {
+        cu_matmul_rows(gu, a, b, m, 2 * f, k);
+        cu_swiglu(h, gu, m, f);
+        return;
+    }
+    unsigned short *h16 = a_copy_for(h, m, f);   /* as swiglu writes it */
+    as_stored(a, [&](auto *ta) {
+        using TA = stored_t<decltype(ta)>;
+        as_stored(h, [&](auto *th) {
+            using TH = stored_t<decltype(th)>;
+            matmul_rows_stream<true>((TH *)h, (const TA *)a, b16, m, 2 * f, k, h16);
         });
     });
 }
@@ -726,4 +809,5 @@ void cuda_gemm_ops(struct backend *b)
 {
     b->matmul = cu_matmul;
     b->matmul_rows = STAMPED(cu_matmul_rows);
+    b->matmul_rows_swiglu = STAMPED(cu_matmul_rows_swiglu);
 }

@@ -16,6 +16,35 @@ extern "C" {
 
 #define KT_MAX 128
 bool ktimes_on;
+unsigned long long launch_count;
+
+/* For bench/gpu_bench, which sets a decode step's launches against their
+ * floor: the launches so far (the backend's kernels and its cuBLAS calls),
+ * and the microseconds from one launch to the next when n empty kernels
+ * run back to back, issued by the host one by one as an op's are (best of
+ * three runs; -1 on an error). */
+extern "C" __attribute__((visibility("default"))) unsigned long long rlflow_cuda_launches(void)
+{
+    return launch_count;
+}
+__global__ static void k_empty(void) {}
+extern "C" __attribute__((visibility("default"))) double rlflow_cuda_launch_us(int n)
+{
+    double best = -1;
+    for (int r = 0; r < 3 && n > 0; r++) {
+        if (cudaDeviceSynchronize() != cudaSuccess)
+            return -1;
+        double t0 = tally_now();
+        for (int i = 0; i < n; i++)
+            LAUNCH(k_empty, 1, 32)();
+        if (cudaDeviceSynchronize() != cudaSuccess || cudaGetLastError() != cudaSuccess)
+            return -1;
+        double us = (tally_now() - t0) * 1e6 / n;
+        if (best < 0 || us < best)
+            best = us;
+    }
+    return best;
+}
 static struct tally_entry kt_entries[KT_MAX];
 static struct tally kt = {kt_entries, 0, KT_MAX};
 static double kt_last;

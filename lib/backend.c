@@ -76,6 +76,22 @@ double backend_cuda_gemm_tflops(int m, int n, int k, bool bf16_io)
     return f ? f(m, n, k, bf16_io, 10) : -1;
 }
 
+long long backend_cuda_launches(void)
+{
+    if (!backend_cuda_get())
+        return -1;
+    unsigned long long (*f)(void) = (unsigned long long (*)(void))dlsym(cuda_so, "rlflow_cuda_launches");
+    return f ? (long long)f() : -1;
+}
+
+double backend_cuda_launch_us(int n)
+{
+    if (!backend_cuda_get())
+        return -1;
+    double (*f)(int) = (double (*)(int))dlsym(cuda_so, "rlflow_cuda_launch_us");
+    return f ? f(n) : -1;
+}
+
 /* Say once, on a terminal, that "auto" fell back to the CPU although the
  * CUDA backend is there: a user who expected the GPU learns why; pipelines
  * and logs stay quiet. */

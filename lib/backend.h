@@ -145,6 +145,12 @@ struct backend {
      * and its backward: dgu [n, 2f] = [d gate | d up] (overwritten) */
     void (*swiglu)(float *h, const float *gu, int n, int f);
     void (*swiglu_bwd)(float *dgu, const float *dh, const float *gu, int n, int f);
+    /* matmul_rows(gu, a, b, m, 2f, k) then swiglu(h, gu, m, f): a decode
+     * step's gate|up product and its SwiGLU, with the bits of the two ops.
+     * gu is the product's scratch, of h's kind, and may be left unwritten
+     * (the CUDA backend's streamed rows pair the gate and up columns in the
+     * product's epilogue: one launch, and no gu written or read). */
+    void (*matmul_rows_swiglu)(float *h, float *gu, const float *a, const float *b, int m, int f, int k);
 
     /* dst row k = src row idx[k]; and dst row idx[k] += src row k (the idx
      * of one call are distinct): the LM head's rows of the packed batch */
@@ -203,10 +209,10 @@ const struct backend *backend_get(const char *name);
  * more whenever an op is added, removed or changes its meaning (2: softmax
  * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches;
  * 5: bf16 activations; 6: adamw takes a gradient scale; 7: add_rmsnorm
- * and rope_kv_append): a library built from another version has another
+ * and rope_kv_append; 8: matmul_rows_swiglu): a library built from another version has another
  * name and is refused, where a check of the table's size alone would let
  * a same-sized table with other ops through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v7
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v8
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 
@@ -218,4 +224,9 @@ const struct backend *backend_cuda_get(void);
  * and out (bf16_io) or fp32 in and out in the backend's GEMM mode. -1 when
  * there is no CUDA backend. */
 double backend_cuda_gemm_tflops(int m, int n, int k, bool bf16_io);
+/* The CUDA backend's launches so far (its kernels and its cuBLAS calls,
+ * one each), and the microseconds a launch takes when n empty kernels run
+ * back to back: a decode step's launch floor. -1 without a CUDA backend. */
+long long backend_cuda_launches(void);
+double backend_cuda_launch_us(int n);
 #endif

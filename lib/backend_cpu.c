@@ -465,6 +465,12 @@ static void cpu_swiglu(float *h, const float *gu, int n, int f)
     }
 }
 
+static void cpu_matmul_rows_swiglu(float *h, float *gu, const float *a, const float *b, int m, int f, int k)
+{
+    cpu_matmul_rows(gu, a, b, m, 2 * f, k);
+    cpu_swiglu(h, gu, m, f);
+}
+
 /* silu(g) = g*sig(g); silu'(g) = sig(g) * (1 + g*(1-sig(g))) */
 static void cpu_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, int f)
 {
@@ -670,6 +676,7 @@ const struct backend backend_cpu = {
     .attn_scratch = cpu_attn_scratch,
     .swiglu = cpu_swiglu,
     .swiglu_bwd = cpu_swiglu_bwd,
+    .matmul_rows_swiglu = cpu_matmul_rows_swiglu,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
     .add = cpu_add,

@@ -112,6 +112,10 @@ static void sim_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, 
 {
     backend_cpu.swiglu_bwd(F(dgu), F(dh), F(gu), n, f);
 }
+static void sim_matmul_rows_swiglu(float *h, float *gu, const float *a, const float *b, int m, int f, int k)
+{
+    backend_cpu.matmul_rows_swiglu(F(h), F(gu), F(a), F(b), m, f, k);
+}
 static void sim_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
 {
     backend_cpu.gather_rows(F(dst), F(src), I(idx), n, d);
@@ -175,6 +179,7 @@ const struct backend backend_devsim = {
     .attn_scratch = sim_attn_scratch,
     .swiglu = sim_swiglu,
     .swiglu_bwd = sim_swiglu_bwd,
+    .matmul_rows_swiglu = sim_matmul_rows_swiglu,
     .gather_rows = sim_gather_rows,
     .scatter_add_rows = sim_scatter_add_rows,
     .add = sim_add,

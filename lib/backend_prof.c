@@ -147,6 +147,12 @@ static void p_swiglu_bwd(float *dgu, const float *dh, const float *gu, int n, in
 {
     TIMED("swiglu_bwd", 0, inner->swiglu_bwd(dgu, dh, gu, n, f));
 }
+static void p_matmul_rows_swiglu(float *h, float *gu, const float *a, const float *b, int m, int f, int k)
+{
+    char key[64];
+    snprintf(key, sizeof key, "matmul_rows_swiglu %dx%dx%d", m, 2 * f, k);
+    TIMED(key, 4.0 * m * f * k, inner->matmul_rows_swiglu(h, gu, a, b, m, f, k));
+}
 static void p_gather_rows(float *dst, const float *src, const int *idx, int n, int d)
 {
     TIMED("gather_rows", 0, inner->gather_rows(dst, src, idx, n, d));
@@ -215,6 +221,7 @@ const struct backend *backend_profiled(const struct backend *bk)
     table.attn_scratch = p_attn_scratch;
     table.swiglu = p_swiglu;
     table.swiglu_bwd = p_swiglu_bwd;
+    table.matmul_rows_swiglu = p_matmul_rows_swiglu;
     table.gather_rows = p_gather_rows;
     table.scatter_add_rows = p_scatter_add_rows;
     table.add = p_add;

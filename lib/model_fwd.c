@@ -20,6 +20,20 @@
  * batch-invariant each sequence gets its own call, and a decode step's few
  * rows use matmul_rows: a sequence's results are then the same bits whatever
  * else is in the batch. */
+/* Whether linear() takes every row of the batch in one matmul_rows call:
+ * a decode step's few rows, or a batch-invariant model's batch of short
+ * sequences only */
+static bool rows_whole(const struct model *m)
+{
+    const struct model_acts *a = m->acts;
+    if (!m->batch_invariant)
+        return a->T <= FEW_ROWS;
+    for (int s = 0; s < a->n_seq; s++)
+        if (a->seq_len[s] > FEW_ROWS)
+            return false;
+    return a->n_seq > 0;
+}
+
 static void linear(const struct model *m, float *out, const float *in, const float *w,
                    const float *b, int n, int din, int dout)
 {
@@ -123,8 +137,14 @@ static void layer_forward(struct model *m, int l, struct layer_acts *la, const f
                   m->hd, 1.0f / sqrtf((float)m->hd));
     linear(m, la->x2, la->att, w->wo, w->bo, T, m->q_dim, H);
     bk->add_rmsnorm(la->xn2, la->rstd2, la->x2, la->x, w->ln2, T, H, eps);
-    linear(m, la->gu, la->xn2, w->wg, w->bg, T, H, 2 * m->ffn);      /* gate | up, adjacent too */
-    bk->swiglu(la->h, la->gu, T, m->ffn);
+    /* gate | up, adjacent too; in a decode step SwiGLU may go into the
+     * product (gu, which only the backward reads, then unwritten) */
+    if (c && !w->bg && rows_whole(m))
+        bk->matmul_rows_swiglu(la->h, la->gu, la->xn2, w->wg, T, m->ffn, H);
+    else {
+        linear(m, la->gu, la->xn2, w->wg, w->bg, T, H, 2 * m->ffn);
+        bk->swiglu(la->h, la->gu, T, m->ffn);
+    }
     linear(m, x_out, la->h, w->wd, w->bd, T, m->ffn, H);
 }
 

@@ -578,6 +578,7 @@ struct cudaDeviceProp {
 typedef int cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }  /* a launch returns when its kernel is done */
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int *d) { *d = 0; return cudaSuccess; }

@@ -41,6 +41,30 @@ done
 "$B" -D devsim -t -a 0 -L 1 -c "$cfg" > "$TMP/out" 2> "$TMP/err"
 check "gpu_bench -a 0 is refused" test $? != 0 -a -s "$TMP/err"
 
+# On the CPU emulation of the kernels (built by make), where the launches
+# are counted: a decode layer with streamed rows is 8 launches at batch 1
+# (two norms, four products, the gate|up one ending in SwiGLU, RoPE with
+# kv_append, the split attention), so a third layer adds 8 to a step.
+E=${RL_BUILD:-$RL_ROOT/build/opt}/emu/rlflow-cuda-emu.so
+if [ -f "$E" ]; then
+    tiny=$RL_ROOT/tests/data/configs/tiny-llama.json
+    for L in 2 3; do
+        env RL_CUDA_LIB="$E" RL_CUDA_MATH=bf16 RL_CUDA_ROWS=stream \
+            "$B" -D cuda -C 64 -g -p 8 -d 3 -L $L -c "$tiny" > "$TMP/emu$L" 2> "$TMP/err"
+        check "gpu_bench -g on the emulation, $L layers, exits 0" test $? = 0
+    done
+    cp "$TMP/emu2" "$TMP/out"
+    for k in launch_us decode_b1_rows_launches_per_step decode_b1_rows_launch_floor_tokens_per_s \
+             decode_b64_rows_launches_per_step; do
+        check "gpu_bench on the emulation: $k" has $k
+    done
+    per_layer=$(awk '$1 == "decode_b1_rows_launches_per_step" { n[FILENAME] = $2 } END { print n[ARGV[2]] - n[ARGV[1]] }' \
+        "$TMP/emu2" "$TMP/emu3")
+    check "a decode layer with streamed rows is 8 launches at batch 1 (got $per_layer)" test "$per_layer" = 8
+else
+    skip "gpu_bench on the emulation" "not built"
+fi
+
 "$G" -D devsim -c "$cfg" -L 2 -p 4 -l 16 -n 3 -g 8 -s 32 -b 64 -P 0.9 > "$TMP/out" 2> "$TMP/err"
 check "gen_bench on devsim exits 0" test $? = 0
 for k in gen_b64_tokens_per_s gen_b64_steps gen_b64_slots_busy gen_b1_tokens_per_s; do

@@ -42,6 +42,7 @@ done
 echo "device stand-in (bf16 GEMMs)"
 echo "gemm_bf16_tflops 880.0"
 echo "copy_gbps 3000"
+echo "launch_us 2.50"
 if [ -n "$t" ]; then
     mfu=0.3
     [ "${RL_CUDA_ATTN:-auto}" = tc-wide ] && mfu=0.4
@@ -61,6 +62,8 @@ if [ -n "$g" ]; then
             echo "decode_b${b}_$k $n"
         done
         echo "decode_b${b}_rows_of_floor 0.$n"
+        echo "decode_b${b}_rows_launches_per_step ${#r}"            # tc: 2, stream: 6 launches
+        echo "decode_b${b}_rows_launch_floor_tokens_per_s $((n * 12 / ${#r}))"
     done
 fi
 EOF
@@ -118,6 +121,9 @@ check "check: tc-wide's faster step chooses it" grep -qx "  training step, tc-wi
 check "check: fp32 activations' slower step keeps bf16" grep -qx "  training step, fp32 activations against auto's bf16: loses 64.5% -> keep the default" "$TMP/check.report"
 check "check: streamed rows past 3% at batch 1 choose them" grep -q "decode batch 1, streamed rows against auto's: gains 3.9% -> RL_CUDA_ROWS's auto to stream" "$TMP/check.report"
 check "check: under 3% keeps the default" grep -q "rl-gen batch 1 end to end, streamed rows against auto's: gains 2.5% -> keep the default" "$TMP/check.report"
+check "check: the launches a step, auto's and streamed" test "$(cell check '  launches a step')" = "2 / 6"
+check "check: the launches' share of a step, under a quarter" grep -q "decode batch 1: its launches alone are 17% of a step -> the launches are not what bounds it" "$TMP/check.report"
+check "check: the launches' share of a step, over a quarter" grep -q "decode batch 1, streamed rows: its launches alone are 50% of a step -> CUDA graphs would pay" "$TMP/check.report"
 check "check: the time of each part" grep -qE "^time by part: ops-fp32 [0-9]+ s, .*gpu_bench [0-9]+ s, gpu_torch [0-9]+ s" "$TMP/check.report"
 check "check: the report and the logs in \$OUT" test -s "$TMP/OUT/gpu-report.txt" -a -s "$TMP/OUT/gpu-logs.txt"
 

@@ -55,14 +55,15 @@ static long operand_copies(void) { return traced("bf16 copy of a GEMM operand\n"
 
 /* Where the emulation traces launches and the device line says decode
  * products stream (RL_CUDA_ROWS=stream), the last call must have run the
- * streamed kernel. */
-static void check_streamed(const char *what)
+ * streamed kernel (or the one named). */
+static void check_streamed_kernel(const char *what, const char *kernel)
 {
-    long n = traced("matmul_rows (tensor cores, streamed)");
+    long n = traced(kernel);
     if (n < 0 || !gpu->detail || !strstr(gpu->detail, "(streamed)"))
         return;
     CHECKF(what, n > 0, "%ld launches", n);
 }
+static void check_streamed(const char *what) { check_streamed_kernel(what, "matmul_rows (tensor cores, streamed)"); }
 
 static float *rand_host(size_t n, float scale)
 {
@@ -250,6 +251,65 @@ static void test_matmul_rows(int k, bool marked)
     drop(&a), drop(&b);
 }
 
+/* matmul_rows_swiglu on m rows (b marked where the backend marks
+ * parameters): h against the CPU's, and bit for bit against the backend's
+ * own matmul_rows then swiglu (gu, its scratch, may stay unwritten). With
+ * streamed rows the one kernel must run where f % 16 == 0: in the
+ * emulation f = 320, k = 64 is one segment (the block pairs the gate and
+ * up columns in shared memory) and f = 48, k = 576 four (the tile's last
+ * block pairs them); f = 40 takes the two ops. a, gu and h are bf16
+ * activations where the caller says (act_*), else fp32. */
+static void expect_act(const char *name, const struct two *t, double tol);
+struct rows_swiglu_bufs {
+    struct two (*take)(size_t n, float scale), (*poison)(size_t n);
+    float *(*scratch)(size_t n);
+    void (*release)(struct two *t);
+    bool act;
+};
+static void check_rows_swiglu(const struct rows_swiglu_bufs *bf, int m, int f, int k, const struct two *b)
+{
+    size_t mf = (size_t)m * f, esz = bf->act ? 2 : sizeof(float);
+    struct two a = bf->take((size_t)m * k, 1), h = bf->poison(mf), gu = bf->poison(2 * mf);
+    float *h2 = bf->scratch(mf), *gu2 = bf->scratch(2 * mf);
+    cpu->matmul_rows_swiglu(h.c, gu.c, a.c, b->c, m, f, k);
+    traced("");
+    gpu->matmul_rows_swiglu(h.g, gu.g, a.g, b->g, m, f, k);
+    const char *how = bf->act ? ", bf16 activations" : "";
+    if (f % 16 == 0 && k % 32 == 0)
+        check_streamed_kernel(harness_name("matmul_rows_swiglu m=%d f=%d k=%d%s: one streamed kernel", m, f, k, how),
+                              "matmul_rows + swiglu (tensor cores, streamed)");
+    double tol = 2 * gemm_tol + (bf->act ? 1e-2 : 1e-5);
+    if (bf->act)
+        expect_act(harness_name("matmul_rows_swiglu m=%d f=%d k=%d%s", m, f, k, how), &h, tol);
+    else
+        expect(harness_name("matmul_rows_swiglu m=%d f=%d k=%d%s", m, f, k, how), &h, tol);
+    gpu->matmul_rows(gu2, a.g, b->g, m, 2 * f, k);
+    gpu->swiglu(h2, gu2, m, f);
+    char *x1 = rl_malloc(mf * esz), *x2 = rl_malloc(mf * esz);
+    gpu->download(x1, h.g, mf * esz);
+    gpu->download(x2, h2, mf * esz);
+    CHECK(harness_name("matmul_rows_swiglu m=%d f=%d k=%d%s: the bits of matmul_rows then swiglu", m, f, k, how),
+          !memcmp(x1, x2, mf * esz));
+    free(x1), free(x2);
+    bf->release(&a), bf->release(&h), bf->release(&gu);
+    if (!bf->act)
+        gpu->free(h2), gpu->free(gu2);
+}
+static void test_rows_swiglu(const struct rows_swiglu_bufs *bf)
+{
+    static const int shapes[][2] = {{320, 64}, {48, 576}, {40, 64}}, rows[] = {1, 3, 17, 40};
+    for (int i = 0; i < 3; i++) {
+        int f = shapes[i][0], k = shapes[i][1];
+        struct two b = rand_both((size_t)2 * f * k, 1);
+        if (gpu->mark_params)
+            gpu->mark_params(b.g, (size_t)2 * f * k);
+        for (int r = 0; r < 4; r++)
+            check_rows_swiglu(bf, rows[r], f, k, &b);
+        drop(&b);
+    }
+}
+static float *gpu_floats(size_t n) { return gpu->alloc(n * sizeof(float)); }
+
 /* n = 300 rows: the weight gradient's column sums span three row chunks;
  * d = 1000 takes the rows four elements at a time, 1001 one at a time */
 static void test_norms(int n, int d)
@@ -272,7 +332,6 @@ static void test_norms(int n, int d)
  * rmsnorm: the same bits (x, y and 1/rms), since a decode step takes the
  * fused op where a caller of the two would get the other. act: x, r and y
  * are bf16 activations (the sum is rounded before the norm reads it). */
-static void expect_act(const char *name, const struct two *t, double tol);
 static void check_add_norm(const char *what, struct two *x, const struct two *r, const struct two *w,
                            struct two *y, struct two *rs, float *x2, float *y2, float *rs2, int n, int d, bool act)
 {
@@ -1242,7 +1301,7 @@ static void test_saved_copies(void)
     }
     int n = 100, d = 64, p = 48, q = 40;               /* 100 rows: fewer than an unmarked output's copy needs */
     size_t nd = (size_t)n * d;
-    float *saved = gpu->alloc(2 * nd * sizeof *saved), *u = gpu->alloc(nd * sizeof *u);
+    float *saved = gpu->alloc(3 * nd * sizeof *saved), *u = gpu->alloc(nd * sizeof *u);
     float *w = gpu->alloc((size_t)p * d * sizeof *w), *dy = gpu->alloc((size_t)n * q * sizeof *dy);
     struct two x = rand_both(nd, 1), g = rand_both(d, 1), rstd = poisoned(n), gu = rand_both(2 * nd, 2);
     float *hw = rand_host((size_t)p * d, 1), *hdy = rand_host((size_t)n * q, 1), *hx = rand_host(nd, 1);
@@ -1250,12 +1309,16 @@ static void test_saved_copies(void)
     gpu->upload(dy, hdy, (size_t)n * q * sizeof *dy);
     gpu->mark_params(w, (size_t)p * d);
     gpu->mark_params(dy, (size_t)n * q);
-    gpu->mark_params(saved, 2 * nd);
+    gpu->mark_params(saved, 3 * nd);
     free(both_products(saved, w, dy, n, d, p, q));     /* the marked ranges' copies made once */
     gpu->rmsnorm(saved, rstd.g, x.g, g.g, n, d, 1e-5f);
     gpu->swiglu(saved + nd, gu.g, n, d);
-    const char *what[2] = {"rmsnorm", "swiglu"};
-    for (int i = 0; i < 2; i++) {
+    /* the streamed product that ends in swiglu writes the copy too */
+    struct two wgu = rand_both(2 * (size_t)d * d, 1), gu2 = poisoned(2 * nd);
+    gpu->mark_params(wgu.g, 2 * (size_t)d * d);
+    gpu->matmul_rows_swiglu(saved + 2 * nd, gu2.g, x.g, wgu.g, n, d, d);
+    const char *what[3] = {"rmsnorm", "swiglu", "matmul_rows_swiglu"};
+    for (int i = 0; i < 3; i++) {
         const float *y = saved + i * nd;
         traced("");
         float *a = both_products(y, w, dy, n, d, p, q);
@@ -1296,7 +1359,7 @@ static void test_saved_copies(void)
           !memcmp(a, b, (size_t)(n / 2 * p + q * d) * sizeof *a));
     gpu->free(part);
     free(a), free(b), free(hw), free(hdy), free(hx);
-    drop(&x), drop(&g), drop(&rstd), drop(&gu);
+    drop(&x), drop(&g), drop(&rstd), drop(&gu), drop(&wgu), drop(&gu2);
     gpu->free(saved), gpu->free(u), gpu->free(w), gpu->free(dy);
 }
 
@@ -1912,6 +1975,9 @@ static void test_acts(void)
     arena_used = 0;
     test_acts_rope_kv_append(true);
     arena_used = 0;
+    const struct rows_swiglu_bufs act_bufs = {act_rand, act_poisoned, act_take, act_drop, true};
+    test_rows_swiglu(&act_bufs);
+    arena_used = 0;
     /* the tensor cores' lengths (a multiple of no tile among them), then
      * short sequences between and after them, then a head_dim no tensor
      * core kernel takes */
@@ -1966,6 +2032,8 @@ int main(void)
     test_matmul_rows(576, false);
     test_matmul_rows(576, true);
     test_matmul_rows(2048, true);
+    const struct rows_swiglu_bufs fp32_bufs = {rand_both, poisoned, gpu_floats, drop, false};
+    test_rows_swiglu(&fp32_bufs);
     test_norms(33, 1000);
     test_norms(300, 1000);
     test_norms(33, 1001);
