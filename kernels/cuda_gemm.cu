@@ -472,10 +472,18 @@ __device__ static inline uint4 ld8_bf16(const float *p)
     return {pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w)};
 }
 
+/* Element (r, j)'s segment sums in part ([segs][m][n], segs = gridDim.y)
+ * added in order: the one order of every streamed product's ends */
+__device__ static inline float segments_sum(const float *part, int m, int n, int r, int j)
+{
+    float v = __ldcg(part + (size_t)r * n + j);
+    for (unsigned s = 1; s < gridDim.y; s++)
+        v += __ldcg(part + ((size_t)s * m + r) * n + j);
+    return v;
+}
 /* The end of a block of k_matmul_rows_stream with several segments, whose
- * sums it has written to part ([segs][m][n]): the last block of the tile
- * (rows r0.., columns j0..) to get here adds the segments' sums in order
- * into c. */
+ * sums it has written to part: the last block of the tile (rows r0..,
+ * columns j0..) to get here adds the segments' sums in order into c. */
 template <class TC>
 __device__ static void rows_stream_last(TC *c, const float *part, unsigned *count, int m, int n, int r0, int rows,
                                         int j0, int cols)
@@ -484,12 +492,8 @@ __device__ static void rows_stream_last(TC *c, const float *part, unsigned *coun
         return;
     for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
         int r = r0 + e / cols, j = j0 + e % cols;
-        if (r >= m || j >= n)
-            continue;
-        float v = __ldcg(part + (size_t)r * n + j);
-        for (unsigned s = 1; s < gridDim.y; s++)
-            v += __ldcg(part + ((size_t)s * m + r) * n + j);
-        put(c, (size_t)r * n + j, v);
+        if (r < m && j < n)
+            put(c, (size_t)r * n + j, segments_sum(part, m, n, r, j));
     }
 }
 /* With SWIGLU (matmul_rows_swiglu), c is swiglu of the product instead:
@@ -522,14 +526,8 @@ __device__ static void rows_swiglu_last(TC *h, unsigned short *h16, const float 
     int f = n / 2;
     for (int e = threadIdx.x; e < rows * 16; e += blockDim.x) {
         int r = r0 + e / 16, j = j0 + e % 16;
-        if (r >= m)
-            continue;
-        float g = __ldcg(part + (size_t)r * n + j), u = __ldcg(part + (size_t)r * n + f + j);
-        for (unsigned s = 1; s < gridDim.y; s++) {
-            g += __ldcg(part + ((size_t)s * m + r) * n + j);
-            u += __ldcg(part + ((size_t)s * m + r) * n + f + j);
-        }
-        put_swiglu(h, h16, (size_t)r * f + j, g, u);
+        if (r < m)
+            put_swiglu(h, h16, (size_t)r * f + j, segments_sum(part, m, n, r, j), segments_sum(part, m, n, r, f + j));
     }
 }
 /* c, or with several segments part ([segs][m][n]) and then c, for rows r0..
@@ -661,6 +659,13 @@ static void matmul_rows_stream(TC *c, const TA *a, const unsigned short *b16, in
     else
         rows_stream_launch<4, 2, SWIGLU>(c, c16, part, a, b16, m, n, k, sp);
 }
+/* Whether a product with b's bf16 copy b16 and this k streams (with a
+ * 16-byte aligned a): matmul_rows_tc's choice, which matmul_rows_swiglu
+ * must make alike to give its bits */
+static bool rows_streamed(const unsigned short *b16, int k)
+{
+    return cuda_rows_stream() && k >= 32 && k % 32 == 0 && (size_t)b16 % 16 == 0;
+}
 /* The tensor-core route when it applies (see above; and $RL_CUDA_ROWS
  * allows it); false to take the fp32 kernel. Which route a call takes
  * depends on the modes, b, n and k, never on m. */
@@ -671,7 +676,7 @@ template <class TA, class TC> static bool matmul_rows_tc(TC *c, const TA *a, con
     const unsigned short *b16 = param_bf16(b, (size_t)n * k);
     if (!b16 || (size_t)b16 % 4)
         return false;
-    bool stream = cuda_rows_stream() && k >= 32 && k % 32 == 0 && (size_t)b16 % 16 == 0;
+    bool stream = rows_streamed(b16, k);
     if (stream && (size_t)a % 16 == 0) {
         matmul_rows_stream(c, a, b16, m, n, k);   /* rounds a's rows itself: no copy, no launch */
         return true;
@@ -728,9 +733,9 @@ static void cu_matmul_rows_swiglu(float *h, float *gu, const float *a, const flo
     same_kind("matmul_rows_swiglu", h, gu);
     if (m <= 0 || f <= 0)
         return;
-    const unsigned short *b16 = cuda_rows_stream() && k >= 32 && k % 32 == 0 && f % 16 == 0 && (size_t)a % 16 == 0
+    const unsigned short *b16 = cuda_rows_stream() && f % 16 == 0 && (size_t)a % 16 == 0
                                     ? param_bf16(b, (size_t)2 * f * k) : NULL;
-    if (!b16 || (size_t)b16 % 16) {
+    if (!b16 || !rows_streamed(b16, k)) {
         cu_matmul_rows(gu, a, b, m, 2 * f, k);
         cu_swiglu(h, gu, m, f);
         return;

@@ -75,17 +75,13 @@ void ktimes_op_begin(void)
 {
     if (!ktimes_on)
         return;
-#ifndef RL_CUDA_EMU
     CU(cudaDeviceSynchronize());
-#endif
     kt_last = tally_now();
 }
 
 void ktimes_mark(const char *name)
 {
-#ifndef RL_CUDA_EMU
     CU(cudaDeviceSynchronize());
-#endif
     double t = tally_now();
     tally_add(&kt, name, t - kt_last, 0);
     kt_last = t;

@@ -68,27 +68,27 @@ const struct backend *backend_cuda_get(void)
     return bk;
 }
 
+/* One of rlflow-cuda.so's benchmark entry points, or NULL without it */
+static void *cuda_symbol(const char *name)
+{
+    return backend_cuda_get() ? dlsym(cuda_so, name) : NULL;
+}
+
 double backend_cuda_gemm_tflops(int m, int n, int k, bool bf16_io)
 {
-    if (!backend_cuda_get())
-        return -1;
-    double (*f)(int, int, int, int, int) = (double (*)(int, int, int, int, int))dlsym(cuda_so, "rlflow_cuda_gemm_tflops");
+    double (*f)(int, int, int, int, int) = (double (*)(int, int, int, int, int))cuda_symbol("rlflow_cuda_gemm_tflops");
     return f ? f(m, n, k, bf16_io, 10) : -1;
 }
 
 long long backend_cuda_launches(void)
 {
-    if (!backend_cuda_get())
-        return -1;
-    unsigned long long (*f)(void) = (unsigned long long (*)(void))dlsym(cuda_so, "rlflow_cuda_launches");
+    unsigned long long (*f)(void) = (unsigned long long (*)(void))cuda_symbol("rlflow_cuda_launches");
     return f ? (long long)f() : -1;
 }
 
 double backend_cuda_launch_us(int n)
 {
-    if (!backend_cuda_get())
-        return -1;
-    double (*f)(int) = (double (*)(int))dlsym(cuda_so, "rlflow_cuda_launch_us");
+    double (*f)(int) = (double (*)(int))cuda_symbol("rlflow_cuda_launch_us");
     return f ? f(n) : -1;
 }
 

@@ -14,15 +14,9 @@
  * the row-invariant matmul_rows when the model is batch-invariant. */
 #define FEW_ROWS 4
 
-/* out[n, dout] = in[n, din] @ w^T (+ b): HF's nn.Linear with w [out, in].
- * sgemm's rounding of a row depends on the other rows of the call (its
- * kernels and thread split change with the row count), so when the model is
- * batch-invariant each sequence gets its own call, and a decode step's few
- * rows use matmul_rows: a sequence's results are then the same bits whatever
- * else is in the batch. */
-/* Whether linear() takes every row of the batch in one matmul_rows call:
- * a decode step's few rows, or a batch-invariant model's batch of short
- * sequences only */
+/* Whether linear() takes every row of the batch (n = the batch's T) in one
+ * matmul_rows call: a decode step's few rows, or a batch-invariant model's
+ * batch of short sequences only (packed from row 0) */
 static bool rows_whole(const struct model *m)
 {
     const struct model_acts *a = m->acts;
@@ -34,16 +28,21 @@ static bool rows_whole(const struct model *m)
     return a->n_seq > 0;
 }
 
+/* out[n, dout] = in[n, din] @ w^T (+ b): HF's nn.Linear with w [out, in].
+ * sgemm's rounding of a row depends on the other rows of the call (its
+ * kernels and thread split change with the row count), so when the model is
+ * batch-invariant each sequence gets its own call, and a decode step's few
+ * rows use matmul_rows: a sequence's results are then the same bits whatever
+ * else is in the batch. */
 static void linear(const struct model *m, float *out, const float *in, const float *w,
                    const float *b, int n, int din, int dout)
 {
     const struct model_acts *a = m->acts;
     const struct backend *bk = m->bk;
-    if (!m->batch_invariant) {
-        if (n <= FEW_ROWS)              /* a decode step: faster than sgemm here */
-            bk->matmul_rows(out, in, w, n, dout, din);
-        else
-            bk->matmul(false, true, n, dout, din, 1.0f, in, din, w, din, 0.0f, out, dout);
+    if (rows_whole(m)) {                /* a decode step: faster than sgemm here */
+        bk->matmul_rows(out, in, w, n, dout, din);
+    } else if (!m->batch_invariant) {
+        bk->matmul(false, true, n, dout, din, 1.0f, in, din, w, din, 0.0f, out, dout);
     } else {
         for (int s = 0; s < a->n_seq;) {
             /* a run of consecutive short sequences is one matmul_rows call */

@@ -143,6 +143,16 @@ static double err_of(const struct two *t)
     free(h);
     return e;
 }
+/* Whether two GPU buffers hold the same bytes (an op against its twin) */
+static bool same_bytes(const void *g1, const void *g2, size_t bytes)
+{
+    char *h1 = rl_malloc(bytes ? bytes : 1), *h2 = rl_malloc(bytes ? bytes : 1);
+    gpu->download(h1, g1, bytes);
+    gpu->download(h2, g2, bytes);
+    bool same = !memcmp(h1, h2, bytes);
+    free(h1), free(h2);
+    return same;
+}
 static void expect(const char *name, const struct two *t, double tol)
 {
     double e = err_of(t);
@@ -239,12 +249,8 @@ static void test_matmul_rows(int k, bool marked)
         gpu->matmul_rows(c.g, shifted, b.g, m, n, k);
         gpu->matmul_rows(c2.g, aligned, b.g, m, n, k);
         expect(harness_name("matmul_rows m=%d k=%d, b marked, a unaligned", m, k), &c, gemm_tol);
-        float *h = rl_malloc((size_t)m * n * sizeof *h), *h2 = rl_malloc((size_t)m * n * sizeof *h2);
-        gpu->download(h, c.g, (size_t)m * n * sizeof *h);
-        gpu->download(h2, c2.g, (size_t)m * n * sizeof *h2);
         CHECK(harness_name("matmul_rows m=%d k=%d, b marked: a unaligned gives the bits of a aligned", m, k),
-              !memcmp(h, h2, (size_t)m * n * sizeof *h));
-        free(h), free(h2);
+              same_bytes(c.g, c2.g, (size_t)m * n * sizeof(float)));
         drop(&c), drop(&c2);
         gpu->free(aligned);
     }
@@ -285,12 +291,8 @@ static void check_rows_swiglu(const struct rows_swiglu_bufs *bf, int m, int f, i
         expect(harness_name("matmul_rows_swiglu m=%d f=%d k=%d%s", m, f, k, how), &h, tol);
     gpu->matmul_rows(gu2, a.g, b->g, m, 2 * f, k);
     gpu->swiglu(h2, gu2, m, f);
-    char *x1 = rl_malloc(mf * esz), *x2 = rl_malloc(mf * esz);
-    gpu->download(x1, h.g, mf * esz);
-    gpu->download(x2, h2, mf * esz);
     CHECK(harness_name("matmul_rows_swiglu m=%d f=%d k=%d%s: the bits of matmul_rows then swiglu", m, f, k, how),
-          !memcmp(x1, x2, mf * esz));
-    free(x1), free(x2);
+          same_bytes(h.g, h2, mf * esz));
     bf->release(&a), bf->release(&h), bf->release(&gu);
     if (!bf->act)
         gpu->free(h2), gpu->free(gu2);
@@ -353,13 +355,8 @@ static void check_add_norm(const char *what, struct two *x, const struct two *r,
     const float *fused[3] = {x->g, y->g, rs->g}, *apart[3] = {x2, y2, rs2};
     size_t bytes[3] = {nd * esz, nd * esz, (size_t)n * sizeof(float)};
     bool same = true;
-    for (int i = 0; i < 3; i++) {
-        char *h1 = rl_malloc(bytes[i]), *h2 = rl_malloc(bytes[i]);
-        gpu->download(h1, fused[i], bytes[i]);
-        gpu->download(h2, apart[i], bytes[i]);
-        same = same && !memcmp(h1, h2, bytes[i]);
-        free(h1), free(h2);
-    }
+    for (int i = 0; i < 3; i++)
+        same = same && same_bytes(fused[i], apart[i], bytes[i]);
     CHECK(harness_name("%s: the bits of add then rmsnorm", what), same);
 }
 
@@ -804,16 +801,11 @@ static void check_rope_kv_append(const char *what, struct two *x, float *x2, int
     gpu->rope(x2, stride, gpos, rows, RKA_NH + RKA_NKV, RKA_HD, c.g, sv.g, false);
     gpu->kv_append(s2, RKA_SEQS, act_at_g(x2, RKA_NH * RKA_HD, act), act_at_g(x2, RKA_NH * RKA_HD + kvd, act),
                    stride, kvd);
-    size_t xb = (size_t)rows * stride * xesz;
-    char *h1 = rl_malloc(xb > nc * esz ? xb : nc * esz), *h2 = rl_malloc(xb > nc * esz ? xb : nc * esz);
-    gpu->download(h1, x->g, xb), gpu->download(h2, x2, xb);
-    bool same = !memcmp(h1, h2, xb);
-    for (int kv = 0; kv < 2; kv++) {
-        gpu->download(h1, g[kv], nc * esz), gpu->download(h2, g[2 + kv], nc * esz);
-        same = same && !memcmp(h1, h2, nc * esz);
-    }
+    bool same = same_bytes(x->g, x2, (size_t)rows * stride * xesz);
+    for (int kv = 0; kv < 2; kv++)
+        same = same && same_bytes(g[kv], g[2 + kv], nc * esz);
     CHECK(harness_name("%s: the bits of rope then kv_append (q|k|v and the caches)", what), same);
-    free(h1), free(h2), free(hk), free(poison);
+    free(hk), free(poison);
     for (int i = 0; i < 4; i++)
         gpu->free(g[i]);
     cpu->free(ck), cpu->free(cv);
