@@ -472,18 +472,10 @@ __device__ static inline uint4 ld8_bf16(const float *p)
     return {pack_bf16(x.x, x.y), pack_bf16(x.z, x.w), pack_bf16(y.x, y.y), pack_bf16(y.z, y.w)};
 }
 
-/* Element (r, j)'s segment sums in part ([segs][m][n], segs = gridDim.y)
- * added in order: the one order of every streamed product's ends */
-__device__ static inline float segments_sum(const float *part, int m, int n, int r, int j)
-{
-    float v = __ldcg(part + (size_t)r * n + j);
-    for (unsigned s = 1; s < gridDim.y; s++)
-        v += __ldcg(part + ((size_t)s * m + r) * n + j);
-    return v;
-}
 /* The end of a block of k_matmul_rows_stream with several segments, whose
- * sums it has written to part: the last block of the tile (rows r0..,
- * columns j0..) to get here adds the segments' sums in order into c. */
+ * sums it has written to part ([segs][m][n]): the last block of the tile
+ * (rows r0.., columns j0..) to get here adds the segments' sums in order
+ * into c. */
 template <class TC>
 __device__ static void rows_stream_last(TC *c, const float *part, unsigned *count, int m, int n, int r0, int rows,
                                         int j0, int cols)
@@ -492,8 +484,12 @@ __device__ static void rows_stream_last(TC *c, const float *part, unsigned *coun
         return;
     for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
         int r = r0 + e / cols, j = j0 + e % cols;
-        if (r < m && j < n)
-            put(c, (size_t)r * n + j, segments_sum(part, m, n, r, j));
+        if (r >= m || j >= n)
+            continue;
+        float v = __ldcg(part + (size_t)r * n + j);
+        for (unsigned s = 1; s < gridDim.y; s++)
+            v += __ldcg(part + ((size_t)s * m + r) * n + j);
+        put(c, (size_t)r * n + j, v);
     }
 }
 /* With SWIGLU (matmul_rows_swiglu), c is swiglu of the product instead:
@@ -526,8 +522,14 @@ __device__ static void rows_swiglu_last(TC *h, unsigned short *h16, const float 
     int f = n / 2;
     for (int e = threadIdx.x; e < rows * 16; e += blockDim.x) {
         int r = r0 + e / 16, j = j0 + e % 16;
-        if (r < m)
-            put_swiglu(h, h16, (size_t)r * f + j, segments_sum(part, m, n, r, j), segments_sum(part, m, n, r, f + j));
+        if (r >= m)
+            continue;
+        float g = __ldcg(part + (size_t)r * n + j), u = __ldcg(part + (size_t)r * n + f + j);
+        for (unsigned s = 1; s < gridDim.y; s++) {   /* in rows_stream_last's order */
+            g += __ldcg(part + ((size_t)s * m + r) * n + j);
+            u += __ldcg(part + ((size_t)s * m + r) * n + f + j);
+        }
+        put_swiglu(h, h16, (size_t)r * f + j, g, u);
     }
 }
 /* c, or with several segments part ([segs][m][n]) and then c, for rows r0..
