@@ -123,7 +123,7 @@ $(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh) lib/backend.h lib/s
 # tool asks for the GPU: no tool links cuBLAS.
 $(CUDA_SO): $(CU_OBJ)
 	@mkdir -p $(dir $@)
-	$(NVCC) -shared $(CUDA_ARCH) $^ -o $@ -L$(CUDA_HOME)/lib64 -lcublas -Xlinker -rpath,$(CUDA_HOME)/lib64
+	$(NVCC) -shared $(CUDA_ARCH) $^ -o $@ -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -Xlinker -rpath,$(CUDA_HOME)/lib64
 
 $(LIB_A): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

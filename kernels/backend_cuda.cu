@@ -150,6 +150,9 @@ static int cuda_init(void)
     const char *rows = getenv("RL_CUDA_ROWS");
     if (cuda_rows_mode(rows) < 0)
         return fail("RL_CUDA_ROWS=\"%s\": expected auto, tc, stream or fp32", rows);
+    const char *gemm = getenv("RL_CUDA_GEMM");
+    if (cuda_gemm_mode(gemm) < 0)
+        return fail("RL_CUDA_GEMM=\"%s\": expected auto, ex, lt or pinned", gemm);
     const char *rows_blocks = getenv("RL_CUDA_ROWS_BLOCKS");
     if (cuda_rows_blocks(rows_blocks) < 0)
         return fail("RL_CUDA_ROWS_BLOCKS=\"%s\": expected a count of blocks from 1 to 65535", rows_blocks);
@@ -163,14 +166,16 @@ static int cuda_init(void)
     if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
         return fail("out of GPU memory at start");
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
-    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs, %s attention%s%s, %s KV cache, %s activations",
-             prop.name, prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_attention_desc(),
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs (%s), %s attention%s%s, %s KV cache, %s activations",
+             prop.name, prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_gemm_desc(),
+             cuda_attention_desc(),
              cuda_split_decode() ? ", split decode attention" : "",
              cuda_rows_stream() ? ", tensor-core decoding (streamed)" : cuda_rows_tc() ? ", tensor-core decoding" : "",
              kv_bf16 ? "bf16" : "fp32", acts_bf16 ? "bf16" : "fp32");
     ktimes_start();
     table = make_table();
     table.kv_bf16 = kv_bf16;
+    table.matmul_invariant = gemm_route == GEMM_PINNED;
     table.detail = detail;
     return 0;
 }

@@ -10,6 +10,7 @@
  * OpenBLAS; a check of the kernels' logic on machines without a GPU */
 #include "cuda_emu.h"
 #else
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -235,7 +236,7 @@ static inline void pack(T *dst, const float *src, int rows, int pad, int cols, i
  * operands, the attention's head-major copies, column-sum partials); like cuBLAS's workspace,
  * they are never the caller's. */
 enum { WS_GEMM_A, WS_GEMM_B, WS_ATTN, WS_P16, WS_DS16, WS_COLSUM, WS_DELTA, WS_DKV, WS_TCB, WS_EMBED, WS_SAMPLE,
-       WS_KV32, WS_DECODE, WS_ACT32, WS_ROWS, WS_COUNT };
+       WS_KV32, WS_DECODE, WS_ACT32, WS_ROWS, WS_LT, WS_COUNT };
 void *workspace(int which, size_t bytes);
 /* Counters that start zeroed and that the kernels using them leave zeroed
  * (the last block of a tile resets its own), grown on demand like the
@@ -404,6 +405,16 @@ bool cuda_rows_stream(void);           /* the tensor-core kernel that streams th
  * and whether decode steps take the split kernel */
 int cuda_decode_mode(const char *name);
 bool cuda_split_decode(void);
+/* $RL_CUDA_GEMM (cuda_gemm_lt.cu): 0, or -1 when it names no mode; the
+ * route of single products (gemm_ex): cublasGemmEx, or cuBLASLt with the
+ * heuristic's algorithm for each shape, or with one for every row count
+ * (pinned: a row's bits do not depend on the rows beside it) */
+enum { GEMM_EX = 1, GEMM_LT, GEMM_PINNED };
+extern int gemm_route;
+int cuda_gemm_mode(const char *name);
+const char *cuda_gemm_desc(void);
+void lt_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const void *a, int lda, const void *b, int ldb,
+             float beta, void *c, int ldc, cudaDataType ab, cudaDataType ctype, cublasComputeType_t compute);
 /* $RL_CUDA_ATTN: 0, or -1 when it names no mode; and what the device line says of it */
 int cuda_attention_mode(const char *name);
 const char *cuda_attention_desc(void);

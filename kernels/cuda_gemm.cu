@@ -177,7 +177,10 @@ static operand param_operand(operand x, int rows, int cols, int ld)
  * take the copies: that is the path measured on the GPU. An operand that
  * lies in marked parameters comes from their bf16 copy instead (rounded
  * the same way); then even a thin product takes the bf16 path, where the
- * copy halves the bytes of the weights it reads. */
+ * copy halves the bytes of the weights it reads. With $RL_CUDA_GEMM=lt or
+ * pinned, single products go to cuBLASLt (cuda_gemm_lt.cu); pinned takes
+ * the copies whatever the shape, so that no row's route follows the row
+ * count. */
 void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int lda, long long sa, operand b,
                     int ldb, long long sb, float beta, float *c, int ldc, long long sc, int batch, bool c_bf16)
 {
@@ -186,6 +189,11 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     if ((a.bf16 || b.bf16 || c_bf16) && !gemm_bf16)
         fatal("matmul", "a bf16 operand outside bf16 mode");
+    bool lt = batch == 1 && k > 0 && gemm_route != GEMM_EX;   /* cuda_gemm_lt.cu */
+    if (gemm_exact && lt) {
+        lt_gemm(ta, tb, m, n, k, alpha, a.p, lda, b.p, ldb, beta, c, ldc, CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F);
+        return;
+    }
     if (gemm_exact) {
         BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
                                        (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
@@ -197,7 +205,8 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
         a = param_operand(a, ta ? k : m, ta ? m : k, lda);
         b = param_operand(b, tb ? n : k, tb ? k : n, ldb);
     }
-    bool thin = batch == 1 && (double)m * n / (m + n) < 512;
+    /* pinned: every product the same kind, whatever its rows */
+    bool thin = batch == 1 && gemm_route != GEMM_PINNED && (double)m * n / (m + n) < 512;
     if (gemm_bf16 && (a.bf16 || b.bf16 || c_bf16 || !thin)) {
         if (!a.bf16 && k > 0) {
             int rows = ta ? k : m, cols = ta ? m : k;
@@ -216,7 +225,9 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
         compute = CUBLAS_COMPUTE_32F;
     }
     cudaDataType ctype = c_bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    if (batch == 1)
+    if (lt)
+        lt_gemm(ta, tb, m, n, k, alpha, a.p, lda, b.p, ldb, beta, c, ldc, type, ctype, compute);
+    else if (batch == 1)
         BLAS(cublasGemmEx(blas, opb, opa, n, m, k, &alpha, b.p, type, ldb, a.p, type, lda, &beta, c, ctype, ldc,
                           compute, CUBLAS_GEMM_DEFAULT));
     else

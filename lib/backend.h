@@ -60,6 +60,12 @@ struct backend {
      * read or written in its own type. The CUDA backend's bf16 mode. */
     bool act_bf16;
     void (*mark_acts)(const void *p, size_t bytes);   /* NULL unless act_bf16; forgotten when p is freed */
+    /* matmul's rows are batch-invariant: row i of c depends on row i of
+     * op(a), on b and on the shape's other sizes, never on m (one algorithm
+     * for every m, k never split). A batch-invariant model then issues one
+     * product for a run of sequences instead of one per sequence. The CUDA
+     * backend's RL_CUDA_GEMM=pinned; sgemm's rows do depend on m. */
+    bool matmul_invariant;
     void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
     void (*free)(void *p);
     void (*upload)(void *dst, const void *host_src, size_t bytes);
@@ -209,10 +215,10 @@ const struct backend *backend_get(const char *name);
  * more whenever an op is added, removed or changes its meaning (2: softmax
  * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches;
  * 5: bf16 activations; 6: adamw takes a gradient scale; 7: add_rmsnorm
- * and rope_kv_append; 8: matmul_rows_swiglu): a library built from another version has another
+ * and rope_kv_append; 8: matmul_rows_swiglu; 9: matmul_invariant): a library built from another version has another
  * name and is refused, where a check of the table's size alone would let
  * a same-sized table with other ops through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v8
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v9
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 

@@ -33,7 +33,8 @@ static bool rows_whole(const struct model *m)
  * kernels and thread split change with the row count), so when the model is
  * batch-invariant each sequence gets its own call, and a decode step's few
  * rows use matmul_rows: a sequence's results are then the same bits whatever
- * else is in the batch. */
+ * else is in the batch. Where the backend's matmul rows do not depend on
+ * the row count (matmul_invariant), a run of sequences shares one call. */
 static void linear(const struct model *m, float *out, const float *in, const float *w,
                    const float *b, int n, int din, int dout)
 {
@@ -45,19 +46,19 @@ static void linear(const struct model *m, float *out, const float *in, const flo
         bk->matmul(false, true, n, dout, din, 1.0f, in, din, w, din, 0.0f, out, dout);
     } else {
         for (int s = 0; s < a->n_seq;) {
-            /* a run of consecutive short sequences is one matmul_rows call */
+            /* a run of consecutive short sequences is one matmul_rows call;
+             * of long ones, one matmul call where the rows are invariant */
+            bool few = a->seq_len[s] <= FEW_ROWS;
             int s1 = s, rows = 0;
-            while (s1 < a->n_seq && a->seq_len[s1] <= FEW_ROWS)
+            while (s1 < a->n_seq && (a->seq_len[s1] <= FEW_ROWS) == few && (s1 == s || few || bk->matmul_invariant))
                 rows += a->seq_len[s1++];
             size_t r = (size_t)a->seq_row[s];
-            if (s1 > s) {
+            if (few)
                 bk->matmul_rows(act_at(m, out, r * dout), act_at(m, in, r * din), w, rows, dout, din);
-                s = s1;
-                continue;
-            }
-            bk->matmul(false, true, a->seq_len[s], dout, din, 1.0f, act_at(m, in, r * din), din, w, din, 0.0f,
-                       act_at(m, out, r * dout), dout);
-            s++;
+            else
+                bk->matmul(false, true, rows, dout, din, 1.0f, act_at(m, in, r * din), din, w, din, 0.0f,
+                           act_at(m, out, r * dout), dout);
+            s = s1;
         }
     }
     if (b)
@@ -166,7 +167,8 @@ static void head_plan(struct model *m, bool all_rows);
 
 /* The LM head's work list: rows with a target (or all rows, for logits),
  * cut into chunks of at most Tc rows; with batch invariance a chunk never
- * spans two sequences, so a sequence's chunks depend on it alone. */
+ * spans two sequences, so a sequence's chunks depend on it alone (unless
+ * the backend's matmul rows are invariant anyway). */
 void model_head_plan(struct model *m, bool all_rows)
 {
     head_plan(m, all_rows);
@@ -181,7 +183,7 @@ static void head_plan(struct model *m, bool all_rows)
     a->n_rows = a->n_chunks = 0;
     for (int s = 0; s < a->n_seq; s++) {
         int in_chunk = a->Tc;                       /* forces a new chunk */
-        if (!m->batch_invariant && s > 0 && a->n_chunks > 0)
+        if ((!m->batch_invariant || m->bk->matmul_invariant) && s > 0 && a->n_chunks > 0)
             in_chunk = a->chunk_len[a->n_chunks - 1];
         for (int t = a->seq_row[s]; t < a->seq_row[s] + a->seq_len[s]; t++) {
             if (!all_rows && a->targets[t] < 0)

@@ -691,4 +691,203 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperati
     }
     return CUBLAS_STATUS_SUCCESS;
 }
+
+/* ---- cuBLASLt (column-major; the subset kernels/cuda_gemm_lt.cu uses) ----
+ * The emulated heuristic picks by the shape, as a real one does, so that a
+ * route that does not pin one algorithm loses batch invariance here too:
+ * an algorithm sums k in blocks (of 16 where the product has fewer than 64
+ * columns, the row count of gemm_ex's product, else 64), a block in k
+ * order, then the blocks' sums in order; and where k >= 256 its first
+ * offer splits k in three parts whose sums meet in an order that follows
+ * the grid (as a split's in-place reduction does on a GPU). Algorithms
+ * require the alignment the preference allowed. bf16 values are widened
+ * exactly, the sums are fp32 (the compute type's bf16 or tf32 rounding of
+ * fp32 inputs is not emulated, as for cublasGemmEx). */
+typedef int cublasLtHandle_t;
+struct emu_lt_desc { cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; };
+struct emu_lt_layout { cudaDataType type; uint64_t rows, cols; int64_t ld; };
+struct emu_lt_pref { uint32_t align = 256; };
+typedef emu_lt_desc *cublasLtMatmulDesc_t;
+typedef emu_lt_layout *cublasLtMatrixLayout_t;
+typedef emu_lt_pref *cublasLtMatmulPreference_t;
+typedef struct { uint64_t data[8]; } cublasLtMatmulAlgo_t;   /* emulation: block, splits, scheme, alignment */
+typedef struct {
+    cublasLtMatmulAlgo_t algo;
+    size_t workspaceSize;
+    cublasStatus_t state;
+    float wavesCount;
+    int reserved[4];
+} cublasLtMatmulHeuristicResult_t;
+typedef enum { CUBLASLT_MATMUL_DESC_TRANSA = 3, CUBLASLT_MATMUL_DESC_TRANSB = 4 } cublasLtMatmulDescAttributes_t;
+typedef enum {
+    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
+    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5,
+    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6,
+    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7,
+    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,
+} cublasLtMatmulPreferenceAttributes_t;
+typedef enum { CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME = 3 } cublasLtMatmulAlgoConfigAttributes_t;
+enum { CUBLASLT_REDUCTION_SCHEME_NONE = 0, CUBLASLT_REDUCTION_SCHEME_INPLACE = 1 };
+enum { CUBLAS_STATUS_INVALID_VALUE = 7 };
+inline cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { *h = 1; return CUBLAS_STATUS_SUCCESS; }
+inline cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t, cudaDataType)
+{
+    *d = new emu_lt_desc;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a,
+                                                     const void *v, size_t n)
+{
+    if (n != sizeof(cublasOperation_t))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(a == CUBLASLT_MATMUL_DESC_TRANSA ? &d->ta : &d->tb, v, n);
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { delete d; return CUBLAS_STATUS_SUCCESS; }
+inline cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType t, uint64_t rows,
+                                                 uint64_t cols, int64_t ld)
+{
+    if (rows == 0 || cols == 0 || ld < (int64_t)rows)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    *l = new emu_lt_layout{t, rows, cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { delete l; return CUBLAS_STATUS_SUCCESS; }
+inline cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p)
+{
+    *p = new emu_lt_pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                           cublasLtMatmulPreferenceAttributes_t a, const void *v, size_t n)
+{
+    if (a >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && n == sizeof(uint32_t)) {
+        uint32_t x;
+        memcpy(&x, v, n);
+        p->align = x < p->align ? x : p->align;     /* one alignment for all four: the strictest asked */
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { delete p; return CUBLAS_STATUS_SUCCESS; }
+inline cublasLtMatmulAlgo_t emu_lt_algo(uint64_t block, uint64_t splits, uint64_t align)
+{
+    cublasLtMatmulAlgo_t a = {{block, splits, splits > 1 ? (uint64_t)CUBLASLT_REDUCTION_SCHEME_INPLACE : 0, align}};
+    return a;
+}
+inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t al,
+                                                     cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                                     cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t p, int want,
+                                                     cublasLtMatmulHeuristicResult_t *r, int *got)
+{
+    if (want <= 0)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    uint64_t k = d->ta == CUBLAS_OP_N ? al->cols : al->rows, block = dl->cols < 64 ? 16 : 64;
+    *got = 0;
+    for (uint64_t splits : {3, 1})
+        if ((splits == 1 || k >= 256) && *got < want) {
+            r[*got] = {};
+            r[*got].algo = emu_lt_algo(block, splits, p->align);
+            r[(*got)++].state = CUBLAS_STATUS_SUCCESS;
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t *a,
+                                                          cublasLtMatmulAlgoConfigAttributes_t w, void *v, size_t n,
+                                                          size_t *written)
+{
+    if (n < 4)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    uint32_t x = (uint32_t)a->data[w == CUBLASLT_ALGO_CONFIG_SPLITK_NUM ? 1 : 2];
+    memcpy(v, &x, 4);
+    *written = 4;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulAlgoConfigSetAttribute(cublasLtMatmulAlgo_t *a,
+                                                          cublasLtMatmulAlgoConfigAttributes_t w, const void *v, size_t n)
+{
+    if (n != 4)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    uint32_t x;
+    memcpy(&x, v, 4);
+    a->data[w == CUBLASLT_ALGO_CONFIG_SPLITK_NUM ? 1 : 2] = x;
+    return CUBLAS_STATUS_SUCCESS;
+}
+/* Whether op(A) (m x k), op(B) (k x n) and D (m x n) agree */
+inline bool emu_lt_dims(const emu_lt_desc *d, const emu_lt_layout *al, const emu_lt_layout *bl,
+                        const emu_lt_layout *dl)
+{
+    uint64_t am = d->ta == CUBLAS_OP_N ? al->rows : al->cols, ak = d->ta == CUBLAS_OP_N ? al->cols : al->rows;
+    uint64_t bk = d->tb == CUBLAS_OP_N ? bl->rows : bl->cols, bn = d->tb == CUBLAS_OP_N ? bl->cols : bl->rows;
+    return am == dl->rows && bn == dl->cols && ak == bk && al->type == bl->type;
+}
+inline cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t al,
+                                              cublasLtMatrixLayout_t bl, cublasLtMatrixLayout_t,
+                                              cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *a,
+                                              cublasLtMatmulHeuristicResult_t *r)
+{
+    *r = {};
+    r->algo = *a;
+    bool ok = a->data[0] && a->data[1] >= 1 && a->data[1] <= 3 && emu_lt_dims(d, al, bl, dl);
+    return ok ? (cublasStatus_t)CUBLAS_STATUS_SUCCESS : (cublasStatus_t)CUBLAS_STATUS_INVALID_VALUE;
+}
+inline float emu_lt_get(const void *x, cudaDataType t, size_t i)
+{
+    if (t == CUDA_R_32F)
+        return ((const float *)x)[i];
+    unsigned u = (unsigned)((const unsigned short *)x)[i] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+/* Element (r, c) of op(x) for a column-major layout l. */
+inline float emu_lt_at(const void *x, const emu_lt_layout *l, cublasOperation_t op, uint64_t r, uint64_t c)
+{
+    return op == CUBLAS_OP_N ? emu_lt_get(x, l->type, c * l->ld + r) : emu_lt_get(x, l->type, r * l->ld + c);
+}
+/* The dot product of D's element (i, j) over k0..k1, in the algorithm's blocks. */
+inline float emu_lt_dot(const emu_lt_desc *d, const void *a, const emu_lt_layout *al, const void *b,
+                        const emu_lt_layout *bl, uint64_t i, uint64_t j, uint64_t k0, uint64_t k1, uint64_t block)
+{
+    float total = 0;
+    for (uint64_t kb = k0; kb < k1; kb += block) {
+        float part = 0;
+        for (uint64_t k = kb; k < k1 && k < kb + block; k++)
+            part = fmaf(emu_lt_at(a, al, d->ta, i, k), emu_lt_at(b, bl, d->tb, k, j), part);
+        total += part;
+    }
+    return total;
+}
+inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha, const void *a,
+                                     cublasLtMatrixLayout_t al, const void *b, cublasLtMatrixLayout_t bl,
+                                     const void *beta, const void *c, cublasLtMatrixLayout_t cl, void *dst,
+                                     cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t)
+{
+    uint64_t block = algo->data[0], splits = algo->data[1], align = algo->data[3];
+    size_t es = al->type == CUDA_R_16BF ? 2 : 4, cs = dl->type == CUDA_R_16BF ? 2 : 4;
+    if (!emu_lt_dims(d, al, bl, dl) || c != dst || splits < 1 || splits > 3)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    if (((size_t)a | (size_t)b | (size_t)c | (size_t)dst | al->ld * es | bl->ld * es | dl->ld * cs) % align)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    uint64_t k = d->ta == CUBLAS_OP_N ? al->cols : al->rows, n = dl->cols;
+    float al_ = *(const float *)alpha, be = *(const float *)beta;
+    for (uint64_t j = 0; j < n; j++)
+        for (uint64_t i = 0; i < dl->rows; i++) {
+            float part[3] = {0, 0, 0}, sum = 0;
+            for (uint64_t s = 0; s < splits; s++)
+                part[s] = emu_lt_dot(d, a, al, b, bl, i, j, k * s / splits, k * (s + 1) / splits, block);
+            for (uint64_t s = 0; s < splits; s++)   /* the split parts meet in the grid's order */
+                sum += part[(n / 8) % 2 ? splits - 1 - s : s];
+            size_t at = j * dl->ld + i;
+            float y = al_ * sum + (be != 0 ? be * emu_lt_get(c, cl->type, at) : 0.0f);
+            if (dl->type == CUDA_R_32F) {
+                ((float *)dst)[at] = y;
+            } else {
+                unsigned u;
+                memcpy(&u, &y, sizeof u);
+                u = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+                ((unsigned short *)dst)[at] = (unsigned short)u;
+            }
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
 #endif

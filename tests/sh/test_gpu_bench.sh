@@ -61,6 +61,16 @@ if [ -f "$E" ]; then
     per_layer=$(awk '$1 == "decode_b1_rows_launches_per_step" { n[FILENAME] = $2 } END { print n[ARGV[2]] - n[ARGV[1]] }' \
         "$TMP/emu2" "$TMP/emu3")
     check "a decode layer with streamed rows is 8 launches at batch 1 (got $per_layer)" test "$per_layer" = 8
+    # the trainers' shape with cuBLASLt pinned (tests/gpu/run's trainer part):
+    # a batch-invariant step (-I) runs, on the route the device line names
+    env RL_CUDA_LIB="$E" RL_CUDA_MATH=bf16 RL_CUDA_GEMM=pinned \
+        "$B" -D cuda -C 64 -t -b 2 -s 24 -L 1 -I -c "$tiny" > "$TMP/out" 2> "$TMP/err"
+    check "gpu_bench -t -I on the emulation, cuBLASLt pinned, exits 0" test $? = 0
+    check "gpu_bench: the device line names cuBLASLt pinned" grep -q "^device .*bf16 GEMMs (cuBLASLt, pinned)" "$TMP/out"
+    check "gpu_bench, cuBLASLt pinned: train_step_s" has train_step_s
+    env RL_CUDA_LIB="$E" RL_CUDA_GEMM=frob "$B" -D cuda -C 64 -t -L 1 -c "$tiny" > "$TMP/out" 2> "$TMP/err"
+    check "RL_CUDA_GEMM=frob is refused, naming what it takes" \
+        grep -qF 'RL_CUDA_GEMM="frob": expected auto, ex, lt or pinned' "$TMP/out" "$TMP/err"
 else
     skip "gpu_bench on the emulation" "not built"
 fi

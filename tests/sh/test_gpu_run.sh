@@ -21,6 +21,8 @@ p=$(basename "$0")
 [ -n "${FAKE_NO_GPU:-}" ] && { echo "ok 1 $p # SKIP no CUDA device (stand-in)"; exit 0; }
 echo "ok 1 $p ${RL_CUDA_MATH:-} ${RL_CUDA_ATTN:-}"
 [ "$p" = test_cuda_model ] && echo "worst gradient: per_sequence 0.0${RL_TEST_LAYERS:-3}" >&2
+[ "$p" = test_cuda_ops ] && [ "${RL_CUDA_GEMM:-}" = lt ] && echo "invariance: unpinned cuBLASLt, stand-in: 3 of 10" >&2
+[ "${FAKE_FAIL:-}" = "$p-${RL_CUDA_GEMM:-}" ] && { echo "not ok 2 $p planted"; exit 1; }
 [ "${FAKE_FAIL:-}" = "$p" ] && { echo "not ok 2 $p planted"; exit 1; }
 exit 0
 EOF
@@ -29,15 +31,17 @@ printf '#!/bin/sh\nexit 0\n' >"$pack/bin/rl-gen"
 
 # gpu_bench: a training step's figures that encode its switches (MFU 0.3,
 # 0.1 more with tc-wide attention, 0.01 times the micro-batches, 0.2 less with
-# fp32 activations; the step's seconds 0.0124 over the MFU); decode figures that encode the rows kernel and the
-# streamed kernel's block target. FAKE_SLEEP: seconds before the output.
+# fp32 activations, 0.35 with cuBLASLt, 0.2 for a product per sequence (-I)
+# but 0.29 with cuBLASLt pinned; the step's seconds 0.0124 over the MFU);
+# decode figures that encode the rows kernel and the streamed kernel's
+# block target. FAKE_SLEEP: seconds before the output.
 cat >"$pack/benchbin/gpu_bench" <<'EOF'
 #!/bin/bash
 echo "$*" >>"$FAKE_LOG"
 sleep "${FAKE_SLEEP:-0}" >/dev/null 2>&1   # not holding a pipe open once cut
-t=1 g=1 a=1
+t=1 g=1 a=1 inv=
 while getopts "c:b:s:a:L:d:p:D:tgI" o; do
-    case $o in t) g= ;; g) t= ;; a) a=$OPTARG ;; *) ;; esac
+    case $o in t) g= ;; g) t= ;; a) a=$OPTARG ;; I) inv=1 ;; *) ;; esac
 done
 echo "device stand-in (bf16 GEMMs)"
 echo "gemm_bf16_tflops 880.0"
@@ -47,6 +51,8 @@ if [ -n "$t" ]; then
     mfu=0.3
     [ "${RL_CUDA_ATTN:-auto}" = tc-wide ] && mfu=0.4
     [ "${RL_CUDA_ACT:-}" = fp32 ] && mfu=0.1
+    [ "${RL_CUDA_GEMM:-}" = lt ] && mfu=0.35
+    [ -n "$inv" ] && mfu=0.2 && [ "${RL_CUDA_GEMM:-}" = pinned ] && mfu=0.29
     mfu=$(awk -v m=$mfu -v a="$a" 'BEGIN { printf "%.3f", m + 0.01 * a }')
     echo "model_params 1.100B"
     echo "train_shape 4x1024"
@@ -116,6 +122,12 @@ check "check: tc-wide's route ran under RL_CUDA_ATTN=tc-wide" test "$(cell check
 check "check: fp32 activations ran under RL_CUDA_ACT=fp32" test "$(cell check '  fp32 activations')" = "0.1127 / 0.110"
 check "check: the streamed decode ran under RL_CUDA_ROWS=stream" test "$(cell check '  the same, streamed')" = 106
 check "check: rl-gen end to end, default and streamed" test "$(cell check 'rl-gen b64 / b1, top-p 1, streamed')" = "456 / 246"
+check "check: cuBLASLt's step ran under RL_CUDA_GEMM=lt" test "$(cell check '  cuBLASLt GEMMs')" = "0.0344 / 0.360"
+check "check: the trainers' shape per sequence, pinned (-I with RL_CUDA_GEMM=pinned) and --batch-gemm" \
+    test "$(cell check '16 x 256 tokens')" = "0.0590 / 0.0413 / 0.0400"
+check "check: cuBLASLt's faster step chooses it" grep -qx "  training step, cuBLASLt against cublasGemmEx (auto's): gains 16.3% -> AUTO_GEMM GEMM_LT (kernels/cuda_gemm_lt.cu)" "$TMP/check.report"
+check "check: pinned's faster trainer step chooses it, its tests passed" grep -q "trainers' 16 x 256 step, pinned cuBLASLt's one product against one a sequence: gains 42.9% -> AUTO_GEMM GEMM_PINNED (kernels/cuda_gemm_lt.cu): its invariance tests passed" "$TMP/check.report"
+check "check: the unpinned route's rows alone, on the card" grep -q "^rows alone against the whole product: unpinned cuBLASLt, stand-in: 3 of 10" "$TMP/check.report"
 check "check: no tuning rows" test -z "$(cell check '  streamed, 256')$(cell check '  train step, attention cublas')"
 check "check: tc-wide's faster step chooses it" grep -qx "  training step, tc-wide attention against auto's: gains 32.5% -> AUTO_TC_KIND TC_WIDE (kernels/cuda_attention.cu)" "$TMP/check.report"
 check "check: fp32 activations' slower step keeps bf16" grep -qx "  training step, fp32 activations against auto's bf16: loses 64.5% -> keep the default" "$TMP/check.report"
@@ -133,6 +145,7 @@ check "tune: one op suite, no other" grep -q "^GPU suite: 1 passed, 0 failed" "$
 check "tune: the streamed blocks' sweep under RL_CUDA_ROWS_BLOCKS" test "$(grep -F '  streamed, 256' "$TMP/tune.report" | head -1 | awk -F'|' '{print $3}' | tr -d ' ')" = 109/109/110/110
 check "tune: the fastest blocks' target" grep -q "decode batch 64, streamed rows, blocks' target 256 / 512 / 1024 / 2048: 6409 / 6409 / 6410 / 6410 tok/s -> keep 512" "$TMP/tune.report"
 check "tune: the cublas route ran" test "$(cell tune '  train step, attention cublas')" = "0.0400 / 0.310"
+check "tune: the pinned route's step" test "$(cell tune '  cuBLASLt pinned')" = "0.0400 / 0.310"
 check "tune: head_dim 128 on Mistral-7B's shape, 4 layers" grep -q -- "-t -L 4 -c tests/data/configs/mistral-7b.json" "$TMP/calls"
 check "tune: not the check's PyTorch run" test ! -e "$TMP/gpu-out/torch.txt"
 
@@ -148,6 +161,12 @@ check "budget: the parts not run are named" grep -q "^not run: .*gen_bench strea
 FAKE_SLEEP=60 gpu_run cut --budget 20
 check "cut: ended within its 20 s" test "$(cat "$TMP/cut.s")" -le 20
 check "cut: the part is named as cut" grep -qE "gpu_bench [0-9]+ s \(cut\)" "$TMP/cut.report"
+
+# pinned's invariance test failed: no choice of it, however fast
+FAKE_FAIL=test_cuda_model-pinned gpu_run pinfail
+check "pinned's test failed: the run fails" test $? = 1
+check "pinned's test failed: keep the default" grep -q "cuBLASLt pinned: its invariance tests did not pass (or run): keep the default" "$TMP/pinfail.report"
+check "pinned's test failed: no choice of it" test -z "$(grep "AUTO_GEMM GEMM_PINNED" "$TMP/pinfail.report")"
 
 FAKE_FAIL=test_cuda_model gpu_run fail --no-bench
 check "a failed test: exit status 1" test $? = 1

@@ -126,6 +126,49 @@ static void check_training(struct model *mc, struct model *mg, struct rng *R, co
     free(tok), free(tgt), free(dc), free(dg), free(gc), free(gg);
 }
 
+/* Batch invariance on the GPU: each sequence's log-probs alone are the bits
+ * of its log-probs in the packed batch. A batch-invariant model issues a
+ * product per sequence, or one for the batch where the backend's matmul
+ * rows are invariant (RL_CUDA_GEMM=pinned): this is where a GPU shows
+ * whether they are. */
+static void check_invariance(struct model *mg, struct rng *R)
+{
+    int T = 0, start[NSEQ];
+    for (int s = 0; s < NSEQ; s++)
+        start[s] = T, T += LEN[s];
+    int *tok = rl_malloc(T * sizeof *tok), *tgt = rl_malloc(T * sizeof *tgt);
+    for (int t = 0; t < T; t++)
+        tok[t] = (int)(rng_next(R) % (uint64_t)mg->V);
+    for (int s = 0; s < NSEQ; s++)
+        for (int i = 0; i < LEN[s]; i++)
+            tgt[start[s] + i] = i + 1 < LEN[s] ? tok[start[s] + i + 1] : -1;
+    struct model_batch b = {NSEQ, LEN, tok, tgt};
+    float *packed = rl_malloc(T * sizeof *packed);
+    /* with invariant rows, as many launches as a model that is not
+     * batch-invariant (one product a layer for the batch) makes */
+    long long l0 = backend_cuda_launches();
+    mg->batch_invariant = false;
+    int rc = model_forward(mg, &b, 0), same = 0;
+    long long l1 = backend_cuda_launches();
+    mg->batch_invariant = true;
+    rc = rc || model_forward(mg, &b, 0);
+    long long l2 = backend_cuda_launches();
+    if (mg->bk->matmul_invariant && l0 >= 0)
+        CHECKF("a batch-invariant forward with invariant rows: one product a layer for the batch", l2 - l1 == l1 - l0,
+               "%lld launches, %lld with one product a layer", l2 - l1, l1 - l0);
+    if (!rc)
+        memcpy(packed, mg->logp, T * sizeof *packed);
+    for (int s = 0; s < NSEQ && !rc; s++) {
+        struct model_batch one = {1, &LEN[s], tok + start[s], tgt + start[s]};
+        rc = model_forward(mg, &one, 0);
+        same += !rc && !memcmp(mg->logp, packed + start[s], LEN[s] * sizeof *packed);
+    }
+    CHECKF(harness_name("log-probs of each sequence alone are its bits in the batch (%s)",
+                        mg->bk->matmul_invariant ? "one product a layer" : "a product per sequence"),
+           !rc && same == NSEQ, "%s%d of %d sequences the same", rc ? rl_errmsg() : "", same, NSEQ);
+    free(tok), free(tgt), free(packed);
+}
+
 /* Three prompts prefilled in three slots, the first forked into a fourth on
  * the GPU (rl-gen's n samples of a prompt) and prefilled again there on the
  * CPU, then five batched decode steps on all four: the GPU's cache (bf16 in
@@ -213,6 +256,7 @@ int main(void)
     CHECKF("the model on both devices", mc && mg, "%s", rl_errmsg());
     if (mc && mg) {
         check_training(mc, mg, &R, "a product per sequence");
+        check_invariance(mg, &R);
         mc->batch_invariant = mg->batch_invariant = false;
         check_training(mc, mg, &R, "a product per layer");
         mc->batch_invariant = mg->batch_invariant = true;

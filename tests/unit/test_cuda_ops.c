@@ -196,6 +196,55 @@ static void test_matmul(void)
     drop(&a), drop(&b), drop(&c);
 }
 
+/* With matmul_invariant (RL_CUDA_GEMM=pinned) a row of a product must be
+ * the bits of that row in a product of other rows: blocks of one product's
+ * rows, each a product of its own, against the whole, in a linear layer's
+ * a b^T and in a b. On a GPU the shapes are a model's (k 2048, 4097 rows:
+ * past the pinned algorithm's 4096, and blocks on each side of the tile
+ * sizes); the emulation's are small, with k past its split-k offers (which
+ * a pinned route must pass over). In the emulation, whose heuristic picks
+ * by the row count as a GPU's does, cuBLASLt unpinned must differ
+ * somewhere, so that this check can fail; on a GPU the unpinned route's
+ * count is printed ("invariance:", tests/gpu/run's report), which says
+ * whether the card's pinned pass means anything. */
+static void test_matmul_invariant(void)
+{
+    const char *d = gpu->detail ? gpu->detail : "";
+    bool pinned = gpu->matmul_invariant, emu = strstr(d, "CPU emulation") != NULL;
+    if (!pinned && !strstr(d, "cuBLASLt"))
+        return;
+    static const int small[][2] = {{0, 1}, {5, 17}, {100, 64}, {37, 63}, {299, 1}};
+    static const int big[][2] = {{0, 1}, {1, 7}, {7, 63}, {64, 64}, {128, 65}, {300, 129},
+                                 {1000, 1000}, {0, 4095}, {0, 4096}, {4096, 1}};
+    const int (*block)[2] = emu ? small : big;
+    int blocks = emu ? 5 : 10, M = emu ? 300 : 4097, N = emu ? 96 : 2048, K = emu ? 320 : 2048;
+    for (int tb = 1; tb >= 0; tb--) {
+        int ldb = tb ? K : N;
+        struct two a = rand_both((size_t)M * K, 1), b = rand_both((size_t)N * K, 1);
+        struct two whole = poisoned((size_t)M * N), part = poisoned((size_t)M * N);
+        cpu->matmul(false, tb, M, N, K, 1, a.c, K, b.c, ldb, 0, whole.c, N);
+        gpu->matmul(false, tb, M, N, K, 1, a.g, K, b.g, ldb, 0, whole.g, N);
+        char name[128];
+        snprintf(name, sizeof name, "matmul %dx%dx%d tb=%d, %s", M, N, K, tb, pinned ? "pinned" : "cuBLASLt");
+        expect(name, &whole, gemm_tol);
+        int same = 0;
+        for (int i = 0; i < blocks; i++) {
+            size_t r0 = (size_t)block[i][0];
+            gpu->matmul(false, tb, block[i][1], N, K, 1, a.g + r0 * K, K, b.g, ldb, 0, part.g + r0 * N, N);
+            same += same_bytes(whole.g + r0 * N, part.g + r0 * N, (size_t)block[i][1] * N * sizeof(float));
+        }
+        if (!pinned && !emu) {
+            fprintf(stderr, "invariance: unpinned cuBLASLt, %dx%dx%d tb=%d: %d of %d blocks of rows alone kept "
+                    "their bits\n", M, N, K, tb, same, blocks);
+        } else {
+            snprintf(name, sizeof name, "matmul tb=%d: rows alone %s their bits in the whole product", tb,
+                     pinned ? "keep" : "(the emulation, unpinned) change");
+            CHECKF(name, pinned ? same == blocks : same < blocks, "%d of %d blocks of rows the same", same, blocks);
+        }
+        drop(&a), drop(&b), drop(&whole), drop(&part);
+    }
+}
+
 /* k = 577 reads b by scalars, k = 576 by float4; each row of every call
  * must be the bits of that row computed alone (batch invariance) */
 /* matmul_rows, whose every row must be the bits of that row computed
@@ -2016,6 +2065,7 @@ int main(void)
     fprintf(stderr, "test_cuda_ops: %s; seed %llu (RL_TEST_SEED replays it)\n", d, (unsigned long long)seed);
     test_memory();
     test_matmul();
+    test_matmul_invariant();
     test_operand_reuse();
     test_params();
     test_producer_copies();
