@@ -144,29 +144,32 @@ static bool runs(const lt_desc *d, const cublasLtMatmulAlgo_t *a)
            r.workspaceSize <= LT_WORKSPACE;
 }
 
-static uint32_t algo_config(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes_t what)
+/* A setting of algorithm a, of its own type T (the header's: 4 bytes,
+ * but 2 for the inner and cluster shapes); ~0 where it cannot be read */
+template <class T> static unsigned algo_config(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes_t what)
 {
-    uint32_t v = 0;                  /* SPLITK_NUM is int32, REDUCTION_SCHEME uint32: both 4 bytes */
+    T v = 0;
     size_t got = 0;
     if (cublasLtMatmulAlgoConfigGetAttribute(a, what, &v, sizeof v, &got) != CUBLAS_STATUS_SUCCESS)
         return ~0u;
-    return v;
+    return (unsigned)v;
 }
 static bool keeps_k_whole(const cublasLtMatmulAlgo_t *a)
 {
-    return algo_config(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) == 1 &&
-           algo_config(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) == CUBLASLT_REDUCTION_SCHEME_NONE;
+    return algo_config<int32_t>(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) == 1 &&
+           algo_config<uint32_t>(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) == CUBLASLT_REDUCTION_SCHEME_NONE;
 }
 
 /* The pinned algorithm of x's shape: the heuristic's first at PIN_ROWS
- * rows that keeps k whole and runs at PIN_ROWS and at one row; failing
- * that, the first whose split can be set to none and still runs both. */
+ * rows that keeps k whole and runs at one row, PIN_ROWS and 16 times as
+ * many; failing that, the first whose split can be set to none and that
+ * still runs at all three. */
 static cublasLtMatmulAlgo_t choose_pin(const lt_shape *x)
 {
-    lt_shape big = *x, one = *x;
-    big.m = PIN_ROWS, one.m = 1;
-    lt_desc db, d1;
-    describe(&db, &big), describe(&d1, &one);
+    lt_shape big = *x, one = *x, huge = *x;
+    big.m = PIN_ROWS, one.m = 1, huge.m = 16 * PIN_ROWS;
+    lt_desc db, d1, dh;
+    describe(&db, &big), describe(&d1, &one), describe(&dh, &huge);
     static cublasLtMatmulHeuristicResult_t r[LT_RESULTS];
     int n = offers(&db, &big, r), found = -1;
     for (int pass = 0; pass < 2 && found < 0; pass++)
@@ -181,12 +184,21 @@ static cublasLtMatmulAlgo_t choose_pin(const lt_shape *x)
                 cublasLtMatmulAlgoConfigSetAttribute(&r[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none,
                                                      sizeof none);
             }
-            if (keeps_k_whole(&r[i].algo) && runs(&db, &r[i].algo) && runs(&d1, &r[i].algo))
+            if (keeps_k_whole(&r[i].algo) && runs(&db, &r[i].algo) && runs(&d1, &r[i].algo) &&
+                runs(&dh, &r[i].algo))
                 found = i;
         }
-    undescribe(&db), undescribe(&d1);
+    undescribe(&db), undescribe(&d1), undescribe(&dh);
     if (found < 0)
         lt_check(CUBLAS_STATUS_NOT_SUPPORTED, "no algorithm that keeps k whole at every row count", x);
+    if (getenv("RL_CUDA_LT_LOG"))    /* what a GPU's invariance check ran on (tests/gpu/run) */
+        fprintf(stderr, "cuBLASLt pinned: %d x k %d%s%s: offer %d of %d, algo %u tile %u stages %u inner %u cluster %u\n",
+                x->n, x->k, x->ta ? " ta" : "", x->tb ? " tb" : "", found + 1, n,
+                algo_config<int32_t>(&r[found].algo, CUBLASLT_ALGO_CONFIG_ID),
+                algo_config<uint32_t>(&r[found].algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                algo_config<uint32_t>(&r[found].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                algo_config<uint16_t>(&r[found].algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID),
+                algo_config<uint16_t>(&r[found].algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
     return r[found].algo;
 }
 static cublasLtMatmulAlgo_t pinned_algo(const lt_shape *x)

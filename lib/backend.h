@@ -60,11 +60,13 @@ struct backend {
      * read or written in its own type. The CUDA backend's bf16 mode. */
     bool act_bf16;
     void (*mark_acts)(const void *p, size_t bytes);   /* NULL unless act_bf16; forgotten when p is freed */
-    /* matmul's rows are batch-invariant: row i of c depends on row i of
-     * op(a), on b and on the shape's other sizes, never on m (one algorithm
-     * for every m, k never split). A batch-invariant model then issues one
-     * product for a run of sequences instead of one per sequence. The CUDA
-     * backend's RL_CUDA_GEMM=pinned; sgemm's rows do depend on m. */
+    /* matmul's rows are batch-invariant where a is not transposed (ta
+     * false, as in every product of the forward): row i of c depends on
+     * row i of a, on b and on the other sizes and pitches, never on m (one
+     * algorithm for every m, k never split). A batch-invariant model then
+     * issues one product for a run of sequences instead of one per
+     * sequence. The CUDA backend's RL_CUDA_GEMM=pinned; sgemm's rows do
+     * depend on m. */
     bool matmul_invariant;
     void *(*alloc)(size_t bytes);          /* zeroed; NULL on failure */
     void (*free)(void *p);

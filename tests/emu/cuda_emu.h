@@ -702,7 +702,9 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperati
  * the grid (as a split's in-place reduction does on a GPU). Algorithms
  * require the alignment the preference allowed. bf16 values are widened
  * exactly, the sums are fp32 (the compute type's bf16 or tf32 rounding of
- * fp32 inputs is not emulated, as for cublasGemmEx). */
+ * fp32 inputs is not emulated, as for cublasGemmEx). RL_EMU_LT=split-only
+ * leaves the unsplit offer out where k is split (a heuristic whose every
+ * offer splits k: a pinned route must then set the split to none). */
 typedef int cublasLtHandle_t;
 struct emu_lt_desc { cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; };
 struct emu_lt_layout { cudaDataType type; uint64_t rows, cols; int64_t ld; };
@@ -726,7 +728,15 @@ typedef enum {
     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7,
     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,
 } cublasLtMatmulPreferenceAttributes_t;
-typedef enum { CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME = 3 } cublasLtMatmulAlgoConfigAttributes_t;
+typedef enum {
+    CUBLASLT_ALGO_CONFIG_ID = 0,
+    CUBLASLT_ALGO_CONFIG_TILE_ID = 1,
+    CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2,
+    CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME = 3,
+    CUBLASLT_ALGO_CONFIG_STAGES_ID = 6,
+    CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID = 7,
+    CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID = 8,
+} cublasLtMatmulAlgoConfigAttributes_t;
 enum { CUBLASLT_REDUCTION_SCHEME_NONE = 0, CUBLASLT_REDUCTION_SCHEME_INPLACE = 1 };
 enum { CUBLAS_STATUS_INVALID_VALUE = 7 };
 inline cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { *h = 1; return CUBLAS_STATUS_SUCCESS; }
@@ -782,9 +792,11 @@ inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtM
     if (want <= 0)
         return CUBLAS_STATUS_INVALID_VALUE;
     uint64_t k = d->ta == CUBLAS_OP_N ? al->cols : al->rows, block = dl->cols < 64 ? 16 : 64;
+    const char *only = getenv("RL_EMU_LT");    /* split-only: no unsplit offer where k is split */
+    bool split_only = only && !strcmp(only, "split-only") && k >= 256;
     *got = 0;
     for (uint64_t splits : {3, 1})
-        if ((splits == 1 || k >= 256) && *got < want) {
+        if ((splits == 1 ? !split_only : k >= 256) && *got < want) {
             r[*got] = {};
             r[*got].algo = emu_lt_algo(block, splits, p->align);
             r[(*got)++].state = CUBLAS_STATUS_SUCCESS;
@@ -795,18 +807,23 @@ inline cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulA
                                                           cublasLtMatmulAlgoConfigAttributes_t w, void *v, size_t n,
                                                           size_t *written)
 {
-    if (n < 4)
+    size_t size = w == CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID || w == CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID ? 2 : 4;
+    if (n != size)
         return CUBLAS_STATUS_INVALID_VALUE;
-    uint32_t x = (uint32_t)a->data[w == CUBLASLT_ALGO_CONFIG_SPLITK_NUM ? 1 : 2];
-    memcpy(v, &x, 4);
-    *written = 4;
+    /* the emulation's algorithms: id 1, tile = k's block, one stage */
+    uint32_t x = w == CUBLASLT_ALGO_CONFIG_SPLITK_NUM          ? (uint32_t)a->data[1]
+                 : w == CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME ? (uint32_t)a->data[2]
+                 : w == CUBLASLT_ALGO_CONFIG_TILE_ID          ? (uint32_t)a->data[0]
+                 : w == CUBLASLT_ALGO_CONFIG_ID || w == CUBLASLT_ALGO_CONFIG_STAGES_ID ? 1u : 0u;
+    memcpy(v, &x, size);             /* little-endian: a 2-byte setting is x's low half */
+    *written = size;
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasLtMatmulAlgoConfigSetAttribute(cublasLtMatmulAlgo_t *a,
                                                           cublasLtMatmulAlgoConfigAttributes_t w, const void *v, size_t n)
 {
-    if (n != 4)
-        return CUBLAS_STATUS_INVALID_VALUE;
+    if (n != 4 || (w != CUBLASLT_ALGO_CONFIG_SPLITK_NUM && w != CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME))
+        return CUBLAS_STATUS_INVALID_VALUE;  /* the emulation's algorithms let only these two be set */
     uint32_t x;
     memcpy(&x, v, 4);
     a->data[w == CUBLASLT_ALGO_CONFIG_SPLITK_NUM ? 1 : 2] = x;
