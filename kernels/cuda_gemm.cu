@@ -190,13 +190,13 @@ void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, operand a, int 
     if ((a.bf16 || b.bf16 || c_bf16) && !gemm_bf16)
         fatal("matmul", "a bf16 operand outside bf16 mode");
     bool lt = batch == 1 && k > 0 && gemm_route != GEMM_EX;   /* cuda_gemm_lt.cu */
-    if (gemm_exact && lt) {
-        lt_gemm(ta, tb, m, n, k, alpha, a.p, lda, b.p, ldb, beta, c, ldc, CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F);
-        return;
-    }
     if (gemm_exact) {
-        BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
-                                       (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
+        if (lt)
+            lt_gemm(ta, tb, m, n, k, alpha, a.p, lda, b.p, ldb, beta, c, ldc, CUDA_R_32F, CUDA_R_32F,
+                    CUBLAS_COMPUTE_32F);
+        else
+            BLAS(cublasSgemmStridedBatched(blas, opb, opa, n, m, k, &alpha, (const float *)b.p, ldb, sb,
+                                           (const float *)a.p, lda, sa, &beta, c, ldc, sc, batch));
         return;
     }
     cudaDataType type = CUDA_R_32F;

@@ -12,9 +12,10 @@
  * batch-invariant model may issue one product for a micro-batch of
  * sequences instead of one per sequence (the backend's matmul_invariant).
  * Products of a transposed a (weight gradients) take the heuristic's
- * algorithm: their rows are columns of a, whose pitch is the row count. cublasGemmEx, like any heuristic, picks
- * by the row count (and may split k, reduced in any order), so with it a
- * batch-invariant model runs a product per sequence. This rests on
+ * algorithm: their rows are columns of a, whose pitch is the row count.
+ * cublasGemmEx, like any heuristic, picks by the row count (and may split
+ * k, reduced in any order), so with it a batch-invariant model runs a
+ * product per sequence. This rests on
  * cuBLAS's reproducibility across runs of one algorithm on one
  * architecture; tests/gpu checks it on the card (test_cuda_model's batch
  * invariance with RL_CUDA_GEMM=pinned).

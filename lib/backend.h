@@ -217,8 +217,8 @@ const struct backend *backend_get(const char *name);
  * more whenever an op is added, removed or changes its meaning (2: softmax
  * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches;
  * 5: bf16 activations; 6: adamw takes a gradient scale; 7: add_rmsnorm
- * and rope_kv_append; 8: matmul_rows_swiglu; 9: matmul_invariant): a library built from another version has another
- * name and is refused, where a check of the table's size alone would let
+ * and rope_kv_append; 8: matmul_rows_swiglu; 9: matmul_invariant): a
+ * library built from another version has another name and is refused, where a check of the table's size alone would let
  * a same-sized table with other ops through. */
 #define RL_CUDA_ENTRY rlflow_cuda_backend_v9
 #define RL_STR_(x) #x

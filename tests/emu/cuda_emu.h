@@ -631,10 +631,8 @@ inline float *emu_widen_bf16(const void *x, int ld, int rows, int cols)
 {
     size_t n = (size_t)ld * (cols - 1) + rows;
     float *f = (float *)malloc(n * sizeof *f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned u = (unsigned)((const unsigned short *)x)[i] << 16;
-        memcpy(&f[i], &u, sizeof u);
-    }
+    for (size_t i = 0; i < n; i++)
+        f[i] = __bfloat162float({((const unsigned short *)x)[i]});
     return f;
 }
 inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -655,12 +653,8 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cubla
     cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, fa, lda, fb, ldb, (const float *)beta, fc, ldc);
     if (ct == CUDA_R_16BF) {
         for (int j = 0; j < n; j++)
-            for (int i = 0; i < m; i++) {
-                unsigned u;
-                memcpy(&u, &fc[(size_t)j * ldc + i], sizeof u);
-                u = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-                ((unsigned short *)c)[(size_t)j * ldc + i] = (unsigned short)u;
-            }
+            for (int i = 0; i < m; i++)
+                ((unsigned short *)c)[(size_t)j * ldc + i] = __float2bfloat16_rn(fc[(size_t)j * ldc + i]).x;
         free(fc);
     }
     free(fa), free(fb);
@@ -849,12 +843,7 @@ inline cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDe
 }
 inline float emu_lt_get(const void *x, cudaDataType t, size_t i)
 {
-    if (t == CUDA_R_32F)
-        return ((const float *)x)[i];
-    unsigned u = (unsigned)((const unsigned short *)x)[i] << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+    return t == CUDA_R_32F ? ((const float *)x)[i] : __bfloat162float({((const unsigned short *)x)[i]});
 }
 /* Element (r, c) of op(x) for a column-major layout l. */
 inline float emu_lt_at(const void *x, const emu_lt_layout *l, cublasOperation_t op, uint64_t r, uint64_t c)
@@ -896,14 +885,10 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, c
                 sum += part[(n / 8) % 2 ? splits - 1 - s : s];
             size_t at = j * dl->ld + i;
             float y = al_ * sum + (be != 0 ? be * emu_lt_get(c, cl->type, at) : 0.0f);
-            if (dl->type == CUDA_R_32F) {
+            if (dl->type == CUDA_R_32F)
                 ((float *)dst)[at] = y;
-            } else {
-                unsigned u;
-                memcpy(&u, &y, sizeof u);
-                u = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-                ((unsigned short *)dst)[at] = (unsigned short)u;
-            }
+            else
+                ((unsigned short *)dst)[at] = __float2bfloat16_rn(y).x;
         }
     return CUBLAS_STATUS_SUCCESS;
 }
