@@ -21,12 +21,18 @@ PKGS     := msgpack libzstd jansson libpcre2-8 libutf8proc
 # slowdown measured on small models on 2 cores). Debian installs it beside
 # the pthread build; the rpath makes the binaries use it whatever the
 # libblas alternative says.
+#
+# These are recursive variables, expanded when a recipe runs: on a fresh
+# machine `make check` installs the packages (build/.deps-build, an
+# order-only prerequisite of every object) after the Makefile was read, so
+# a value taken at read time would link without OpenBLAS. $(shell ls), not
+# $(wildcard): make caches the directories it has listed.
 comma := ,
-OMPBLAS_PC := $(firstword $(wildcard /usr/lib/*/openblas-openmp/pkgconfig/openblas.pc))
-BLAS_PC_PATH := $(if $(OMPBLAS_PC),PKG_CONFIG_PATH=$(dir $(OMPBLAS_PC)))
-BLAS_LIBDIR := $(shell $(BLAS_PC_PATH) pkg-config --variable=libdir openblas 2>/dev/null)
-BLAS_CFLAGS := $(shell $(BLAS_PC_PATH) pkg-config --cflags openblas 2>/dev/null)
-BLAS_LIBS := $(shell $(BLAS_PC_PATH) pkg-config --libs openblas 2>/dev/null) $(if $(BLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(BLAS_LIBDIR))
+OMPBLAS_PC = $(shell ls /usr/lib/*/openblas-openmp/pkgconfig/openblas.pc 2>/dev/null | head -1)
+BLAS_PKG_CONFIG = $(if $(OMPBLAS_PC),PKG_CONFIG_PATH=$(dir $(OMPBLAS_PC))) pkg-config
+BLAS_LIBDIR = $(shell $(BLAS_PKG_CONFIG) --variable=libdir openblas 2>/dev/null)
+BLAS_CFLAGS = $(shell $(BLAS_PKG_CONFIG) --cflags openblas 2>/dev/null)
+BLAS_LIBS = $(shell $(BLAS_PKG_CONFIG) --libs openblas 2>/dev/null) $(if $(BLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(BLAS_LIBDIR))
 CSTD     := -std=c11 -D_GNU_SOURCE
 # snprintf truncation is always deliberate here (bounded messages, bounded numbers)
 WARN     := -Wall -Wextra -Werror -Wno-format-truncation -Wno-psabi
@@ -106,7 +112,7 @@ build/.deps-build: scripts/deps
 build/.deps-test: scripts/deps
 	@mkdir -p build && scripts/deps test && touch $@
 
-cuda-status:
+cuda-status: | build/.deps-build
 	@$(if $(OMPBLAS_PC),true,echo "rlflow: warning: OpenBLAS's OpenMP build is missing (libopenblas-openmp-dev): small models will be slow")
 	@if [ "$(CUDA)" = 1 ]; then echo "rlflow: CUDA backend: built with $(NVCC) for sm_80 and sm_90 (+ PTX); without a GPU the tools run on the CPU"; \
 	 else echo "rlflow: CUDA backend: not built ($(if $(NVCC),CUDA=0 or SANITIZE=1,no nvcc)); CPU backend only"; fi
