@@ -162,12 +162,13 @@ enum step_end { LOGITS, DRAW_BACKEND, DRAW_HOST };
 
 /* Seconds per step of `steps` decode steps after two warm-up ones; and,
  * where launches is given, the CUDA backend's launches a timed step (-1
- * on other backends). */
+ * on other backends) and its graphs over the timed steps (RL_CUDA_GRAPHS). */
 static double time_steps(struct model *m, struct kv_cache *c, int batch, int steps, enum step_end end,
                          const struct sampler *sampler, const int *slots, const int *ntok, int *tok, float *logits,
-                         double *launches)
+                         double *launches, struct cuda_graph_stats *graphs)
 {
     long long l0 = -1;
+    struct cuda_graph_stats g0 = {0};
     int threads = omp_get_max_threads();
     struct sample_scratch *sc = rl_calloc(threads, sizeof *sc);
     for (int i = 0; i < threads; i++)
@@ -184,6 +185,7 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
             backend_prof_reset();
             t0 = now();
             l0 = backend_cuda_launches();
+            backend_cuda_graph_stats(&g0);
         }
         for (int s = 0; s < batch; s++)
             tok[s] = (k * 31 + s * 17) % m->V;
@@ -207,6 +209,10 @@ static double time_steps(struct model *m, struct kv_cache *c, int batch, int ste
     double per_step = (now() - t0) / steps;
     if (launches)
         *launches = l0 >= 0 ? (double)(backend_cuda_launches() - l0) / steps : -1;
+    if (graphs && backend_cuda_graph_stats(graphs)) {
+        graphs->launched -= g0.launched, graphs->updated -= g0.updated;
+        graphs->instantiated -= g0.instantiated, graphs->paused -= g0.paused;
+    }
     for (int i = 0; i < threads; i++)
         sample_scratch_free(&sc[i]);
     free(sc), free(rng), free(u), free(lp), free(drawn);
@@ -249,7 +255,8 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
     fork_prompt(c, batch, prompt);
     struct sampler plain = {.temperature = 1, .top_p = 1}, nucleus = {.temperature = 1, .top_p = 0.9f};
     double launches;
-    double per_step = time_steps(m, c, batch, timed, LOGITS, &plain, slots, ntok, tok, logits, &launches);
+    struct cuda_graph_stats graphs = {0};
+    double per_step = time_steps(m, c, batch, timed, LOGITS, &plain, slots, ntok, tok, logits, &launches, &graphs);
     /* bytes a step must read: every weight but the embedding table (one row
      * each), and the K/V of every cached position (2 or 4 bytes a value, as
      * the cache holds them); a weight is 2 bytes where
@@ -269,6 +276,9 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
         printf("decode_b%d_%s_launches_per_step %.1f\n", batch, mode, launches);
         printf("decode_b%d_%s_launch_floor_tokens_per_s %.0f\n", batch, mode, batch / (launches * launch_us * 1e-6));
     }
+    if (graphs.launched > 0)             /* RL_CUDA_GRAPHS: how the timed steps' graphs were made */
+        printf("decode_b%d_%s_graphs %lld launched, %lld updated, %lld instantiated, %lld paused\n", batch, mode,
+               graphs.launched, graphs.updated, graphs.instantiated, graphs.paused);
     if (backend_prof_wanted()) {
         char title[64];
         snprintf(title, sizeof title, "%d decode steps, batch %d, %s", timed, batch, mode);
@@ -277,9 +287,9 @@ static void bench_decode(struct model *m, int batch, int prompt, int steps, bool
     for (int k = 0; invariant && k < 2; k++) {      /* temperature 1, then top-p 0.9 */
         const struct sampler *s = k ? &nucleus : &plain;
         fork_prompt(c, batch, prompt);
-        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, s, slots, ntok, tok, logits, NULL);
+        double dev = time_steps(m, c, batch, timed, DRAW_BACKEND, s, slots, ntok, tok, logits, NULL, NULL);
         fork_prompt(c, batch, prompt);
-        double host = time_steps(m, c, batch, timed, DRAW_HOST, s, slots, ntok, tok, logits, NULL);
+        double host = time_steps(m, c, batch, timed, DRAW_HOST, s, slots, ntok, tok, logits, NULL, NULL);
         printf("decode_b%d_%s_%sdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / dev);
         printf("decode_b%d_%s_%shostdraw_tokens_per_s %.0f\n", batch, mode, k ? "topp_" : "", batch / host);
     }

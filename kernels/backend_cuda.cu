@@ -4,10 +4,11 @@
  * other files: cuda_gemm.cu (cuBLAS, matmul_rows), cuda_elementwise.cu
  * (norms, RoPE, SwiGLU, the vocabulary, the optimizer) and cuda_attention.cu
  * (which routes to cuda_attn_tc.cu, cuda_attn_cublas.cu or
- * cuda_attn_kernels.cu). Buffers are device memory (cudaMalloc), the int
- * arrays the ops read included. Everything runs on the legacy default
- * stream, so ops are ordered and a download (cudaMemcpy) waits for the work
- * before it.
+ * cuda_attn_kernels.cu), and cuda_graph.cu runs decode steps as CUDA
+ * graphs. Buffers are device memory (cudaMalloc), the int arrays the ops
+ * read included. Everything runs on one blocking stream (cu_stream), so
+ * ops are ordered and a download (cudaMemcpy) waits for the work before
+ * it.
  *
  * Numerics: fp32 parameters, gradients and optimizer moments; activations
  * in bf16 in bf16 mode (cuda_acts.cu), else fp32. Products run in the mode $RL_CUDA_MATH names:
@@ -39,6 +40,7 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 static void *cu_alloc(size_t bytes)
 {
     void *p = NULL;
+    capture_pause();
     if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
         cudaGetLastError();          /* out of memory is the caller's error to report */
         return NULL;
@@ -51,6 +53,7 @@ static void *cu_alloc(size_t bytes)
 static void cu_free(void *p)
 {
     if (p) {
+        capture_pause();
         params_forget(p);
         acts_forget(p);
         CU(cudaFree(p));
@@ -59,9 +62,14 @@ static void cu_free(void *p)
 static void cu_upload(void *dst, const void *src, size_t n)
 {
     params_written(dst, n);
+    capture_pause();
     if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
 }
-static void cu_download(void *dst, const void *src, size_t n) { if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost)); }
+static void cu_download(void *dst, const void *src, size_t n)
+{
+    capture_pause();
+    if (n) CU(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
+}
 
 /* ---------------- the table ---------------- */
 
@@ -86,6 +94,7 @@ static struct backend make_table(void)
     cuda_elementwise_ops(&b);
     cuda_attention_ops(&b);
     cuda_sample_ops(&b);
+    cuda_graph_ops(&b);
     return b;
 }
 static struct backend table;
@@ -124,7 +133,7 @@ static int pick_kv(void)
     return 0;
 }
 
-static char detail[256];
+static char detail[512];
 
 static int cuda_init(void)
 {
@@ -156,6 +165,9 @@ static int cuda_init(void)
     const char *rows_blocks = getenv("RL_CUDA_ROWS_BLOCKS");
     if (cuda_rows_blocks(rows_blocks) < 0)
         return fail("RL_CUDA_ROWS_BLOCKS=\"%s\": expected a count of blocks from 1 to 65535", rows_blocks);
+    const char *graphs = getenv("RL_CUDA_GRAPHS");
+    if (cuda_graphs_mode(graphs) < 0)
+        return fail("RL_CUDA_GRAPHS=\"%s\": expected auto, on or off", graphs);
     cudaDeviceProp prop;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess)
         return fail("cannot query the GPU (%s)", cudaGetErrorString(cudaGetLastError()));
@@ -163,16 +175,19 @@ static int cuda_init(void)
     cublasStatus_t s = cublasCreate(&blas);
     if (s != CUBLAS_STATUS_SUCCESS)
         return fail("cuBLAS did not start (%s)", cublasGetStatusString(s));
+    if (const char *err = cuda_stream_start())
+        return fail("%s (%s)", err, cudaGetErrorString(cudaGetLastError()));
     if (cudaMalloc(&red_buf, (RED_BLOCKS + 1) * sizeof(double)) != cudaSuccess)
         return fail("out of GPU memory at start");
+    ktimes_start();
     const char *math = gemm_exact ? "fp32" : gemm_compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "tf32" : "bf16";
-    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs (%s), %s attention%s%s, %s KV cache, %s activations",
+    snprintf(detail, sizeof detail, "%s, sm_%d%d, %.0f GiB, %s GEMMs (%s), %s attention%s%s, %s KV cache, %s activations%s",
              prop.name, prop.major, prop.minor, prop.totalGlobalMem / 1073741824.0, math, cuda_gemm_desc(),
              cuda_attention_desc(),
              cuda_split_decode() ? ", split decode attention" : "",
              cuda_rows_stream() ? ", tensor-core decoding (streamed)" : cuda_rows_tc() ? ", tensor-core decoding" : "",
-             kv_bf16 ? "bf16" : "fp32", acts_bf16 ? "bf16" : "fp32");
-    ktimes_start();
+             kv_bf16 ? "bf16" : "fp32", acts_bf16 ? "bf16" : "fp32",
+             cuda_graphs() ? (ktimes_on ? ", no CUDA graphs (kernel times)" : ", decode steps as CUDA graphs") : "");
     table = make_table();
     table.kv_bf16 = kv_bf16;
     table.matmul_invariant = gemm_route == GEMM_PINNED;

@@ -110,7 +110,7 @@ void act_aware_zero(float *x, size_t n)
 {
     size_t bytes = n * (is_act(x) ? 2 : sizeof *x);
     params_written(x, bytes);
-    if (n) CU(cudaMemsetAsync(x, 0, bytes, 0));
+    if (n) CU(cudaMemsetAsync(x, 0, bytes, cu_stream));
 }
 void act_aware_copy(float *dst, const float *src, size_t n)
 {
@@ -119,7 +119,7 @@ void act_aware_copy(float *dst, const float *src, size_t n)
     if (!n)
         return;
     if (d16 == s16)
-        CU(cudaMemcpyAsync(dst, src, n * (d16 ? 2 : sizeof *dst), cudaMemcpyDeviceToDevice, 0));
+        CU(cudaMemcpyAsync(dst, src, n * (d16 ? 2 : sizeof *dst), cudaMemcpyDeviceToDevice, cu_stream));
     else if (d16)
         convert_flat((unsigned short *)dst, src, n);
     else

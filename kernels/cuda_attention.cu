@@ -347,7 +347,7 @@ static struct bk_attn_seq *acts_kv(const struct bk_attn_seq *s, int n_seq, int k
         w[i].v = region(ws, s[i].v, s[i].kv_stride, ctx, kvd, true);
         w[i].dk = region(ws, s[i].dk, s[i].kv_stride, ctx, kvd, false);
         w[i].dv = region(ws, s[i].dv, s[i].kv_stride, ctx, kvd, false);
-        CU(cudaMemsetAsync(w[i].dk, 0, 2 * ctx * kvd * sizeof(float), 0));
+        CU(cudaMemsetAsync(w[i].dk, 0, 2 * ctx * kvd * sizeof(float), cu_stream));
         w[i].kv_stride = kvd;
     }
     return w;

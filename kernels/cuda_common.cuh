@@ -14,7 +14,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#define LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
+#define LAUNCH(kernel, grid, block) kernel<<<grid, block, 0, cu_stream>>>
 #define NOTE_LAUNCH(name) ((void)0)
 #endif
 #ifdef RL_CUDA_EMU
@@ -34,6 +34,17 @@ extern "C" {
 #define THREADS 256
 
 extern cublasHandle_t blas;
+/* The backend's one stream: every launch, cuBLAS call and async copy goes
+ * to it, so ops run in order. It is a blocking stream: the legacy default
+ * stream's copies (upload, download, cudaMemset) wait for it, and it for
+ * them, as when everything ran on the legacy stream. It exists because a
+ * capture (cuda_graph.cu) cannot record the legacy stream. */
+extern cudaStream_t cu_stream;
+/* Anything an op does that is not work on cu_stream (cudaMalloc, cudaFree,
+ * a synchronous copy or memset, a read of device memory) must call this
+ * first: inside a capture it runs what was recorded so far and leaves the
+ * rest of the step to run as it comes (cuda_graph.cu). */
+void capture_pause(void);
 extern cublasComputeType_t gemm_compute;   /* for cublasGemmEx; unused in fp32 mode */
 extern bool gemm_exact;                    /* RL_CUDA_MATH=fp32: cublasSgemm */
 extern bool gemm_bf16;                     /* RL_CUDA_MATH=bf16: bf16 copies of the operands */
@@ -386,6 +397,12 @@ void cuda_gemm_ops(struct backend *b);
 void cuda_elementwise_ops(struct backend *b);
 void cuda_attention_ops(struct backend *b);
 void cuda_sample_ops(struct backend *b);
+void cuda_graph_ops(struct backend *b);
+/* $RL_CUDA_GRAPHS (cuda_graph.cu): 0, or -1 when it names no mode; whether
+ * decode steps run as CUDA graphs */
+int cuda_graphs_mode(const char *name);
+bool cuda_graphs(void);
+const char *cuda_stream_start(void);  /* cu_stream, cuBLAS on it; NULL or what failed */
 /* The index of name among modes (unset or empty: the first, "auto"), or -1:
  * how each $RL_CUDA_* switch is read. */
 template <int N> static inline int mode_index(const char *name, const char *const (&modes)[N])

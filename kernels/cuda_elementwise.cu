@@ -593,6 +593,7 @@ static double cu_sumsq(const float *x, size_t n)
     LAUNCH(k_sum_parts, 1, THREADS)(red_buf + RED_BLOCKS, red_buf, (int)b);
     LAUNCHED("sumsq (total)");
     double s;
+    capture_pause();
     CU(cudaMemcpy(&s, red_buf + RED_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));
     return s;
 }

@@ -37,12 +37,14 @@ static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
 {
     if (bytes <= *cap)
         return false;
+    capture_pause();
     if (*p)
         CU(cudaFree(*p));
     *p = NULL;
-    if (cudaMalloc(p, bytes) != cudaSuccess) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "out of GPU memory for %.0f MB of %s", bytes / 1e6, what);
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no GPU memory for %.0f MB of %s (%s)", bytes / 1e6, what, cudaGetErrorString(e));
         fatal("workspace", msg);
     }
     *cap = bytes;
@@ -797,7 +799,7 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
     cudaEventCreate(&e1);
     float best = 1e30f;
     for (int r = -1; r < reps; r++) {
-        cudaEventRecord(e0, 0);
+        cudaEventRecord(e0, cu_stream);
         /* row-major a[m,k] b[n,k]^T, as cu_matmul maps it; status checked here */
         cublasStatus_t st;
         if (bf16_io)
@@ -808,7 +810,7 @@ extern "C" __attribute__((visibility("default"))) double rlflow_cuda_gemm_tflops
             cu_matmul(false, true, m, n, k, alpha, (const float *)a, k, (const float *)b, k, beta, (float *)c, n);
             st = CUBLAS_STATUS_SUCCESS;
         }
-        cudaEventRecord(e1, 0);
+        cudaEventRecord(e1, cu_stream);
         cudaEventSynchronize(e1);
         float ms = 0;
         cudaEventElapsedTime(&ms, e0, e1);

@@ -263,9 +263,11 @@ void lt_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const void *a, 
     size_t es = ab == CUDA_R_16BF ? 2 : 4, cs = ctype == CUDA_R_16BF ? 2 : 4;
     int align = pow2_of((size_t)a | (size_t)b | (size_t)c | lda * es | ldb * es | ldc * cs);
     lt_shape x = {ta, tb, beta != 0, m, n, k, lda, ldb, ldc, align, ab, ctype, compute};
-    if (!lt)
+    if (!lt) {
+        capture_pause();             /* a handle's start may allocate */
         lt_check(cublasLtCreate(&lt), "start", &x);
+    }
     lt_plan *p = plan_for(&x, gemm_route == GEMM_PINNED && !ta);
     BLAS(cublasLtMatmul(lt, p->d.op, &alpha, b, p->d.la, a, p->d.lb, &beta, c, p->d.lc, c, p->d.lc, &p->algo,
-                        workspace(WS_LT, LT_WORKSPACE), LT_WORKSPACE, 0));
+                        workspace(WS_LT, LT_WORKSPACE), LT_WORKSPACE, cu_stream));
 }

@@ -23,6 +23,7 @@ void params_forget(const void *p)
 {
     for (param_set &s : sets)
         if (s.w && s.w == p) {
+            capture_pause();
             if (s.bf16)
                 CU(cudaFree(s.bf16));
             s = param_set{};
@@ -53,6 +54,8 @@ const unsigned short *param_bf16(const float *p, size_t n)
     param_set *s = set_of(p, n);
     if (!s || s->no_memory)
         return NULL;
+    if (!s->bf16)
+        capture_pause();
     if (!s->bf16 && cudaMalloc(&s->bf16, s->n * sizeof *s->bf16) != cudaSuccess) {
         cudaGetLastError();
         s->bf16 = NULL;

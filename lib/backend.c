@@ -92,6 +92,16 @@ double backend_cuda_launch_us(int n)
     return f ? f(n) : -1;
 }
 
+bool backend_cuda_graph_stats(struct cuda_graph_stats *s)
+{
+    void (*f)(unsigned long long[4]) = (void (*)(unsigned long long[4]))cuda_symbol("rlflow_cuda_graph_stats");
+    unsigned long long v[4] = {0};
+    if (f)
+        f(v);
+    *s = (struct cuda_graph_stats){(long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3]};
+    return f != NULL;
+}
+
 /* Say once, on a terminal, that "auto" fell back to the CPU although the
  * CUDA backend is there: a user who expected the GPU learns why; pipelines
  * and logs stay quiet. */

@@ -189,6 +189,16 @@ struct backend {
     void (*sample_rows)(int *tok, double *logp1, const float *logits, const double *u, int n, int v,
                         const struct sampler *c);
 
+    /* Optional (NULL where launches cost the host nothing worth saving):
+     * the ops called from graph_begin to graph_end may be recorded and run
+     * as one unit at graph_end (the CUDA backend's RL_CUDA_GRAPHS: a decode
+     * step as one CUDA graph instead of a launch per kernel), with the
+     * results they would have had one by one. Any op may come between the
+     * two; one that must wait for the device (a download, an allocation)
+     * first runs what was recorded, and the rest runs as it comes. */
+    void (*graph_begin)(void);
+    void (*graph_end)(void);
+
     double (*sumsq)(const float *x, size_t n);          /* sum of squares, in double */
     void (*scale)(float *x, float a, size_t n);
     /* One AdamW update of n parameters (torch.optim.AdamW semantics) with
@@ -217,10 +227,11 @@ const struct backend *backend_get(const char *name);
  * more whenever an op is added, removed or changes its meaning (2: softmax
  * became sample_rows; 3: sample_rows takes the warpers; 4: bf16 KV caches;
  * 5: bf16 activations; 6: adamw takes a gradient scale; 7: add_rmsnorm
- * and rope_kv_append; 8: matmul_rows_swiglu; 9: matmul_invariant): a
+ * and rope_kv_append; 8: matmul_rows_swiglu; 9: matmul_invariant; 10:
+ * graph_begin and graph_end): a
  * library built from another version has another name and is refused, where a check of the table's size alone would let
  * a same-sized table with other ops through. */
-#define RL_CUDA_ENTRY rlflow_cuda_backend_v9
+#define RL_CUDA_ENTRY rlflow_cuda_backend_v10
 #define RL_STR_(x) #x
 #define RL_STR(x) RL_STR_(x)
 
@@ -237,4 +248,9 @@ double backend_cuda_gemm_tflops(int m, int n, int k, bool bf16_io);
  * back to back: a decode step's launch floor. -1 without a CUDA backend. */
 long long backend_cuda_launches(void);
 double backend_cuda_launch_us(int n);
+/* The CUDA backend's graphs so far (RL_CUDA_GRAPHS): launched, of those
+ * updated in place and instantiated, and captures ended early because an
+ * op had to wait for the device. false without a CUDA backend. */
+struct cuda_graph_stats { long long launched, updated, instantiated, paused; };
+bool backend_cuda_graph_stats(struct cuda_graph_stats *s);
 #endif

@@ -206,6 +206,8 @@ const struct backend *backend_profiled(const struct backend *bk)
         return rl_err("RL_PROFILE: out of device memory"), NULL;
     inner = bk;
     table = *bk;                             /* name, host, detail, memory ops as they are */
+    /* each op's waits would end a graph's capture at once: ops one by one */
+    table.graph_begin = table.graph_end = NULL;
     table.zero = p_zero;
     table.copy = p_copy;
     table.matmul = p_matmul;

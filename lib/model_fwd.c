@@ -411,6 +411,7 @@ static int step_trunk(struct model *m, struct kv_cache *c, int n, const int *slo
         return rl_err("model_step: the KV cache was made for another model");
     size_t T = 0, p = 0;
     int maxpos = 0;
+    bool decode = true;               /* every sequence adds at most FEW_ROWS tokens */
     for (int s = 0; s < n; s++) {
         if (slots[s] < 0 || slots[s] >= c->n_slots)
             return rl_err("model_step: slot %d out of range [0, %d)", slots[s], c->n_slots);
@@ -425,6 +426,7 @@ static int step_trunk(struct model *m, struct kv_cache *c, int n, const int *slo
         if (check_tokens(m, tokens + T, ntok[s], s, "token") < 0)
             return -1;
         T += ntok[s];
+        decode = decode && ntok[s] <= FEW_ROWS;
         /* a decode step reserves the scratch of the slot's last position:
          * it grows by a row every step, and each growth reallocates every
          * activation buffer (20 ms a step on an H100 after training had
@@ -452,7 +454,14 @@ static int step_trunk(struct model *m, struct kv_cache *c, int n, const int *slo
     model_ints_upload(m, a->d_tokens, a->tokens, a->T);
     model_ints_upload(m, a->d_pos, a->pos, a->T);
 
+    /* a decode step's launches as one graph where the backend has them:
+     * its kernels are short, and the host's launches can outlast them */
+    bool graph = m->bk->graph_begin && decode;
+    if (graph)
+        m->bk->graph_begin();
     trunk_forward(m, c, slots);
+    if (graph)
+        m->bk->graph_end();
     for (int s = 0; s < n; s++)
         c->len[slots[s]] += ntok[s];
     m->n_tok = a->T;

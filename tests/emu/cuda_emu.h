@@ -25,6 +25,12 @@
  * in column-major, which also checks the row-major mapping above them.
  * mma.sync's fragments are exchanged across the warp in the layout PTX
  * specifies; bf16 tile products sum in fp32 in k order.
+ * Stream capture and graphs: while a capture is on, launches, cuBLAS calls
+ * and async copies are recorded instead of run, and a graph runs its
+ * record in order; a call that would wait for the device (cudaMalloc,
+ * cudaFree, a synchronous copy or memset) is refused and spoils the
+ * capture, as CUDA's thread-local capture mode does, so that an op that
+ * forgot to end the capture first fails here too.
  * Not emulated: timing, memory-model subtleties, warp divergence beyond
  * uniform branches, and bf16 arithmetic (bf16 and tf32 modes compute in fp32).
  * Not part of the library: built only into rlflow-cuda-emu.so for the tests. */
@@ -376,9 +382,42 @@ inline void note_launch(const char *name)
     }
 }
 
+/* Stream capture: the work recorded since cudaStreamBeginCapture, each
+ * item with the kind of node it makes (a graph update needs the same kinds
+ * in the same order); null when no capture is on. */
+struct recorded {
+    const char *kind;
+    std::function<void()> run;
+};
+inline std::vector<recorded> *capture;
+inline bool capture_spoiled;
+inline int capture_stream;            /* the stream captured: work given another is refused */
+inline int blas_stream;               /* cublasSetStream's */
+/* Work for `stream` (a cudaStream_t: an int here): recorded during a
+ * capture of that stream; on another stream (the legacy one, 0, which a
+ * capture cannot record), it spoils the capture, as CUDA's
+ * implicit synchronisation does. */
+inline void on_stream(const char *kind, std::function<void()> work, int stream)
+{
+    if (capture && stream != capture_stream)
+        capture_spoiled = true;
+    else if (capture)
+        capture->push_back({kind, std::move(work)});
+    else
+        work();
+}
+/* A call that waits for the device: refused while a capture is on. */
+inline bool refused_in_capture()
+{
+    if (capture)
+        capture_spoiled = true;
+    return capture != nullptr;
+}
+
 template <class K> auto launcher(K kernel, dim3 grid, dim3 blk)
 {
-    return [=](auto... args) { run(grid, blk, [=] { kernel(args...); }); };
+    /* LAUNCH's stream on a GPU is always cu_stream: the one captured */
+    return [=](auto... args) { on_stream("kernel", [=] { run(grid, blk, [=] { kernel(args...); }); }, capture_stream); };
 }
 } // namespace emu
 
@@ -566,7 +605,15 @@ inline void ldmatrix_x4(unsigned r[4], const unsigned short *row, bool trans)
 
 /* ---- runtime ---- */
 typedef int cudaError_t;
-enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35, cudaErrorNoDevice = 100 };
+enum {
+    cudaSuccess = 0,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInsufficientDriver = 35,
+    cudaErrorNoDevice = 100,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorGraphExecUpdateFailure = 910,
+};
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 #define CUDART_VERSION 13000
 struct cudaDeviceProp {
@@ -578,8 +625,15 @@ struct cudaDeviceProp {
 typedef int cudaStream_t;
 typedef struct emu_event *cudaEvent_t;
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }  /* a launch returns when its kernel is done */
-inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+/* a launch returns when its kernel is done */
+inline cudaError_t cudaDeviceSynchronize() { return emu::refused_in_capture() ? cudaErrorStreamCaptureUnsupported : 0; }
+inline const char *cudaGetErrorString(cudaError_t e)
+{
+    return e == cudaErrorStreamCaptureUnsupported   ? "operation not permitted when stream is capturing"
+           : e == cudaErrorStreamCaptureInvalidated ? "capture invalidated by an operation it could not hold"
+           : e                                      ? "emulated error"
+                                                    : "no error";
+}
 inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int *d) { *d = 0; return cudaSuccess; }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
@@ -591,17 +645,105 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
 }
 template <class T> cudaError_t cudaMalloc(T **p, size_t n)
 {
+    if (emu::refused_in_capture())
+        return cudaErrorStreamCaptureUnsupported;
     *p = (T *)malloc(n);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
-inline cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
-inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
-inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { memmove(d, s, n); return cudaSuccess; }
-inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t)
+inline cudaError_t cudaFree(void *p)
 {
-    return cudaMemcpy(d, s, n, k);
+    if (emu::refused_in_capture())
+        return cudaErrorStreamCaptureUnsupported;
+    free(p);
+    return cudaSuccess;
 }
+inline cudaError_t cudaMemset(void *p, int v, size_t n)
+{
+    if (emu::refused_in_capture())
+        return cudaErrorStreamCaptureUnsupported;
+    memset(p, v, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
+{
+    emu::on_stream("memset", [=] { memset(p, v, n); }, s);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind)
+{
+    if (emu::refused_in_capture())
+        return cudaErrorStreamCaptureUnsupported;
+    memmove(d, s, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t stream)
+{
+    emu::on_stream("memcpy", [=] { memmove(d, s, n); }, stream);
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamCreate(cudaStream_t *s)
+{
+    *s = 1;
+    return cudaSuccess;
+}
+
+/* ---- graphs: a capture's record, run in order ---- */
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeRelaxed };
+typedef struct { int result; } cudaGraphExecUpdateResultInfo;
+typedef struct emu_graph { std::vector<emu::recorded> nodes; } *cudaGraph_t, *cudaGraphExec_t;
+typedef struct emu_graph_node *cudaGraphNode_t;
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode)
+{
+    if (emu::capture || s == 0)          /* the legacy stream cannot be captured */
+        return cudaErrorStreamCaptureUnsupported;
+    emu::capture = new std::vector<emu::recorded>;
+    emu::capture_stream = s;
+    emu::capture_spoiled = false;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g)
+{
+    std::unique_ptr<std::vector<emu::recorded>> rec(emu::capture);
+    emu::capture = nullptr;
+    *g = nullptr;
+    if (!rec || emu::capture_spoiled)
+        return cudaErrorStreamCaptureInvalidated;
+    *g = new emu_graph{std::move(*rec)};
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *n)
+{
+    if (nodes)
+        return cudaErrorStreamCaptureUnsupported;     /* not used by the backend */
+    *n = g->nodes.size();
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long)
+{
+    *x = new emu_graph{g->nodes};
+    return cudaSuccess;
+}
+/* Refused unless the nodes are of the same kinds in the same order. */
+inline cudaError_t cudaGraphExecUpdate(cudaGraphExec_t x, cudaGraph_t g, cudaGraphExecUpdateResultInfo *)
+{
+    bool same = x->nodes.size() == g->nodes.size();
+    for (size_t i = 0; same && i < g->nodes.size(); i++)
+        same = !strcmp(x->nodes[i].kind, g->nodes[i].kind);
+    if (!same)
+        return cudaErrorGraphExecUpdateFailure;
+    x->nodes = g->nodes;
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t)
+{
+    if (emu::capture)
+        return cudaErrorStreamCaptureUnsupported;      /* not used by the backend */
+    for (emu::recorded &r : x->nodes)
+        r.run();
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete g; return cudaSuccess; }
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) { delete x; return cudaSuccess; }
 inline cudaError_t cudaEventCreate(cudaEvent_t *) { return 1; }      /* timing is not emulated */
 inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return 1; }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return 1; }
@@ -618,10 +760,39 @@ typedef enum { CUDA_R_32F, CUDA_R_16BF } cudaDataType;
 enum { CUBLAS_GEMM_DEFAULT = -1 };
 inline const char *cublasGetStatusString(cublasStatus_t s) { return s ? "not supported by the emulation" : "success"; }
 inline cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = 1; return CUBLAS_STATUS_SUCCESS; }
-inline cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+inline cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t s)
+{
+    emu::blas_stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *, size_t) { return CUBLAS_STATUS_SUCCESS; }
+/* A cuBLAS call during a capture, after its arguments were checked:
+ * recorded with its scalars' values (as the host pointer mode reads them
+ * at the call), on the handle's stream, run when the graph runs. */
+#define EMU_BLAS_DEFER(alpha, beta, call)                                         \
+    do {                                                                          \
+        if (emu::capture) {                                                       \
+            float al_ = *(const float *)(alpha), be_ = *(const float *)(beta);    \
+            emu::on_stream("cuBLAS", [=] {                                        \
+                const float *alpha_ = &al_, *beta_ = &be_;                        \
+                emu_replayed(#call, call);                                        \
+            }, emu::blas_stream);                                                 \
+            return CUBLAS_STATUS_SUCCESS;                                         \
+        }                                                                         \
+    } while (0)
+/* A recorded call failing when its graph runs would lose its work unseen. */
+inline void emu_replayed(const char *what, cublasStatus_t s)
+{
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cuda_emu: a recorded call failed when its graph ran: %s\n", what);
+        abort();
+    }
+}
+inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                   const float *alpha, const float *a, int lda, const float *b, int ldb,
                                   const float *beta, float *c, int ldc)
 {
+    EMU_BLAS_DEFER(alpha, beta, cublasSgemm(h, ta, tb, m, n, k, alpha_, a, lda, b, ldb, beta_, c, ldc));
     cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_T ? CblasTrans : CblasNoTrans,
                 tb == CUBLAS_OP_T ? CblasTrans : CblasNoTrans, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
     return CUBLAS_STATUS_SUCCESS;
@@ -642,6 +813,8 @@ inline cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cubla
 {
     if (at != bt || (ct == CUDA_R_16BF && at != CUDA_R_16BF))
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    EMU_BLAS_DEFER(alpha, beta, cublasGemmEx(h, ta, tb, m, n, k, alpha_, a, at, lda, b, bt, ldb, beta_, c, ct, ldc,
+                                             CUBLAS_COMPUTE_32F, 0));
     if (at == CUDA_R_32F)
         return cublasSgemm(h, ta, tb, m, n, k, (const float *)alpha, (const float *)a, lda, (const float *)b, ldb,
                            (const float *)beta, (float *)c, ldc);
@@ -665,6 +838,8 @@ inline cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperatio
                                                 long long sa, const float *b, int ldb, long long sb,
                                                 const float *beta, float *c, int ldc, long long sc, int batch)
 {
+    EMU_BLAS_DEFER(alpha, beta, cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha_, a, lda, sa, b, ldb, sb, beta_, c,
+                                                          ldc, sc, batch));
     for (int i = 0; i < batch; i++)
         cublasSgemm(h, ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, ldc);
     return CUBLAS_STATUS_SUCCESS;
@@ -675,6 +850,10 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperati
                                                  long long sb, const void *beta, void *c, cudaDataType ct, int ldc,
                                                  long long sc, int batch, cublasComputeType_t, int)
 {
+    if (at != bt || (ct == CUDA_R_16BF && at != CUDA_R_16BF))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    EMU_BLAS_DEFER(alpha, beta, cublasGemmStridedBatchedEx(h, ta, tb, m, n, k, alpha_, a, at, lda, sa, b, bt, ldb, sb,
+                                                           beta_, c, ct, ldc, sc, batch, CUBLAS_COMPUTE_32F, 0));
     size_t es = at == CUDA_R_16BF ? 2 : 4, cs = ct == CUDA_R_16BF ? 2 : 4;
     for (int i = 0; i < batch; i++) {
         cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, alpha, (const char *)a + i * sa * es, at, lda,
@@ -866,7 +1045,8 @@ inline float emu_lt_dot(const emu_lt_desc *d, const void *a, const emu_lt_layout
 inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha, const void *a,
                                      cublasLtMatrixLayout_t al, const void *b, cublasLtMatrixLayout_t bl,
                                      const void *beta, const void *c, cublasLtMatrixLayout_t cl, void *dst,
-                                     cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t)
+                                     cublasLtMatrixLayout_t dl, const cublasLtMatmulAlgo_t *algo, void *, size_t,
+                                     cudaStream_t stream)
 {
     uint64_t block = algo->data[0], splits = algo->data[1], align = algo->data[3];
     size_t es = al->type == CUDA_R_16BF ? 2 : 4, cs = dl->type == CUDA_R_16BF ? 2 : 4;
@@ -874,6 +1054,17 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, c
         return CUBLAS_STATUS_INVALID_VALUE;
     if (((size_t)a | (size_t)b | (size_t)c | (size_t)dst | al->ld * es | bl->ld * es | dl->ld * cs) % align)
         return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (emu::capture) {               /* the descriptors as they are now, as a GPU's launch takes them */
+        emu_lt_desc d_ = *d;
+        emu_lt_layout al_ = *al, bl_ = *bl, cl_ = *cl, dl_ = *dl;
+        cublasLtMatmulAlgo_t algo_ = *algo;
+        float alpha_ = *(const float *)alpha, beta_ = *(const float *)beta;
+        emu::on_stream("cuBLASLt", [=]() mutable {
+            emu_replayed("cublasLtMatmul", cublasLtMatmul(0, &d_, &alpha_, a, &al_, b, &bl_, &beta_, c, &cl_, dst,
+                                                          &dl_, &algo_, nullptr, 0, stream));
+        }, stream);
+        return CUBLAS_STATUS_SUCCESS;
+    }
     uint64_t k = d->ta == CUBLAS_OP_N ? al->cols : al->rows, n = dl->cols;
     float al_ = *(const float *)alpha, be = *(const float *)beta;
     for (uint64_t j = 0; j < n; j++)

@@ -29,6 +29,12 @@ gen() { rl-gen -q -m pol -n 3 --max-new-tokens $NEW --max-prompt-tokens 128 --se
 gen -b 1 > g1
 gen -b 64 > g64
 check "rl-gen in bf16 ($RL_CUDA_ATTN attention, $RL_CUDA_ROWS rows): identical samples for --batch 1 and --batch 64" cmp g1 g64
+# decode steps as CUDA graphs: the samples of the steps op by op (a batch
+# that shrinks as its slots finish changes the graphs' shapes)
+if [ "${RL_CUDA_GRAPHS:-}" = on ]; then
+    RL_CUDA_GRAPHS=off gen -b 64 > g64-ops
+    check "rl-gen with decode steps as CUDA graphs: the samples of the ops one by one" cmp g64 g64-ops
+fi
 rl-logp -q -m pol --device $DEV < g1 | rl-cat > lg
 rl-logp -q -m pol --device cpu < g1 | rl-cat > lc
 close() {

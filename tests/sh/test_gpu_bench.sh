@@ -61,6 +61,21 @@ if [ -f "$E" ]; then
     per_layer=$(awk '$1 == "decode_b1_rows_launches_per_step" { n[FILENAME] = $2 } END { print n[ARGV[2]] - n[ARGV[1]] }' \
         "$TMP/emu2" "$TMP/emu3")
     check "a decode layer with streamed rows is 8 launches at batch 1 (got $per_layer)" test "$per_layer" = 8
+    # decode steps as CUDA graphs (tests/gpu/run's graphs part): the same
+    # launches, recorded; the timed step updates the warm-up's graph
+    env RL_CUDA_LIB="$E" RL_CUDA_MATH=bf16 RL_CUDA_ROWS=stream RL_CUDA_GRAPHS=on \
+        "$B" -D cuda -C 64 -g -p 8 -d 3 -L 2 -c "$tiny" > "$TMP/out" 2> "$TMP/err"
+    check "gpu_bench -g on the emulation with CUDA graphs exits 0" test $? = 0
+    check "gpu_bench: the device line says decode steps run as CUDA graphs" grep -q "^device .*, decode steps as CUDA graphs" "$TMP/out"
+    check "CUDA graphs: a step's launches are counted as without them" test \
+        "$(grep "^decode_b1_rows_launches_per_step " "$TMP/out")" = "$(grep "^decode_b1_rows_launches_per_step " "$TMP/emu2")"
+    for b in 1 64; do
+        check "CUDA graphs: the timed batch-$b step is a graph updated in place" \
+            grep -qx "decode_b${b}_rows_graphs 1 launched, 1 updated, 0 instantiated, 0 paused" "$TMP/out"
+    done
+    env RL_CUDA_LIB="$E" RL_CUDA_GRAPHS=frob "$B" -D cuda -C 64 -g -L 1 -c "$tiny" > "$TMP/out" 2> "$TMP/err"
+    check "RL_CUDA_GRAPHS=frob is refused, naming what it takes" \
+        grep -qF 'RL_CUDA_GRAPHS="frob": expected auto, on or off' "$TMP/out" "$TMP/err"
     # the trainers' shape with cuBLASLt pinned (tests/gpu/run's trainer part):
     # a batch-invariant step (-I) runs, on the route the device line names
     env RL_CUDA_LIB="$E" RL_CUDA_MATH=bf16 RL_CUDA_GEMM=pinned \

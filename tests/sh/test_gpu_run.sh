@@ -23,6 +23,7 @@ echo "ok 1 $p ${RL_CUDA_MATH:-} ${RL_CUDA_ATTN:-}"
 [ "$p" = test_cuda_model ] && echo "worst gradient: per_sequence 0.0${RL_TEST_LAYERS:-3}" >&2
 [ "$p" = test_cuda_ops ] && [ "${RL_CUDA_GEMM:-}" = lt ] && echo "invariance: unpinned cuBLASLt, stand-in: 3 of 10" >&2
 [ "${FAKE_FAIL:-}" = "$p-${RL_CUDA_GEMM:-}" ] && { echo "not ok 2 $p planted"; exit 1; }
+[ "${FAKE_FAIL:-}" = "$p-graphs" ] && [ "${RL_CUDA_GRAPHS:-}" = on ] && { echo "not ok 2 $p planted"; exit 1; }
 [ "${FAKE_FAIL:-}" = "$p" ] && { echo "not ok 2 $p planted"; exit 1; }
 exit 0
 EOF
@@ -34,7 +35,8 @@ printf '#!/bin/sh\nexit 0\n' >"$pack/bin/rl-gen"
 # fp32 activations, 0.35 with cuBLASLt, 0.2 for a product per sequence (-I)
 # but 0.29 with cuBLASLt pinned; the step's seconds 0.0124 over the MFU);
 # decode figures that encode the rows kernel and the streamed kernel's
-# block target. FAKE_SLEEP: seconds before the output.
+# block target, 20 tok/s more as CUDA graphs. FAKE_SLEEP: seconds before
+# the output.
 cat >"$pack/benchbin/gpu_bench" <<'EOF'
 #!/bin/bash
 echo "$*" >>"$FAKE_LOG"
@@ -64,6 +66,7 @@ if [ -n "$g" ]; then
     r=${RL_CUDA_ROWS:-tc}${RL_CUDA_ROWS_BLOCKS:-}
     for b in 1 64; do
         n=$((b * 100 + ${#r}))
+        [ "${RL_CUDA_GRAPHS:-}" = on ] && n=$((n + 20))
         for k in rows_tokens_per_s rows_floor_tokens_per_s rows_draw_tokens_per_s cublas_tokens_per_s; do
             echo "decode_b${b}_$k $n"
         done
@@ -76,10 +79,11 @@ EOF
 cat >"$pack/benchbin/gen_bench" <<'EOF'
 #!/bin/bash
 echo "gen $*" >>"$FAKE_LOG"
-echo "gen_b64_tokens_per_s 45${#RL_CUDA_ROWS}"
+g=; [ "${RL_CUDA_GRAPHS:-}" = on ] && g=1
+echo "gen_b64_tokens_per_s ${g:+5}45${#RL_CUDA_ROWS}"
 echo "gen_b64_steps 201"
 echo "gen_b64_slots_busy 0.59"
-echo "gen_b1_tokens_per_s 24${#RL_CUDA_ROWS}"
+echo "gen_b1_tokens_per_s ${g:+3}24${#RL_CUDA_ROWS}"
 EOF
 # PyTorch's benchmark; any other Python program is the real one's
 cat >"$TMP/python" <<'EOF'
@@ -122,6 +126,10 @@ check "check: tc-wide's route ran under RL_CUDA_ATTN=tc-wide" test "$(cell check
 check "check: fp32 activations ran under RL_CUDA_ACT=fp32" test "$(cell check '  fp32 activations')" = "0.1127 / 0.110"
 check "check: the streamed decode ran under RL_CUDA_ROWS=stream" test "$(cell check '  the same, streamed')" = 106
 check "check: rl-gen end to end, default and streamed" test "$(cell check 'rl-gen b64 / b1, top-p 1, streamed')" = "456 / 246"
+check "check: the decode step as CUDA graphs ran under RL_CUDA_GRAPHS=on" test "$(cell check '  the same, as CUDA graphs')" = 122
+check "check: rl-gen end to end as CUDA graphs" test "$(cell check 'rl-gen b64 / b1, top-p 1, CUDA graphs')" = "5450 / 3240"
+check "check: graphs' faster decode chooses them, their tests passed" grep -qx "  decode batch 1, CUDA graphs against op by op (auto's): gains 19.6% -> AUTO_GRAPHS true (kernels/cuda_graph.cu), if no line loses" "$TMP/check.report"
+check "check: graphs' gain under 3% keeps the default" grep -qx "  decode batch 64, CUDA graphs against op by op (auto's): gains 0.3% -> keep the default" "$TMP/check.report"
 check "check: cuBLASLt's step ran under RL_CUDA_GEMM=lt" test "$(cell check '  cuBLASLt GEMMs')" = "0.0344 / 0.360"
 check "check: the trainers' shape per sequence, pinned (-I with RL_CUDA_GEMM=pinned) and --batch-gemm" \
     test "$(cell check '16 x 256 tokens')" = "0.0590 / 0.0413 / 0.0400"
@@ -135,7 +143,7 @@ check "check: streamed rows past 3% at batch 1 choose them" grep -q "decode batc
 check "check: under 3% keeps the default" grep -q "rl-gen batch 1 end to end, streamed rows against auto's: gains 2.5% -> keep the default" "$TMP/check.report"
 check "check: the launches a step, auto's and streamed" test "$(cell check '  launches a step')" = "2 / 6"
 check "check: the launches' share of a step, under a quarter" grep -q "decode batch 1: its launches alone are 17% of a step -> the launches are not what bounds it" "$TMP/check.report"
-check "check: the launches' share of a step, over a quarter" grep -q "decode batch 1, streamed rows: its launches alone are 50% of a step -> CUDA graphs would pay" "$TMP/check.report"
+check "check: the launches' share of a step, over a quarter" grep -q "decode batch 1, streamed rows: its launches alone are 50% of a step -> CUDA graphs should pay" "$TMP/check.report"
 check "check: the time of each part" grep -qE "^time by part: ops-fp32 [0-9]+ s, .*gpu_bench [0-9]+ s, gpu_torch [0-9]+ s" "$TMP/check.report"
 check "check: the report and the logs in \$OUT" test -s "$TMP/OUT/gpu-report.txt" -a -s "$TMP/OUT/gpu-logs.txt"
 
@@ -167,6 +175,12 @@ FAKE_FAIL=test_cuda_model-pinned gpu_run pinfail
 check "pinned's test failed: the run fails" test $? = 1
 check "pinned's test failed: keep the default" grep -q "cuBLASLt pinned: its invariance tests did not pass (or run): keep the default" "$TMP/pinfail.report"
 check "pinned's test failed: no choice of it" test -z "$(grep "AUTO_GEMM GEMM_PINNED" "$TMP/pinfail.report")"
+
+# a graphs test failed: no choice of them
+FAKE_FAIL=test_cuda_model-graphs gpu_run graphfail
+check "graphs' test failed: the run fails" test $? = 1
+check "graphs' test failed: keep the default" grep -q "CUDA graphs: their tests did not pass (or run): keep the default" "$TMP/graphfail.report"
+check "graphs' test failed: no choice of them" test -z "$(grep "AUTO_GRAPHS" "$TMP/graphfail.report")"
 
 FAKE_FAIL=test_cuda_model gpu_run fail --no-bench
 check "a failed test: exit status 1" test $? = 1

@@ -206,6 +206,83 @@ static void check_generation(struct model *mc, struct model *mg, struct rng *R)
     free(lc), free(lg);
 }
 
+/* Decode steps as graphs (RL_CUDA_GRAPHS=on; tests/run runs this test so
+ * on the emulation): slots prefilled, then decode steps through the graphs
+ * and again, from the same prefill, with the ops one by one: the logits
+ * must be the same bits. Three slots of a batch-invariant model take the
+ * rows kernels; six of a model that is not take cuBLAS (or cuBLASLt), whose
+ * calls are captured too. The first step's workspace grows inside its
+ * capture, and steps after the first update the last step's graph. */
+enum { GRAPH_SLOTS = 6, GRAPH_PROMPT = 69, GRAPH_STEPS = 6 };
+static void run_decode(struct model *mg, int n, const int *prompt, const int *next, float *logits)
+{
+    int slots[GRAPH_SLOTS], ntok[GRAPH_SLOTS];
+    for (int s = 0; s < n; s++)
+        slots[s] = s, ntok[s] = GRAPH_PROMPT;
+    struct kv_cache *cg = kv_cache_new(mg, n, GRAPH_PROMPT + GRAPH_STEPS);
+    int rc = !cg || model_step(mg, cg, n, slots, ntok, prompt, NULL);
+    for (int k = 0; k < GRAPH_STEPS && !rc; k++) {
+        for (int s = 0; s < n; s++)
+            ntok[s] = 1;
+        rc = model_step(mg, cg, n, slots, ntok, next + k * n, logits + (size_t)k * n * mg->V);
+    }
+    if (rc)
+        fprintf(stderr, "decode: %s\n", rl_errmsg());
+    kv_cache_free(cg);
+}
+
+/* n slots' steps as graphs and op by op; whether every step's logits matched */
+static bool graphs_match(struct model *mg, struct rng *R, int n)
+{
+    int V = mg->V, prompt[GRAPH_SLOTS * GRAPH_PROMPT], next[GRAPH_STEPS * GRAPH_SLOTS];
+    for (int i = 0; i < n * GRAPH_PROMPT; i++)
+        prompt[i] = (int)(rng_next(R) % (uint64_t)V);
+    for (int i = 0; i < GRAPH_STEPS * n; i++)
+        next[i] = (int)(rng_next(R) % (uint64_t)V);
+    size_t len = (size_t)GRAPH_STEPS * n * V;
+    float *with = rl_malloc(len * sizeof *with), *without = rl_malloc(len * sizeof *without);
+    for (size_t i = 0; i < len; i++)
+        with[i] = without[i] = NAN;
+    run_decode(mg, n, prompt, next, with);
+    const struct backend *bk = mg->bk;
+    struct backend one_by_one = *bk;
+    one_by_one.graph_begin = one_by_one.graph_end = NULL;
+    mg->bk = &one_by_one;
+    run_decode(mg, n, prompt, next, without);
+    mg->bk = bk;
+    int same = 0;
+    for (int k = 0; k < GRAPH_STEPS; k++)
+        same += !memcmp(with + (size_t)k * n * V, without + (size_t)k * n * V, (size_t)n * V * sizeof *with);
+    if (same != GRAPH_STEPS)
+        fprintf(stderr, "graphs, %d slots: %d of %d steps the same\n", n, same, GRAPH_STEPS);
+    free(with), free(without);
+    return same == GRAPH_STEPS;
+}
+
+static void check_graphs(struct model *mg, struct rng *R)
+{
+    const char *name = "decode steps as CUDA graphs: the bits of the ops one by one";
+    if (!mg->bk->graph_begin) {
+        harness_skip(name, "RL_CUDA_GRAPHS is not on (tests/run and tests/gpu/run run this test with it on)");
+        return;
+    }
+    struct cuda_graph_stats s0, s1;
+    backend_cuda_graph_stats(&s0);
+    bool rows = graphs_match(mg, R, 3);
+    backend_cuda_graph_stats(&s1);
+    CHECK(harness_name("%s (3 slots, the rows kernels)", name), rows);
+    long long launched = s1.launched - s0.launched, updated = s1.updated - s0.updated;
+    long long made = s1.instantiated - s0.instantiated, paused = s1.paused - s0.paused;
+    fprintf(stderr, "graphs: %lld launched, %lld updated, %lld instantiated, %lld captures paused\n", launched, updated,
+            made, paused);
+    CHECKF("decode graphs: every step a graph, later steps updated in place, a growing workspace pauses the capture",
+           launched >= GRAPH_STEPS && updated >= 1 && made >= 1 && paused >= 1,
+           "%lld launched, %lld updated, %lld instantiated, %lld paused", launched, updated, made, paused);
+    mg->batch_invariant = false;
+    CHECK(harness_name("%s (%d slots, products through cuBLAS)", name, GRAPH_SLOTS), graphs_match(mg, R, GRAPH_SLOTS));
+    mg->batch_invariant = true;
+}
+
 int main(void)
 {
     const char *dev = getenv("RL_TEST_GPU");      /* devsim: this test's logic on the CPU */
@@ -255,6 +332,7 @@ int main(void)
     struct model *mc = make(&c, "cpu", w), *mg = make(&c, dev, w);
     CHECKF("the model on both devices", mc && mg, "%s", rl_errmsg());
     if (mc && mg) {
+        check_graphs(mg, &R);            /* first: its workspaces grow inside its captures */
         check_training(mc, mg, &R, "a product per sequence");
         check_invariance(mg, &R);
         mc->batch_invariant = mg->batch_invariant = false;
