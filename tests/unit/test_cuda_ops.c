@@ -825,9 +825,12 @@ static void check_rope_kv_append(const char *what, struct two *x, float *x2, int
         expect_act(harness_name("%s: q and k rotated", what), x, 1e-2);
     else
         expect(harness_name("%s: q and k rotated", what), x, 1e-5);
-    /* the caches' written rows against the CPU's */
+    /* the caches' written rows against the CPU's, each error relative to
+     * the largest value written: a rotated element near zero carries the
+     * absolute error of its larger terms (sin and cos differ by an ulp on
+     * a GPU) */
     char *hk = rl_malloc(nc * esz);
-    double worst = 0;
+    double worst = 0, largest = 0;
     for (int kv = 0; kv < 2; kv++) {
         gpu->download(hk, g[kv], nc * esz);
         for (int q = 0; q < RKA_SEQS; q++)
@@ -836,13 +839,14 @@ static void check_rope_kv_append(const char *what, struct two *x, float *x2, int
                     size_t o = (size_t)q * RKA_CAP * kvd + (size_t)(proto[q].pos + i) * kvd + d;
                     float got = kv16 ? st_bf16_to_f32(((uint16_t *)hk)[o]) : ((float *)hk)[o];
                     float want = (kv ? cv : ck)[o];
-                    double e = fabs(got - want) / (fabs(want) + 1e-3);
+                    double e = fabs(got - want);
                     if (e != e)
                         e = INFINITY;
-                    if (e > worst)
-                        worst = e;
+                    worst = fmax(worst, e);
+                    largest = fmax(largest, fabs(want));
                 }
     }
+    worst /= largest + 1e-30;
     double tol = act || kv16 ? 1e-2 : 1e-5;
     CHECKF(harness_name("%s: the caches' new rows", what), worst <= tol, "worst relative error %.3g > %.1g", worst,
            tol);
@@ -1846,6 +1850,8 @@ static void tc_read_acts(const char *what, const char *kernel)
         }
     fclose(f);
     trace_seen = lines;
+    if (!lines)                                   /* a GPU: the file stays empty */
+        return;
     bool wide = strstr(d, "tensor-core (cp.async, wide)") && strncmp(kernel, "attention (split decode)", 24);
     CHECKF(what, ran > 0 && conv == 0 && (!wide || copies == 0), "%ld launches of %s, %ld conversions, %ld copies%s",
            ran, kernel, conv, copies, wide ? " (tc-wide: none expected)" : "");
