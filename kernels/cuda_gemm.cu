@@ -10,25 +10,24 @@ int sm_count = 1;
 unsigned long op_epoch;
 
 /* $RL_CUDA_ROWS: the products of batch-invariant decoding (matmul_rows) on
- * the tensor cores where they apply (tc), or in fp32 (fp32); auto, the
- * default, is tc, as measured on an H100 (eighth session; TinyLlama's
- * shape, 128 cached tokens): 5804 tokens/s at batch 64 against the fp32
- * kernel's 3730, and 177 against 213 at batch 1. The choice cannot follow
- * the batch: a row's bits must not depend on it. */
-#define AUTO_ROWS_TC 1
-/* stream: the tensor cores through k_matmul_rows_stream, written for the
- * weights' bandwidth (below). auto streams since an H200 timed both
- * (nineteenth session, TinyLlama's shape): a decode step 451 tokens/s
- * against tc's 244 at batch 1 and 11415 against 6790 at batch 64; rl-gen
- * end to end 451 against 249 and 7580 against 4756 */
-#define AUTO_ROWS_STREAM 1
+ * the tensor cores where they apply (tc), the same through
+ * k_matmul_rows_stream, written for the weights' bandwidth (stream, below),
+ * or in fp32 (fp32). auto, the default, was tc from an H100's figures
+ * (eighth session; TinyLlama's shape, 128 cached tokens: 5804 tokens/s at
+ * batch 64 against the fp32 kernel's 3730, 177 against 213 at batch 1), and
+ * is stream since an H200 timed both (nineteenth session): a decode step
+ * 451 tokens/s against tc's 244 at batch 1 and 11415 against 6790 at batch
+ * 64; rl-gen end to end 451 against 249 and 7580 against 4756. The choice
+ * cannot follow the batch: a row's bits must not depend on it. */
+enum { ROWS_TC = 1, ROWS_FP32, ROWS_STREAM };
+#define AUTO_ROWS ROWS_STREAM
 static bool rows_tc, rows_stream;
 int cuda_rows_mode(const char *name)
 {
     static const char *const modes[] = {"auto", "tc", "fp32", "stream"};
-    int i = mode_index(name, modes);
-    rows_tc = i == 0 ? AUTO_ROWS_TC : i == 1 || i == 3;
-    rows_stream = i == 3 || (i == 0 && AUTO_ROWS_STREAM);
+    int i = mode_index(name, modes), route = i == 0 ? AUTO_ROWS : i;
+    rows_tc = route == ROWS_TC || route == ROWS_STREAM;
+    rows_stream = route == ROWS_STREAM;
     return i < 0 ? -1 : 0;
 }
 bool cuda_rows_tc(void) { return rows_tc && gemm_bf16; }

@@ -144,7 +144,7 @@ check "check: the unpinned route's rows alone, on the card" grep -q "^rows alone
 check "check: no tuning rows" test -z "$(cell check '  streamed, 256')$(cell check '  train step, attention cublas')"
 check "check: tc-wide's faster step chooses it" grep -qx "  training step, tc-wide attention against auto's: gains 32.5% -> AUTO_TC_KIND TC_WIDE (kernels/cuda_attention.cu)" "$TMP/check.report"
 check "check: fp32 activations' slower step keeps bf16" grep -qx "  training step, fp32 activations against auto's bf16: loses 64.5% -> keep the default" "$TMP/check.report"
-check "check: unstreamed rows past 3% at batch 1 choose them" grep -qx "  decode batch 1, unstreamed rows against auto's streamed: gains 3.8% -> AUTO_ROWS_STREAM 0 (kernels/cuda_gemm.cu)" "$TMP/check.report"
+check "check: unstreamed rows past 3% at batch 1 choose them" grep -qx "  decode batch 1, unstreamed rows against auto's streamed: gains 3.8% -> AUTO_ROWS ROWS_TC (kernels/cuda_gemm.cu)" "$TMP/check.report"
 check "check: under 3% keeps the default" grep -qx "  rl-gen batch 1 end to end, unstreamed rows against auto's streamed: gains 0.8% -> keep the default" "$TMP/check.report"
 check "check: the launches a step, auto's and unstreamed" test "$(cell check '  launches a step')" = "6 / 2"
 check "check: the launches' share of a step, under a quarter" grep -q "decode batch 1, unstreamed rows: its launches alone are 17% of a step -> the launches are not what bounds it" "$TMP/check.report"

@@ -33,22 +33,33 @@ static double gemm_tol, attn_tol;
 static bool bf16_mode;                 /* the backend's products take bf16 operands */
 
 /* The emulation's trace of launches (RL_EMU_TRACE, which main points at a
- * file of its own): the launches since the last call whose names start
- * with `name`, or -1 where nothing is traced (a GPU, devsim). */
+ * file of its own): hits[i], the launches since the last call whose names
+ * start with names[i]; false where nothing is traced (a GPU or devsim,
+ * where the file stays empty). */
 static const char *trace_path;
 static long trace_seen;
-static long traced(const char *name)
+static bool trace_count(int n, const char *const names[], long hits[])
 {
     FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
     if (!f)
-        return -1;
+        return false;
     char line[128];
-    long lines = 0, hits = 0;
+    long lines = 0;
+    for (int i = 0; i < n; i++)
+        hits[i] = 0;
     while (fgets(line, sizeof line, f))
-        hits += ++lines > trace_seen && !strncmp(line, name, strlen(name));
+        if (++lines > trace_seen)
+            for (int i = 0; i < n; i++)
+                hits[i] += !strncmp(line, names[i], strlen(names[i]));
     fclose(f);
     trace_seen = lines;
-    return lines ? hits : -1;
+    return lines > 0;
+}
+/* the launches since the last call whose names start with `name`, or -1 */
+static long traced(const char *name)
+{
+    long hits;
+    return trace_count(1, &name, &hits) ? hits : -1;
 }
 /* the bf16 copies the products made of their operands */
 static long operand_copies(void) { return traced("bf16 copy of a GEMM operand\n"); }
@@ -1832,26 +1843,15 @@ static void test_acts_rows(void)
  * made no head-major copy either */
 static void tc_read_acts(const char *what, const char *kernel)
 {
-    FILE *f = trace_path ? fopen(trace_path, "r") : NULL;
     const char *d = gpu->detail ? gpu->detail : "";
     bool tc = strstr(d, "tensor-core+") || strstr(d, "tensor-core (cp.async");
-    if (!f || (!tc && strncmp(kernel, "attention (split decode)", 24))) {
-        if (f)
-            fclose(f);
+    if (!tc && strncmp(kernel, "attention (split decode)", 24))
         return;
-    }
-    char line[128];
-    long lines = 0, ran = 0, conv = 0, copies = 0;
-    while (fgets(line, sizeof line, f))
-        if (++lines > trace_seen) {
-            ran += !strncmp(line, kernel, strlen(kernel));
-            conv += !strncmp(line, "bf16 activations (conversion)", 29) || !strncmp(line, "widen a bf16 KV cache", 21);
-            copies += !strncmp(line, "attention (bf16 copies)", 23);
-        }
-    fclose(f);
-    trace_seen = lines;
-    if (!lines)                                   /* a GPU: the file stays empty */
+    const char *names[] = {kernel, "bf16 activations (conversion)", "widen a bf16 KV cache", "attention (bf16 copies)"};
+    long h[4];
+    if (!trace_count(4, names, h))
         return;
+    long ran = h[0], conv = h[1] + h[2], copies = h[3];
     bool wide = strstr(d, "tensor-core (cp.async, wide)") && strncmp(kernel, "attention (split decode)", 24);
     CHECKF(what, ran > 0 && conv == 0 && (!wide || copies == 0), "%ld launches of %s, %ld conversions, %ld copies%s",
            ran, kernel, conv, copies, wide ? " (tc-wide: none expected)" : "");
